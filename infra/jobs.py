@@ -1,0 +1,211 @@
+"""The Redis job store: job records, per-batch manifests and counters.
+
+Celery delivers a batch at least once, so everything here is keyed by
+``(job_id, batch_index)`` and applied atomically by Lua scripts: a batch that
+runs twice is recorded once, its items are counted once, and the job is
+finalised by exactly one worker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+JOB_TTL_SECONDS = 30 * 24 * 3600
+FINALIZE_LOCK_SECONDS = 600
+
+_RECORD_BATCH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
+local batches = tonumber(redis.call('HGET', KEYS[1], 'batches'))
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
+  return {0, tonumber(redis.call('HGET', KEYS[1], 'done_batches') or '0'), batches}
+end
+redis.call('HINCRBY', KEYS[1], 'ok', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'error', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'skipped', ARGV[5])
+redis.call('HINCRBYFLOAT', KEYS[1], 'stage_download', ARGV[6])
+redis.call('HINCRBYFLOAT', KEYS[1], 'stage_decode', ARGV[7])
+redis.call('HINCRBYFLOAT', KEYS[1], 'stage_infer', ARGV[8])
+redis.call('HINCRBYFLOAT', KEYS[1], 'stage_upload', ARGV[9])
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[10])
+if ARGV[11] ~= '' then redis.call('HSETNX', KEYS[1], 'failure', ARGV[11]) end
+local done = redis.call('HINCRBY', KEYS[1], 'done_batches', 1)
+return {1, done, batches}
+"""
+
+_BEGIN_BATCH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2]) == 1 then
+  redis.call('HSET', KEYS[1], 'state', 'running')
+end
+return redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+"""
+
+_FIELDS_INT = ("total", "batches", "ok", "error", "skipped", "done_batches", "batch_size")
+_FIELDS_FLOAT = (
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "stage_download",
+    "stage_decode",
+    "stage_infer",
+    "stage_upload",
+)
+
+
+class JobNotFound(LookupError):
+    """No job with that id is known to Redis."""
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """What recording a batch changed: was it new, and is the job now complete?"""
+
+    first_time: bool
+    done_batches: int
+    total_batches: int
+
+    @property
+    def job_complete(self) -> bool:
+        return self.done_batches >= self.total_batches
+
+
+def job_key(job_id: str) -> str:
+    return f"bv:job:{job_id}"
+
+
+class JobStore:
+    """Reads and writes job state in Redis; safe to share between threads."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._record_batch = client.register_script(_RECORD_BATCH)
+        self._begin_batch = client.register_script(_BEGIN_BATCH)
+
+    @classmethod
+    def from_url(cls, url: str) -> JobStore:
+        return cls(
+            redis.Redis.from_url(
+                url,
+                socket_timeout=30,
+                socket_connect_timeout=5,
+                health_check_interval=30,
+                retry_on_timeout=True,
+            )
+        )
+
+    def create(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Create the job record (state ``queued``)."""
+        record = {"job_id": job_id, "state": "queued", "ok": 0, "error": 0, "skipped": 0}
+        record.update({"done_batches": 0, "submitted_at": time.time()})
+        record.update(fields)
+        encoded = {
+            name: json.dumps(value) if isinstance(value, dict | list | bool) else value
+            for name, value in record.items()
+            if value is not None
+        }
+        pipe = self.redis.pipeline()
+        pipe.hset(job_key(job_id), mapping=encoded)
+        pipe.expire(job_key(job_id), JOB_TTL_SECONDS)
+        pipe.zadd("bv:jobs", {job_id: float(record["submitted_at"])})
+        pipe.execute()
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """The job record with numbers decoded; raises JobNotFound."""
+        raw = self.redis.hgetall(job_key(job_id))
+        if not raw:
+            raise JobNotFound(
+                f"no job {job_id!r} in Redis; check the id (`bucketvision status` takes the id"
+                " that `submit` printed) and BV_BROKER_URL"
+            )
+        record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        for name in _FIELDS_INT:
+            if name in record:
+                record[name] = int(float(record[name]))
+        for name in _FIELDS_FLOAT:
+            if name in record:
+                record[name] = float(record[name])
+        for name in ("options",):
+            if name in record:
+                record[name] = json.loads(record[name])
+        return record
+
+    def begin_batch(self, job_id: str, batch_index: int) -> int:
+        """Mark the job running and count an attempt of this batch; returns the attempt number."""
+        attempt = int(
+            self._begin_batch(
+                keys=[job_key(job_id), f"{job_key(job_id)}:attempts"],
+                args=[batch_index, time.time()],
+            )
+        )
+        if attempt < 0:
+            raise JobNotFound(f"job {job_id} has no record in Redis (expired or deleted)")
+        return attempt
+
+    def record_batch(
+        self,
+        job_id: str,
+        batch_index: int,
+        manifest_lines: Iterable[dict[str, Any]],
+        stage_seconds: dict[str, float],
+        failure: str | None = None,
+    ) -> BatchRecord:
+        """Store a batch's manifest lines and add its counts, once per batch."""
+        lines = list(manifest_lines)
+        counts = {"ok": 0, "error": 0, "skipped": 0}
+        for line in lines:
+            counts[line["status"]] += 1
+        jsonl = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+        first, done, batches = self._record_batch(
+            keys=[job_key(job_id), f"{job_key(job_id)}:manifest"],
+            args=[
+                batch_index,
+                jsonl,
+                counts["ok"],
+                counts["error"],
+                counts["skipped"],
+                stage_seconds.get("download", 0.0),
+                stage_seconds.get("decode", 0.0),
+                stage_seconds.get("infer", 0.0),
+                stage_seconds.get("upload", 0.0),
+                time.time(),
+                failure or "",
+            ],
+        )
+        if int(first) < 0:
+            raise JobNotFound(f"job {job_id} has no record in Redis (expired or deleted)")
+        return BatchRecord(bool(first), int(done), int(batches))
+
+    def manifest_lines(self, job_id: str) -> list[dict[str, Any]]:
+        """All recorded manifest lines, in batch order."""
+        raw = self.redis.hgetall(f"{job_key(job_id)}:manifest")
+        lines: list[dict[str, Any]] = []
+        for _, text in sorted(raw.items(), key=lambda item: int(item[0])):
+            lines.extend(json.loads(row) for row in text.decode().splitlines() if row)
+        return lines
+
+    def claim_finalization(self, job_id: str, owner: str) -> bool:
+        """True for the one worker that may write the job's manifest and summary now."""
+        return bool(
+            self.redis.set(f"{job_key(job_id)}:finalize", owner, nx=True, ex=FINALIZE_LOCK_SECONDS)
+        )
+
+    def release_finalization(self, job_id: str) -> None:
+        self.redis.delete(f"{job_key(job_id)}:finalize")
+
+    def mark_finished(self, job_id: str, state: str, finished_at: float) -> None:
+        """Record the final state; the per-batch data is kept until the TTL expires."""
+        pipe = self.redis.pipeline()
+        pipe.hset(job_key(job_id), mapping={"state": state, "finished_at": finished_at})
+        for suffix in ("", ":manifest", ":attempts"):
+            pipe.expire(job_key(job_id) + suffix, JOB_TTL_SECONDS)
+        pipe.execute()
+
+    def recent_jobs(self, count: int = 20) -> list[str]:
+        return [item.decode() for item in self.redis.zrevrange("bv:jobs", 0, count - 1)]

@@ -1,0 +1,208 @@
+"""The S3 store: every object read and write of the service goes through here.
+
+boto3 is the only client. One pooled, thread-safe client is shared by all the
+threads of a process; botocore's "standard" retry mode retries throttling and
+5xx answers with exponential backoff and jitter, within a bounded number of
+attempts, so callers see either a result or a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from infra.settings import Settings
+
+
+class StorageError(RuntimeError):
+    """An S3 operation failed in a way the caller should report to the user."""
+
+
+class ObjectTooLarge(StorageError):
+    """The object is larger than BV_MAX_OBJECT_BYTES."""
+
+
+class ObjectMissing(StorageError):
+    """The object or bucket does not exist."""
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    """A parsed ``s3://bucket/prefix`` URI."""
+
+    bucket: str
+    prefix: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def key(self, *parts: str) -> str:
+        """Join ``parts`` under this prefix."""
+        base = self.prefix if not self.prefix or self.prefix.endswith("/") else self.prefix + "/"
+        return base + "/".join(part.strip("/") for part in parts if part)
+
+
+def parse_s3_uri(uri: str, *, directory: bool = True) -> S3Uri:
+    """Parse ``s3://bucket/prefix``; a directory prefix always ends with ``/``."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri!r} is not an S3 URI; write it as s3://BUCKET/PREFIX/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"{uri!r} names no bucket; write it as s3://BUCKET/PREFIX/")
+    if directory and prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return S3Uri(bucket, prefix)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object."""
+
+    key: str
+    size: int
+    etag: str
+
+
+def make_client(settings: Settings, *, pool_size: int = 64) -> Any:
+    """A pooled boto3 S3 client configured from ``settings``."""
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 8},
+        max_pool_connections=pool_size,
+        connect_timeout=5,
+        read_timeout=60,
+        s3={"addressing_style": "path"} if settings.s3_endpoint_url else {},
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.aws_region,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        config=config,
+    )
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class S3Store:
+    """Thin, typed wrapper over a boto3 client with the service's error vocabulary."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, pool_size: int = 64) -> S3Store:
+        return cls(make_client(settings, pool_size=pool_size))
+
+    def _explain(self, error: Exception, what: str) -> StorageError:
+        if isinstance(error, ClientError):
+            code = _error_code(error)
+            if code in ("NoSuchBucket",):
+                return ObjectMissing(f"{what}: the bucket does not exist ({code})")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return ObjectMissing(f"{what}: no such object")
+            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                return StorageError(f"{what}: access denied ({code}); check the AWS_* credentials")
+            return StorageError(f"{what}: {code or error}")
+        if isinstance(error, EndpointConnectionError):
+            return StorageError(
+                f"{what}: cannot reach the S3 endpoint ({error}); is BV_S3_ENDPOINT_URL right?"
+            )
+        return StorageError(f"{what}: {type(error).__name__}: {error}")
+
+    def bucket_exists(self, bucket: str) -> bool:
+        try:
+            self.client.head_bucket(Bucket=bucket)
+            return True
+        except ClientError as error:
+            if _error_code(error) in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            raise self._explain(error, f"s3://{bucket}") from error
+        except Exception as error:
+            raise self._explain(error, f"s3://{bucket}") from error
+
+    def ensure_bucket(self, bucket: str) -> None:
+        """Create ``bucket`` if it does not exist (demo and tests)."""
+        if not self.bucket_exists(bucket):
+            self.client.create_bucket(Bucket=bucket)
+
+    def list_objects(self, uri: S3Uri, *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Every object under ``uri``, in key order, following pagination."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        arguments: dict[str, Any] = {"Bucket": uri.bucket, "Prefix": uri.prefix}
+        if start_after:
+            arguments["StartAfter"] = start_after
+        try:
+            for page in paginator.paginate(**arguments):
+                for entry in page.get("Contents", []):
+                    yield ObjectInfo(entry["Key"], int(entry["Size"]), entry["ETag"].strip('"'))
+        except (ClientError, EndpointConnectionError) as error:
+            raise self._explain(error, f"listing {uri}") from error
+
+    def get_bytes(self, bucket: str, key: str, *, max_bytes: int | None = None) -> bytes:
+        """Read a whole object, refusing one larger than ``max_bytes``."""
+        what = f"s3://{bucket}/{key}"
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key)
+        except Exception as error:
+            raise self._explain(error, what) from error
+        body = response["Body"]
+        try:
+            length = int(response.get("ContentLength", 0))
+            if max_bytes is not None and length > max_bytes:
+                raise ObjectTooLarge(
+                    f"{what} is {length} bytes, above BV_MAX_OBJECT_BYTES={max_bytes}"
+                )
+            data: bytes = body.read() if max_bytes is None else body.read(max_bytes + 1)
+            if max_bytes is not None and len(data) > max_bytes:
+                raise ObjectTooLarge(f"{what} is above BV_MAX_OBJECT_BYTES={max_bytes}")
+            return data
+        finally:
+            body.close()
+
+    def get_text(self, bucket: str, key: str) -> str:
+        return self.get_bytes(bucket, key).decode("utf-8")
+
+    def get_json(self, bucket: str, key: str) -> Any:
+        return json.loads(self.get_bytes(bucket, key))
+
+    def put_bytes(
+        self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> None:
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+        except Exception as error:
+            raise self._explain(error, f"writing s3://{bucket}/{key}") from error
+
+    def put_json(self, bucket: str, key: str, document: Any) -> None:
+        data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+        self.put_bytes(bucket, key, data, "application/json")
+
+    def upload_file(self, path: str, bucket: str, key: str) -> None:
+        try:
+            self.client.upload_file(path, bucket, key)
+        except Exception as error:
+            raise self._explain(error, f"uploading {path} to s3://{bucket}/{key}") from error
+
+    def download_file(self, bucket: str, key: str, path: str) -> None:
+        try:
+            self.client.download_file(bucket, key, path)
+        except Exception as error:
+            raise self._explain(error, f"downloading s3://{bucket}/{key}") from error
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as error:
+            if _error_code(error) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._explain(error, f"s3://{bucket}/{key}") from error

@@ -1,0 +1,131 @@
+"""One settings object, built from the environment when a command starts.
+
+Every tunable of the service lives here so that the worker, the producer and the
+tests agree on names and defaults. Nothing reads the environment at import time:
+call :meth:`Settings.from_env` where the process starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_MODELS = {
+    "classify": "digits",
+    "detect": "shapes-detector",
+    "segment": "shapes-segmenter",
+    "generate": "digits-gan",
+}
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip().replace("_", ""))
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer; unset it or give a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is below the minimum of {minimum}")
+    return value
+
+
+def _optional_integer(environ: Mapping[str, str], name: str) -> int | None:
+    if not environ.get(name, "").strip():
+        return None
+    return _integer(environ, name, 0, minimum=0)
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` so it can be logged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of one bucketvision process (producer, worker, watcher or CLI)."""
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    s3_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    models_uri: str = "s3://bucketvision/models/"
+    batch_size: int = 32
+    max_image_pixels: int = 40_000_000
+    max_object_bytes: int = 50 * 1024 * 1024
+    metrics_port: int | None = None
+    visibility_timeout: int = 3600
+    model_refresh_seconds: int = 30
+    io_threads: int = 16
+    max_attempts: int = 5
+    model_cache_dir: str = field(
+        default_factory=lambda: os.path.join(os.path.expanduser("~"), ".cache", "bucketvision")
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: ``os.environ``); raise SettingsError."""
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        models_uri = env.get("BV_MODELS_URI") or defaults.models_uri
+        if not models_uri.startswith("s3://"):
+            raise SettingsError(f"BV_MODELS_URI={models_uri!r} must be an s3:// URI")
+        broker_url = env.get("BV_BROKER_URL") or defaults.broker_url
+        if not broker_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(
+                f"BV_BROKER_URL={redact_url(broker_url)!r} must be a redis:// or rediss:// URL"
+            )
+        return cls(
+            broker_url=broker_url,
+            s3_endpoint_url=env.get("BV_S3_ENDPOINT_URL") or None,
+            aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            models_uri=models_uri if models_uri.endswith("/") else models_uri + "/",
+            batch_size=_integer(env, "BV_BATCH_SIZE", defaults.batch_size),
+            max_image_pixels=_integer(env, "BV_MAX_IMAGE_PIXELS", defaults.max_image_pixels),
+            max_object_bytes=_integer(env, "BV_MAX_OBJECT_BYTES", defaults.max_object_bytes),
+            metrics_port=_optional_integer(env, "BV_METRICS_PORT"),
+            visibility_timeout=_integer(env, "BV_VISIBILITY_TIMEOUT", defaults.visibility_timeout),
+            model_refresh_seconds=_integer(
+                env, "BV_MODEL_REFRESH_SECONDS", defaults.model_refresh_seconds
+            ),
+            io_threads=_integer(env, "BV_IO_THREADS", defaults.io_threads),
+            max_attempts=_integer(env, "BV_MAX_ATTEMPTS", defaults.max_attempts),
+            model_cache_dir=env.get("BV_MODEL_CACHE_DIR") or defaults.model_cache_dir,
+        )
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields changed (used by commands with flags)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, object]:
+        """The settings as a dict that is safe to print or log: no secrets."""
+        return {
+            "broker_url": redact_url(self.broker_url),
+            "s3_endpoint_url": self.s3_endpoint_url or "(AWS)",
+            "aws_region": self.aws_region,
+            "aws_access_key_id": "set" if self.aws_access_key_id else "(default chain)",
+            "models_uri": self.models_uri,
+            "batch_size": self.batch_size,
+            "max_image_pixels": self.max_image_pixels,
+            "max_object_bytes": self.max_object_bytes,
+            "metrics_port": self.metrics_port,
+            "visibility_timeout": self.visibility_timeout,
+        }

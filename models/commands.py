@@ -1,0 +1,96 @@
+"""``bucketvision models ...``: register, list, show and promote model versions."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from models.registry import PREPROCESS_MODES, ModelRef, ModelRegistry, RegistryError, parse_model_ref
+
+
+def read_labels(labels: str | None, labels_file: str | None) -> list[str]:
+    """Labels from ``--labels a,b,c`` or a file with one label per line (or a JSON list)."""
+    if bool(labels) == bool(labels_file):
+        raise RegistryError("give the class labels with exactly one of --labels or --labels-file")
+    if labels:
+        found = [label.strip() for label in labels.split(",") if label.strip()]
+    else:
+        assert labels_file is not None
+        if not os.path.exists(labels_file):
+            raise RegistryError(f"--labels-file {labels_file}: no such file")
+        with open(labels_file, encoding="utf-8") as handle:
+            text = handle.read()
+        if text.lstrip().startswith("["):
+            found = [str(label) for label in json.loads(text)]
+        else:
+            found = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(set(found)) != len(found):
+        raise RegistryError("the labels contain duplicates")
+    return found
+
+
+def register_model(
+    registry: ModelRegistry,
+    name: str,
+    *,
+    task: str,
+    path: str,
+    labels: list[str],
+    preprocess: str = "unit",
+    metrics: dict[str, Any] | None = None,
+    dataset: str | None = None,
+    trained_at: str | None = None,
+    promote: bool | None = None,
+) -> ModelRef:
+    """Validate ``path`` in Keras safe mode, then add it as the next version of ``name``."""
+    from models.loading import describe_model, load_keras_model
+
+    parse_model_ref(name)
+    if preprocess not in PREPROCESS_MODES:
+        raise RegistryError(f"--preprocess must be one of {', '.join(PREPROCESS_MODES)}")
+    if not os.path.exists(path):
+        raise RegistryError(f"--file {path}: no such file")
+    if task != "classify":
+        raise RegistryError(f"registering {task!r} models is not supported yet; use classify")
+    shape = describe_model(load_keras_model(path))
+    if shape.outputs != len(labels):
+        raise RegistryError(
+            f"the model has {shape.outputs} outputs but {len(labels)} labels were given"
+        )
+    card = {
+        "task": task,
+        "input_shape": [shape.height, shape.width, shape.channels],
+        "labels": labels,
+        "preprocess": preprocess,
+        "metrics": metrics or {},
+        "dataset": dataset,
+        "trained_at": trained_at,
+        "format": "keras",
+    }
+    return registry.add_version(name, path, card, promote=promote)
+
+
+def show_model(registry: ModelRegistry, reference: str) -> dict[str, Any]:
+    """The card of ``NAME[@V]`` plus where its files are."""
+    ref = registry.resolve(reference)
+    bucket, key = registry.model_key(ref.name, ref.version)
+    return {
+        **ref.card,
+        "current": registry.current(ref.name),
+        "versions": registry.versions(ref.name),
+        "model_file": f"s3://{bucket}/{key}",
+    }
+
+
+def format_model_list(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no models registered (try `bucketvision demo` or `bucketvision models register`)"
+    lines = [f"{'NAME':24} {'TASK':9} {'CURRENT':8} VERSIONS  METRICS"]
+    for row in rows:
+        metrics = ", ".join(f"{k}={v}" for k, v in sorted(row["metrics"].items())[:3])
+        lines.append(
+            f"{row['name']:24} {row['task'] or '?':9} {row['current'] or '-':8}"
+            f" {len(row['versions']):<9} {metrics}"
+        )
+    return "\n".join(lines)

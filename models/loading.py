@@ -1,0 +1,56 @@
+"""Loading Keras models safely and describing what they expect.
+
+Models always load with Keras safe mode, so a file cannot run arbitrary Python
+(a ``Lambda`` layer holding bytecode is refused). TensorFlow is imported only
+when a function here is called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class ModelLoadError(RuntimeError):
+    """A model file could not be loaded or does not fit its card."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What a model takes and gives: input (height, width, channels) and output size."""
+
+    height: int
+    width: int
+    channels: int
+    outputs: int
+
+
+def load_keras_model(path: str) -> Any:
+    """Load ``path`` in safe mode, uncompiled; ModelLoadError says what went wrong."""
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as error:
+        if "safe_mode" in str(error) or "Lambda" in str(error):
+            raise ModelLoadError(
+                f"{path}: refused in Keras safe mode (the model holds Python code, e.g. a Lambda"
+                " layer); rebuild it with standard or registered custom layers"
+            ) from None
+        raise ModelLoadError(f"{path}: not a loadable Keras model: {error}") from None
+    except Exception as error:
+        raise ModelLoadError(f"{path}: cannot load: {type(error).__name__}: {error}") from None
+
+
+def describe_model(model: Any) -> ModelShape:
+    """Read the single image input and output size from a loaded model."""
+    if len(model.inputs) != 1:
+        raise ModelLoadError(f"the model has {len(model.inputs)} inputs; one image input expected")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[3] not in (1, 3) or shape[1] is None or shape[2] is None:
+        raise ModelLoadError(
+            f"the model input shape is {shape}; expected (batch, height, width, 1 or 3)"
+        )
+    output_shape = tuple(model.outputs[0].shape)
+    outputs = int(output_shape[-1]) if output_shape[-1] is not None else 0
+    return ModelShape(int(shape[1]), int(shape[2]), int(shape[3]), outputs)

@@ -1,0 +1,215 @@
+"""The model registry in S3: versions, cards and the CURRENT pointer.
+
+Layout under ``BV_MODELS_URI``::
+
+    <name>/<version>/model.keras   the Keras 3 model
+    <name>/<version>/card.json     task, input shape, labels, preprocessing, metrics, status
+    <name>/CURRENT                 the promoted version
+
+Versions are ``v1``, ``v2``, ... in registration order. This module never
+imports TensorFlow; validating a model file is done by :mod:`models.loading`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from infra.s3 import ObjectMissing, S3Store, S3Uri, parse_s3_uri
+
+TASKS = ("classify", "detect", "segment", "generate")
+PREPROCESS_MODES = ("unit", "symmetric", "raw")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_VERSION = re.compile(r"^v(\d+)$")
+
+
+class ModelNotFound(LookupError):
+    """The named model or version is not in the registry."""
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be carried out as asked."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved ``name@version`` with its card."""
+
+    name: str
+    version: str
+    card: dict[str, Any]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def parse_model_ref(text: str) -> tuple[str, str | None]:
+    """Split ``NAME[@VERSION]``; accepts ``3`` or ``v3`` as the version."""
+    name, _, version = text.partition("@")
+    if not _NAME.match(name):
+        raise RegistryError(
+            f"{name!r} is not a valid model name (letters, digits, '.', '_', '-'; at most 64)"
+        )
+    if not version:
+        return name, None
+    if version.isdigit():
+        version = f"v{version}"
+    if not _VERSION.match(version):
+        raise RegistryError(f"{version!r} is not a version; versions look like v1, v2, ...")
+    return name, version
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ModelRegistry:
+    """Reads and writes the registry through an :class:`S3Store`."""
+
+    def __init__(self, store: S3Store, models_uri: str) -> None:
+        self.store = store
+        self.root: S3Uri = parse_s3_uri(models_uri)
+
+    def _key(self, *parts: str) -> str:
+        return self.root.key(*parts)
+
+    def names(self) -> list[str]:
+        names: set[str] = set()
+        for info in self.store.list_objects(self.root):
+            relative = info.key[len(self.root.prefix) :]
+            if "/" in relative:
+                names.add(relative.split("/", 1)[0])
+        return sorted(names)
+
+    def versions(self, name: str) -> list[str]:
+        """Versions of ``name`` that have a card, oldest first."""
+        found = []
+        prefix = S3Uri(self.root.bucket, self._key(name) + "/")
+        for info in self.store.list_objects(prefix):
+            parts = info.key[len(prefix.prefix) :].split("/")
+            if len(parts) == 2 and parts[1] == "card.json" and _VERSION.match(parts[0]):
+                found.append(parts[0])
+        return sorted(found, key=lambda version: int(version[1:]))
+
+    def current(self, name: str) -> str | None:
+        try:
+            return self.store.get_text(self.root.bucket, self._key(name, "CURRENT")).strip()
+        except ObjectMissing:
+            return None
+
+    def card(self, name: str, version: str) -> dict[str, Any]:
+        try:
+            card: dict[str, Any] = self.store.get_json(
+                self.root.bucket, self._key(name, version, "card.json")
+            )
+        except ObjectMissing:
+            known = ", ".join(self.versions(name)) or "none"
+            raise ModelNotFound(
+                f"model {name}@{version} is not in {self.root} (versions: {known})"
+            ) from None
+        return card
+
+    def resolve(self, text: str, *, task: str | None = None) -> ModelRef:
+        """Resolve ``NAME[@VERSION]`` to a pinned version; checks the task when given."""
+        name, version = parse_model_ref(text)
+        if version is None:
+            version = self.current(name)
+            if version is None:
+                versions = self.versions(name)
+                if versions:
+                    raise ModelNotFound(
+                        f"model {name!r} has versions {', '.join(versions)} but none is promoted;"
+                        f" run `bucketvision models promote {name}@{versions[-1]}`"
+                    )
+                known = ", ".join(self.names()) or "none registered yet"
+                raise ModelNotFound(
+                    f"no model named {name!r} in {self.root} (models: {known}); register one with"
+                    " `bucketvision models register NAME --task T --file model.keras`"
+                )
+        card = self.card(name, version)
+        if task is not None and card.get("task") != task:
+            raise RegistryError(
+                f"model {name}@{version} is a {card.get('task')!r} model, not {task!r}"
+            )
+        return ModelRef(name, version, card)
+
+    def model_key(self, name: str, version: str) -> tuple[str, str]:
+        """(bucket, key) of a version's ``model.keras``."""
+        return self.root.bucket, self._key(name, version, "model.keras")
+
+    def next_version(self, name: str) -> str:
+        versions = self.versions(name)
+        return f"v{int(versions[-1][1:]) + 1}" if versions else "v1"
+
+    def add_version(
+        self,
+        name: str,
+        model_path: str,
+        card_fields: dict[str, Any],
+        *,
+        promote: bool | None = None,
+    ) -> ModelRef:
+        """Upload a model file and its card as the next version of ``name``.
+
+        ``promote=None`` promotes the first version only; True or False forces it.
+        """
+        parse_model_ref(name)
+        if card_fields.get("task") not in TASKS:
+            raise RegistryError(f"task must be one of {', '.join(TASKS)}")
+        self.store.ensure_bucket(self.root.bucket)
+        parent = self.current(name)
+        version = self.next_version(name)
+        should_promote = parent is None if promote is None else promote
+        card = {
+            "name": name,
+            "version": version,
+            "metrics": {},
+            "dataset": None,
+            "trained_at": None,
+            "registered_at": now_iso(),
+            "parent": parent,
+            **card_fields,
+            "status": "promoted" if should_promote else "candidate",
+        }
+        self.store.upload_file(model_path, *self.model_key(name, version))
+        self.store.put_json(self.root.bucket, self._key(name, version, "card.json"), card)
+        if should_promote:
+            self._set_current(name, version)
+        return ModelRef(name, version, card)
+
+    def promote(self, name: str, version: str) -> ModelRef:
+        """Point CURRENT at ``version`` (by hand, or after the promotion gate)."""
+        card = self.card(name, version)
+        card["status"] = "promoted"
+        card["promoted_at"] = now_iso()
+        self.store.put_json(self.root.bucket, self._key(name, version, "card.json"), card)
+        self._set_current(name, version)
+        return ModelRef(name, version, card)
+
+    def _set_current(self, name: str, version: str) -> None:
+        self.store.put_bytes(
+            self.root.bucket, self._key(name, "CURRENT"), version.encode(), "text/plain"
+        )
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per model: name, task, CURRENT and its versions."""
+        rows = []
+        for name in self.names():
+            versions = self.versions(name)
+            if not versions:
+                continue
+            current = self.current(name)
+            card = self.card(name, current or versions[-1])
+            rows.append(
+                {
+                    "name": name,
+                    "task": card.get("task"),
+                    "current": current,
+                    "versions": versions,
+                    "metrics": card.get("metrics", {}),
+                }
+            )
+        return rows
+

@@ -1,0 +1,111 @@
+"""Job status: counts, state, rate and ETA; following a job with a progress bar."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from infra.jobs import JobStore
+
+FINAL_STATES = ("finished", "failed")
+
+
+def job_status(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """The status view of a job record (what ``status --json`` prints)."""
+    now = time.time() if now is None else now
+    done = int(record.get("ok", 0)) + int(record.get("error", 0)) + int(record.get("skipped", 0))
+    total = int(record.get("total", 0))
+    started = record.get("started_at")
+    end = record.get("finished_at") or now
+    elapsed = (end - started) if started else 0.0
+    rate = done / elapsed if elapsed > 0 and done else 0.0
+    remaining = max(total - done, 0)
+    eta = remaining / rate if rate > 0 and record.get("state") not in FINAL_STATES else None
+    status = {
+        "job_id": record["job_id"],
+        "state": record.get("state"),
+        "task": record.get("task"),
+        "model": record.get("model"),
+        "input": record.get("input"),
+        "output": record.get("output"),
+        "total": total,
+        "done": done,
+        "ok": int(record.get("ok", 0)),
+        "error": int(record.get("error", 0)),
+        "skipped": int(record.get("skipped", 0)),
+        "batches": int(record.get("batches", 0)),
+        "done_batches": int(record.get("done_batches", 0)),
+        "images_per_second": round(rate, 2),
+        "eta_seconds": round(eta, 1) if eta is not None else None,
+        "elapsed_seconds": round(elapsed, 2),
+    }
+    if record.get("failure"):
+        status["failure"] = record["failure"]
+    if record.get("state") in FINAL_STATES:
+        status["manifest"] = f"{record['output']}_jobs/{record['job_id']}/manifest.jsonl"
+        status["summary"] = f"{record['output']}_jobs/{record['job_id']}/summary.json"
+    return status
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """A few human lines for the terminal."""
+    lines = [
+        f"job {status['job_id']}  {status['state']}  {status['task']} with {status['model']}",
+        f"  {status['done']}/{status['total']} done: ok {status['ok']}, error {status['error']},"
+        f" skipped {status['skipped']}",
+        f"  {status['images_per_second']} images/s over {status['elapsed_seconds']} s"
+        + (f", ETA {status['eta_seconds']} s" if status["eta_seconds"] is not None else ""),
+        f"  input {status['input']}  ->  output {status['output']}",
+    ]
+    if status.get("failure"):
+        lines.append(f"  failure: {status['failure']}")
+    if status.get("summary"):
+        lines.append(f"  summary  {status['summary']}")
+        lines.append(f"  manifest {status['manifest']}")
+    return "\n".join(lines)
+
+
+def wait_for_job(
+    jobs: JobStore,
+    job_id: str,
+    *,
+    progress: bool = True,
+    poll_seconds: float = 0.5,
+    stall_hint_seconds: float = 30.0,
+    timeout_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Follow a job until it finishes; returns its final status."""
+    from tqdm import tqdm
+
+    record = jobs.get(job_id)
+    bar = tqdm(
+        total=int(record["total"]),
+        unit="img",
+        desc=f"{record['task']} {job_id}",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    began = time.monotonic()
+    last_done, last_change = 0, began
+    try:
+        while True:
+            status = job_status(jobs.get(job_id))
+            bar.update(status["done"] - bar.n)
+            bar.set_postfix(ok=status["ok"], error=status["error"], refresh=False)
+            if status["state"] in FINAL_STATES:
+                return status
+            now = time.monotonic()
+            if status["done"] != last_done:
+                last_done, last_change = status["done"], now
+            elif now - last_change > stall_hint_seconds and progress:
+                bar.set_description_str(
+                    f"{record['task']} {job_id} (no progress for {now - last_change:.0f} s: is "
+                    "`bucketvision worker` running on this broker?)"
+                )
+            if timeout_seconds is not None and now - began > timeout_seconds:
+                raise TimeoutError(f"job {job_id} did not finish within {timeout_seconds:.0f} s")
+            time.sleep(poll_seconds)
+    finally:
+        bar.close()

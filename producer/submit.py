@@ -1,0 +1,136 @@
+"""Submitting a job: list the input prefix, pin the model, enqueue batches by task name.
+
+The producer never imports TensorFlow or the worker's code; tasks are sent by
+their names on the shared Celery app configuration.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+from celery import Celery
+
+from infra.jobs import JobStore
+from infra.queue import INFERENCE_QUEUE, TASK_NAMES
+from infra.s3 import S3Store, S3Uri, parse_s3_uri
+from infra.settings import DEFAULT_MODELS
+from models.registry import ModelRegistry
+
+IMAGE_PATTERNS = ("*.jpg", "*.jpeg", "*.png", "*.gif", "*.webp", "*.bmp", "*.tif", "*.tiff")
+INFERENCE_TASKS = ("classify", "detect", "segment")
+
+
+class SubmitError(ValueError):
+    """The job cannot be submitted as asked; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    task: str
+    input: str
+    output: str | None = None
+    model: str | None = None
+    batch_size: int = 32
+    includes: Sequence[str] = ()
+    item_outputs: bool = True
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    job_id: str
+    total: int
+    batches: int
+    model: str
+    output: str
+
+
+def matches(relative_key: str, patterns: Sequence[str]) -> bool:
+    """Case-insensitive glob match of a key (relative to the input prefix)."""
+    lowered = relative_key.lower()
+    return any(fnmatchcase(lowered, pattern.lower()) for pattern in patterns)
+
+
+def select_keys(keys: Iterable[str], input_uri: S3Uri, exclude: S3Uri | None,
+                patterns: Sequence[str]) -> Iterator[str]:
+    """Keys under the input that match ``patterns``, skipping folders and our own outputs."""
+    for key in keys:
+        if key.endswith("/"):
+            continue
+        if exclude is not None and exclude.bucket == input_uri.bucket and exclude.prefix and \
+                key.startswith(exclude.prefix):
+            continue
+        if matches(key[len(input_uri.prefix):], patterns):
+            yield key
+
+
+def chunk(keys: Sequence[str], size: int) -> list[list[str]]:
+    """Split ``keys`` into batches of at most ``size``."""
+    if size < 1:
+        raise SubmitError(f"--batch-size must be at least 1, not {size}")
+    return [list(keys[start : start + size]) for start in range(0, len(keys), size)]
+
+
+def default_output(input_uri: S3Uri) -> S3Uri:
+    """``s3://B/results/<input prefix>`` when no --output is given."""
+    return S3Uri(input_uri.bucket, f"results/{input_uri.prefix}")
+
+
+def new_job_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def batch_messages(job_id: str, task: str, batches: list[list[str]], input_uri: S3Uri,
+                   output_uri: S3Uri, model: str, item_outputs: bool) -> Iterator[dict[str, Any]]:
+    for index, keys in enumerate(batches):
+        yield {
+            "job_id": job_id,
+            "batch": index,
+            "task": task,
+            "keys": keys,
+            "input": str(input_uri),
+            "output": str(output_uri),
+            "model": model,
+            "item_outputs": item_outputs,
+        }
+
+
+def submit_job(request: JobRequest, *, app: Celery, store: S3Store, jobs: JobStore,
+               registry: ModelRegistry) -> SubmittedJob:
+    """Validate, list, pin the model, record the job and enqueue its batches."""
+    if request.task not in INFERENCE_TASKS:
+        raise SubmitError(f"--task must be one of {', '.join(INFERENCE_TASKS)}")
+    try:
+        input_uri = parse_s3_uri(request.input)
+        output_uri = parse_s3_uri(request.output) if request.output else default_output(input_uri)
+    except ValueError as error:
+        raise SubmitError(str(error)) from None
+    for bucket in {input_uri.bucket, output_uri.bucket}:
+        if not store.bucket_exists(bucket):
+            raise SubmitError(f"bucket {bucket!r} does not exist (or is not visible with these "
+                              "credentials); check the URI and BV_S3_ENDPOINT_URL")
+    model = registry.resolve(request.model or DEFAULT_MODELS[request.task], task=request.task)
+    patterns = tuple(request.includes) or IMAGE_PATTERNS
+    listed = (info.key for info in store.list_objects(input_uri))
+    keys = list(select_keys(listed, input_uri, output_uri, patterns))
+    if not keys:
+        raise SubmitError(f"no objects under {input_uri} match {' '.join(patterns)}; "
+                          "check the prefix, or pass --include '*' to take every object")
+    batches = chunk(keys, request.batch_size)
+    job_id = new_job_id()
+    jobs.create(job_id, {
+        "task": request.task, "model": str(model), "input": str(input_uri),
+        "output": str(output_uri), "total": len(keys), "batches": len(batches),
+        "batch_size": request.batch_size, "item_outputs": int(request.item_outputs),
+    })
+    messages = batch_messages(job_id, request.task, batches, input_uri, output_uri, str(model),
+                              request.item_outputs)
+    with app.producer_or_acquire() as producer:
+        for message in messages:
+            app.send_task(TASK_NAMES[request.task], args=[message], queue=INFERENCE_QUEUE,
+                          producer=producer)
+    return SubmittedJob(job_id, len(keys), len(batches), str(model), str(output_uri))

@@ -1,0 +1,111 @@
+"""``bucketvision worker``: a Celery worker with one pool child per GPU.
+
+The parent never imports TensorFlow. Each prefork child, when it starts
+(``worker_process_init``), takes the GPU of its pool index by setting
+``CUDA_VISIBLE_DEVICES`` before TensorFlow loads, turns on memory growth, and
+takes its share of the CPU threads. With ``--cpu`` GPUs are hidden and the
+cores are split between the children.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from celery.signals import worker_process_init
+from celery.utils.log import current_process_index
+
+from infra.queue import INFERENCE_QUEUE, TRAINING_QUEUE, make_celery
+from infra.settings import Settings
+
+log = logging.getLogger("bucketvision.worker")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which device each pool child uses and how many CPU threads it gets."""
+
+    gpus: tuple[str, ...]
+    concurrency: int
+    threads_per_child: int
+
+    def device_for(self, index: int) -> str:
+        """The ``CUDA_VISIBLE_DEVICES`` value for pool child ``index`` ("-1" hides GPUs)."""
+        return self.gpus[index % len(self.gpus)] if self.gpus else "-1"
+
+
+def plan_placement(gpus: str | None, cpu: bool, concurrency: int | None) -> Placement:
+    """Decide children and devices from the command's flags."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    if gpus and cpu:
+        raise ValueError("give either --gpus or --cpu, not both")
+    if gpus:
+        devices = tuple(part.strip() for part in gpus.split(",") if part.strip())
+        if not devices or not all(device.isdigit() for device in devices):
+            raise ValueError(f"--gpus {gpus!r}: give GPU indexes like 0,1")
+        children = concurrency or len(devices)
+        return Placement(devices, children, max(1, cores // children))
+    children = concurrency or min(2, cores)
+    return Placement((), children, max(1, cores // children))
+
+
+def _pin_child(placement: Placement) -> None:
+    index = current_process_index(base=0) or 0
+    os.environ["CUDA_VISIBLE_DEVICES"] = placement.device_for(index)
+    from worker.runtime import configure_tensorflow, get_runtime
+
+    info = configure_tensorflow(placement.threads_per_child)
+    get_runtime()
+    log.info(
+        "pool child %s: CUDA_VISIBLE_DEVICES=%s, %s", index, os.environ["CUDA_VISIBLE_DEVICES"], info
+    )
+
+
+def run_worker(
+    *,
+    queues: str = INFERENCE_QUEUE,
+    gpus: str | None = None,
+    cpu: bool = False,
+    concurrency: int | None = None,
+    loglevel: str = "INFO",
+    settings: Settings | None = None,
+) -> None:
+    """Start the worker in this process; returns when it shuts down."""
+    from worker.tasks import register_tasks
+
+    settings = settings or Settings.from_env()
+    placement = plan_placement(gpus, cpu, concurrency)
+    wanted = [queue.strip() for queue in queues.split(",") if queue.strip()]
+    unknown = sorted(set(wanted) - {INFERENCE_QUEUE, TRAINING_QUEUE})
+    if unknown:
+        raise ValueError(f"unknown queue(s) {', '.join(unknown)}; use inference and/or training")
+    app = make_celery(settings)
+    register_tasks(app)
+
+    @worker_process_init.connect(weak=False)
+    def _on_child_start(**_: object) -> None:
+        _pin_child(placement)
+
+    logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info(
+        "starting worker: queues=%s devices=%s children=%s threads/child=%s broker=%s",
+        ",".join(wanted),
+        ",".join(placement.gpus) or "cpu",
+        placement.concurrency,
+        placement.threads_per_child,
+        settings.describe()["broker_url"],
+    )
+    app.worker_main(
+        [
+            "worker",
+            f"--loglevel={loglevel}",
+            f"--queues={','.join(wanted)}",
+            f"--concurrency={placement.concurrency}",
+            "--pool=prefork",
+            "--without-gossip",
+            "--without-mingle",
+            f"--hostname=bucketvision-{os.getpid()}@%h",
+        ]
+    )

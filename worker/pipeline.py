@@ -1,0 +1,227 @@
+"""One batch of an inference job: download, decode, infer, upload, manifest.
+
+Plain functions with explicit dependencies: the Celery task only parses the
+message and calls :func:`run_batch`. A bad image never fails its batch; it
+becomes an ``error`` manifest line with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from infra.s3 import S3Store, S3Uri, StorageError, parse_s3_uri
+from worker.decode import DecodedImage, DecodeError, decode_image
+from worker.outputs import item_output_key, manifest_line
+
+
+class BatchModel(Protocol):
+    """What the pipeline needs from a served model."""
+
+    task: str
+    mode: str
+    size: tuple[int, int]
+
+    def infer(self, pixels: np.ndarray) -> np.ndarray: ...
+
+    def result(self, output: np.ndarray) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class BatchMessage:
+    """The JSON body of an inference task (see producer.submit)."""
+
+    job_id: str
+    batch: int
+    task: str
+    keys: list[str]
+    input: S3Uri
+    output: S3Uri
+    model: str
+    item_outputs: bool = True
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> BatchMessage:
+        try:
+            return cls(
+                job_id=str(body["job_id"]),
+                batch=int(body["batch"]),
+                task=str(body["task"]),
+                keys=[str(key) for key in body["keys"]],
+                input=parse_s3_uri(body["input"]),
+                output=parse_s3_uri(body["output"]),
+                model=str(body["model"]),
+                item_outputs=bool(body.get("item_outputs", True)),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"malformed batch message: {error}") from None
+
+
+@dataclass
+class Limits:
+    max_pixels: int
+    max_bytes: int
+
+
+@dataclass
+class ItemState:
+    """One key's progress through the batch."""
+
+    key: str
+    decoded: DecodedImage | None = None
+    error: tuple[str, str] | None = None
+    result: dict[str, Any] | None = None
+    output: str | None = None
+    download_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    upload_seconds: float = 0.0
+    finished_at: float = 0.0
+
+
+@dataclass
+class BatchOutcome:
+    lines: list[dict[str, Any]]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    failure: str | None = None
+
+
+def _fetch_and_decode(
+    store: S3Store, bucket: str, item: ItemState, model: BatchModel, limits: Limits
+) -> ItemState:
+    start = time.perf_counter()
+    try:
+        data = store.get_bytes(bucket, item.key, max_bytes=limits.max_bytes)
+    except StorageError as error:
+        item.error = (type(error).__name__, str(error))
+        item.download_seconds = time.perf_counter() - start
+        return item
+    decoded_at = time.perf_counter()
+    item.download_seconds = decoded_at - start
+    try:
+        item.decoded = decode_image(
+            data, mode=model.mode, size=model.size, max_pixels=limits.max_pixels
+        )
+    except DecodeError as error:
+        item.error = (error.kind, str(error))
+    except Exception as error:  # a decoder bug must not fail the batch
+        item.error = ("DecodeError", f"{type(error).__name__}: {error}")
+    item.decode_seconds = time.perf_counter() - decoded_at
+    return item
+
+
+def _upload_result(store: S3Store, message: BatchMessage, item: ItemState) -> ItemState:
+    start = time.perf_counter()
+    key = item_output_key(message.input, message.output, item.key, ".json")
+    body = {"key": item.key, "model": message.model, "task": message.task, **(item.result or {})}
+    try:
+        store.put_bytes(
+            message.output.bucket, key, json.dumps(body).encode(), "application/json"
+        )
+        item.output = f"s3://{message.output.bucket}/{key}"
+    except StorageError as error:
+        item.error, item.result = ("UploadError", str(error)), None
+    item.upload_seconds = time.perf_counter() - start
+    return item
+
+
+def run_batch(
+    message: BatchMessage,
+    *,
+    store: S3Store,
+    load_model: Callable[[str], BatchModel],
+    pool: Executor,
+    limits: Limits,
+    attempt: int,
+) -> BatchOutcome:
+    """Process every key of ``message``; each key yields exactly one manifest line."""
+    started = time.perf_counter()
+    items = [ItemState(key) for key in message.keys]
+    try:
+        model = load_model(message.model)
+    except Exception as error:
+        reason = f"model {message.model} could not be loaded: {error}"
+        return _all_failed(message, items, ("ModelLoadError", reason), attempt, started, reason)
+
+    bucket = message.input.bucket
+    list(pool.map(lambda item: _fetch_and_decode(store, bucket, item, model, limits), items))
+    ready = [item for item in items if item.decoded is not None]
+    infer_seconds = 0.0
+    if ready:
+        infer_start = time.perf_counter()
+        try:
+            outputs = model.infer(np.stack([item.decoded.pixels for item in ready]))  # type: ignore[union-attr]
+            for item, output in zip(ready, outputs, strict=True):
+                item.result = model.result(output)
+        except Exception as error:
+            for item in ready:
+                item.error = ("InferenceError", f"{type(error).__name__}: {error}")
+        infer_seconds = time.perf_counter() - infer_start
+    done = [item for item in items if item.result is not None]
+    if message.item_outputs:
+        list(pool.map(lambda item: _upload_result(store, message, item), done))
+    now = time.perf_counter()
+    lines = []
+    for item in items:
+        ok = item.error is None and item.result is not None
+        lines.append(
+            manifest_line(
+                item.key,
+                status="ok" if ok else "error",
+                output=item.output if ok else None,
+                result=item.result if ok else None,
+                error=None if ok else (item.error or ("Unknown", "no result")),
+                model=message.model,
+                latency_ms=(now - started) * 1000.0,
+                attempts=attempt,
+            )
+        )
+    return BatchOutcome(
+        lines,
+        {
+            "download": sum(item.download_seconds for item in items),
+            "decode": sum(item.decode_seconds for item in items),
+            "infer": infer_seconds,
+            "upload": sum(item.upload_seconds for item in items),
+        },
+    )
+
+
+def _all_failed(
+    message: BatchMessage,
+    items: list[ItemState],
+    error: tuple[str, str],
+    attempt: int,
+    started: float,
+    failure: str | None,
+) -> BatchOutcome:
+    latency = (time.perf_counter() - started) * 1000.0
+    lines = [
+        manifest_line(
+            item.key,
+            status="error",
+            output=None,
+            result=None,
+            error=error,
+            model=message.model,
+            latency_ms=latency,
+            attempts=attempt,
+        )
+        for item in items
+    ]
+    return BatchOutcome(lines, {}, failure)
+
+
+def dead_letter(message: BatchMessage, attempt: int, max_attempts: int) -> BatchOutcome:
+    """A batch whose worker died ``max_attempts`` times: every item an error, no retry."""
+    reason = (
+        f"the batch was attempted {attempt} times and its worker died each time "
+        f"(BV_MAX_ATTEMPTS={max_attempts}); it is dead-lettered"
+    )
+    items = [ItemState(key) for key in message.keys]
+    return _all_failed(message, items, ("DeadLetter", reason), attempt, time.perf_counter(), None)

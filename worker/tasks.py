@@ -1,0 +1,74 @@
+"""Thin Celery tasks: parse the message, call the plain batch function, report.
+
+Retries on infrastructure errors (Redis or S3 unreachable) are task options,
+not code in the business functions; at-least-once delivery and the idempotent
+job store make a retried or redelivered batch safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery import Celery
+
+from infra.jobs import JobNotFound
+from infra.queue import TASK_NAMES
+from infra.s3 import StorageError
+from worker.finalize import finalize_job
+from worker.pipeline import BatchMessage, dead_letter, run_batch
+from worker.runtime import get_runtime
+
+log = logging.getLogger("bucketvision.worker")
+
+INFRASTRUCTURE_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    StorageError,
+)
+
+
+def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
+    """Run one batch of an inference job and record it in the job store, once."""
+    runtime = get_runtime()
+    message = BatchMessage.from_json(body)
+    try:
+        attempt = runtime.jobs.begin_batch(message.job_id, message.batch)
+    except JobNotFound as error:
+        log.warning("dropping batch %s of job %s: %s", message.batch, message.job_id, error)
+        return {"job_id": message.job_id, "batch": message.batch, "dropped": True}
+    if attempt > runtime.settings.max_attempts:
+        outcome = dead_letter(message, attempt, runtime.settings.max_attempts)
+    else:
+        outcome = run_batch(
+            message,
+            store=runtime.store,
+            load_model=runtime.models.get,
+            pool=runtime.pool,
+            limits=runtime.limits,
+            attempt=attempt,
+        )
+    record = runtime.jobs.record_batch(
+        message.job_id, message.batch, outcome.lines, outcome.stage_seconds, outcome.failure
+    )
+    if not record.first_time:
+        log.info("batch %s of job %s was already recorded", message.batch, message.job_id)
+    if record.job_complete:
+        finalize_job(runtime.jobs, runtime.store, message.job_id, runtime.identity)
+    return {"job_id": message.job_id, "batch": message.batch, "recorded": record.first_time}
+
+
+def register_tasks(app: Celery) -> None:
+    """Register the worker's tasks on ``app`` under their stable names."""
+    options: dict[str, Any] = {
+        "autoretry_for": INFRASTRUCTURE_ERRORS,
+        "retry_backoff": 2,
+        "retry_backoff_max": 60,
+        "retry_jitter": True,
+        "max_retries": 12,
+    }
+
+    @app.task(name=TASK_NAMES["classify"], **options)
+    def classify(message: dict[str, Any]) -> dict[str, Any]:
+        return handle_inference_batch(message)
