@@ -58,16 +58,24 @@ def _train_and_register(settings: Settings, store: S3Store, epochs: int) -> str:
     images, labels = make_digits(4000, seed=1)
     validation = make_digits(600, seed=2)
     trained = train_seed_cnn(images, labels, validation, epochs=epochs, verbose=2)
-    print(f"    validation accuracy {trained.accuracy:.4f} after {trained.seconds:.1f} s",
-          file=sys.stderr)
+    print(
+        f"    validation accuracy {trained.accuracy:.4f} after {trained.seconds:.1f} s",
+        file=sys.stderr,
+    )
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "model.keras")
         trained.model.save(path)
         ref = register_model(
-            ModelRegistry(store, settings.models_uri), "digits", task="classify", path=path,
-            labels=[str(digit) for digit in range(10)], preprocess="unit",
+            ModelRegistry(store, settings.models_uri),
+            "digits",
+            task="classify",
+            path=path,
+            labels=[str(digit) for digit in range(10)],
+            preprocess="unit",
             metrics={"accuracy": round(trained.accuracy, 4)},
-            dataset="synthetic digits (models.digits, seed 1)", trained_at=now_iso(), promote=True,
+            dataset="synthetic digits (models.digits, seed 1)",
+            trained_at=now_iso(),
+            promote=True,
         )
     return str(ref)
 
@@ -76,15 +84,19 @@ def _start_worker(environment: dict[str, str], log_path: Path) -> subprocess.Pop
     command = [sys.executable, "-m", "producer.cli", "worker", "--cpu", "--concurrency", "2"]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        return subprocess.Popen(command, env=environment, start_new_session=True, stdout=log,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command, env=environment, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def _accuracy(store: S3Store, job_id: str) -> float:
     text = store.get_text(DEMO_BUCKET, f"{OUTPUT_PREFIX}_jobs/{job_id}/manifest.jsonl")
     lines = [json.loads(row) for row in text.splitlines()]
-    right = sum(1 for line in lines
-                if line["status"] == "ok" and line["result"]["label"] == line["key"].split("/")[-2])
+    right = sum(
+        1
+        for line in lines
+        if line["status"] == "ok" and line["result"]["label"] == line["key"].split("/")[-2]
+    )
     return right / max(len(lines), 1)
 
 
@@ -117,8 +129,18 @@ def run_demo(settings: Settings, *, images: int = 500, epochs: int = 2, keep: bo
         _step("submitting the classify job")
         from producer.cli import main as cli
 
-        code = cli(["submit", "--task", "classify", "--input", f"s3://{DEMO_BUCKET}/{INPUT_PREFIX}",
-                    "--output", f"s3://{DEMO_BUCKET}/{OUTPUT_PREFIX}", "--wait"])
+        code = cli(
+            [
+                "submit",
+                "--task",
+                "classify",
+                "--input",
+                f"s3://{DEMO_BUCKET}/{INPUT_PREFIX}",
+                "--output",
+                f"s3://{DEMO_BUCKET}/{OUTPUT_PREFIX}",
+                "--wait",
+            ]
+        )
         if code != 0:
             return code
         from infra.jobs import JobStore
@@ -128,8 +150,9 @@ def run_demo(settings: Settings, *, images: int = 500, epochs: int = 2, keep: bo
         local = Path("demo-output") / job_id
         local.mkdir(parents=True, exist_ok=True)
         for name in ("summary.json", "manifest.jsonl"):
-            store.download_file(DEMO_BUCKET, f"{OUTPUT_PREFIX}_jobs/{job_id}/{name}",
-                                str(local / name))
+            store.download_file(
+                DEMO_BUCKET, f"{OUTPUT_PREFIX}_jobs/{job_id}/{name}", str(local / name)
+            )
         _step("summary")
         print(json.dumps(summary, indent=2))
         print(f"\naccuracy against the known labels: {_accuracy(store, job_id):.4f}")

@@ -18,13 +18,17 @@ def run_doctor(settings: Settings) -> int:
         print(f"ok    redis at {settings.describe()['broker_url']}")
     else:
         problems += 1
-        print(f"FAIL  redis at {settings.describe()['broker_url']} does not answer: start Redis "
-              "or set BV_BROKER_URL")
+        print(
+            f"FAIL  redis at {settings.describe()['broker_url']} does not answer: start Redis "
+            "or set BV_BROKER_URL"
+        )
     store = S3Store.from_settings(settings)
     models = parse_s3_uri(settings.models_uri)
     try:
         if store.bucket_exists(models.bucket):
-            print(f"ok    s3 {settings.describe()['s3_endpoint_url']}: models bucket {models.bucket}")
+            print(
+                f"ok    s3 {settings.describe()['s3_endpoint_url']}: models bucket {models.bucket}"
+            )
             from models.registry import ModelRegistry
 
             rows = ModelRegistry(store, settings.models_uri).summary()
@@ -36,13 +40,17 @@ def run_doctor(settings: Settings) -> int:
         problems += 1
         print(f"FAIL  s3: {error}")
     if importlib.util.find_spec("tensorflow") is None:
-        print("warn  tensorflow is not installed here: fine for a producer; a worker needs the "
-              "`worker` (or `gpu`) extra")
+        print(
+            "warn  tensorflow is not installed here: fine for a producer; a worker needs the "
+            "`worker` (or `gpu`) extra"
+        )
     else:
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
-        print(f"ok    tensorflow {tf.__version__}, GPUs: {len(gpus)}"
-              + ("" if gpus else " (workers will run on CPU: use `bucketvision worker --cpu`)"))
+        print(
+            f"ok    tensorflow {tf.__version__}, GPUs: {len(gpus)}"
+            + ("" if gpus else " (workers will run on CPU: use `bucketvision worker --cpu`)")
+        )
     print("doctor: " + ("all good" if not problems else f"{problems} problem(s)"), file=sys.stderr)
     return 1 if problems else 0

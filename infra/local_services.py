@@ -94,8 +94,19 @@ def start_redis(port: int | None = None) -> ManagedProcess:
     """A throw-away Redis (no persistence) on ``port`` (default: a free one)."""
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="bv-redis-")
-    command = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-               "--save", "", "--appendonly", "no", "--dir", workdir]
+    command = [
+        redis_server_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir,
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     _wait_until(lambda: redis_answers(url, 0.2), f"redis-server on port {port}", 15, process)
@@ -108,8 +119,10 @@ def ensure_redis(url: str) -> ManagedProcess | None:
         return None
     parts = urlsplit(url)
     if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise ServiceError(f"Redis at {parts.hostname}:{parts.port} does not answer; start it or "
-                           "fix BV_BROKER_URL (only a local Redis can be started for you)")
+        raise ServiceError(
+            f"Redis at {parts.hostname}:{parts.port} does not answer; start it or "
+            "fix BV_BROKER_URL (only a local Redis can be started for you)"
+        )
     managed = start_redis(parts.port or 6379)
     managed.url = url
     return managed
@@ -117,7 +130,7 @@ def ensure_redis(url: str) -> ManagedProcess | None:
 
 def http_answers(url: str, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - local URL we built
+        with urllib.request.urlopen(url, timeout=timeout):
             return True
     except urllib.error.HTTPError:
         return True
@@ -130,11 +143,13 @@ def start_moto(port: int | None = None) -> ManagedProcess:
     port = port or free_port()
     command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=environment)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment
+    )
     url = f"http://127.0.0.1:{port}"
-    _wait_until(lambda: http_answers(url + "/moto-api/", 0.5), f"moto server on port {port}", 30,
-                process)
+    _wait_until(
+        lambda: http_answers(url + "/moto-api/", 0.5), f"moto server on port {port}", 30, process
+    )
     return ManagedProcess("moto", url, process)
 
 

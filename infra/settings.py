@@ -31,7 +31,9 @@ def _integer(environ: Mapping[str, str], name: str, default: int, minimum: int =
     try:
         value = int(raw.strip().replace("_", ""))
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer; unset it or give a number") from None
+        raise SettingsError(
+            f"{name}={raw!r} is not an integer; unset it or give a number"
+        ) from None
     if value < minimum:
         raise SettingsError(f"{name}={value} is below the minimum of {minimum}")
     return value

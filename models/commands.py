@@ -6,7 +6,13 @@ import json
 import os
 from typing import Any
 
-from models.registry import PREPROCESS_MODES, ModelRef, ModelRegistry, RegistryError, parse_model_ref
+from models.registry import (
+    PREPROCESS_MODES,
+    ModelRef,
+    ModelRegistry,
+    RegistryError,
+    parse_model_ref,
+)
 
 
 def read_labels(labels: str | None, labels_file: str | None) -> list[str]:

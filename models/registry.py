@@ -212,4 +212,3 @@ class ModelRegistry:
                 }
             )
         return rows
-

@@ -146,10 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--output", help="s3://BUCKET/PREFIX/ (default s3://BUCKET/results/...)")
     submit.add_argument("--model", help="NAME[@VERSION] (default: the task's default model)")
     submit.add_argument("--batch-size", type=int, help="keys per task (default BV_BATCH_SIZE)")
-    submit.add_argument("--include", action="append", metavar="GLOB",
-                        help="only keys matching GLOB (repeatable; default image suffixes)")
-    submit.add_argument("--no-item-outputs", action="store_true",
-                        help="keep results in the manifest only")
+    submit.add_argument(
+        "--include",
+        action="append",
+        metavar="GLOB",
+        help="only keys matching GLOB (repeatable; default image suffixes)",
+    )
+    submit.add_argument(
+        "--no-item-outputs", action="store_true", help="keep results in the manifest only"
+    )
     submit.add_argument("--wait", action="store_true", help="follow the job with a progress bar")
     submit.add_argument("--quiet", action="store_true", help="no progress bar with --wait")
     submit.set_defaults(handler=cmd_submit)
@@ -161,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a Celery worker (one child per GPU)")
     worker.add_argument("--queues", default="inference", help="inference,training")
-    worker.add_argument("--gpus", help="GPU indexes, one pool child each, e.g. 0,1")
+    worker.add_argument("--gpus", help="GPU indexes, one pool child each (default: all GPUs)")
     worker.add_argument("--cpu", action="store_true", help="no GPU: split the cores")
     worker.add_argument("--concurrency", type=int, help="pool children")
     worker.add_argument("--loglevel", default="INFO")
@@ -203,8 +208,17 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from producer.submit import SubmitError
 
     return (
-        SettingsError, JobNotFound, ServiceError, StorageError, ModelNotFound, RegistryError,
-        ModelLoadError, SubmitError, ValueError, TimeoutError, redis.exceptions.ConnectionError,
+        SettingsError,
+        JobNotFound,
+        ServiceError,
+        StorageError,
+        ModelNotFound,
+        RegistryError,
+        ModelLoadError,
+        SubmitError,
+        ValueError,
+        TimeoutError,
+        redis.exceptions.ConnectionError,
     )
 
 
@@ -224,7 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(error, _known_errors()):
             message = str(error)
             if type(error).__module__.startswith("redis"):
-                message = f"cannot reach Redis ({error}); is it running, and is BV_BROKER_URL right?"
+                message = (
+                    f"cannot reach Redis ({error}); is it running, and is BV_BROKER_URL right?"
+                )
             print(f"error: {message}", file=sys.stderr)
             return EXIT_USAGE
         raise

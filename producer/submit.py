@@ -23,6 +23,7 @@ from models.registry import ModelRegistry
 
 IMAGE_PATTERNS = ("*.jpg", "*.jpeg", "*.png", "*.gif", "*.webp", "*.bmp", "*.tif", "*.tiff")
 INFERENCE_TASKS = ("classify", "detect", "segment")
+SERVED_TASKS = ("classify",)
 
 
 class SubmitError(ValueError):
@@ -55,16 +56,21 @@ def matches(relative_key: str, patterns: Sequence[str]) -> bool:
     return any(fnmatchcase(lowered, pattern.lower()) for pattern in patterns)
 
 
-def select_keys(keys: Iterable[str], input_uri: S3Uri, exclude: S3Uri | None,
-                patterns: Sequence[str]) -> Iterator[str]:
+def select_keys(
+    keys: Iterable[str], input_uri: S3Uri, exclude: S3Uri | None, patterns: Sequence[str]
+) -> Iterator[str]:
     """Keys under the input that match ``patterns``, skipping folders and our own outputs."""
     for key in keys:
         if key.endswith("/"):
             continue
-        if exclude is not None and exclude.bucket == input_uri.bucket and exclude.prefix and \
-                key.startswith(exclude.prefix):
+        if (
+            exclude is not None
+            and exclude.bucket == input_uri.bucket
+            and exclude.prefix
+            and key.startswith(exclude.prefix)
+        ):
             continue
-        if matches(key[len(input_uri.prefix):], patterns):
+        if matches(key[len(input_uri.prefix) :], patterns):
             yield key
 
 
@@ -84,8 +90,15 @@ def new_job_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
-def batch_messages(job_id: str, task: str, batches: list[list[str]], input_uri: S3Uri,
-                   output_uri: S3Uri, model: str, item_outputs: bool) -> Iterator[dict[str, Any]]:
+def batch_messages(
+    job_id: str,
+    task: str,
+    batches: list[list[str]],
+    input_uri: S3Uri,
+    output_uri: S3Uri,
+    model: str,
+    item_outputs: bool,
+) -> Iterator[dict[str, Any]]:
     for index, keys in enumerate(batches):
         yield {
             "job_id": job_id,
@@ -99,11 +112,17 @@ def batch_messages(job_id: str, task: str, batches: list[list[str]], input_uri: 
         }
 
 
-def submit_job(request: JobRequest, *, app: Celery, store: S3Store, jobs: JobStore,
-               registry: ModelRegistry) -> SubmittedJob:
+def submit_job(
+    request: JobRequest, *, app: Celery, store: S3Store, jobs: JobStore, registry: ModelRegistry
+) -> SubmittedJob:
     """Validate, list, pin the model, record the job and enqueue its batches."""
     if request.task not in INFERENCE_TASKS:
         raise SubmitError(f"--task must be one of {', '.join(INFERENCE_TASKS)}")
+    if request.task not in SERVED_TASKS:
+        raise SubmitError(
+            f"--task {request.task} is not served by this release yet; "
+            f"served: {', '.join(SERVED_TASKS)}"
+        )
     try:
         input_uri = parse_s3_uri(request.input)
         output_uri = parse_s3_uri(request.output) if request.output else default_output(input_uri)
@@ -111,26 +130,40 @@ def submit_job(request: JobRequest, *, app: Celery, store: S3Store, jobs: JobSto
         raise SubmitError(str(error)) from None
     for bucket in {input_uri.bucket, output_uri.bucket}:
         if not store.bucket_exists(bucket):
-            raise SubmitError(f"bucket {bucket!r} does not exist (or is not visible with these "
-                              "credentials); check the URI and BV_S3_ENDPOINT_URL")
+            raise SubmitError(
+                f"bucket {bucket!r} does not exist (or is not visible with these "
+                "credentials); check the URI and BV_S3_ENDPOINT_URL"
+            )
     model = registry.resolve(request.model or DEFAULT_MODELS[request.task], task=request.task)
     patterns = tuple(request.includes) or IMAGE_PATTERNS
     listed = (info.key for info in store.list_objects(input_uri))
     keys = list(select_keys(listed, input_uri, output_uri, patterns))
     if not keys:
-        raise SubmitError(f"no objects under {input_uri} match {' '.join(patterns)}; "
-                          "check the prefix, or pass --include '*' to take every object")
+        raise SubmitError(
+            f"no objects under {input_uri} match {' '.join(patterns)}; "
+            "check the prefix, or pass --include '*' to take every object"
+        )
     batches = chunk(keys, request.batch_size)
     job_id = new_job_id()
-    jobs.create(job_id, {
-        "task": request.task, "model": str(model), "input": str(input_uri),
-        "output": str(output_uri), "total": len(keys), "batches": len(batches),
-        "batch_size": request.batch_size, "item_outputs": int(request.item_outputs),
-    })
-    messages = batch_messages(job_id, request.task, batches, input_uri, output_uri, str(model),
-                              request.item_outputs)
+    jobs.create(
+        job_id,
+        {
+            "task": request.task,
+            "model": str(model),
+            "input": str(input_uri),
+            "output": str(output_uri),
+            "total": len(keys),
+            "batches": len(batches),
+            "batch_size": request.batch_size,
+            "item_outputs": int(request.item_outputs),
+        },
+    )
+    messages = batch_messages(
+        job_id, request.task, batches, input_uri, output_uri, str(model), request.item_outputs
+    )
     with app.producer_or_acquire() as producer:
         for message in messages:
-            app.send_task(TASK_NAMES[request.task], args=[message], queue=INFERENCE_QUEUE,
-                          producer=producer)
+            app.send_task(
+                TASK_NAMES[request.task], args=[message], queue=INFERENCE_QUEUE, producer=producer
+            )
     return SubmittedJob(job_id, len(keys), len(batches), str(model), str(output_uri))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 
 from celery.signals import worker_process_init
@@ -35,12 +37,33 @@ class Placement:
         return self.gpus[index % len(self.gpus)] if self.gpus else "-1"
 
 
+def detect_gpus() -> str | None:
+    """GPU indexes that ``nvidia-smi`` lists, without importing TensorFlow; None if none."""
+    binary = shutil.which("nvidia-smi")
+    if binary is None:
+        return None
+    try:
+        listing = subprocess.run(
+            [binary, "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    indexes = [line.strip() for line in listing.splitlines() if line.strip().isdigit()]
+    return ",".join(indexes) or None
+
+
 def plan_placement(gpus: str | None, cpu: bool, concurrency: int | None) -> Placement:
-    """Decide children and devices from the command's flags."""
+    """Decide children and devices from the flags; no flag means every GPU, else the CPU."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
     if gpus and cpu:
         raise ValueError("give either --gpus or --cpu, not both")
+    if not gpus and not cpu:
+        gpus = detect_gpus()
     if gpus:
         devices = tuple(part.strip() for part in gpus.split(",") if part.strip())
         if not devices or not all(device.isdigit() for device in devices):
@@ -59,7 +82,10 @@ def _pin_child(placement: Placement) -> None:
     info = configure_tensorflow(placement.threads_per_child)
     get_runtime()
     log.info(
-        "pool child %s: CUDA_VISIBLE_DEVICES=%s, %s", index, os.environ["CUDA_VISIBLE_DEVICES"], info
+        "pool child %s: CUDA_VISIBLE_DEVICES=%s, %s",
+        index,
+        os.environ["CUDA_VISIBLE_DEVICES"],
+        info,
     )
 
 

@@ -110,7 +110,9 @@ def decode_image(
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise DecodeError("CorruptImage", f"the image data is corrupt: {error}") from None
         except Image.DecompressionBombError as error:
-            raise DecodeError("TooManyPixels", f"refused as a decompression bomb: {error}") from None
+            raise DecodeError(
+                "TooManyPixels", f"refused as a decompression bomb: {error}"
+            ) from None
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
     return DecodedImage(pixels, width, height, source_format)

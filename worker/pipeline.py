@@ -120,9 +120,7 @@ def _upload_result(store: S3Store, message: BatchMessage, item: ItemState) -> It
     key = item_output_key(message.input, message.output, item.key, ".json")
     body = {"key": item.key, "model": message.model, "task": message.task, **(item.result or {})}
     try:
-        store.put_bytes(
-            message.output.bucket, key, json.dumps(body).encode(), "application/json"
-        )
+        store.put_bytes(message.output.bucket, key, json.dumps(body).encode(), "application/json")
         item.output = f"s3://{message.output.bucket}/{key}"
     except StorageError as error:
         item.error, item.result = ("UploadError", str(error)), None

@@ -1,0 +1,76 @@
+"""Shared fixtures: a real Redis and a real S3 HTTP endpoint (moto's server).
+
+The Redis on 127.0.0.1:6379 is used when it answers (in a database of its own,
+flushed at the start); otherwise one is started. moto's server always runs as a
+child process on a free port. Integration and end-to-end tests talk to both
+over the network, exactly as the service does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import boto3
+import pytest
+import redis
+from botocore.config import Config
+
+from infra.local_services import ManagedProcess, redis_answers, start_moto, start_redis
+from infra.settings import Settings
+
+TEST_REDIS_DB = 11
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    base = os.environ.get("BV_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+    started: ManagedProcess | None = None
+    if not redis_answers(f"{base}/0"):
+        started = start_redis()
+        base = started.url.rsplit("/", 1)[0]
+    url = f"{base}/{TEST_REDIS_DB}"
+    redis.Redis.from_url(url).flushdb()
+    yield url
+    if started:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    moto = start_moto()
+    yield moto.url
+    moto.stop()
+
+
+@pytest.fixture(scope="session")
+def service_env(redis_url: str, s3_endpoint: str) -> dict[str, str]:
+    """Environment for the service's processes in these tests."""
+    environment = {
+        "BV_BROKER_URL": redis_url,
+        "BV_S3_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "BV_MODELS_URI": "s3://bv-test-models/models/",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    os.environ.update(environment)
+    return environment
+
+
+@pytest.fixture(scope="session")
+def settings(service_env: dict[str, str]) -> Settings:
+    return Settings.from_env(service_env)
+
+
+@pytest.fixture(scope="session")
+def s3_client(service_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    return boto3.client(
+        "s3",
+        endpoint_url=service_env["BV_S3_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing-secret",
+        config=Config(max_pool_connections=32),
+    )

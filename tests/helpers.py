@@ -1,0 +1,95 @@
+"""Helpers shared by integration and end-to-end tests."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from models.digits import make_digits
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A valid PNG of width x height grey pixels in a few kB: a decompression bomb."""
+    row = b"\x00" + b"\x00" * width
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+
+
+def bad_files() -> dict[str, tuple[bytes, str]]:
+    """name -> (bytes, expected error type) for the hostile files of the e2e test."""
+    good = png_bytes(make_digits(1, seed=5)[0][0])
+    jpeg = io.BytesIO()
+    Image.fromarray(make_digits(1, seed=6)[0][0]).save(jpeg, format="JPEG")
+    return {
+        "empty.png": (b"", "EmptyObject"),
+        "truncated.png": (good[: len(good) // 2], "CorruptImage"),
+        "truncated.jpg": (jpeg.getvalue()[:200], "CorruptImage"),
+        "notes.jpg": (b"just some text, not an image\n" * 10, "UnsupportedFormat"),
+        "page.png": (b"<!DOCTYPE html><html><body>404</body></html>", "UnsupportedFormat"),
+        "bomb.png": (bomb_png(), "TooManyPixels"),
+    }
+
+
+def upload_digits(client: Any, bucket: str, prefix: str, count: int, seed: int) -> dict[str, int]:
+    """Put ``count`` digit PNGs under ``prefix``; returns key -> true label."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images, labels = make_digits(count, seed=seed)
+    keys = {f"{prefix}{labels[i]}/{i:05d}.png": int(labels[i]) for i in range(count)}
+
+    def put(item: tuple[int, str]) -> None:
+        index, key = item
+        client.put_object(Bucket=bucket, Key=key, Body=png_bytes(images[index]))
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, enumerate(keys)))
+    return keys
+
+
+def train_and_register_digits(settings: Any, store: Any, name: str, path_dir: str) -> str:
+    """A quickly trained seed CNN registered as ``name``; returns ``name@version``."""
+    from models.commands import register_model
+    from models.registry import ModelRegistry
+    from models.train_classifier import train_seed_cnn
+
+    images, labels = make_digits(1500, seed=1)
+    trained = train_seed_cnn(images, labels, make_digits(200, seed=2), epochs=2, verbose=0)
+    path = os.path.join(path_dir, "model.keras")
+    trained.model.save(path)
+    registry = ModelRegistry(store, settings.models_uri)
+    store.ensure_bucket(registry.root.bucket)
+    ref = register_model(
+        registry,
+        name,
+        task="classify",
+        path=path,
+        labels=[str(d) for d in range(10)],
+        metrics={"accuracy": trained.accuracy},
+        promote=True,
+    )
+    return str(ref)

@@ -1,0 +1,103 @@
+"""The Redis job store on a real Redis: idempotent batches, one finaliser."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+
+from infra.jobs import JobNotFound, JobStore
+from infra.s3 import S3Store
+from worker.finalize import finalize_job
+from worker.outputs import manifest_line
+
+pytestmark = pytest.mark.integration
+
+
+def _lines(keys: list[str], status: str = "ok") -> list[dict]:
+    return [
+        manifest_line(
+            key,
+            status=status,
+            output=None,
+            result={"label": "1"} if status == "ok" else None,
+            error=None if status == "ok" else ("X", "bad"),
+            model="m@v1",
+            latency_ms=5.0,
+            attempts=1,
+        )
+        for key in keys
+    ]
+
+
+def _job(jobs: JobStore, batches: int, output: str) -> str:
+    job_id = "t-" + secrets.token_hex(4)
+    jobs.create(
+        job_id,
+        {
+            "task": "classify",
+            "model": "m@v1",
+            "input": "s3://b/in/",
+            "output": output,
+            "total": batches * 2,
+            "batches": batches,
+        },
+    )
+    return job_id
+
+
+def test_redelivered_batch_is_counted_once(redis_url: str) -> None:
+    jobs = JobStore.from_url(redis_url)
+    job_id = _job(jobs, 2, "s3://b/out/")
+    assert jobs.begin_batch(job_id, 0) == 1
+    assert jobs.get(job_id)["state"] == "running"
+    first = jobs.record_batch(job_id, 0, _lines(["a", "b"]), {"infer": 1.0})
+    assert jobs.begin_batch(job_id, 0) == 2  # redelivery counts an attempt
+    again = jobs.record_batch(job_id, 0, _lines(["a", "b"]), {"infer": 1.0})
+    assert first.first_time and not again.first_time
+    record = jobs.get(job_id)
+    assert record["ok"] == 2 and record["done_batches"] == 1
+    assert record["stage_infer"] == pytest.approx(1.0)
+    assert not again.job_complete
+    last = jobs.record_batch(job_id, 1, _lines(["c"]) + _lines(["d"], "error"), {})
+    assert last.job_complete
+    assert [line["key"] for line in jobs.manifest_lines(job_id)] == ["a", "b", "c", "d"]
+
+
+def test_unknown_job_is_reported(redis_url: str) -> None:
+    jobs = JobStore.from_url(redis_url)
+    with pytest.raises(JobNotFound, match="no job"):
+        jobs.get("nope")
+    with pytest.raises(JobNotFound):
+        jobs.begin_batch("nope", 0)
+
+
+def test_finalize_writes_job_files_once(redis_url: str, settings, s3_client) -> None:
+    s3_client.create_bucket(Bucket="it-finalize")
+    jobs = JobStore.from_url(redis_url)
+    store = S3Store.from_settings(settings)
+    job_id = _job(jobs, 1, "s3://it-finalize/out/")
+    jobs.begin_batch(job_id, 0)
+    jobs.record_batch(job_id, 0, _lines(["a"]) + _lines(["b"], "error"), {"download": 0.5})
+    summary = finalize_job(jobs, store, job_id, "w1")
+    assert summary is not None and summary["state"] == "finished"
+    assert finalize_job(jobs, store, job_id, "w2") is None  # already finished: no second write
+    base = f"out/_jobs/{job_id}/"
+    manifest = s3_client.get_object(Bucket="it-finalize", Key=base + "manifest.jsonl")
+    rows = [json.loads(row) for row in manifest["Body"].read().decode().splitlines()]
+    assert [row["key"] for row in rows] == ["a", "b"]
+    stored = json.loads(
+        s3_client.get_object(Bucket="it-finalize", Key=base + "summary.json")["Body"].read()
+    )
+    assert stored["ok"] == 1 and stored["error"] == 1 and stored["total"] == 2
+    assert jobs.get(job_id)["state"] == "finished"
+
+
+def test_concurrent_finalizers_claim_once(redis_url: str) -> None:
+    jobs = JobStore.from_url(redis_url)
+    job_id = _job(jobs, 1, "s3://b/out/")
+    assert jobs.claim_finalization(job_id, "a")
+    assert not jobs.claim_finalization(job_id, "b")
+    jobs.release_finalization(job_id)
+    assert jobs.claim_finalization(job_id, "b")
