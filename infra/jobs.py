@@ -39,11 +39,11 @@ return {1, done, batches}
 """
 
 _BEGIN_BATCH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 if redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2]) == 1 then
   redis.call('HSET', KEYS[1], 'state', 'running')
 end
-return redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+return {redis.call('HINCRBY', KEYS[2], ARGV[1], 1), redis.call('HEXISTS', KEYS[3], ARGV[1])}
 """
 
 _FIELDS_INT = ("total", "batches", "ok", "error", "skipped", "done_batches", "batch_size")
@@ -74,6 +74,14 @@ class BatchRecord:
     @property
     def job_complete(self) -> bool:
         return self.done_batches >= self.total_batches
+
+
+@dataclass(frozen=True)
+class BatchStart:
+    """The attempt number of a batch, and whether an earlier attempt already recorded it."""
+
+    attempt: int
+    already_recorded: bool
 
 
 def job_key(job_id: str) -> str:
@@ -136,17 +144,15 @@ class JobStore:
                 record[name] = json.loads(record[name])
         return record
 
-    def begin_batch(self, job_id: str, batch_index: int) -> int:
-        """Mark the job running and count an attempt of this batch; returns the attempt number."""
-        attempt = int(
-            self._begin_batch(
-                keys=[job_key(job_id), f"{job_key(job_id)}:attempts"],
-                args=[batch_index, time.time()],
-            )
+    def begin_batch(self, job_id: str, batch_index: int) -> BatchStart:
+        """Mark the job running and count an attempt of this batch, in one round trip."""
+        attempt, recorded = self._begin_batch(
+            keys=[job_key(job_id), f"{job_key(job_id)}:attempts", f"{job_key(job_id)}:manifest"],
+            args=[batch_index, time.time()],
         )
-        if attempt < 0:
+        if int(attempt) < 0:
             raise JobNotFound(f"job {job_id} has no record in Redis (expired or deleted)")
-        return attempt
+        return BatchStart(int(attempt), bool(recorded))
 
     def record_batch(
         self,

@@ -18,7 +18,7 @@ from infra.queue import TASK_NAMES
 from infra.s3 import StorageError
 from worker.finalize import finalize_job
 from worker.pipeline import BatchMessage, dead_letter, run_batch
-from worker.runtime import get_runtime
+from worker.runtime import WorkerRuntime, get_runtime
 
 log = logging.getLogger("bucketvision.worker")
 
@@ -29,15 +29,28 @@ INFRASTRUCTURE_ERRORS = (
 )
 
 
+def finalize_if_complete(runtime: WorkerRuntime, job_id: str) -> None:
+    record = runtime.jobs.get(job_id)
+    if record["done_batches"] >= record["batches"]:
+        finalize_job(runtime.jobs, runtime.store, job_id, runtime.identity)
+
+
 def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
     """Run one batch of an inference job and record it in the job store, once."""
     runtime = get_runtime()
     message = BatchMessage.from_json(body)
     try:
-        attempt = runtime.jobs.begin_batch(message.job_id, message.batch)
+        start = runtime.jobs.begin_batch(message.job_id, message.batch)
     except JobNotFound as error:
         log.warning("dropping batch %s of job %s: %s", message.batch, message.job_id, error)
         return {"job_id": message.job_id, "batch": message.batch, "dropped": True}
+    attempt = start.attempt
+    if start.already_recorded:
+        # Redelivered after its results were recorded (e.g. the ack was lost): only make
+        # sure the job gets finalised.
+        log.info("batch %s of job %s was already recorded", message.batch, message.job_id)
+        finalize_if_complete(runtime, message.job_id)
+        return {"job_id": message.job_id, "batch": message.batch, "recorded": False}
     if attempt > runtime.settings.max_attempts:
         outcome = dead_letter(message, attempt, runtime.settings.max_attempts)
     else:
@@ -52,8 +65,6 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
     record = runtime.jobs.record_batch(
         message.job_id, message.batch, outcome.lines, outcome.stage_seconds, outcome.failure
     )
-    if not record.first_time:
-        log.info("batch %s of job %s was already recorded", message.batch, message.job_id)
     if record.job_complete:
         finalize_job(runtime.jobs, runtime.store, message.job_id, runtime.identity)
     return {"job_id": message.job_id, "batch": message.batch, "recorded": record.first_time}

@@ -50,10 +50,11 @@ def _job(jobs: JobStore, batches: int, output: str) -> str:
 def test_redelivered_batch_is_counted_once(redis_url: str) -> None:
     jobs = JobStore.from_url(redis_url)
     job_id = _job(jobs, 2, "s3://b/out/")
-    assert jobs.begin_batch(job_id, 0) == 1
+    assert jobs.begin_batch(job_id, 0).attempt == 1
     assert jobs.get(job_id)["state"] == "running"
     first = jobs.record_batch(job_id, 0, _lines(["a", "b"]), {"infer": 1.0})
-    assert jobs.begin_batch(job_id, 0) == 2  # redelivery counts an attempt
+    redelivered = jobs.begin_batch(job_id, 0)  # redelivery counts an attempt
+    assert redelivered.attempt == 2 and redelivered.already_recorded
     again = jobs.record_batch(job_id, 0, _lines(["a", "b"]), {"infer": 1.0})
     assert first.first_time and not again.first_time
     record = jobs.get(job_id)
