@@ -15,7 +15,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from infra.settings import Settings
 
@@ -161,7 +161,10 @@ class S3Store:
                 raise ObjectTooLarge(
                     f"{what} is {length} bytes, above BV_MAX_OBJECT_BYTES={max_bytes}"
                 )
-            data: bytes = body.read() if max_bytes is None else body.read(max_bytes + 1)
+            try:
+                data: bytes = body.read() if max_bytes is None else body.read(max_bytes + 1)
+            except (BotoCoreError, OSError) as error:
+                raise StorageError(f"{what}: reading the body failed: {error}") from error
             if max_bytes is not None and len(data) > max_bytes:
                 raise ObjectTooLarge(f"{what} is above BV_MAX_OBJECT_BYTES={max_bytes}")
             return data

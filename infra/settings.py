@@ -51,9 +51,7 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return url
     user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]
     netloc = f"{user}:***@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
@@ -62,7 +60,7 @@ def redact_url(url: str) -> str:
 class Settings:
     """Configuration of one bucketvision process (producer, worker, watcher or CLI)."""
 
-    broker_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     s3_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
     aws_access_key_id: str | None = None

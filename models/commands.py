@@ -27,10 +27,14 @@ def read_labels(labels: str | None, labels_file: str | None) -> list[str]:
             raise RegistryError(f"--labels-file {labels_file}: no such file")
         with open(labels_file, encoding="utf-8") as handle:
             text = handle.read()
+        found = [line.strip() for line in text.splitlines() if line.strip()]
         if text.lstrip().startswith("["):
-            found = [str(label) for label in json.loads(text)]
-        else:
-            found = [line.strip() for line in text.splitlines() if line.strip()]
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, list):
+                found = [str(label) for label in parsed]
     if len(set(found)) != len(found):
         raise RegistryError("the labels contain duplicates")
     return found

@@ -155,7 +155,8 @@ class ModelRegistry:
 
         ``promote=None`` promotes the first version only; True or False forces it.
         """
-        parse_model_ref(name)
+        if parse_model_ref(name)[1] is not None:
+            raise RegistryError(f"{name!r}: give the model name without @version")
         if card_fields.get("task") not in TASKS:
             raise RegistryError(f"task must be one of {', '.join(TASKS)}")
         self.store.ensure_bucket(self.root.bucket)

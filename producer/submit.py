@@ -128,6 +128,11 @@ def submit_job(
         output_uri = parse_s3_uri(request.output) if request.output else default_output(input_uri)
     except ValueError as error:
         raise SubmitError(str(error)) from None
+    if (output_uri.bucket, output_uri.prefix) == (input_uri.bucket, input_uri.prefix):
+        raise SubmitError(
+            "--output must differ from --input (results would mix with inputs); "
+            "use a sibling prefix such as s3://BUCKET/results/"
+        )
     for bucket in {input_uri.bucket, output_uri.bucket}:
         if not store.bucket_exists(bucket):
             raise SubmitError(

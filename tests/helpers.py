@@ -5,13 +5,33 @@ from __future__ import annotations
 import io
 import os
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from models.digits import make_digits
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``bucketvision ARGS`` in a subprocess with ``env`` added to the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "producer.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+_ORIENTATION = 0x0112
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -102,6 +103,8 @@ def decode_image(
             if size is not None and source_format == "JPEG":
                 image.draft(mode, size)
             image.load()
+            if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+                width, height = height, width  # the original, as displayed, is transposed
             oriented = ImageOps.exif_transpose(image)
             converted = _to_mode(oriented, mode)
             if size is not None and converted.size != size:

@@ -7,7 +7,6 @@ an item overwrites the same keys. Keys are confined to the output prefix.
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any
 
 from infra.s3 import S3Uri
@@ -17,7 +16,7 @@ def relative_key(input_prefix: S3Uri, key: str) -> str:
     """``key`` relative to the input prefix, with no way to climb out of a prefix."""
     relative = key[len(input_prefix.prefix) :] if key.startswith(input_prefix.prefix) else key
     parts = [part for part in relative.split("/") if part not in ("", ".", "..")]
-    return "/".join(parts) or posixpath.basename(key) or "_"
+    return "/".join(parts) or "_"
 
 
 def item_output_key(input_prefix: S3Uri, output_prefix: S3Uri, key: str, suffix: str) -> str:

@@ -5,32 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.helpers import bad_files, upload_digits
+from tests.helpers import bad_files, run_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "producer.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def read_job(s3_client: Any, bucket: str, output: str, job_id: str) -> tuple[list[dict], dict]:
@@ -52,7 +36,7 @@ def test_classify_job_with_bad_files(service_env, s3_client, digits_model, start
     worker = start_worker("--cpu", "--concurrency", "2")
     worker.wait_for_children(2)
 
-    done = cli(
+    done = run_cli(
         service_env,
         "submit",
         "--task",
@@ -98,7 +82,7 @@ def test_classify_job_with_bad_files(service_env, s3_client, digits_model, start
     assert summary["ok"] == len(truth) and summary["error"] == len(hostile)
     assert summary["model"] == digits_model
 
-    status = cli(service_env, "status", job_id, "--json")
+    status = run_cli(service_env, "status", job_id, "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["state"] == "finished"
 
@@ -111,7 +95,7 @@ def test_sigkill_pool_child_mid_job_loses_nothing(
     truth = upload_digits(s3_client, bucket, "in/", 640, seed=78)
     worker = start_worker("--cpu", "--concurrency", "2")
     worker.wait_for_children(2)
-    submitted = cli(
+    submitted = run_cli(
         service_env,
         "submit",
         "--task",
@@ -134,7 +118,7 @@ def test_sigkill_pool_child_mid_job_loses_nothing(
     for pid in victims:  # both children: each holds a batch mid-flight (prefetch 1)
         os.kill(pid, signal.SIGKILL)
 
-    waited = cli(service_env, "submit", "--help")  # the CLI still works while the pool recovers
+    waited = run_cli(service_env, "submit", "--help")  # the CLI still works while the pool recovers
     assert waited.returncode == 0
     deadline = time.monotonic() + 240
     while jobs.hget(f"bv:job:{job_id}", "state") not in (b"finished", b"failed"):

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import redis
@@ -16,10 +12,9 @@ from infra.queue import make_celery
 from infra.s3 import S3Store
 from models.registry import ModelNotFound, ModelRegistry
 from producer.submit import JobRequest, SubmitError, submit_job
-from tests.helpers import png_bytes
+from tests.helpers import png_bytes, run_cli
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -99,22 +94,10 @@ def test_submit_errors_are_clear(settings, s3_client, fake_model) -> None:
         submit_job(JobRequest("detect", "s3://it-errors/x/", model="submit-test"), **clients)
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "producer.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_cli_bad_paths_exit_non_zero_with_a_message(service_env, fake_model) -> None:
-    missing = _cli(service_env, "submit", "--task", "classify", "--input", "s3://no-such/x/")
+    missing = run_cli(service_env, "submit", "--task", "classify", "--input", "s3://no-such/x/")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
-    wrong_model = _cli(
+    wrong_model = run_cli(
         service_env,
         "submit",
         "--task",
@@ -125,13 +108,13 @@ def test_cli_bad_paths_exit_non_zero_with_a_message(service_env, fake_model) -> 
         "nope",
     )
     assert wrong_model.returncode == 2 and "no model named 'nope'" in wrong_model.stderr
-    not_uri = _cli(service_env, "submit", "--task", "classify", "--input", "/tmp/x")
+    not_uri = run_cli(service_env, "submit", "--task", "classify", "--input", "/tmp/x")
     assert not_uri.returncode == 2 and "not an S3 URI" in not_uri.stderr
-    unknown_job = _cli(service_env, "status", "nope")
+    unknown_job = run_cli(service_env, "status", "nope")
     assert unknown_job.returncode == 2 and "no job" in unknown_job.stderr
-    redis_down = _cli({**service_env, "BV_BROKER_URL": "redis://127.0.0.1:1/0"}, "status", "x")
+    redis_down = run_cli({**service_env, "BV_BROKER_URL": "redis://127.0.0.1:1/0"}, "status", "x")
     assert redis_down.returncode == 2 and "cannot reach Redis" in redis_down.stderr
-    bad_setting = _cli({**service_env, "BV_BATCH_SIZE": "lots"}, "status", "x")
+    bad_setting = run_cli({**service_env, "BV_BATCH_SIZE": "lots"}, "status", "x")
     assert bad_setting.returncode == 2 and "BV_BATCH_SIZE" in bad_setting.stderr
-    listing = _cli(service_env, "models", "list")
+    listing = run_cli(service_env, "models", "list")
     assert listing.returncode == 0 and "submit-test" in listing.stdout

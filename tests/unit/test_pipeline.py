@@ -1,0 +1,381 @@
+"""worker.pipeline.run_batch with a fake model and a real S3Store over in-process moto."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from infra.s3 import S3Store, S3Uri
+from worker.pipeline import BatchMessage, BatchOutcome, Limits, dead_letter, run_batch
+
+BUCKET = "unit-bucket"
+INPUT = S3Uri(BUCKET, "incoming/")
+OUTPUT = S3Uri(BUCKET, "results/")
+LIMITS = Limits(max_pixels=1_000_000, max_bytes=1_000_000)
+MANIFEST_FIELDS = {"key", "status", "output", "result", "error", "model", "latency_ms", "attempts"}
+PROBABILITIES = np.array([0.1, 0.7, 0.2], dtype=np.float32)
+
+
+class FakeModel:
+    """A classify model: 28x28 grey in, fixed probabilities out."""
+
+    task = "classify"
+    mode = "L"
+    size = (28, 28)
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+
+    def infer(self, pixels: np.ndarray) -> np.ndarray:
+        self.batches.append(pixels)
+        return np.tile(PROBABILITIES, (len(pixels), 1))
+
+    def result(self, output: np.ndarray) -> dict[str, Any]:
+        best = int(np.argmax(output))
+        return {"label": str(best), "score": round(float(output[best]), 4), "top_k": []}
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        yield executor
+
+
+@pytest.fixture
+def png(encode: Callable[..., bytes]) -> bytes:
+    rng = np.random.default_rng(3)
+    return encode(Image.fromarray(rng.integers(0, 255, (40, 30), dtype=np.uint8), "L"), "PNG")
+
+
+def message(keys: list[str], **changes: Any) -> BatchMessage:
+    fields: dict[str, Any] = {
+        "job_id": "J1",
+        "batch": 0,
+        "task": "classify",
+        "keys": keys,
+        "input": INPUT,
+        "output": OUTPUT,
+        "model": "digits@v1",
+        "item_outputs": True,
+    }
+    fields.update(changes)
+    return BatchMessage(**fields)
+
+
+def run(
+    store: S3Store,
+    pool: ThreadPoolExecutor,
+    keys: list[str],
+    *,
+    model: Any = None,
+    limits: Limits = LIMITS,
+    attempt: int = 1,
+    **changes: Any,
+) -> BatchOutcome:
+    served = model if model is not None else FakeModel()
+
+    def load_model(reference: str) -> Any:
+        assert reference == "digits@v1", "the pipeline must load the pinned model"
+        return served
+
+    return run_batch(
+        message(keys, **changes),
+        store=store,
+        load_model=load_model,
+        pool=pool,
+        limits=limits,
+        attempt=attempt,
+    )
+
+
+def output_objects(store: S3Store) -> list[str]:
+    return sorted(info.key for info in store.list_objects(OUTPUT))
+
+
+MIXED = ["incoming/a/good.png", "incoming/empty.png", "incoming/page.png", "incoming/missing.png"]
+
+
+@pytest.fixture
+def mixed_bucket(store: S3Store, png: bytes) -> S3Store:
+    store.put_bytes(BUCKET, "incoming/a/good.png", png, "image/png")
+    store.put_bytes(BUCKET, "incoming/empty.png", b"")
+    store.put_bytes(BUCKET, "incoming/page.png", b"<!DOCTYPE html><html><body>403</body></html>")
+    return store
+
+
+def test_one_line_per_key_in_input_order(mixed_bucket: S3Store, pool: ThreadPoolExecutor) -> None:
+    model = FakeModel()
+    outcome = run(mixed_bucket, pool, MIXED, model=model, attempt=2)
+
+    assert [line["key"] for line in outcome.lines] == MIXED
+    assert all(set(line) == MANIFEST_FIELDS for line in outcome.lines)
+    assert all(line["model"] == "digits@v1" and line["attempts"] == 2 for line in outcome.lines)
+    assert [line["status"] for line in outcome.lines] == ["ok", "error", "error", "error"]
+    assert outcome.failure is None
+    # only the decodable image reached the model, as one batch shaped for it
+    assert len(model.batches) == 1
+    assert model.batches[0].shape == (1, 28, 28, 1)
+    assert model.batches[0].dtype == np.uint8
+    json.dumps(outcome.lines)
+
+
+class BrightnessModel(FakeModel):
+    """Label "bright" or "dark" from each image's mean, to check results stay with their key."""
+
+    def infer(self, pixels: np.ndarray) -> np.ndarray:
+        self.batches.append(pixels)
+        bright = pixels.reshape(len(pixels), -1).mean(axis=1) >= 128
+        return np.stack([~bright, bright], axis=1).astype(np.float32)
+
+    def result(self, output: np.ndarray) -> dict[str, Any]:
+        return {"label": "bright" if output[1] > output[0] else "dark"}
+
+
+def test_results_stay_with_their_keys_in_any_order(
+    mixed_bucket: S3Store, pool: ThreadPoolExecutor, encode: Callable[..., bytes]
+) -> None:
+    mixed_bucket.put_bytes(
+        BUCKET, "incoming/white.png", encode(Image.new("L", (30, 30), 250), "PNG")
+    )
+    mixed_bucket.put_bytes(
+        BUCKET, "incoming/black.jpg", encode(Image.new("L", (30, 30), 5), "JPEG")
+    )
+    keys = [
+        "incoming/missing.png",
+        "incoming/white.png",
+        "incoming/empty.png",
+        "incoming/black.jpg",
+        "incoming/page.png",
+    ]
+    model = BrightnessModel()
+    lines = run(mixed_bucket, pool, keys, model=model).lines
+    assert [line["key"] for line in lines] == keys
+    assert [line["status"] for line in lines] == ["error", "ok", "error", "ok", "error"]
+    assert lines[1]["result"] == {"label": "bright"}
+    assert lines[3]["result"] == {"label": "dark"}
+    assert mixed_bucket.get_json(BUCKET, "results/white.png.json")["label"] == "bright"
+    assert mixed_bucket.get_json(BUCKET, "results/black.jpg.json")["label"] == "dark"
+    assert model.batches[0].shape == (2, 28, 28, 1)
+
+
+def test_good_item_is_ok_with_its_output_written(
+    mixed_bucket: S3Store, pool: ThreadPoolExecutor
+) -> None:
+    good = run(mixed_bucket, pool, MIXED).lines[0]
+    assert good["status"] == "ok"
+    assert good["error"] is None
+    assert good["result"] == {"label": "1", "score": 0.7, "top_k": []}
+    assert good["output"] == f"s3://{BUCKET}/results/a/good.png.json"
+    assert good["latency_ms"] >= 0
+    written = mixed_bucket.get_json(BUCKET, "results/a/good.png.json")
+    assert written["key"] == "incoming/a/good.png"
+    assert written["model"] == "digits@v1"
+    assert written["task"] == "classify"
+    assert written["label"] == "1" and written["score"] == 0.7
+    # no output objects for the bad items
+    assert output_objects(mixed_bucket) == ["results/a/good.png.json"]
+
+
+def test_bad_items_are_errors_with_type_and_message(
+    mixed_bucket: S3Store, pool: ThreadPoolExecutor
+) -> None:
+    lines = {line["key"]: line for line in run(mixed_bucket, pool, MIXED).lines}
+    expected = {
+        "incoming/empty.png": "EmptyObject",
+        "incoming/page.png": "UnsupportedFormat",
+        "incoming/missing.png": "ObjectMissing",
+    }
+    for key, error_type in expected.items():
+        line = lines[key]
+        assert line["status"] == "error"
+        assert line["error"]["type"] == error_type
+        assert line["error"]["message"]
+        assert line["output"] is None and line["result"] is None
+    assert "HTML" in lines["incoming/page.png"]["error"]["message"]
+    assert "incoming/missing.png" in lines["incoming/missing.png"]["error"]["message"]
+
+
+def test_stage_seconds(mixed_bucket: S3Store, pool: ThreadPoolExecutor) -> None:
+    outcome = run(mixed_bucket, pool, MIXED)
+    assert set(outcome.stage_seconds) == {"download", "decode", "infer", "upload"}
+    assert all(seconds >= 0 for seconds in outcome.stage_seconds.values())
+    assert outcome.stage_seconds["download"] > 0
+    assert outcome.stage_seconds["upload"] > 0
+
+
+def test_rerunning_a_batch_overwrites_the_same_keys(
+    mixed_bucket: S3Store, pool: ThreadPoolExecutor
+) -> None:
+    first = run(mixed_bucket, pool, MIXED)
+    second = run(mixed_bucket, pool, MIXED, attempt=2)
+    assert [line["output"] for line in first.lines] == [line["output"] for line in second.lines]
+    assert output_objects(mixed_bucket) == ["results/a/good.png.json"]
+
+
+def test_model_load_error_fails_every_line(mixed_bucket: S3Store, pool: ThreadPoolExecutor) -> None:
+    def load_model(reference: str) -> Any:
+        raise FileNotFoundError(f"{reference}: model.keras is gone")
+
+    outcome = run_batch(
+        message(MIXED),
+        store=mixed_bucket,
+        load_model=load_model,
+        pool=pool,
+        limits=LIMITS,
+        attempt=1,
+    )
+    assert [line["key"] for line in outcome.lines] == MIXED
+    for line in outcome.lines:
+        assert line["status"] == "error"
+        assert line["error"]["type"] == "ModelLoadError"
+        assert "model.keras is gone" in line["error"]["message"]
+    assert outcome.failure is not None
+    assert "digits@v1" in outcome.failure
+    assert output_objects(mixed_bucket) == []
+
+
+def test_without_item_outputs_no_json_is_written(
+    mixed_bucket: S3Store, pool: ThreadPoolExecutor
+) -> None:
+    outcome = run(mixed_bucket, pool, MIXED, item_outputs=False)
+    good = outcome.lines[0]
+    assert good["status"] == "ok"
+    assert good["result"] == {"label": "1", "score": 0.7, "top_k": []}
+    assert output_objects(mixed_bucket) == []
+
+
+def test_an_object_above_max_bytes_is_too_large(
+    store: S3Store, pool: ThreadPoolExecutor, png: bytes
+) -> None:
+    store.put_bytes(BUCKET, "incoming/big.png", png)
+    store.put_bytes(BUCKET, "incoming/small.png", png)
+    limits = Limits(max_pixels=1_000_000, max_bytes=len(png) - 1)
+    outcome = run(store, pool, ["incoming/big.png"], limits=limits)
+    (line,) = outcome.lines
+    assert line["status"] == "error"
+    assert line["error"]["type"] == "ObjectTooLarge"
+    exact = run(store, pool, ["incoming/small.png"], limits=Limits(1_000_000, len(png)))
+    assert exact.lines[0]["status"] == "ok"
+
+
+def test_an_image_above_max_pixels_is_refused(
+    store: S3Store, pool: ThreadPoolExecutor, png: bytes
+) -> None:
+    store.put_bytes(BUCKET, "incoming/a.png", png)  # 30 x 40 = 1200 pixels
+    outcome = run(store, pool, ["incoming/a.png"], limits=Limits(max_pixels=1199, max_bytes=10**6))
+    assert outcome.lines[0]["error"]["type"] == "TooManyPixels"
+
+
+def test_an_inference_error_fails_the_decoded_items_only(
+    mixed_bucket: S3Store, pool: ThreadPoolExecutor
+) -> None:
+    class Broken(FakeModel):
+        def infer(self, pixels: np.ndarray) -> np.ndarray:
+            raise RuntimeError("OOM when allocating tensor")
+
+    lines = run(mixed_bucket, pool, MIXED, model=Broken()).lines
+    assert lines[0]["error"]["type"] == "InferenceError"
+    assert "OOM" in lines[0]["error"]["message"]
+    assert [line["error"]["type"] for line in lines[1:]] == [
+        "EmptyObject",
+        "UnsupportedFormat",
+        "ObjectMissing",
+    ]
+    assert output_objects(mixed_bucket) == []
+
+
+def test_a_model_returning_the_wrong_number_of_outputs_is_an_error(
+    mixed_bucket: S3Store, pool: ThreadPoolExecutor, png: bytes
+) -> None:
+    mixed_bucket.put_bytes(BUCKET, "incoming/b.png", png)
+
+    class Short(FakeModel):
+        def infer(self, pixels: np.ndarray) -> np.ndarray:
+            return np.tile(PROBABILITIES, (len(pixels) - 1, 1))
+
+    lines = run(mixed_bucket, pool, ["incoming/a/good.png", "incoming/b.png"], model=Short()).lines
+    assert [line["status"] for line in lines] == ["error", "error"]
+    assert {line["error"]["type"] for line in lines} == {"InferenceError"}
+
+
+def test_an_upload_failure_is_an_error_line(
+    mixed_bucket: S3Store, pool: ThreadPoolExecutor
+) -> None:
+    lines = run(
+        mixed_bucket, pool, ["incoming/a/good.png"], output=S3Uri("no-such-bucket", "out/")
+    ).lines
+    assert lines[0]["status"] == "error"
+    assert lines[0]["error"]["type"] == "UploadError"
+    assert lines[0]["result"] is None
+
+
+def test_a_decoder_crash_on_one_item_does_not_fail_the_batch(
+    mixed_bucket: S3Store, pool: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import worker.pipeline as pipeline
+
+    real_decode = pipeline.decode_image
+
+    def flaky_decode(data: bytes, **options: Any) -> Any:
+        if data.startswith(b"\x89PNG"):
+            raise MemoryError("decoder exploded")
+        return real_decode(data, **options)
+
+    monkeypatch.setattr(pipeline, "decode_image", flaky_decode)
+    lines = run(mixed_bucket, pool, MIXED).lines
+    assert lines[0]["error"]["type"] == "DecodeError"
+    assert "MemoryError" in lines[0]["error"]["message"]
+    assert [line["status"] for line in lines] == ["error"] * 4
+
+
+class _BrokenBody:
+    def read(self, *args: Any) -> bytes:
+        from botocore.exceptions import ReadTimeoutError
+
+        raise ReadTimeoutError(endpoint_url="http://s3.test/unit-bucket/incoming/page.png")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_body_read_error_on_one_item_does_not_fail_the_batch(
+    mixed_bucket: S3Store, pool: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = mixed_bucket.client
+    real_get_object = client.get_object
+
+    def get_object(**kwargs: Any) -> dict[str, Any]:
+        response = real_get_object(**kwargs)
+        if kwargs["Key"] == "incoming/page.png":
+            response["Body"].close()
+            response["Body"] = _BrokenBody()
+        return response
+
+    monkeypatch.setattr(client, "get_object", get_object)
+    lines = run(mixed_bucket, pool, MIXED).lines
+    assert [line["status"] for line in lines] == ["ok", "error", "error", "error"]
+
+
+def test_dead_letter_makes_every_line_an_error() -> None:
+    outcome = dead_letter(message(MIXED), attempt=5, max_attempts=5)
+    assert [line["key"] for line in outcome.lines] == MIXED
+    for line in outcome.lines:
+        assert set(line) == MANIFEST_FIELDS
+        assert line["status"] == "error"
+        assert line["error"]["type"] == "DeadLetter"
+        assert "BV_MAX_ATTEMPTS=5" in line["error"]["message"]
+        assert line["attempts"] == 5
+        assert line["output"] is None and line["result"] is None
+    assert outcome.failure is None
+
+
+def test_empty_batch(store: S3Store, pool: ThreadPoolExecutor) -> None:
+    outcome = run(store, pool, [])
+    assert outcome.lines == []
+    assert outcome.failure is None
