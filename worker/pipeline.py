@@ -81,7 +81,6 @@ class ItemState:
     download_seconds: float = 0.0
     decode_seconds: float = 0.0
     upload_seconds: float = 0.0
-    finished_at: float = 0.0
 
 
 @dataclass
