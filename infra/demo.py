@@ -1,87 +1,52 @@
 """``bucketvision demo``: the whole flow on a local stack, in a few minutes.
 
-Starts Redis (if none answers) and a moto S3 server, writes synthetic
-handwritten digits into a bucket, trains the seed CNN briefly, registers it,
-runs a worker and a classify job with a live progress bar, and prints the
-summary, the accuracy against the known labels and where the results are.
+Starts Redis (if none answers) and a moto S3 server, writes the project's
+synthetic datasets (digits; shape scenes with boxes and masks) into a bucket,
+starts a worker on both queues, trains the four default models briefly through
+the ``train`` task, runs a classify, detect, segment and generate job with
+progress bars, and prints what each produced and where to look.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-from PIL import Image
+from typing import Any
 
 from infra.local_services import local_stack
 from infra.s3 import S3Store
-from infra.settings import Settings
+from infra.settings import DEFAULT_MODELS, Settings
 
 DEMO_BUCKET = "bucketvision-demo"
-INPUT_PREFIX = "incoming/digits/"
-OUTPUT_PREFIX = "results/digits/"
+DATASETS = {  # task: (training items, items in the demo job)
+    "classify": (3000, 500),
+    "detect": (800, 40),
+    "segment": (800, 40),
+    "generate": (3000, 64),
+}
 
 
 def _step(text: str) -> None:
     print(f"\n==> {text}", file=sys.stderr, flush=True)
 
 
-def _upload_digits(store: S3Store, count: int) -> None:
-    from models.digits import make_digits
-
-    images, labels = make_digits(count, seed=20261129)
-
-    def put(index: int) -> None:
-        buffer = io.BytesIO()
-        Image.fromarray(images[index]).save(buffer, format="PNG")
-        key = f"{INPUT_PREFIX}{labels[index]}/{index:05d}.png"
-        store.put_bytes(DEMO_BUCKET, key, buffer.getvalue(), "image/png")
-
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(put, range(count)))
-
-
-def _train_and_register(settings: Settings, store: S3Store, epochs: int) -> str:
-    from models.commands import register_model
-    from models.digits import make_digits
-    from models.registry import ModelRegistry, now_iso
-    from models.train_classifier import train_seed_cnn
-
-    images, labels = make_digits(4000, seed=1)
-    validation = make_digits(600, seed=2)
-    trained = train_seed_cnn(images, labels, validation, epochs=epochs, verbose=2)
-    print(
-        f"    validation accuracy {trained.accuracy:.4f} after {trained.seconds:.1f} s",
-        file=sys.stderr,
-    )
-    with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, "model.keras")
-        trained.model.save(path)
-        ref = register_model(
-            ModelRegistry(store, settings.models_uri),
-            "digits",
-            task="classify",
-            path=path,
-            labels=[str(digit) for digit in range(10)],
-            preprocess="unit",
-            metrics={"accuracy": round(trained.accuracy, 4)},
-            dataset="synthetic digits (models.digits, seed 1)",
-            trained_at=now_iso(),
-            promote=True,
-        )
-    return str(ref)
-
-
 def _start_worker(environment: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "producer.cli", "worker", "--cpu", "--concurrency", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "producer.cli",
+        "worker",
+        "--queues",
+        "inference,training",
+        "--cpu",
+        "--concurrency",
+        "2",
+    ]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -89,8 +54,105 @@ def _start_worker(environment: dict[str, str], log_path: Path) -> subprocess.Pop
         )
 
 
+def _make_inputs(store: S3Store, images: int) -> None:
+    """Job inputs, made with seeds the training data never used."""
+    from models.dataset_writers import png_bytes
+    from models.digits import make_digits
+    from models.scenes import make_scenes
+
+    digits, labels = make_digits(images, seed=20261129)
+    for index, (pixels, label) in enumerate(zip(digits, labels, strict=True)):
+        store.put_bytes(DEMO_BUCKET, f"incoming/digits/{label}/{index:05d}.png", png_bytes(pixels))
+    scenes = make_scenes(DATASETS["detect"][1], seed=20261130, width=192, height=144)
+    for index, pixels in enumerate(scenes.images):
+        store.put_bytes(DEMO_BUCKET, f"incoming/scenes/{index:03d}.png", png_bytes(pixels))
+
+
+def _train_all(cli: Any, epochs: int | None) -> None:
+    from infra.training_runs import TrainingRuns
+    from producer.train import format_run, wait_for_training
+
+    settings = Settings.from_env()
+    runs = TrainingRuns.from_url(settings.broker_url)
+    before = set(runs.recent(100))
+    for task in DATASETS:
+        args = [
+            "train",
+            DEFAULT_MODELS[task],
+            "--task",
+            task,
+            "--dataset",
+            f"s3://{DEMO_BUCKET}/datasets/{task}/",
+        ]
+        if epochs:
+            args += ["--epochs", str(epochs)]
+        if cli(args) != 0:
+            raise RuntimeError(f"could not submit the {task} training")
+    run_ids = [run for run in runs.recent(100) if run not in before]
+    for run_id in sorted(run_ids):
+        record = wait_for_training(runs, run_id, timeout_seconds=1800)
+        print(format_run(record), file=sys.stderr)
+        if record["state"] != "finished":
+            raise RuntimeError(f"training {run_id} failed: {record.get('error')}")
+
+
+def _run_jobs(cli: Any) -> dict[str, str]:
+    from infra.jobs import JobStore
+
+    jobs = JobStore.from_url(Settings.from_env().broker_url)
+    submitted = {}
+    commands = {
+        "classify": [
+            "submit",
+            "--task",
+            "classify",
+            "--input",
+            f"s3://{DEMO_BUCKET}/incoming/digits/",
+            "--output",
+            f"s3://{DEMO_BUCKET}/results/classify/",
+            "--wait",
+        ],
+        "detect": [
+            "submit",
+            "--task",
+            "detect",
+            "--input",
+            f"s3://{DEMO_BUCKET}/incoming/scenes/",
+            "--output",
+            f"s3://{DEMO_BUCKET}/results/detect/",
+            "--wait",
+        ],
+        "segment": [
+            "submit",
+            "--task",
+            "segment",
+            "--input",
+            f"s3://{DEMO_BUCKET}/incoming/scenes/",
+            "--output",
+            f"s3://{DEMO_BUCKET}/results/segment/",
+            "--wait",
+        ],
+        "generate": [
+            "generate",
+            "--count",
+            str(DATASETS["generate"][1]),
+            "--seed",
+            "1",
+            "--output",
+            f"s3://{DEMO_BUCKET}/results/generate/",
+            "--wait",
+        ],
+    }
+    for task, command in commands.items():
+        _step(f"{task} job")
+        if cli(command) != 0:
+            raise RuntimeError(f"the {task} job failed")
+        submitted[task] = jobs.recent_jobs(1)[0]
+    return submitted
+
+
 def _accuracy(store: S3Store, job_id: str) -> float:
-    text = store.get_text(DEMO_BUCKET, f"{OUTPUT_PREFIX}_jobs/{job_id}/manifest.jsonl")
+    text = store.get_text(DEMO_BUCKET, f"results/classify/_jobs/{job_id}/manifest.jsonl")
     lines = [json.loads(row) for row in text.splitlines()]
     right = sum(
         1
@@ -100,8 +162,35 @@ def _accuracy(store: S3Store, job_id: str) -> float:
     return right / max(len(lines), 1)
 
 
-def run_demo(settings: Settings, *, images: int = 500, epochs: int = 2, keep: bool = False) -> int:
+def _report(store: S3Store, settings: Settings, submitted: dict[str, str], endpoint: str) -> None:
+    from models.commands import format_model_list
+    from models.registry import ModelRegistry
+
+    _step("models")
+    print(format_model_list(ModelRegistry(store, settings.models_uri).summary()))
+    _step("jobs")
+    for task, job_id in submitted.items():
+        summary = store.get_json(DEMO_BUCKET, f"results/{task}/_jobs/{job_id}/summary.json")
+        print(
+            f"{task:9} {summary['model']:24} {summary['ok']}/{summary['total']} ok, "
+            f"{summary['images_per_second']:.1f} img/s  s3://{DEMO_BUCKET}/results/{task}/"
+        )
+    print(
+        f"\nclassify accuracy against the known labels: "
+        f"{_accuracy(store, submitted['classify']):.4f}"
+    )
+    print(
+        f"S3 endpoint {endpoint}; per job: results/<task>/_jobs/<job_id>/summary.json, "
+        "manifest.jsonl; masks *.mask.png, boxes *.annotated.png, images generated/"
+    )
+
+
+def run_demo(
+    settings: Settings, *, images: int = 500, epochs: int | None = None, keep: bool = False
+) -> int:
     """Run the demo; returns the exit code."""
+    from models.dataset_writers import SynthesisPlan, synthesize_dataset
+
     began = time.perf_counter()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
@@ -118,47 +207,21 @@ def run_demo(settings: Settings, *, images: int = 500, epochs: int = 2, keep: bo
         print(f"    redis {settings.describe()['broker_url']}, s3 {endpoint}", file=sys.stderr)
         for bucket in (DEMO_BUCKET, settings.models_uri[5:].split("/")[0]):
             store.ensure_bucket(bucket)
-        _step(f"writing {images} synthetic handwritten digits to s3://{DEMO_BUCKET}/{INPUT_PREFIX}")
-        _upload_digits(store, images)
-        _step(f"starting a worker (2 CPU children) and training the seed CNN ({epochs} epochs)")
+        _step("starting a worker on the inference and training queues (2 CPU children)")
         worker_log = Path("demo-output") / "worker.log"
         worker = _start_worker(dict(os.environ), worker_log)
         print(f"    worker log: {worker_log}", file=sys.stderr)
-        model = _train_and_register(settings, store, epochs)
-        print(f"    registered {model}", file=sys.stderr)
-        _step("submitting the classify job")
+        _step(f"writing synthetic datasets to s3://{DEMO_BUCKET}/datasets/ and job inputs")
+        for task, (count, _) in DATASETS.items():
+            plan = SynthesisPlan(task=task, count=count, seed=1)
+            synthesize_dataset(store, f"s3://{DEMO_BUCKET}/datasets/{task}/", plan)
+        _make_inputs(store, images)
         from producer.cli import main as cli
 
-        code = cli(
-            [
-                "submit",
-                "--task",
-                "classify",
-                "--input",
-                f"s3://{DEMO_BUCKET}/{INPUT_PREFIX}",
-                "--output",
-                f"s3://{DEMO_BUCKET}/{OUTPUT_PREFIX}",
-                "--wait",
-            ]
-        )
-        if code != 0:
-            return code
-        from infra.jobs import JobStore
-
-        job_id = JobStore.from_url(broker_url).recent_jobs(1)[0]
-        summary = store.get_json(DEMO_BUCKET, f"{OUTPUT_PREFIX}_jobs/{job_id}/summary.json")
-        local = Path("demo-output") / job_id
-        local.mkdir(parents=True, exist_ok=True)
-        for name in ("summary.json", "manifest.jsonl"):
-            store.download_file(
-                DEMO_BUCKET, f"{OUTPUT_PREFIX}_jobs/{job_id}/{name}", str(local / name)
-            )
-        _step("summary")
-        print(json.dumps(summary, indent=2))
-        print(f"\naccuracy against the known labels: {_accuracy(store, job_id):.4f}")
-        print(f"results:  s3://{DEMO_BUCKET}/{OUTPUT_PREFIX}<label>/<n>.png.json  (S3 {endpoint})")
-        print(f"manifest: s3://{DEMO_BUCKET}/{OUTPUT_PREFIX}_jobs/{job_id}/manifest.jsonl")
-        print(f"copied:   {local}/summary.json and manifest.jsonl")
+        _step("training the four default models through the training queue")
+        _train_all(cli, epochs)
+        submitted = _run_jobs(cli)
+        _report(store, settings, submitted, endpoint)
         print(f"demo wall time: {time.perf_counter() - began:.1f} s")
         if keep:
             print("services left running (--keep-running); stop them with Ctrl-C", file=sys.stderr)

@@ -4,6 +4,8 @@ Layout under ``BV_MODELS_URI``::
 
     <name>/<version>/model.keras   the Keras 3 model
     <name>/<version>/card.json     task, input shape, labels, preprocessing, metrics, status
+    <name>/<version>/history.json  per-epoch training history (trained versions)
+    <name>/<version>/*.png         training curves, sample grid (trained versions)
     <name>/CURRENT                 the promoted version
 
 Versions are ``v1``, ``v2``, ... in registration order. This module never
@@ -20,6 +22,7 @@ from typing import Any
 from infra.s3 import ObjectMissing, S3Store, S3Uri, parse_s3_uri
 
 TASKS = ("classify", "detect", "segment", "generate")
+STATUSES = ("candidate", "promoted", "rejected")
 PREPROCESS_MODES = ("unit", "symmetric", "raw")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION = re.compile(r"^v(\d+)$")
@@ -150,10 +153,15 @@ class ModelRegistry:
         card_fields: dict[str, Any],
         *,
         promote: bool | None = None,
+        status: str | None = None,
+        files: dict[str, tuple[bytes, str]] | None = None,
     ) -> ModelRef:
-        """Upload a model file and its card as the next version of ``name``.
+        """Upload a model file, its card and extra ``files`` as the next version of ``name``.
 
         ``promote=None`` promotes the first version only; True or False forces it.
+        ``status`` overrides the card status of a version that is not promoted
+        ("rejected" when it failed the promotion gate). ``files`` maps a file name
+        to (bytes, content type), e.g. ``history.json`` and the training plots.
         """
         if parse_model_ref(name)[1] is not None:
             raise RegistryError(f"{name!r}: give the model name without @version")
@@ -172,8 +180,17 @@ class ModelRegistry:
             "registered_at": now_iso(),
             "parent": parent,
             **card_fields,
-            "status": "promoted" if should_promote else "candidate",
+            "status": "promoted" if should_promote else (status or "candidate"),
+            "files": sorted(files or {}),
         }
+        if should_promote:
+            card["promoted_at"] = card["registered_at"]
+        if card["status"] not in STATUSES:
+            raise RegistryError(f"status must be one of {', '.join(STATUSES)}")
+        for filename, (body, content_type) in (files or {}).items():
+            self.store.put_bytes(
+                self.root.bucket, self._key(name, version, filename), body, content_type
+            )
         self.store.upload_file(model_path, *self.model_key(name, version))
         self.store.put_json(self.root.bucket, self._key(name, version, "card.json"), card)
         if should_promote:
@@ -188,6 +205,31 @@ class ModelRegistry:
         self.store.put_json(self.root.bucket, self._key(name, version, "card.json"), card)
         self._set_current(name, version)
         return ModelRef(name, version, card)
+
+    def rollback(self, name: str) -> ModelRef:
+        """Move CURRENT back to the newest earlier version that was ever promoted."""
+        current = self.current(name)
+        if current is None:
+            raise ModelNotFound(f"model {name!r} has no CURRENT version to roll back from")
+        earlier = [v for v in self.versions(name) if int(v[1:]) < int(current[1:])]
+        for version in reversed(earlier):
+            card = self.card(name, version)
+            if card.get("promoted_at") or card.get("status") == "promoted":
+                rolled_back = self.card(name, current)
+                rolled_back["status"] = "candidate"
+                rolled_back["rolled_back_at"] = now_iso()
+                self.store.put_json(
+                    self.root.bucket, self._key(name, current, "card.json"), rolled_back
+                )
+                return self.promote(name, version)
+        raise RegistryError(
+            f"{name}@{current} is the first promoted version; there is nothing to roll back to"
+            f" (promote another version with `bucketvision models promote {name}@V`)"
+        )
+
+    def file_uri(self, name: str, version: str, filename: str) -> str:
+        """The s3:// URI of a file stored beside a version (plots, history)."""
+        return f"s3://{self.root.bucket}/{self._key(name, version, filename)}"
 
     def _set_current(self, name: str, version: str) -> None:
         self.store.put_bytes(

@@ -10,35 +10,12 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import redis
 
 from infra.settings import Settings, SettingsError
-
-EXIT_USAGE = 2
-EXIT_FAILED = 1
-
-
-class CommandError(RuntimeError):
-    """A failure to report as ``error: ...`` with an exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _clients(settings: Settings) -> dict[str, Any]:
-    from infra.jobs import JobStore
-    from infra.s3 import S3Store
-    from models.registry import ModelRegistry
-
-    store = S3Store.from_settings(settings)
-    return {
-        "store": store,
-        "jobs": JobStore.from_url(settings.broker_url),
-        "registry": ModelRegistry(store, settings.models_uri),
-    }
+from producer.cli_models import add_model_commands
+from producer.cli_support import EXIT_FAILED, EXIT_USAGE, CommandError, clients
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
@@ -55,8 +32,8 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         includes=args.include or (),
         item_outputs=not args.no_item_outputs,
     )
-    clients = _clients(settings)
-    job = submit_job(request, app=make_celery(settings), **clients)
+    found = clients(settings)
+    job = submit_job(request, app=make_celery(settings), **found)
     print(job.job_id, flush=True)
     print(
         f"submitted {job.total} objects in {job.batches} batches with {job.model}; "
@@ -65,7 +42,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     )
     if not args.wait:
         return 0
-    status = wait_for_job(clients["jobs"], job.job_id, progress=not args.quiet)
+    status = wait_for_job(found["jobs"], job.job_id, progress=not args.quiet)
     print(format_status(status), file=sys.stderr)
     return 0 if status["state"] == "finished" else EXIT_FAILED
 
@@ -90,37 +67,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         loglevel=args.loglevel,
         settings=settings,
     )
-    return 0
-
-
-def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    from models import commands
-
-    registry = _clients(settings)["registry"]
-    if args.models_command == "list":
-        rows = registry.summary()
-        print(json.dumps(rows, indent=2) if args.json else commands.format_model_list(rows))
-    elif args.models_command == "show":
-        print(json.dumps(commands.show_model(registry, args.reference), indent=2))
-    elif args.models_command == "promote":
-        from models.registry import parse_model_ref
-
-        name, version = parse_model_ref(args.reference)
-        if version is None:
-            raise CommandError("promote takes NAME@VERSION, e.g. digits@v2")
-        print(f"{registry.promote(name, version)} is now CURRENT")
-    elif args.models_command == "register":
-        labels = commands.read_labels(args.labels, args.labels_file)
-        ref = commands.register_model(
-            registry,
-            args.name,
-            task=args.task,
-            path=args.file,
-            labels=labels,
-            preprocess=args.preprocess,
-            promote=True if args.promote else None,
-        )
-        print(f"registered {ref} ({ref.card['status']})")
     return 0
 
 
@@ -172,25 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(handler=cmd_worker)
 
-    models = sub.add_parser("models", help="the model registry")
-    models_sub = models.add_subparsers(dest="models_command", required=True)
-    listing = models_sub.add_parser("list")
-    listing.add_argument("--json", action="store_true")
-    models_sub.add_parser("show").add_argument("reference", metavar="NAME[@V]")
-    models_sub.add_parser("promote").add_argument("reference", metavar="NAME@V")
-    register = models_sub.add_parser("register", help="add a Keras model as a new version")
-    register.add_argument("name")
-    register.add_argument("--task", required=True, choices=["classify"])
-    register.add_argument("--file", required=True, help="a .keras file")
-    register.add_argument("--labels", help="comma-separated class labels, in output order")
-    register.add_argument("--labels-file", help="one label per line, or a JSON list")
-    register.add_argument("--preprocess", default="unit", choices=["unit", "symmetric", "raw"])
-    register.add_argument("--promote", action="store_true", help="make it CURRENT now")
-    models.set_defaults(handler=cmd_models)
+    add_model_commands(sub)
 
     demo = sub.add_parser("demo", help="the whole flow on a local stack, end to end")
     demo.add_argument("--images", type=int, default=500, help="images in the demo job")
-    demo.add_argument("--epochs", type=int, default=2)
+    demo.add_argument("--epochs", type=int, help="epochs for every model (default: each family's)")
     demo.add_argument("--keep-running", action="store_true", help="leave Redis/S3 running")
     demo.set_defaults(handler=cmd_demo)
 
@@ -203,6 +135,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from infra.jobs import JobNotFound
     from infra.local_services import ServiceError
     from infra.s3 import StorageError
+    from infra.training_runs import RunNotFound
+    from models.dataset_layouts import DatasetError
     from models.loading import ModelLoadError
     from models.registry import ModelNotFound, RegistryError
     from producer.submit import SubmitError
@@ -216,6 +150,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         RegistryError,
         ModelLoadError,
         SubmitError,
+        DatasetError,
+        RunNotFound,
         ValueError,
         TimeoutError,
         redis.exceptions.ConnectionError,

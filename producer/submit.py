@@ -23,7 +23,7 @@ from models.registry import ModelRegistry
 
 IMAGE_PATTERNS = ("*.jpg", "*.jpeg", "*.png", "*.gif", "*.webp", "*.bmp", "*.tif", "*.tiff")
 INFERENCE_TASKS = ("classify", "detect", "segment")
-SERVED_TASKS = ("classify",)
+SERVED_TASKS = ("classify", "detect", "segment")
 
 
 class SubmitError(ValueError):

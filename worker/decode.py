@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from models.imaging import Placement, fit_image
+
 _ORIENTATION = 0x0112
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
@@ -38,12 +40,14 @@ class DecodeError(ValueError):
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """Pixels resized for the model plus the original size (for mapping results back)."""
+    """Pixels fitted to the model plus how they were placed (for mapping results back)."""
 
     pixels: np.ndarray  # uint8, H x W x C
     original_width: int
     original_height: int
     source_format: str
+    placement: Placement | None = None
+    preview: np.ndarray | None = None  # uint8 RGB of the original, long side <= preview_size
 
 
 def _describe_unknown(data: bytes) -> str:
@@ -67,10 +71,14 @@ def decode_image(
     mode: str,
     size: tuple[int, int] | None,
     max_pixels: int,
+    resize: str = "stretch",
+    preview_size: int | None = None,
 ) -> DecodedImage:
-    """Decode ``data`` to ``mode`` ("L" or "RGB") resized to ``size`` = (width, height).
+    """Decode ``data`` to ``mode`` ("L" or "RGB") fitted to ``size`` = (width, height).
 
-    Raises DecodeError with a message a user can act on.
+    ``resize`` is "stretch" or "letterbox" (see models.imaging); ``preview_size``
+    also keeps an RGB copy of the original, for drawing results on, with its long
+    side at most that many pixels. Raises DecodeError with a message a user can act on.
     """
     if not data:
         raise DecodeError("EmptyObject", "the object is empty (0 bytes)")
@@ -100,15 +108,18 @@ def decode_image(
             )
         source_format = image.format or "unknown"
         try:
-            if size is not None and source_format == "JPEG":
+            if size is not None and source_format == "JPEG" and preview_size is None:
                 image.draft(mode, size)
             image.load()
             if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
                 width, height = height, width  # the original, as displayed, is transposed
             oriented = ImageOps.exif_transpose(image)
+            preview = _preview(oriented, preview_size) if preview_size else None
             converted = _to_mode(oriented, mode)
-            if size is not None and converted.size != size:
-                converted = converted.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+            placement = Placement.plan(width, height, converted.size, "stretch")
+            if size is not None:
+                converted, placement = fit_image(converted, size, resize)
+                placement = _in_original_pixels(placement, width, height)
             pixels = np.asarray(converted, dtype=np.uint8)
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise DecodeError("CorruptImage", f"the image data is corrupt: {error}") from None
@@ -118,7 +129,33 @@ def decode_image(
             ) from None
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
-    return DecodedImage(pixels, width, height, source_format)
+    return DecodedImage(pixels, width, height, source_format, placement, preview)
+
+
+def _in_original_pixels(placement: Placement, width: int, height: int) -> Placement:
+    """Re-express a placement computed on a draft-reduced JPEG in original pixels."""
+    if (placement.original_width, placement.original_height) == (width, height):
+        return placement
+    content_width, content_height = placement.content_size
+    return Placement(
+        width,
+        height,
+        placement.target_width,
+        placement.target_height,
+        content_width / width,
+        content_height / height,
+        placement.pad_x,
+        placement.pad_y,
+    )
+
+
+def _preview(image: Image.Image, longest: int) -> np.ndarray:
+    """An RGB copy of ``image`` whose long side is at most ``longest`` pixels."""
+    preview = _to_mode(image, "RGB")
+    if max(preview.size) > longest:
+        preview = preview.copy()
+        preview.thumbnail((longest, longest), Image.Resampling.BILINEAR)
+    return np.asarray(preview, dtype=np.uint8)
 
 
 def _to_mode(image: Image.Image, mode: str) -> Image.Image:

@@ -12,25 +12,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from infra.s3 import S3Store, S3Uri, StorageError, parse_s3_uri
+from models.family import ItemFile, ServedModel
 from worker.decode import DecodedImage, DecodeError, decode_image
 from worker.outputs import item_output_key, manifest_line
 
-
-class BatchModel(Protocol):
-    """What the pipeline needs from a served model."""
-
-    task: str
-    mode: str
-    size: tuple[int, int]
-
-    def infer(self, pixels: np.ndarray) -> np.ndarray: ...
-
-    def result(self, output: np.ndarray) -> dict[str, Any]: ...
+BatchModel = ServedModel
 
 
 @dataclass(frozen=True)
@@ -59,7 +50,7 @@ class BatchMessage:
                 model=str(body["model"]),
                 item_outputs=bool(body.get("item_outputs", True)),
             )
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"malformed batch message: {error}") from None
 
 
@@ -77,6 +68,7 @@ class ItemState:
     decoded: DecodedImage | None = None
     error: tuple[str, str] | None = None
     result: dict[str, Any] | None = None
+    files: list[ItemFile] = field(default_factory=list)
     output: str | None = None
     download_seconds: float = 0.0
     decode_seconds: float = 0.0
@@ -104,7 +96,12 @@ def _fetch_and_decode(
     item.download_seconds = decoded_at - start
     try:
         item.decoded = decode_image(
-            data, mode=model.mode, size=model.size, max_pixels=limits.max_pixels
+            data,
+            mode=model.mode,
+            size=model.size,
+            max_pixels=limits.max_pixels,
+            resize=getattr(model, "resize", "stretch"),
+            preview_size=getattr(model, "preview_size", None),
         )
     except DecodeError as error:
         item.error = (error.kind, str(error))
@@ -115,16 +112,36 @@ def _fetch_and_decode(
 
 
 def _upload_result(store: S3Store, message: BatchMessage, item: ItemState) -> ItemState:
+    """Write the item's files (masks, annotated images), then its JSON result."""
     start = time.perf_counter()
-    key = item_output_key(message.input, message.output, item.key, ".json")
-    body = {"key": item.key, "model": message.model, "task": message.task, **(item.result or {})}
+    bucket = message.output.bucket
+    result = dict(item.result or {})
     try:
-        store.put_bytes(message.output.bucket, key, json.dumps(body).encode(), "application/json")
-        item.output = f"s3://{message.output.bucket}/{key}"
+        for file in item.files:
+            key = item_output_key(message.input, message.output, item.key, file.suffix)
+            store.put_bytes(bucket, key, file.data, file.content_type)
+            if file.field:
+                result[file.field] = key
+        item.result = result
+        if message.item_outputs:
+            key = item_output_key(message.input, message.output, item.key, ".json")
+            body = {"key": item.key, "model": message.model, "task": message.task, **result}
+            store.put_bytes(bucket, key, json.dumps(body).encode(), "application/json")
+            item.output = f"s3://{bucket}/{key}"
     except StorageError as error:
         item.error, item.result = ("UploadError", str(error)), None
     item.upload_seconds = time.perf_counter() - start
     return item
+
+
+def _post_process(model: BatchModel, item: ItemState, output: Any) -> None:
+    """The item's result and files from its raw output (encoding PNGs runs in threads)."""
+    try:
+        produced = model.result(output, item.decoded)
+        item.result, item.files = produced.result, list(produced.files)
+    except Exception as error:
+        item.error = ("PostprocessError", f"{type(error).__name__}: {error}")
+    item.decoded = None
 
 
 def run_batch(
@@ -153,14 +170,16 @@ def run_batch(
         infer_start = time.perf_counter()
         try:
             outputs = model.infer(np.stack([item.decoded.pixels for item in ready]))  # type: ignore[union-attr]
-            for item, output in zip(ready, outputs, strict=True):
-                item.result = model.result(output)
+            if len(outputs) != len(ready):
+                raise ValueError(f"the model returned {len(outputs)} outputs for {len(ready)}")
         except Exception as error:
+            outputs = []
             for item in ready:
                 item.error = ("InferenceError", f"{type(error).__name__}: {error}")
-        infer_seconds = time.perf_counter() - infer_start
+        list(pool.map(lambda pair: _post_process(model, *pair), zip(ready, outputs, strict=False)))
+        infer_seconds = time.perf_counter() - infer_start  # includes post-processing
     done = [item for item in items if item.result is not None]
-    if message.item_outputs:
+    if message.item_outputs or any(item.files for item in done):
         list(pool.map(lambda item: _upload_result(store, message, item), done))
     now = time.perf_counter()
     lines = []
@@ -190,7 +209,7 @@ def run_batch(
 
 
 def _all_failed(
-    message: BatchMessage,
+    message: Any,
     items: list[ItemState],
     error: tuple[str, str],
     attempt: int,
@@ -214,7 +233,7 @@ def _all_failed(
     return BatchOutcome(lines, {}, failure)
 
 
-def dead_letter(message: BatchMessage, attempt: int, max_attempts: int) -> BatchOutcome:
+def dead_letter(message: Any, attempt: int, max_attempts: int) -> BatchOutcome:
     """A batch whose worker died ``max_attempts`` times: every item an error, no retry."""
     reason = (
         f"the batch was attempted {attempt} times and its worker died each time "

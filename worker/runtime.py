@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,32 +19,114 @@ from infra.jobs import JobStore
 from infra.s3 import S3Store
 from infra.settings import Settings
 from models.registry import ModelRegistry, parse_model_ref
-from worker.pipeline import BatchModel, Limits
+from worker.pipeline import Limits
 
 log = logging.getLogger("bucketvision.worker")
 
 
 class ModelCache:
-    """Loads each pinned model version once per process and keeps it."""
+    """Loads each pinned model version once per process, and follows CURRENT.
+
+    Jobs pin ``name@version`` at submission, so a cached version never changes
+    under a running job. Every ``refresh_seconds`` a background thread reads
+    CURRENT of each model this process has served and, when it moved, loads the
+    new version ahead of the jobs that will pin it (hot reload without restart).
+    Versions that are neither CURRENT nor among the ``keep_versions`` most
+    recently used are dropped.
+    """
 
     def __init__(
-        self, registry: ModelRegistry, store: S3Store, cache_dir: str, batch_size: int
+        self,
+        registry: ModelRegistry,
+        store: S3Store,
+        cache_dir: str,
+        batch_size: int,
+        *,
+        refresh_seconds: float = 30.0,
+        keep_versions: int = 2,
     ) -> None:
         self.registry = registry
         self.store = store
         self.cache_dir = cache_dir
         self.batch_size = batch_size
-        self._models: dict[str, BatchModel] = {}
-        self._lock = threading.Lock()
+        self.refresh_seconds = refresh_seconds
+        self.keep_versions = keep_versions
+        self.current: dict[str, str] = {}
+        self._models: dict[str, Any] = {}
+        self._last_used: dict[str, float] = {}
+        self._lock = threading.RLock()
+        self._refresher: threading.Thread | None = None
+        self._stop = threading.Event()
 
-    def get(self, reference: str) -> BatchModel:
+    def get(self, reference: str) -> Any:
+        """The served model for a pinned ``name@version``, loading it on first use."""
         with self._lock:
             if reference not in self._models:
                 self._models[reference] = self._load(reference)
+            self._last_used[reference] = time.monotonic()
+            self.current.setdefault(reference.split("@")[0], reference.split("@")[1])
+            self._start_refresher()
             return self._models[reference]
 
-    def _load(self, reference: str) -> BatchModel:
-        from models.classify import Classifier
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def refresh(self) -> list[str]:
+        """Check CURRENT of every served model; load the versions that moved. Returns them."""
+        moved = []
+        for name in list(self.current):
+            version = self.registry.current(name)
+            if version is None or version == self.current.get(name):
+                continue
+            reference = f"{name}@{version}"
+            with self._lock:
+                known = reference in self._models
+            served = None if known else self._load(reference)  # slow: outside the lock
+            with self._lock:
+                if served is not None:
+                    self._models.setdefault(reference, served)
+                self._last_used[reference] = time.monotonic()
+                previous, self.current[name] = self.current.get(name), version
+                self._evict()
+            log.info(
+                "model %s: CURRENT moved %s -> %s; %s is loaded", name, previous, version, reference
+            )
+            moved.append(reference)
+        return moved
+
+    def _evict(self) -> None:
+        keep: set[str] = {f"{name}@{version}" for name, version in self.current.items()}
+        by_name: dict[str, list[str]] = {}
+        for reference in sorted(self._models, key=lambda ref: -self._last_used.get(ref, 0.0)):
+            by_name.setdefault(reference.split("@")[0], []).append(reference)
+        for references in by_name.values():
+            keep.update(references[: self.keep_versions])
+        for reference in [ref for ref in self._models if ref not in keep]:
+            del self._models[reference]
+            self._last_used.pop(reference, None)
+            log.info("model %s dropped from memory (not CURRENT, not recently used)", reference)
+
+    def _start_refresher(self) -> None:
+        if self._refresher is not None or self.refresh_seconds <= 0:
+            return
+        self._refresher = threading.Thread(
+            target=self._refresh_loop, name="bv-model-refresh", daemon=True
+        )
+        self._refresher.start()
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.refresh_seconds):
+            try:
+                self.refresh()
+            except Exception as error:  # the next round tries again
+                log.warning("model refresh failed: %s", error)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _load(self, reference: str) -> Any:
+        from models.families import family
         from models.loading import ModelLoadError, load_keras_model
 
         name, version = parse_model_ref(reference)
@@ -58,9 +141,12 @@ class ModelCache:
             self.store.download_file(*self.registry.model_key(name, version), partial)
             os.replace(partial, path)
         model = load_keras_model(path)
-        if card.get("task") != "classify":
-            raise ModelLoadError(f"{reference}: task {card.get('task')!r} is not served yet")
-        served = Classifier(model, card, self.batch_size)
+        try:
+            served = family(str(card.get("task"))).serve(model, card, self.batch_size)
+        except (KeyError, ValueError) as error:
+            raise ModelLoadError(
+                f"{reference}: its card does not describe a servable model: {error}"
+            ) from None
         served.warm_up()
         log.info("loaded model %s (pid %s)", reference, os.getpid())
         return served
@@ -75,7 +161,11 @@ class WorkerRuntime:
         self.jobs = JobStore.from_url(settings.broker_url)
         self.registry = ModelRegistry(self.store, settings.models_uri)
         self.models = ModelCache(
-            self.registry, self.store, settings.model_cache_dir, settings.batch_size
+            self.registry,
+            self.store,
+            settings.model_cache_dir,
+            settings.batch_size,
+            refresh_seconds=settings.model_refresh_seconds,
         )
         self.pool = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="bv-io")
         self.limits = Limits(settings.max_image_pixels, settings.max_object_bytes)

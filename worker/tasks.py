@@ -17,8 +17,10 @@ from infra.jobs import JobNotFound
 from infra.queue import TASK_NAMES
 from infra.s3 import StorageError
 from worker.finalize import finalize_job
-from worker.pipeline import BatchMessage, dead_letter, run_batch
+from worker.generation import GenerateMessage, run_generate_batch
+from worker.pipeline import BatchMessage, BatchOutcome, dead_letter, run_batch
 from worker.runtime import WorkerRuntime, get_runtime
+from worker.training_task import handle_training
 
 log = logging.getLogger("bucketvision.worker")
 
@@ -35,10 +37,35 @@ def finalize_if_complete(runtime: WorkerRuntime, job_id: str) -> None:
         finalize_job(runtime.jobs, runtime.store, job_id, runtime.identity)
 
 
+def _run(
+    runtime: WorkerRuntime, message: BatchMessage | GenerateMessage, attempt: int
+) -> BatchOutcome:
+    if isinstance(message, GenerateMessage):
+        return run_generate_batch(
+            message,
+            store=runtime.store,
+            load_model=runtime.models.get,
+            pool=runtime.pool,
+            attempt=attempt,
+        )
+    return run_batch(
+        message,
+        store=runtime.store,
+        load_model=runtime.models.get,
+        pool=runtime.pool,
+        limits=runtime.limits,
+        attempt=attempt,
+    )
+
+
 def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
-    """Run one batch of an inference job and record it in the job store, once."""
+    """Run one batch of a job (classify, detect, segment or generate) and record it once."""
     runtime = get_runtime()
-    message = BatchMessage.from_json(body)
+    message: BatchMessage | GenerateMessage = (
+        GenerateMessage.from_json(body)
+        if body.get("task") == "generate"
+        else BatchMessage.from_json(body)
+    )
     try:
         start = runtime.jobs.begin_batch(message.job_id, message.batch)
     except JobNotFound as error:
@@ -54,14 +81,7 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
     if attempt > runtime.settings.max_attempts:
         outcome = dead_letter(message, attempt, runtime.settings.max_attempts)
     else:
-        outcome = run_batch(
-            message,
-            store=runtime.store,
-            load_model=runtime.models.get,
-            pool=runtime.pool,
-            limits=runtime.limits,
-            attempt=attempt,
-        )
+        outcome = _run(runtime, message, attempt)
     record = runtime.jobs.record_batch(
         message.job_id, message.batch, outcome.lines, outcome.stage_seconds, outcome.failure
     )
@@ -80,6 +100,16 @@ def register_tasks(app: Celery) -> None:
         "max_retries": 12,
     }
 
-    @app.task(name=TASK_NAMES["classify"], **options)
-    def classify(message: dict[str, Any]) -> dict[str, Any]:
-        return handle_inference_batch(message)
+    for task in ("classify", "detect", "segment", "generate"):
+        app.task(name=TASK_NAMES[task], **options)(_inference_task)
+
+    # Training is not retried on infrastructure errors: the run is recorded as failed.
+    app.task(name=TASK_NAMES["train"])(_training_task)
+
+
+def _inference_task(message: dict[str, Any]) -> dict[str, Any]:
+    return handle_inference_batch(message)
+
+
+def _training_task(body: dict[str, Any]) -> dict[str, Any]:
+    return handle_training(body)

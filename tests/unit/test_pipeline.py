@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from infra.s3 import S3Store, S3Uri
+from models.family import ItemResult
 from worker.pipeline import BatchMessage, BatchOutcome, Limits, dead_letter, run_batch
 
 BUCKET = "unit-bucket"
@@ -36,9 +37,9 @@ class FakeModel:
         self.batches.append(pixels)
         return np.tile(PROBABILITIES, (len(pixels), 1))
 
-    def result(self, output: np.ndarray) -> dict[str, Any]:
+    def result(self, output: np.ndarray, image: Any) -> ItemResult:
         best = int(np.argmax(output))
-        return {"label": str(best), "score": round(float(output[best]), 4), "top_k": []}
+        return ItemResult({"label": str(best), "score": round(float(output[best]), 4), "top_k": []})
 
 
 @pytest.fixture
@@ -133,8 +134,8 @@ class BrightnessModel(FakeModel):
         bright = pixels.reshape(len(pixels), -1).mean(axis=1) >= 128
         return np.stack([~bright, bright], axis=1).astype(np.float32)
 
-    def result(self, output: np.ndarray) -> dict[str, Any]:
-        return {"label": "bright" if output[1] > output[0] else "dark"}
+    def result(self, output: np.ndarray, image: Any) -> ItemResult:
+        return ItemResult({"label": "bright" if output[1] > output[0] else "dark"})
 
 
 def test_results_stay_with_their_keys_in_any_order(

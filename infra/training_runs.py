@@ -1,0 +1,95 @@
+"""Training runs in Redis: state and progress a ``train --wait`` can follow.
+
+A run is a hash ``bv:train:<run_id>`` (state queued/running/finished/failed,
+the request, the current epoch and its logs, the resulting version and
+metrics) plus an entry in the sorted set ``bv:trains``. The ``train`` task
+updates it; the producer only reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+import redis
+
+RUN_TTL_SECONDS = 30 * 24 * 3600
+TERMINAL_STATES = ("finished", "failed")
+
+
+class RunNotFound(LookupError):
+    """No training run with this id."""
+
+
+def run_key(run_id: str) -> str:
+    return f"bv:train:{run_id}"
+
+
+def new_run_id(name: str) -> str:
+    return (
+        f"train-{name}-"
+        + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        + "-"
+        + secrets.token_hex(3)
+    )
+
+
+class TrainingRuns:
+    """Reads and writes training-run records."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    @classmethod
+    def from_url(cls, url: str) -> TrainingRuns:
+        return cls(redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5))
+
+    def create(self, run_id: str, request: dict[str, Any]) -> None:
+        now = time.time()
+        pipe = self.redis.pipeline()
+        pipe.hset(
+            run_key(run_id),
+            mapping={
+                "run_id": run_id,
+                "state": "queued",
+                "request": json.dumps(request),
+                "submitted_at": now,
+                "epoch": 0,
+            },
+        )
+        pipe.expire(run_key(run_id), RUN_TTL_SECONDS)
+        pipe.zadd("bv:trains", {run_id: now})
+        pipe.execute()
+
+    def update(self, run_id: str, **fields: Any) -> None:
+        """Set fields; dicts and lists are stored as JSON."""
+        encoded = {
+            name: json.dumps(value) if isinstance(value, dict | list | bool) else value
+            for name, value in fields.items()
+            if value is not None
+        }
+        if encoded:
+            self.redis.hset(run_key(run_id), mapping=encoded)
+
+    def get(self, run_id: str) -> dict[str, Any]:
+        raw = self.redis.hgetall(run_key(run_id))
+        if not raw:
+            raise RunNotFound(
+                f"no training run {run_id!r} in Redis; check the id that `train` printed"
+            )
+        record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        for name in ("request", "logs", "metrics", "counts", "promoted"):
+            if name in record:
+                record[name] = json.loads(record[name])
+        for name in ("epoch", "epochs"):
+            if record.get(name) not in (None, "None"):
+                record[name] = int(float(record[name]))
+        for name in ("submitted_at", "started_at", "finished_at", "seconds"):
+            if name in record:
+                record[name] = float(record[name])
+        return record
+
+    def recent(self, count: int = 20) -> list[str]:
+        return [item.decode() for item in self.redis.zrevrange("bv:trains", 0, count - 1)]

@@ -1,0 +1,81 @@
+"""The four model families behind one small interface, imported lazily.
+
+Each family lives in its own package (``models.classification``,
+``models.detection``, ``models.segmentation``, ``models.generation``); this
+module maps a task name to its train, evaluate and serve entry points without
+importing TensorFlow until one is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from models.family import DatasetInfo, TrainedModel, TrainOptions
+
+
+@dataclass(frozen=True)
+class FamilyEntry:
+    """Where a family's functions live (``module:attribute``)."""
+
+    task: str
+    train: str
+    evaluate: str
+    main_metric: str
+    served: str
+
+    def _resolve(self, target: str) -> Any:
+        module, _, attribute = target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def fit(self, train: Any, val: Any, info: DatasetInfo, options: TrainOptions) -> TrainedModel:
+        trained: TrainedModel = self._resolve(self.train)(train, val, info, options)
+        return trained
+
+    def score(self, trained: TrainedModel, dataset: Any) -> dict[str, Any]:
+        """Evaluation metrics of a freshly trained model on ``dataset``."""
+        evaluate: Callable[..., dict[str, Any]] = self._resolve(self.evaluate)
+        return evaluate(trained.model, trained.card, dataset)
+
+    def serve(self, model: Any, card: dict[str, Any], batch_size: int) -> Any:
+        return self._resolve(self.served)(model, card, batch_size)
+
+
+FAMILIES: dict[str, FamilyEntry] = {
+    "classify": FamilyEntry(
+        "classify",
+        "models.classification.train:train_classifier",
+        "models.classification.metrics:evaluate_classifier",
+        "accuracy",
+        "models.classification.serve:ServedClassifier",
+    ),
+    "detect": FamilyEntry(
+        "detect",
+        "models.detection.train:train_detector",
+        "models.detection.metrics:evaluate_detector",
+        "map50",
+        "models.detection.serve:ServedDetector",
+    ),
+    "segment": FamilyEntry(
+        "segment",
+        "models.segmentation.train:train_segmenter",
+        "models.segmentation.metrics:evaluate_segmenter",
+        "miou",
+        "models.segmentation.serve:ServedSegmenter",
+    ),
+    "generate": FamilyEntry(
+        "generate",
+        "models.generation.train:train_generator",
+        "models.generation.metrics:evaluate_generator",
+        "mean_confidence",
+        "models.generation.serve:ServedGenerator",
+    ),
+}
+
+
+def family(task: str) -> FamilyEntry:
+    if task not in FAMILIES:
+        raise ValueError(f"task must be one of {', '.join(FAMILIES)}, not {task!r}")
+    return FAMILIES[task]

@@ -1,0 +1,201 @@
+"""One training run: dataset from S3, fit, evaluate, write a version, promotion gate.
+
+A plain function with explicit dependencies (store, registry, a progress
+callback); the Celery ``train`` task and the tests call it the same way.
+Every run writes a version — ``model.keras``, ``card.json`` with metrics,
+``history.json`` and a training-curves PNG (plus a sample grid for a
+generator). The first version of a name is promoted; a later one only when its
+main metric is at least CURRENT's minus ``tolerance``, otherwise it is kept as
+``rejected``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.s3 import S3Store
+from models.datasets import load_dataset
+from models.families import family
+from models.family import TrainOptions
+from models.plots import training_curves_png
+from models.registry import ModelNotFound, ModelRef, ModelRegistry, RegistryError, now_iso
+
+log = logging.getLogger("bucketvision.training")
+
+Progress = Callable[[dict[str, Any]], None]
+PROMOTE_MODES = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """What to train; ``None`` fields take the family's tuned defaults."""
+
+    name: str
+    task: str
+    dataset: str
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    image_size: int | None = None
+    seed: int = 0
+    tolerance: float = 0.0
+    promote: str = "auto"
+    steps_per_epoch: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> TrainingRequest:
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{key: value for key, value in body.items() if key in known})
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    ref: ModelRef
+    metrics: dict[str, Any]
+    promoted: bool
+    decision: str
+    seconds: float
+
+
+def promotion_decision(
+    main_metric: str,
+    value: float,
+    current: ModelRef | None,
+    tolerance: float,
+    mode: str = "auto",
+) -> tuple[bool, str]:
+    """Whether a new version becomes CURRENT, and why (higher metrics are better)."""
+    if mode == "always":
+        return True, "promoted: --promote always"
+    if mode == "never":
+        return False, "kept as a candidate: --promote never"
+    if current is None:
+        return True, "promoted: the first version of this model"
+    previous = current.card.get("metrics", {}).get(main_metric)
+    if not isinstance(previous, (int, float)):
+        return True, f"promoted: CURRENT {current} has no {main_metric} to compare with"
+    if value >= previous - tolerance:
+        return True, (
+            f"promoted: {main_metric} {value:.4f} >= CURRENT {current}'s {previous:.4f}"
+            f" - tolerance {tolerance}"
+        )
+    return False, (
+        f"rejected: {main_metric} {value:.4f} < CURRENT {current}'s {previous:.4f}"
+        f" - tolerance {tolerance}; CURRENT stays {current.version}"
+    )
+
+
+def _progress_callback(report: Progress) -> Any:
+    import keras
+
+    class ReportEpochs(keras.callbacks.Callback):  # type: ignore[misc]
+        """Reports each finished epoch (and its logs) to the run's progress."""
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            values = {key: round(float(value), 6) for key, value in (logs or {}).items()}
+            epochs = self.params.get("epochs") if self.params else None
+            report({"stage": "training", "epoch": epoch + 1, "epochs": epochs, "logs": values})
+
+    return ReportEpochs()
+
+
+def _current(registry: ModelRegistry, name: str, task: str) -> ModelRef | None:
+    try:
+        current = registry.resolve(name)
+    except ModelNotFound:
+        return None
+    if current.card.get("task") != task:
+        raise RegistryError(
+            f"model {name!r} is a {current.card.get('task')} model; train a {task} model "
+            "under another name"
+        )
+    return current
+
+
+def _files(trained: Any, history: dict[str, list[float]], title: str) -> dict[str, Any]:
+    files = {
+        "history.json": (json.dumps(history, indent=1).encode(), "application/json"),
+        "training_curves.png": (training_curves_png(history, title), "image/png"),
+    }
+    if trained.samples_png:
+        files["samples.png"] = (trained.samples_png, "image/png")
+    return files
+
+
+def run_training(
+    request: TrainingRequest,
+    *,
+    store: S3Store,
+    registry: ModelRegistry,
+    progress: Progress | None = None,
+) -> TrainingOutcome:
+    """Train, evaluate and register a new version of ``request.name``."""
+    report = progress or (lambda event: None)
+    if request.promote not in PROMOTE_MODES:
+        raise ValueError(f"--promote must be one of {', '.join(PROMOTE_MODES)}")
+    entry = family(request.task)
+    current = _current(registry, request.name, request.task)
+    started = time.perf_counter()
+    report({"stage": "loading", "dataset": request.dataset})
+    loaded = load_dataset(store, request.dataset, request.task, image_size=request.image_size)
+    report({"stage": "training", "epoch": 0, "counts": loaded.layout.counts()})
+    options = TrainOptions(
+        epochs=request.epochs,
+        batch_size=request.batch_size,
+        learning_rate=request.learning_rate,
+        seed=request.seed,
+        callbacks=[_progress_callback(report)],
+        steps_per_epoch=request.steps_per_epoch,
+        extra=dict(request.extra),
+    )
+    trained = entry.fit(loaded.train, loaded.val, loaded.info, options)
+    training_seconds = time.perf_counter() - started
+    report({"stage": "evaluating", "split": loaded.layout.evaluation_split})
+    metrics = entry.score(trained, loaded.evaluation)
+    value = float(metrics[entry.main_metric])
+    promote, decision = promotion_decision(
+        entry.main_metric, value, current, request.tolerance, request.promote
+    )
+    report({"stage": "registering", "decision": decision})
+    history = {key: [float(v) for v in values] for key, values in trained.history.items()}
+    card = {
+        **trained.card,
+        "task": request.task,
+        "metrics": metrics,
+        "main_metric": entry.main_metric,
+        "dataset": loaded.info.uri,
+        "dataset_counts": loaded.layout.counts(),
+        "evaluated_on": loaded.layout.evaluation_split,
+        "skipped_items": len(loaded.skipped),
+        "trained_at": now_iso(),
+        "training_seconds": round(training_seconds, 1),
+        "epochs_run": max((len(values) for values in history.values()), default=0),
+        "decision": decision,
+        "format": "keras",
+    }
+    title = f"{request.name} ({request.task}) — {entry.main_metric} {value:.4f}"
+    with tempfile.TemporaryDirectory(prefix="bv-train-") as directory:
+        path = os.path.join(directory, "model.keras")
+        trained.model.save(path)
+        ref = registry.add_version(
+            request.name,
+            path,
+            card,
+            promote=promote,
+            status=None if promote else ("candidate" if request.promote == "never" else "rejected"),
+            files=_files(trained, history, title),
+        )
+    seconds = time.perf_counter() - started
+    log.info(
+        "trained %s: %s in %.0f s (%s)", ref, metrics.get(entry.main_metric), seconds, decision
+    )
+    report({"stage": "finished", "version": str(ref), "promoted": promote, "metrics": metrics})
+    return TrainingOutcome(ref, metrics, promote, decision, seconds)

@@ -1,0 +1,206 @@
+"""Subcommands about models: ``train``, ``generate``, ``models ...`` and ``datasets make``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from infra.settings import Settings
+from producer.cli_support import EXIT_FAILED, CommandError, clients
+
+TASKS = ["classify", "detect", "segment", "generate"]
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.queue import make_celery
+    from infra.training_runs import TrainingRuns
+    from models.training import TrainingRequest
+    from producer.train import format_run, submit_training, wait_for_training
+
+    request = TrainingRequest(
+        name=args.name,
+        task=args.task,
+        dataset=args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        image_size=args.image_size,
+        seed=args.seed,
+        tolerance=args.tolerance,
+        promote=args.promote,
+        steps_per_epoch=args.steps_per_epoch,
+    )
+    found = clients(settings)
+    runs = TrainingRuns(found["jobs"].redis)
+    run_id, counts = submit_training(
+        request,
+        app=make_celery(settings),
+        store=found["store"],
+        runs=runs,
+        registry=found["registry"],
+    )
+    print(run_id, flush=True)
+    split = ", ".join(f"{name} {count}" for name, count in counts.items() if count)
+    print(
+        f"queued training of {args.name} ({args.task}) on {args.dataset}: {split}", file=sys.stderr
+    )
+    if not args.wait:
+        return 0
+    record = wait_for_training(runs, run_id, progress=not args.quiet)
+    print(format_run(record), file=sys.stderr)
+    return 0 if record["state"] == "finished" else EXIT_FAILED
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.queue import make_celery
+    from producer.generate import GenerateRequest, submit_generate
+    from producer.status import format_status, wait_for_job
+
+    request = GenerateRequest(
+        count=args.count,
+        output=args.output,
+        model=args.model,
+        seed=args.seed,
+        label=args.label,
+        batch_size=args.batch_size or settings.batch_size,
+    )
+    found = clients(settings)
+    job = submit_generate(request, app=make_celery(settings), **found)
+    print(job.job_id, flush=True)
+    print(
+        f"generating {job.total} images with {job.model} under {job.output}generated/",
+        file=sys.stderr,
+    )
+    if not args.wait:
+        return 0
+    status = wait_for_job(found["jobs"], job.job_id, progress=not args.quiet)
+    print(format_status(status), file=sys.stderr)
+    return 0 if status["state"] == "finished" else EXIT_FAILED
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from models import commands
+    from models.registry import parse_model_ref
+
+    registry = clients(settings)["registry"]
+    if args.models_command == "list":
+        rows = registry.summary()
+        print(json.dumps(rows, indent=2) if args.json else commands.format_model_list(rows))
+    elif args.models_command == "show":
+        shown = commands.show_model(registry, args.reference)
+        print(json.dumps(shown, indent=2) if args.json else commands.format_model_card(shown))
+    elif args.models_command == "promote":
+        name, version = parse_model_ref(args.reference)
+        if version is None:
+            raise CommandError("promote takes NAME@VERSION, e.g. digits@v2")
+        print(f"{registry.promote(name, version)} is now CURRENT")
+    elif args.models_command == "rollback":
+        name, version = parse_model_ref(args.name)
+        if version is not None:
+            raise CommandError("rollback takes a model NAME; to pick a version use promote")
+        print(f"{registry.rollback(name)} is now CURRENT")
+    elif args.models_command == "register":
+        labels = commands.read_labels(args.labels, args.labels_file)
+        ref = commands.register_model(
+            registry,
+            args.name,
+            task=args.task,
+            path=args.file,
+            labels=labels,
+            preprocess=args.preprocess,
+            promote=True if args.promote else None,
+        )
+        print(f"registered {ref} ({ref.card['status']})")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace, settings: Settings) -> int:
+    from models.dataset_writers import SynthesisPlan, synthesize_dataset
+
+    plan = SynthesisPlan(
+        task=args.task,
+        count=args.count,
+        seed=args.seed,
+        test_count=args.test_count,
+        test_seed=args.test_seed,
+        size=args.size,
+    )
+    written = synthesize_dataset(clients(settings)["store"], args.output, plan)
+    print(json.dumps({"dataset": args.output, "task": args.task, "written": written}))
+    return 0
+
+
+def _add_train(sub: Any) -> None:
+    train = sub.add_parser("train", help="train a new model version from a dataset in S3")
+    train.add_argument("name", help="model name; each run adds a version")
+    train.add_argument("--task", required=True, choices=TASKS)
+    train.add_argument("--dataset", required=True, help="s3://BUCKET/datasets/X/ (DESIGN layout)")
+    train.add_argument("--epochs", type=int, help="default: the family's tuned default")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--image-size", type=int, help="model input side in pixels")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="promote when the main metric >= CURRENT's minus this (default 0)",
+    )
+    train.add_argument("--promote", default="auto", choices=["auto", "always", "never"])
+    train.add_argument("--steps-per-epoch", type=int, help=argparse.SUPPRESS)
+    train.add_argument("--wait", action="store_true", help="follow the run epoch by epoch")
+    train.add_argument("--quiet", action="store_true", help="no progress bar with --wait")
+    train.set_defaults(handler=cmd_train)
+
+
+def _add_generate(sub: Any) -> None:
+    generate = sub.add_parser("generate", help="sample images from a generator model")
+    generate.add_argument("--count", type=int, required=True)
+    generate.add_argument("--output", required=True, help="s3://BUCKET/PREFIX/")
+    generate.add_argument("--model", help="NAME[@VERSION] (default digits-gan)")
+    generate.add_argument("--seed", type=int, help="first seed (default random)")
+    generate.add_argument("--label", help="only this class (class-conditional models)")
+    generate.add_argument("--batch-size", type=int)
+    generate.add_argument("--wait", action="store_true")
+    generate.add_argument("--quiet", action="store_true")
+    generate.set_defaults(handler=cmd_generate)
+
+
+def add_model_commands(sub: Any) -> None:
+    """Add ``train``, ``generate``, ``models`` and ``datasets`` to the parser."""
+    _add_train(sub)
+    _add_generate(sub)
+    models = sub.add_parser("models", help="the model registry")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    listing = models_sub.add_parser("list")
+    listing.add_argument("--json", action="store_true")
+    show = models_sub.add_parser("show", help="a version's card, metrics and plots")
+    show.add_argument("reference", metavar="NAME[@V]")
+    show.add_argument("--json", action="store_true")
+    models_sub.add_parser("promote").add_argument("reference", metavar="NAME@V")
+    models_sub.add_parser(
+        "rollback", help="CURRENT back to the previous promoted version"
+    ).add_argument("name")
+    register = models_sub.add_parser("register", help="add a Keras model as a new version")
+    register.add_argument("name")
+    register.add_argument("--task", required=True, choices=["classify"])
+    register.add_argument("--file", required=True, help="a .keras file")
+    register.add_argument("--labels", help="comma-separated class labels, in output order")
+    register.add_argument("--labels-file", help="one label per line, or a JSON list")
+    register.add_argument("--preprocess", default="unit", choices=["unit", "symmetric", "raw"])
+    register.add_argument("--promote", action="store_true", help="make it CURRENT now")
+    models.set_defaults(handler=cmd_models)
+
+    datasets = sub.add_parser("datasets", help="synthetic datasets for demos and tests")
+    datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True)
+    make = datasets_sub.add_parser("make", help="write digits or shape scenes in a task's layout")
+    make.add_argument("--task", required=True, choices=TASKS)
+    make.add_argument("--output", required=True, help="s3://BUCKET/datasets/NAME/")
+    make.add_argument("--count", type=int, default=1000)
+    make.add_argument("--seed", type=int, default=1)
+    make.add_argument("--test-count", type=int, default=0, help="a held-out test/ split")
+    make.add_argument("--test-seed", type=int, default=2026)
+    make.add_argument("--size", type=int, default=128, help="scene side (detect, segment)")
+    datasets.set_defaults(handler=cmd_datasets)

@@ -1,0 +1,32 @@
+"""What every ``bucketvision`` subcommand shares: exit codes, errors, clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.settings import Settings
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class CommandError(RuntimeError):
+    """A failure to report as ``error: ...`` with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def clients(settings: Settings) -> dict[str, Any]:
+    """The S3 store, the Redis job store and the model registry for ``settings``."""
+    from infra.jobs import JobStore
+    from infra.s3 import S3Store
+    from models.registry import ModelRegistry
+
+    store = S3Store.from_settings(settings)
+    return {
+        "store": store,
+        "jobs": JobStore.from_url(settings.broker_url),
+        "registry": ModelRegistry(store, settings.models_uri),
+    }

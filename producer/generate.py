@@ -1,0 +1,108 @@
+"""Submitting a generate job: N samples from a pinned generator, in batches.
+
+Items get consecutive seeds from ``--seed`` (random when not given), so a job
+can be reproduced exactly; a class-conditional generator gets its classes in
+turn (or only ``--label``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from celery import Celery
+
+from infra.jobs import JobStore
+from infra.queue import INFERENCE_QUEUE, TASK_NAMES
+from infra.s3 import S3Store, parse_s3_uri
+from infra.settings import DEFAULT_MODELS
+from models.registry import ModelRegistry
+from producer.submit import SubmitError, SubmittedJob, chunk, new_job_id
+
+MAX_COUNT = 1_000_000
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    count: int
+    output: str
+    model: str | None = None
+    seed: int | None = None
+    label: str | None = None
+    batch_size: int = 32
+
+
+def _labels_for(
+    count: int, card_labels: list[str], conditional: bool, label: str | None
+) -> list[int | None]:
+    if not conditional:
+        if label is not None:
+            raise SubmitError("--label needs a class-conditional generator; this one is not")
+        return [None] * count
+    if label is None:
+        return [index % len(card_labels) for index in range(count)]
+    if label not in card_labels:
+        raise SubmitError(
+            f"--label {label!r} is not one of the model's classes: {', '.join(card_labels)}"
+        )
+    return [card_labels.index(label)] * count
+
+
+def submit_generate(
+    request: GenerateRequest,
+    *,
+    app: Celery,
+    store: S3Store,
+    jobs: JobStore,
+    registry: ModelRegistry,
+) -> SubmittedJob:
+    """Validate, pin the generator, record the job and enqueue its batches."""
+    if not 1 <= request.count <= MAX_COUNT:
+        raise SubmitError(f"--count must be between 1 and {MAX_COUNT}, not {request.count}")
+    try:
+        output = parse_s3_uri(request.output)
+    except ValueError as error:
+        raise SubmitError(str(error)) from None
+    if not store.bucket_exists(output.bucket):
+        raise SubmitError(
+            f"bucket {output.bucket!r} does not exist (or is not visible with these credentials)"
+        )
+    model = registry.resolve(request.model or DEFAULT_MODELS["generate"], task="generate")
+    conditional = bool(model.card.get("conditional"))
+    labels = _labels_for(
+        request.count, list(model.card.get("labels") or []), conditional, request.label
+    )
+    first_seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+    items = [
+        {"index": index, "seed": first_seed + index, "label": labels[index]}
+        for index in range(request.count)
+    ]
+    batches = chunk(items, request.batch_size)
+    job_id = new_job_id()
+    jobs.create(
+        job_id,
+        {
+            "task": "generate",
+            "model": str(model),
+            "input": f"seed {first_seed}",
+            "output": str(output),
+            "total": request.count,
+            "batches": len(batches),
+            "batch_size": request.batch_size,
+            "item_outputs": 0,
+        },
+    )
+    with app.producer_or_acquire() as producer:
+        for index, batch in enumerate(batches):
+            message = {
+                "job_id": job_id,
+                "batch": index,
+                "task": "generate",
+                "output": str(output),
+                "model": str(model),
+                "items": batch,
+            }
+            app.send_task(
+                TASK_NAMES["generate"], args=[message], queue=INFERENCE_QUEUE, producer=producer
+            )
+    return SubmittedJob(job_id, request.count, len(batches), str(model), str(output))

@@ -1,0 +1,123 @@
+"""Submitting a training run to the ``training`` queue and following it.
+
+The request is checked where it can be at submission — the model name, the
+task, and the dataset's layout (listed from S3) — so a typo fails here with a
+clear message instead of minutes later in a worker.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from celery import Celery
+
+from infra.queue import TASK_NAMES, TRAINING_QUEUE
+from infra.s3 import S3Store, parse_s3_uri
+from infra.training_runs import TERMINAL_STATES, TrainingRuns, new_run_id
+from models.dataset_layouts import read_layout
+from models.registry import ModelNotFound, ModelRegistry, RegistryError, parse_model_ref
+from models.training import PROMOTE_MODES, TrainingRequest
+
+
+def submit_training(
+    request: TrainingRequest,
+    *,
+    app: Celery,
+    store: S3Store,
+    runs: TrainingRuns,
+    registry: ModelRegistry,
+) -> tuple[str, dict[str, int]]:
+    """Check the request, record the run and send the task; returns (run id, split counts)."""
+    name, version = parse_model_ref(request.name)
+    if version is not None:
+        raise RegistryError(
+            f"train takes a model NAME, not {request.name!r}; versions are made for you"
+        )
+    if request.promote not in PROMOTE_MODES:
+        raise ValueError(f"--promote must be one of {', '.join(PROMOTE_MODES)}")
+    if request.epochs is not None and request.epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, not {request.epochs}")
+    try:
+        existing = registry.resolve(name)
+    except ModelNotFound:
+        existing = None
+    if existing is not None and existing.card.get("task") != request.task:
+        raise RegistryError(
+            f"model {name!r} is a {existing.card.get('task')} model; "
+            f"train the {request.task} model under another name"
+        )
+    layout = read_layout(store, parse_s3_uri(request.dataset), request.task)
+    run_id = new_run_id(name)
+    body = asdict(request)
+    runs.create(run_id, body)
+    runs.update(run_id, counts=layout.counts())
+    app.send_task(
+        TASK_NAMES["train"], args=[{"run_id": run_id, "request": body}], queue=TRAINING_QUEUE
+    )
+    return run_id, layout.counts()
+
+
+def format_run(record: dict[str, Any]) -> str:
+    """A few lines a person reads at the end of ``train --wait``."""
+    request = record.get("request", {})
+    lines = [
+        f"{record['run_id']}  {record['state']}  {request.get('name')} ({request.get('task')})"
+    ]
+    if record.get("version"):
+        lines.append(f"  version  {record['version']}  ({record.get('decision', '')})")
+    metrics = record.get("metrics") or {}
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    if scalars:
+        lines.append("  metrics  " + ", ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
+    if record.get("seconds"):
+        lines.append(f"  took     {record['seconds']:.0f} s")
+    if record.get("error"):
+        lines.append(f"  error    {record['error']}")
+    return "\n".join(lines)
+
+
+def wait_for_training(
+    runs: TrainingRuns,
+    run_id: str,
+    *,
+    progress: bool = True,
+    poll_seconds: float = 1.0,
+    stall_hint_seconds: float = 60.0,
+    timeout_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Follow a run epoch by epoch until it finishes or fails; returns its record."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit="epoch", desc=run_id, disable=not progress, file=sys.stderr)
+    began = last_change = time.monotonic()
+    seen: tuple[Any, ...] = ()
+    try:
+        while True:
+            record = runs.get(run_id)
+            if record.get("epochs") and bar.total != record["epochs"]:
+                bar.total = record["epochs"]
+            bar.update(int(record.get("epoch") or 0) - bar.n)
+            logs = record.get("logs") or {}
+            bar.set_description_str(f"{run_id} {record.get('stage') or record['state']}")
+            bar.set_postfix({k: f"{v:.4g}" for k, v in list(logs.items())[:4]}, refresh=True)
+            if record["state"] in TERMINAL_STATES:
+                return record
+            now = time.monotonic()
+            state = (record["state"], record.get("stage"), record.get("epoch"))
+            if state != seen:
+                seen, last_change = state, now
+            elif record["state"] == "queued" and now - last_change > stall_hint_seconds:
+                bar.set_description_str(
+                    f"{run_id} queued for {now - last_change:.0f} s: is a worker consuming the "
+                    "training queue (`bucketvision worker --queues training`)?"
+                )
+            if timeout_seconds is not None and now - began > timeout_seconds:
+                raise TimeoutError(
+                    f"training run {run_id} did not finish in {timeout_seconds:.0f} s"
+                )
+            time.sleep(poll_seconds)
+    finally:
+        bar.close()

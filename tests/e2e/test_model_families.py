@@ -1,0 +1,302 @@
+"""The four model families end to end: `datasets make`, `train --wait`, registry, serving.
+
+Each family trains for one short epoch on a tiny synthetic dataset (the
+full-quality runs are `make bench-quality`), through a real worker on the
+`training` queue; then detect, segment and generate jobs run through the same
+worker and their outputs are checked against the result schemas of DESIGN.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from models.scenes import make_scenes
+from tests.e2e.test_classify_job import read_job
+from tests.helpers import png_bytes, run_cli
+
+pytestmark = pytest.mark.e2e
+
+BUCKET = "e2e-families"
+TINY = {"classify": 80, "detect": 24, "segment": 24, "generate": 80}
+NAMES = {
+    "classify": "fam-digits",
+    "detect": "fam-detector",
+    "segment": "fam-segmenter",
+    "generate": "fam-gan",
+}
+
+
+def _object(s3_client: Any, key: str) -> bytes:
+    return s3_client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def _train(service_env: dict[str, str], task: str, *extra: str) -> Any:
+    return run_cli(
+        service_env,
+        "train",
+        NAMES[task],
+        "--task",
+        task,
+        "--dataset",
+        f"s3://{BUCKET}/datasets/{task}/",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--wait",
+        "--quiet",
+        *extra,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def family_worker(
+    service_env: dict[str, str], s3_client: Any, tmp_path_factory: Any
+) -> Iterator[Any]:
+    from tests.e2e.conftest import WorkerProcess
+
+    s3_client.create_bucket(Bucket=BUCKET)
+    for task, count in TINY.items():
+        made = run_cli(
+            service_env,
+            "datasets",
+            "make",
+            "--task",
+            task,
+            "--count",
+            str(count),
+            "--output",
+            f"s3://{BUCKET}/datasets/{task}/",
+            "--size",
+            "96",
+        )
+        assert made.returncode == 0, made.stderr
+    log = tmp_path_factory.mktemp("families") / "worker.log"
+    worker = WorkerProcess(
+        service_env, log, "--queues", "inference,training", "--cpu", "--concurrency", "2"
+    )
+    worker.wait_for_children(2)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="module")
+def trained(service_env: dict[str, str], family_worker: Any) -> dict[str, dict[str, Any]]:
+    """Train every family once; returns `models show --json` per task."""
+    shown = {}
+    for task in TINY:
+        done = _train(service_env, task)
+        assert done.returncode == 0, done.stderr + family_worker.log()
+        assert done.stdout.strip().startswith(f"train-{NAMES[task]}-")
+        card = run_cli(service_env, "models", "show", NAMES[task], "--json")
+        assert card.returncode == 0, card.stderr
+        shown[task] = json.loads(card.stdout)
+    return shown
+
+
+MAIN_METRICS = {
+    "classify": "accuracy",
+    "detect": "map50",
+    "segment": "miou",
+    "generate": "mean_confidence",
+}
+
+
+@pytest.mark.parametrize("task", list(TINY))
+def test_training_writes_a_promoted_version_with_metrics_and_plots(
+    task: str, trained: dict[str, dict[str, Any]], s3_client: Any
+) -> None:
+    card = trained[task]
+    assert card["version"] == "v1" and card["status"] == "promoted" and card["current"] == "v1"
+    assert card["task"] == task and card["main_metric"] == MAIN_METRICS[task]
+    assert 0.0 <= card["metrics"][MAIN_METRICS[task]] <= 1.0
+    assert card["dataset"] == f"s3://{BUCKET}/datasets/{task}/"
+    assert card["dataset_counts"]["train"] + card["dataset_counts"]["val"] == TINY[task]
+    assert card["epochs_run"] == 1 and card["trained_at"]
+    wanted = {"history.json", "training_curves.png"} | (
+        {"samples.png"} if task == "generate" else set()
+    )
+    assert wanted <= set(card["file_uris"])
+    bucket, key = card["file_uris"]["training_curves.png"][5:].split("/", 1)
+    plot = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert Image.open(io.BytesIO(plot)).format == "PNG"
+    history = json.loads(
+        s3_client.get_object(Bucket=bucket, Key=key.replace("training_curves.png", "history.json"))[
+            "Body"
+        ].read()
+    )
+    assert all(len(values) == 1 for values in history.values()) and history
+
+
+def test_a_worse_version_is_rejected_and_rollback_moves_current(
+    service_env: dict[str, str], trained: dict[str, dict[str, Any]], family_worker: Any
+) -> None:
+    # A tolerance of -2 asks for a main metric above CURRENT's + 2: impossible, so rejected.
+    rejected = _train(service_env, "classify", "--tolerance", "-2")
+    assert rejected.returncode == 0, rejected.stderr + family_worker.log()
+    assert "rejected" in rejected.stderr
+    card = json.loads(run_cli(service_env, "models", "show", "fam-digits@v2", "--json").stdout)
+    assert card["status"] == "rejected" and card["current"] == "v1"
+    promoted = run_cli(service_env, "models", "promote", "fam-digits@v2")
+    assert promoted.returncode == 0 and "fam-digits@v2 is now CURRENT" in promoted.stdout
+    rolled = run_cli(service_env, "models", "rollback", "fam-digits")
+    assert rolled.returncode == 0, rolled.stderr
+    assert "fam-digits@v1 is now CURRENT" in rolled.stdout
+    again = run_cli(service_env, "models", "rollback", "fam-digits")
+    assert again.returncode == 2 and "nothing to roll back to" in again.stderr
+
+
+def test_training_errors_are_clear_at_submission(
+    service_env: dict[str, str], trained: dict[str, dict[str, Any]]
+) -> None:
+    missing = run_cli(
+        service_env, "train", "x", "--task", "detect", "--dataset", f"s3://{BUCKET}/nothing/"
+    )
+    assert missing.returncode == 2 and "annotations.json is missing" in missing.stderr
+    wrong_task = run_cli(
+        service_env,
+        "train",
+        "fam-digits",
+        "--task",
+        "segment",
+        "--dataset",
+        f"s3://{BUCKET}/datasets/segment/",
+    )
+    assert wrong_task.returncode == 2 and "is a classify model" in wrong_task.stderr
+    versioned = run_cli(
+        service_env,
+        "train",
+        "fam-digits@v3",
+        "--task",
+        "classify",
+        "--dataset",
+        f"s3://{BUCKET}/datasets/classify/",
+    )
+    assert versioned.returncode == 2 and "versions are made for you" in versioned.stderr
+
+
+@pytest.fixture(scope="module")
+def scene_inputs(s3_client: Any) -> dict[str, tuple[int, int]]:
+    """Non-square scenes (letterboxed by the models) under incoming/scenes/."""
+    scenes = make_scenes(5, seed=321, width=200, height=120)
+    sizes = {}
+    for index, image in enumerate(scenes.images):
+        key = f"incoming/scenes/{index}.png"
+        s3_client.put_object(Bucket=BUCKET, Key=key, Body=png_bytes(image))
+        sizes[key] = (200, 120)
+    return sizes
+
+
+def _submit(service_env: dict[str, str], task: str, output: str) -> str:
+    done = run_cli(
+        service_env,
+        "submit",
+        "--task",
+        task,
+        "--model",
+        NAMES[task],
+        "--input",
+        f"s3://{BUCKET}/incoming/scenes/",
+        "--output",
+        f"s3://{BUCKET}/{output}",
+        "--wait",
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()[0].strip()
+
+
+def test_detect_job_writes_boxes_in_original_pixels_and_annotated_images(
+    service_env: dict[str, str],
+    trained: Any,
+    scene_inputs: dict[str, tuple[int, int]],
+    s3_client: Any,
+) -> None:
+    job_id = _submit(service_env, "detect", "detected/")
+    lines, summary = read_job(s3_client, BUCKET, "detected/", job_id)
+    assert summary["state"] == "finished" and summary["ok"] == len(scene_inputs)
+    labels = set(trained["detect"]["labels"])
+    for line in lines:
+        assert line["status"] == "ok" and line["model"] == "fam-detector@v1", line
+        width, height = scene_inputs[line["key"]]
+        for detection in line["result"]["detections"]:
+            assert set(detection) == {"label", "score", "box"} and detection["label"] in labels
+            x0, y0, x1, y1 = detection["box"]
+            assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
+        annotated = line["result"]["annotated"]
+        assert annotated == f"detected/{line['key'].rsplit('/', 1)[1]}.annotated.png"
+        image = Image.open(io.BytesIO(_object(s3_client, annotated)))
+        assert image.size == (width, height)
+        item = json.loads(_object(s3_client, line["output"].split("/", 3)[3]))
+        assert item["detections"] == line["result"]["detections"]
+
+
+def test_segment_job_writes_masks_at_the_original_size(
+    service_env: dict[str, str],
+    trained: Any,
+    scene_inputs: dict[str, tuple[int, int]],
+    s3_client: Any,
+) -> None:
+    job_id = _submit(service_env, "segment", "segmented/")
+    lines, summary = read_job(s3_client, BUCKET, "segmented/", job_id)
+    assert summary["state"] == "finished" and summary["ok"] == len(scene_inputs)
+    classes = trained["segment"]["labels"]
+    for line in lines:
+        result = line["result"]
+        assert line["status"] == "ok" and set(result) >= {"mask", "classes", "pixel_fraction"}
+        assert result["classes"] == classes
+        assert abs(sum(result["pixel_fraction"].values()) - 1.0) < 1e-3
+        mask = Image.open(io.BytesIO(_object(s3_client, result["mask"])))
+        assert mask.mode == "L" and mask.size == scene_inputs[line["key"]]
+        assert max(mask.getdata()) < len(classes)
+
+
+def test_generate_job_writes_images_and_is_reproducible(
+    service_env: dict[str, str], trained: Any, s3_client: Any
+) -> None:
+    jobs = []
+    for output in ("gen-a/", "gen-b/"):
+        done = run_cli(
+            service_env,
+            "generate",
+            "--count",
+            "12",
+            "--model",
+            NAMES["generate"],
+            "--output",
+            f"s3://{BUCKET}/{output}",
+            "--seed",
+            "5",
+            "--wait",
+            "--quiet",
+        )
+        assert done.returncode == 0, done.stderr
+        jobs.append(done.stdout.splitlines()[0].strip())
+    first, summary = read_job(s3_client, BUCKET, "gen-a/", jobs[0])
+    second, _ = read_job(s3_client, BUCKET, "gen-b/", jobs[1])
+    assert summary["task"] == "generate" and summary["ok"] == 12
+    assert [line["result"]["seed"] for line in first] == list(range(5, 17))
+    for one, two in zip(first, second, strict=True):
+        assert one["key"].startswith(f"gen-a/generated/{jobs[0]}/")
+        assert one["result"]["image"] == one["key"]
+        assert _object(s3_client, one["result"]["image"]) == _object(
+            s3_client, two["result"]["image"]
+        )
+    bad = run_cli(
+        service_env,
+        "generate",
+        "--count",
+        "0",
+        "--output",
+        f"s3://{BUCKET}/gen-c/",
+        "--model",
+        NAMES["generate"],
+    )
+    assert bad.returncode == 2 and "--count must be between" in bad.stderr

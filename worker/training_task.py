@@ -1,0 +1,60 @@
+"""The ``train`` task's body: run one training and keep its record up to date.
+
+A plain function behind the thin Celery task. Progress (stage, epoch, the
+epoch's logs) goes to the run's record in Redis, which ``bucketvision train
+--wait`` follows. A failed run is recorded with the reason and not retried:
+a bad dataset will not get better by training again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from infra.training_runs import TrainingRuns
+from models.training import TrainingRequest, run_training
+from worker.runtime import get_runtime
+
+log = logging.getLogger("bucketvision.training")
+
+
+def handle_training(body: dict[str, Any]) -> dict[str, Any]:
+    """Train as ``body["request"]`` asks and record the outcome under ``body["run_id"]``."""
+    runtime = get_runtime()
+    run_id = str(body["run_id"])
+    runs = TrainingRuns(runtime.jobs.redis)
+    request = TrainingRequest.from_json(dict(body["request"]))
+    runs.update(run_id, state="running", started_at=time.time(), worker=runtime.identity)
+
+    def progress(event: dict[str, Any]) -> None:
+        fields = {key: value for key, value in event.items() if key in ("epoch", "epochs", "logs")}
+        if "counts" in event:
+            fields["counts"] = event["counts"]
+        runs.update(run_id, stage=event.get("stage"), **fields)
+
+    try:
+        outcome = run_training(
+            request, store=runtime.store, registry=runtime.registry, progress=progress
+        )
+    except Exception as error:
+        log.exception("training run %s failed", run_id)
+        runs.update(
+            run_id,
+            state="failed",
+            error=f"{type(error).__name__}: {error}",
+            finished_at=time.time(),
+        )
+        return {"run_id": run_id, "state": "failed"}
+    runs.update(
+        run_id,
+        state="finished",
+        stage="finished",
+        version=str(outcome.ref),
+        promoted=outcome.promoted,
+        decision=outcome.decision,
+        metrics=outcome.metrics,
+        seconds=round(outcome.seconds, 1),
+        finished_at=time.time(),
+    )
+    return {"run_id": run_id, "state": "finished", "version": str(outcome.ref)}
