@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= worker,local,dev
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench bench-quality clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ format: install
 
 bench: install
 	$(BIN)/python -m tests.perf.bench
+
+# Each model family trained with default settings and judged on held-out data (~30 min).
+bench-quality: install
+	$(BIN)/python -m tests.perf.quality
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

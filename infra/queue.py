@@ -7,7 +7,7 @@ task code (nor TensorFlow); the worker registers its tasks on the same app.
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from infra.settings import Settings
 
@@ -44,7 +44,12 @@ def make_celery(settings: Settings) -> Celery:
         },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        task_queues=(Queue(INFERENCE_QUEUE), Queue(TRAINING_QUEUE)),
+        # Each queue on its own exchange and routing key: a message sent to one queue
+        # must never also land in the other.
+        task_queues=tuple(
+            Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in (INFERENCE_QUEUE, TRAINING_QUEUE)
+        ),
         task_default_queue=INFERENCE_QUEUE,
         task_routes={TASK_NAMES["train"]: {"queue": TRAINING_QUEUE}},
         worker_send_task_events=False,

@@ -6,8 +6,8 @@ import json
 import os
 from typing import Any
 
+from models.pixels import PREPROCESS_MODES
 from models.registry import (
-    PREPROCESS_MODES,
     ModelRef,
     ModelRegistry,
     RegistryError,

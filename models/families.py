@@ -37,7 +37,10 @@ class FamilyEntry:
     def score(self, trained: TrainedModel, dataset: Any) -> dict[str, Any]:
         """Evaluation metrics of a freshly trained model on ``dataset``."""
         evaluate: Callable[..., dict[str, Any]] = self._resolve(self.evaluate)
-        return evaluate(trained.model, trained.card, dataset)
+        extras = {}
+        if getattr(trained, "judge", None) is not None:  # a generator's judge classifier
+            extras["judge"] = trained.judge
+        return evaluate(trained.model, trained.card, dataset, **extras)
 
     def serve(self, model: Any, card: dict[str, Any], batch_size: int) -> Any:
         return self._resolve(self.served)(model, card, batch_size)

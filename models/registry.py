@@ -23,7 +23,6 @@ from infra.s3 import ObjectMissing, S3Store, S3Uri, parse_s3_uri
 
 TASKS = ("classify", "detect", "segment", "generate")
 STATUSES = ("candidate", "promoted", "rejected")
-PREPROCESS_MODES = ("unit", "symmetric", "raw")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION = re.compile(r"^v(\d+)$")
 
@@ -79,6 +78,8 @@ class ModelRegistry:
         return self.root.key(*parts)
 
     def names(self) -> list[str]:
+        if not self.store.bucket_exists(self.root.bucket):
+            return []  # nothing registered yet
         names: set[str] = set()
         for info in self.store.list_objects(self.root):
             relative = info.key[len(self.root.prefix) :]
@@ -88,7 +89,9 @@ class ModelRegistry:
 
     def versions(self, name: str) -> list[str]:
         """Versions of ``name`` that have a card, oldest first."""
-        found = []
+        found: list[str] = []
+        if not self.store.bucket_exists(self.root.bucket):
+            return found  # nothing registered yet
         prefix = S3Uri(self.root.bucket, self._key(name) + "/")
         for info in self.store.list_objects(prefix):
             parts = info.key[len(prefix.prefix) :].split("/")

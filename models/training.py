@@ -67,7 +67,7 @@ class TrainingOutcome:
 
 def promotion_decision(
     main_metric: str,
-    value: float,
+    value: float | None,
     current: ModelRef | None,
     tolerance: float,
     mode: str = "auto",
@@ -79,6 +79,8 @@ def promotion_decision(
         return False, "kept as a candidate: --promote never"
     if current is None:
         return True, "promoted: the first version of this model"
+    if value is None:
+        return False, f"kept as a candidate: this version has no {main_metric} to compare"
     previous = current.card.get("metrics", {}).get(main_metric)
     if not isinstance(previous, (int, float)):
         return True, f"promoted: CURRENT {current} has no {main_metric} to compare with"
@@ -91,6 +93,11 @@ def promotion_decision(
         f"rejected: {main_metric} {value:.4f} < CURRENT {current}'s {previous:.4f}"
         f" - tolerance {tolerance}; CURRENT stays {current.version}"
     )
+
+
+def status_of(decision: str) -> str:
+    """The card status of a version that was not promoted: rejected by the gate, else candidate."""
+    return "rejected" if decision.startswith("rejected") else "candidate"
 
 
 def _progress_callback(report: Progress) -> Any:
@@ -160,7 +167,8 @@ def run_training(
     training_seconds = time.perf_counter() - started
     report({"stage": "evaluating", "split": loaded.layout.evaluation_split})
     metrics = entry.score(trained, loaded.evaluation)
-    value = float(metrics[entry.main_metric])
+    raw_value = metrics.get(entry.main_metric)
+    value = float(raw_value) if isinstance(raw_value, int | float) else None
     promote, decision = promotion_decision(
         entry.main_metric, value, current, request.tolerance, request.promote
     )
@@ -181,7 +189,8 @@ def run_training(
         "decision": decision,
         "format": "keras",
     }
-    title = f"{request.name} ({request.task}) — {entry.main_metric} {value:.4f}"
+    shown = "n/a" if value is None else f"{value:.4f}"
+    title = f"{request.name} ({request.task}) — {entry.main_metric} {shown}"
     with tempfile.TemporaryDirectory(prefix="bv-train-") as directory:
         path = os.path.join(directory, "model.keras")
         trained.model.save(path)
@@ -190,7 +199,7 @@ def run_training(
             path,
             card,
             promote=promote,
-            status=None if promote else ("candidate" if request.promote == "never" else "rejected"),
+            status=None if promote else status_of(decision),
             files=_files(trained, history, title),
         )
     seconds = time.perf_counter() - started

@@ -91,25 +91,33 @@ def upload_digits(client: Any, bucket: str, prefix: str, count: int, seed: int) 
     return keys
 
 
-def train_and_register_digits(settings: Any, store: Any, name: str, path_dir: str) -> str:
-    """A quickly trained seed CNN registered as ``name``; returns ``name@version``."""
-    from models.commands import register_model
-    from models.registry import ModelRegistry
-    from models.train_classifier import train_seed_cnn
+def train_digits(images: np.ndarray, labels: np.ndarray, *, epochs: int, seed: int = 0) -> Any:
+    """The classify family's default model fitted on in-memory digits (10% for validation)."""
+    import tensorflow as tf
 
-    images, labels = make_digits(1500, seed=1)
-    trained = train_seed_cnn(images, labels, make_digits(200, seed=2), epochs=2, verbose=0)
+    from models.classification.train import train_classifier
+    from models.family import DatasetInfo, TrainOptions
+
+    held = max(1, len(images) // 10)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (images[..., np.newaxis].astype(np.uint8), labels.astype(np.int32))
+    )
+    info = DatasetInfo(
+        "classify", [str(d) for d in range(10)], (28, 28, 1), len(images) - held, held
+    )
+    options = TrainOptions(epochs=epochs, seed=seed, verbose=0)
+    return train_classifier(dataset.skip(held), dataset.take(held), info, options)
+
+
+def train_and_register_digits(settings: Any, store: Any, name: str, path_dir: str) -> str:
+    """A quickly trained digits classifier registered as ``name``; returns ``name@version``."""
+    from models.registry import ModelRegistry
+
+    images, labels = make_digits(2000, seed=1)
+    trained = train_digits(images, labels, epochs=3)
     path = os.path.join(path_dir, "model.keras")
     trained.model.save(path)
     registry = ModelRegistry(store, settings.models_uri)
     store.ensure_bucket(registry.root.bucket)
-    ref = register_model(
-        registry,
-        name,
-        task="classify",
-        path=path,
-        labels=[str(d) for d in range(10)],
-        metrics={"accuracy": trained.accuracy},
-        promote=True,
-    )
-    return str(ref)
+    card = {**trained.card, "task": "classify", "format": "keras"}
+    return str(registry.add_version(name, path, card, promote=True))

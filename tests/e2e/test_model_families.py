@@ -233,7 +233,8 @@ def test_detect_job_writes_boxes_in_original_pixels_and_annotated_images(
         annotated = line["result"]["annotated"]
         assert annotated == f"detected/{line['key'].rsplit('/', 1)[1]}.annotated.png"
         image = Image.open(io.BytesIO(_object(s3_client, annotated)))
-        assert image.size == (width, height)
+        # The original's aspect; small images are enlarged so the captions can be read.
+        assert image.width >= width and abs(image.height - image.width * height / width) <= 1
         item = json.loads(_object(s3_client, line["output"].split("/", 3)[3]))
         assert item["detections"] == line["result"]["detections"]
 

@@ -1,0 +1,81 @@
+"""Serving a classifier in the worker: a fixed-shape compiled forward pass and top-k results.
+
+The forward pass is one ``tf.function`` with a fixed ``(batch, H, W, C)`` uint8
+signature, traced once at warm-up; partial batches are zero-padded to that shape
+so nothing is retraced at run time. Scaling follows the card's ``preprocess``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.classification.preprocess import as_probabilities, check_preprocess, scale_pixels
+from models.family import ItemResult
+
+TOP_K = 5
+
+
+class ServedClassifier:
+    """A loaded classification model and its card (implements ``ServedModel``)."""
+
+    task = "classify"
+    resize = "stretch"
+
+    def __init__(self, model: Any, card: dict[str, Any], batch_size: int) -> None:
+        import tensorflow as tf
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        height, width, channels = (int(v) for v in card["input_shape"])
+        if channels not in (1, 3):
+            raise ValueError(f"a classifier takes 1 or 3 channels, the card says {channels}")
+        self.model = model
+        self.labels: list[str] = [str(label) for label in card["labels"]]
+        self.preprocess = check_preprocess(str(card.get("preprocess", "raw")))
+        self.outputs: str | None = card.get("outputs")
+        self.mode = "L" if channels == 1 else "RGB"
+        self.size = (width, height)
+        self.batch_size = batch_size
+        self._input_shape = (batch_size, height, width, channels)
+        self._forward = tf.function(
+            self._call,
+            input_signature=[tf.TensorSpec(self._input_shape, tf.uint8)],
+            jit_compile=False,
+        )
+
+    def _call(self, pixels: Any) -> Any:
+        return self.model(scale_pixels(pixels, self.preprocess), training=False)
+
+    def warm_up(self) -> None:
+        """Trace and run once so the first real batch does not pay for it."""
+        self._forward(np.zeros(self._input_shape, dtype=np.uint8))
+
+    def infer(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities (N x classes) for ``pixels`` (N x H x W x C uint8)."""
+        pixels = np.asarray(pixels)
+        if pixels.ndim != 4 or pixels.shape[1:] != self._input_shape[1:]:
+            raise ValueError(f"expected N x {self._input_shape[1:]} pixels, got {pixels.shape}")
+        outputs = []
+        for start in range(0, len(pixels), self.batch_size):
+            chunk = pixels[start : start + self.batch_size]
+            padded = np.zeros(self._input_shape, dtype=np.uint8)
+            padded[: len(chunk)] = chunk
+            outputs.append(np.asarray(self._forward(padded))[: len(chunk)])
+        if not outputs:
+            return np.zeros((0, len(self.labels)), dtype=np.float64)
+        return as_probabilities(np.concatenate(outputs), self.outputs)
+
+    def result(self, output: Any, image: Any = None) -> ItemResult:
+        """``{"label", "score", "top_k": [{"label", "score"}, ...]}`` for one image.
+
+        ``image`` (the worker's DecodedImage) is not needed: a class does not depend on
+        the original size. Scores are rounded to 6 decimals; top_k is best first.
+        """
+        probabilities = np.asarray(output, dtype=np.float64).reshape(-1)
+        if probabilities.size != len(self.labels):
+            raise ValueError(f"{probabilities.size} outputs for {len(self.labels)} labels")
+        order = np.argsort(-probabilities, kind="stable")[: min(TOP_K, len(self.labels))]
+        top = [{"label": self.labels[i], "score": round(float(probabilities[i]), 6)} for i in order]
+        return ItemResult(result={"label": top[0]["label"], "score": top[0]["score"], "top_k": top})

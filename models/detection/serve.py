@@ -1,0 +1,112 @@
+"""Serving a detector in the worker: a compiled fixed-batch forward pass and item results.
+
+Why a fixed batch: one ``tf.function`` traced once with a uint8 input signature
+(pixels are scaled inside it, by the card's ``preprocess``) never retraces, and
+a partial batch is zero-padded. The raw stride-4 output of each image is
+decoded in NumPy (:mod:`models.detection.decode`) with the card's serving
+parameters, boxes go back to the original image through the decoded image's
+letterbox ``placement``, and an annotated PNG is drawn on the image's preview.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.detection.annotate import draw_detections, png_bytes
+from models.detection.decode import Detections, decode_output
+from models.family import ItemFile, ItemResult
+
+DEFAULT_SCORE_THRESHOLD = 0.3
+DEFAULT_NMS_IOU = 0.5
+DEFAULT_MAX_DETECTIONS = 100
+
+
+class ServedDetector:
+    """A loaded detection model with its card, ready for batches of uint8 pixels."""
+
+    task = "detect"
+    resize = "letterbox"
+
+    def __init__(self, model: Any, card: dict[str, Any], batch_size: int = 32) -> None:
+        import tensorflow as tf
+
+        height, width, channels = (int(v) for v in card["input_shape"])
+        if channels != 3:
+            raise ValueError(f"a detector takes RGB input, the card says {channels} channels")
+        self.model = model
+        self.card = card
+        self.labels: list[str] = list(card["labels"])
+        self.preprocess: str = card.get("preprocess", "unit")
+        self.stride = int(card.get("stride", 4))
+        self.score_threshold = float(card.get("score_threshold", DEFAULT_SCORE_THRESHOLD))
+        self.nms_iou = float(card.get("nms_iou", DEFAULT_NMS_IOU))
+        self.max_detections = int(card.get("max_detections", DEFAULT_MAX_DETECTIONS))
+        self.mode = "RGB"
+        self.size = (width, height)
+        self.batch_size = batch_size
+        self._input_shape = (batch_size, height, width, channels)
+        self._forward = tf.function(
+            self._call,
+            input_signature=[tf.TensorSpec(self._input_shape, tf.uint8)],
+            jit_compile=False,
+        )
+
+    def _call(self, pixels: Any) -> Any:
+        from models.pixels import scale_pixels
+
+        return self.model(scale_pixels(pixels, self.preprocess), training=False)
+
+    def warm_up(self) -> None:
+        """Trace and run once so the first real batch does not pay for it."""
+        self._forward(np.zeros(self._input_shape, dtype=np.uint8))
+
+    def infer(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """Raw ``[H/stride, W/stride, C + 4]`` outputs, one per image of ``pixels`` (uint8)."""
+        outputs: list[np.ndarray] = []
+        for start in range(0, len(pixels), self.batch_size):
+            chunk = pixels[start : start + self.batch_size]
+            padded = np.zeros(self._input_shape, dtype=np.uint8)
+            padded[: len(chunk)] = chunk
+            outputs.extend(np.asarray(self._forward(padded))[: len(chunk)])
+        return outputs
+
+    def detect(self, output: np.ndarray, *, score_threshold: float | None = None) -> Detections:
+        """Decode one raw output with the card's parameters (boxes in input pixels)."""
+        return decode_output(
+            output,
+            len(self.labels),
+            stride=self.stride,
+            score_threshold=self.score_threshold if score_threshold is None else score_threshold,
+            nms_iou=self.nms_iou,
+            max_detections=self.max_detections,
+            top_k=max(self.max_detections, 100),
+        )
+
+    def result(self, output: np.ndarray, image: Any) -> ItemResult:
+        """The item result: detections in original pixels and an annotated PNG."""
+        found = self.detect(output)
+        placement = image.placement
+        boxes = np.round(placement.boxes_to_original(found.boxes).astype(np.float64), 1)
+        names = [self.labels[int(c)] for c in found.classes]
+        scores = [round(float(s), 4) for s in found.scores]
+        detections = [
+            {"label": name, "score": score, "box": [float(v) for v in box]}
+            for name, score, box in zip(names, scores, boxes, strict=True)
+        ]
+        canvas = image.preview
+        if canvas is None:
+            canvas = placement.crop_content(image.pixels)
+        scale = np.array(
+            [
+                canvas.shape[1] / placement.original_width,
+                canvas.shape[0] / placement.original_height,
+            ]
+            * 2
+        )
+        drawn = draw_detections(canvas, boxes * scale, names, scores, found.classes.tolist())
+        return ItemResult(
+            result={"detections": detections},
+            files=[ItemFile(".annotated.png", png_bytes(drawn), field="annotated")],
+        )

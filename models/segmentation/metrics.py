@@ -1,0 +1,91 @@
+"""Evaluating a segmenter: a confusion matrix over the whole set, then IoU and accuracy.
+
+Why a confusion matrix over every pixel of the set rather than per-image scores:
+per-image IoU is undefined for classes absent from an image and over-weights tiny
+objects; the whole-set matrix is the PASCAL VOC / COCO-stuff definition. A class
+with zero union (absent from both truth and prediction in the whole set) has no
+IoU: it is reported as ``None`` and left out of the mean, as in VOC and in
+``keras.metrics.MeanIoU``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+MAIN_METRIC = "miou"
+EVAL_BATCH = 32
+
+
+def confusion_matrix(truth: np.ndarray, prediction: np.ndarray, num_classes: int) -> np.ndarray:
+    """``[num_classes, num_classes]`` int64 counts, rows = truth, columns = prediction."""
+    truth = np.asarray(truth, dtype=np.int64).ravel()
+    prediction = np.asarray(prediction, dtype=np.int64).ravel()
+    if truth.shape != prediction.shape:
+        raise ValueError(f"truth has {truth.size} pixels, prediction {prediction.size}")
+    if truth.size and (truth.max() >= num_classes or prediction.max() >= num_classes):
+        raise ValueError(f"class ids must be below {num_classes}")
+    counts = np.bincount(truth * num_classes + prediction, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def scores_from_confusion(matrix: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """miou, pixel_accuracy, per_class_iou {label: iou or None} from a confusion matrix."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    hits = np.diag(matrix)
+    union = matrix.sum(axis=0) + matrix.sum(axis=1) - hits
+    present = union > 0
+    iou = np.divide(hits, union, out=np.zeros_like(hits), where=present)
+    total = matrix.sum()
+    return {
+        "miou": float(iou[present].mean()) if present.any() else 0.0,
+        "pixel_accuracy": float(hits.sum() / total) if total else 0.0,
+        "per_class_iou": {
+            label: (float(value) if ok else None)
+            for label, value, ok in zip(labels, iou, present, strict=True)
+        },
+    }
+
+
+def predict_ids(model: Any, card: dict[str, Any], batch_size: int = EVAL_BATCH) -> Any:
+    """A compiled ``uint8 [B, H, W, C] -> int32 [B, H, W]`` class-id forward pass."""
+    import tensorflow as tf
+
+    from models.pixels import scale_pixels
+
+    preprocess = card.get("preprocess", "unit")
+    height, width, channels = card["input_shape"]
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8)],
+        jit_compile=False,
+        reduce_retracing=True,
+    )
+    def forward(pixels: Any) -> Any:
+        probabilities = model(scale_pixels(pixels, preprocess), training=False)
+        return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+
+    return forward
+
+
+def evaluate_segmenter(
+    model: Any, card: dict[str, Any], val_ds: Any, *, batch_size: int = EVAL_BATCH
+) -> dict[str, Any]:
+    """Score ``model`` on unbatched ``(image uint8, mask uint8)`` elements of ``val_ds``.
+
+    Returns ``miou`` (the main metric: mean IoU over all classes, background included),
+    ``pixel_accuracy``, ``per_class_iou`` {label: iou or None} and ``count`` (images).
+    """
+    import tensorflow as tf
+
+    labels = list(card["labels"])
+    forward = predict_ids(model, card, batch_size)
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    count = 0
+    batches = val_ds.map(lambda image, mask: (tf.cast(image, tf.uint8), mask)).batch(batch_size)
+    for images, masks in batches:
+        prediction = forward(images).numpy()
+        matrix += confusion_matrix(masks.numpy(), prediction, len(labels))
+        count += int(prediction.shape[0])
+    return {**scores_from_confusion(matrix, labels), "count": count}
