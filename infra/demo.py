@@ -23,11 +23,11 @@ from infra.s3 import S3Store
 from infra.settings import DEFAULT_MODELS, Settings
 
 DEMO_BUCKET = "bucketvision-demo"
-DATASETS = {  # task: (training items, items in the demo job)
-    "classify": (3000, 500),
-    "detect": (800, 40),
-    "segment": (800, 40),
-    "generate": (3000, 64),
+DATASETS = {  # task: (training items, items in the demo job, epochs: brief, not full quality)
+    "classify": (3000, 500, 4),
+    "detect": (1000, 40, 8),
+    "segment": (800, 40, 8),
+    "generate": (3000, 64, 10),
 }
 
 
@@ -84,8 +84,7 @@ def _train_all(cli: Any, epochs: int | None) -> None:
             "--dataset",
             f"s3://{DEMO_BUCKET}/datasets/{task}/",
         ]
-        if epochs:
-            args += ["--epochs", str(epochs)]
+        args += ["--epochs", str(epochs or DATASETS[task][2])]
         if cli(args) != 0:
             raise RuntimeError(f"could not submit the {task} training")
     run_ids = [run for run in runs.recent(100) if run not in before]
@@ -212,7 +211,7 @@ def run_demo(
         worker = _start_worker(dict(os.environ), worker_log)
         print(f"    worker log: {worker_log}", file=sys.stderr)
         _step(f"writing synthetic datasets to s3://{DEMO_BUCKET}/datasets/ and job inputs")
-        for task, (count, _) in DATASETS.items():
+        for task, (count, _, _) in DATASETS.items():
             plan = SynthesisPlan(task=task, count=count, seed=1)
             synthesize_dataset(store, f"s3://{DEMO_BUCKET}/datasets/{task}/", plan)
         _make_inputs(store, images)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -160,7 +161,9 @@ def load_dataset(
     skipped: list[tuple[str, str]] = []
 
     def split(name: str) -> Any:
-        records = layout.splits.get(name, [])
+        records = list(layout.splits.get(name, []))
+        if name == "train":  # listings come sorted, often by class: mix them, reproducibly
+            random.Random(0).shuffle(records)
         return stream_split(store, layout, records, shape, resize, threads=threads, skipped=skipped)
 
     info = DatasetInfo(

@@ -31,6 +31,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         tolerance=args.tolerance,
         promote=args.promote,
         steps_per_epoch=args.steps_per_epoch,
+        extra=_backbone_options(args),
     )
     found = clients(settings)
     runs = TrainingRuns(found["jobs"].redis)
@@ -51,6 +52,20 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     record = wait_for_training(runs, run_id, progress=not args.quiet)
     print(format_run(record), file=sys.stderr)
     return 0 if record["state"] == "finished" else EXIT_FAILED
+
+
+def _backbone_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--backbone`` / ``--pretrained`` as the classify family's options."""
+    if not args.backbone:
+        if args.pretrained:
+            raise CommandError("--pretrained needs --backbone (e.g. --backbone MobileNetV2)")
+        return {}
+    if args.task != "classify":
+        raise CommandError("--backbone applies to classify models only")
+    extra: dict[str, Any] = {"backbone": args.backbone}
+    if args.pretrained:
+        extra["weights"] = "imagenet"  # downloaded by Keras: needs internet on the worker
+    return extra
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
@@ -149,6 +164,14 @@ def _add_train(sub: Any) -> None:
         help="promote when the main metric >= CURRENT's minus this (default 0)",
     )
     train.add_argument("--promote", default="auto", choices=["auto", "always", "never"])
+    train.add_argument(
+        "--backbone", help="classify: a keras.applications backbone, e.g. MobileNetV2"
+    )
+    train.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="with --backbone: start from its ImageNet weights (the worker downloads them)",
+    )
     train.add_argument("--steps-per-epoch", type=int, help=argparse.SUPPRESS)
     train.add_argument("--wait", action="store_true", help="follow the run epoch by epoch")
     train.add_argument("--quiet", action="store_true", help="no progress bar with --wait")

@@ -57,28 +57,33 @@ def train_judge(
 
     from models.cnn import build_seed_cnn, compile_classifier
 
-    def prepare(ds: Any) -> Any:
-        """Labelled batches scaled x/255, cached; counted once so that Keras knows the
+    def prepare(ds: Any, shuffle: bool) -> Any:
+        """Labelled elements scaled x/255, cached, shuffled element by element (datasets
+        often arrive sorted by class), batched; counted once so that Keras knows the
         epoch length the filter hid from it (and does not warn about running out)."""
         ds = (
             ds.filter(lambda _image, label: label >= 0)
             .map(lambda image, label: (tf.cast(image, tf.float32) / 255.0, label))
-            .batch(batch_size)
             .cache()
         )
-        count = int(ds.reduce(0, lambda count, _batch: count + 1))
-        return ds.apply(tf.data.experimental.assert_cardinality(count))
+        count = int(ds.reduce(0, lambda count, _element: count + 1))
+        if shuffle:
+            ds = ds.shuffle(max(count, 1), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+        return ds.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
 
     keras.utils.set_random_seed(seed)
     image_shape = tuple(int(v) for v in dataset.element_spec[0].shape)
     judge = compile_classifier(
         build_seed_cnn(image_shape, num_classes, name="judge"), learning_rate=learning_rate
     )
-    train = prepare(dataset).shuffle(64, seed=seed).prefetch(2)
+    train = prepare(dataset, shuffle=True).prefetch(2)
     judge.fit(train, epochs=epochs, verbose=verbose, shuffle=False)
     accuracy = None
     if val_ds is not None:
-        accuracy = float(judge.evaluate(prepare(val_ds), verbose=0, return_dict=True)["accuracy"])
+        accuracy = float(
+            judge.evaluate(prepare(val_ds, shuffle=False), verbose=0, return_dict=True)["accuracy"]
+        )
     return judge, accuracy
 
 

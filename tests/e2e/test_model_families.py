@@ -180,6 +180,18 @@ def test_training_errors_are_clear_at_submission(
         f"s3://{BUCKET}/datasets/classify/",
     )
     assert versioned.returncode == 2 and "versions are made for you" in versioned.stderr
+    backbone = run_cli(
+        service_env,
+        "train",
+        "x",
+        "--task",
+        "detect",
+        "--backbone",
+        "MobileNetV2",
+        "--dataset",
+        f"s3://{BUCKET}/datasets/detect/",
+    )
+    assert backbone.returncode == 2 and "classify models only" in backbone.stderr
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,8 @@ PLANS = {  # task: (model name, training items, held-out items, targets)
     "classify": ("q-digits", 4000, 1000, {"accuracy": 0.98}),
     "detect": ("q-detector", 2500, 500, {"map50": 0.9}),
     "segment": ("q-segmenter", 2000, 500, {"miou": 0.9}),
-    "generate": ("q-gan", 4000, 0, {"mean_confidence": 0.9, "classes_present": 10}),
+    # The generator is judged by a classify job with the classifier trained in this run.
+    "generate": ("q-gan", 4000, 0, {"judge_mean_confidence": 0.9, "judge_classes_present": 10}),
 }
 TIME_LIMIT_SECONDS = 600
 
