@@ -25,8 +25,8 @@ from infra.settings import DEFAULT_MODELS, Settings
 DEMO_BUCKET = "bucketvision-demo"
 DATASETS = {  # task: (training items, items in the demo job, epochs: brief, not full quality)
     "classify": (3000, 500, 4),
-    "detect": (1000, 40, 8),
-    "segment": (800, 40, 8),
+    "detect": (1500, 40, 14),
+    "segment": (1000, 40, 12),
     "generate": (3000, 64, 10),
 }
 

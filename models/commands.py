@@ -132,7 +132,9 @@ def format_model_list(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'NAME':24} {'TASK':9} {'CURRENT':8} VERSIONS  METRICS"]
     for row in rows:
         scalars = {k: v for k, v in row["metrics"].items() if isinstance(v, int | float)}
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items())[:3])
+        main = row.get("main_metric")
+        ordered = sorted(scalars.items(), key=lambda item: (item[0] != main, item[0]))
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in ordered[:3])
         lines.append(
             f"{row['name']:24} {row['task'] or '?':9} {row['current'] or '-':8}"
             f" {len(row['versions']):<9} {metrics}"

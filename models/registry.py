@@ -255,6 +255,7 @@ class ModelRegistry:
                     "current": current,
                     "versions": versions,
                     "metrics": card.get("metrics", {}),
+                    "main_metric": card.get("main_metric"),
                 }
             )
         return rows

@@ -23,7 +23,6 @@ from models.registry import ModelRegistry
 
 IMAGE_PATTERNS = ("*.jpg", "*.jpeg", "*.png", "*.gif", "*.webp", "*.bmp", "*.tif", "*.tiff")
 INFERENCE_TASKS = ("classify", "detect", "segment")
-SERVED_TASKS = ("classify", "detect", "segment")
 
 
 class SubmitError(ValueError):
@@ -118,11 +117,6 @@ def submit_job(
     """Validate, list, pin the model, record the job and enqueue its batches."""
     if request.task not in INFERENCE_TASKS:
         raise SubmitError(f"--task must be one of {', '.join(INFERENCE_TASKS)}")
-    if request.task not in SERVED_TASKS:
-        raise SubmitError(
-            f"--task {request.task} is not served by this release yet; "
-            f"served: {', '.join(SERVED_TASKS)}"
-        )
     try:
         input_uri = parse_s3_uri(request.input)
         output_uri = parse_s3_uri(request.output) if request.output else default_output(input_uri)

@@ -10,7 +10,7 @@ import redis
 from infra.jobs import JobStore
 from infra.queue import make_celery
 from infra.s3 import S3Store
-from models.registry import ModelNotFound, ModelRegistry
+from models.registry import ModelNotFound, ModelRegistry, RegistryError
 from producer.submit import JobRequest, SubmitError, submit_job
 from tests.helpers import png_bytes, run_cli
 
@@ -90,7 +90,7 @@ def test_submit_errors_are_clear(settings, s3_client, fake_model) -> None:
         submit_job(JobRequest("classify", "s3://it-errors/x/", model="nope"), **clients)
     with pytest.raises(SubmitError, match="no objects"):
         submit_job(JobRequest("classify", "s3://it-errors/empty/", model="submit-test"), **clients)
-    with pytest.raises(SubmitError, match="not served"):
+    with pytest.raises(RegistryError, match="is a 'classify' model, not 'detect'"):
         submit_job(JobRequest("detect", "s3://it-errors/x/", model="submit-test"), **clients)
 
 
