@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.local_services import local_stack
-from infra.s3 import S3Store
+from infra.s3 import S3Store, parse_s3_uri
 from infra.settings import DEFAULT_MODELS, Settings
 
 DEMO_BUCKET = "bucketvision-demo"
@@ -159,6 +159,22 @@ def _accuracy(store: S3Store, job_id: str) -> float:
         if line["status"] == "ok" and line["result"]["label"] == line["key"].split("/")[-2]
     )
     return right / max(len(lines), 1)
+
+
+def _copy_locally(store: S3Store, submitted: dict[str, str], folder: Path) -> None:
+    """The job files and a few result images, kept after the in-memory S3 server stops."""
+    for task, job_id in submitted.items():
+        target = folder / task
+        target.mkdir(parents=True, exist_ok=True)
+        prefix = f"results/{task}/"
+        for name in ("summary.json", "manifest.jsonl"):
+            store.download_file(DEMO_BUCKET, f"{prefix}_jobs/{job_id}/{name}", str(target / name))
+        wanted = (".annotated.png", ".mask.png") if task in ("detect", "segment") else (".png",)
+        copied = 0
+        for info in store.list_objects(parse_s3_uri(f"s3://{DEMO_BUCKET}/{prefix}")):
+            if copied < 6 and info.key.endswith(wanted) and "/_jobs/" not in info.key:
+                store.download_file(DEMO_BUCKET, info.key, str(target / info.key.split("/")[-1]))
+                copied += 1
 
 
 def _report(store: S3Store, settings: Settings, submitted: dict[str, str], endpoint: str) -> None:
