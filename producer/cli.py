@@ -15,12 +15,11 @@ import redis
 
 from infra.settings import Settings, SettingsError
 from producer.cli_models import add_model_commands
-from producer.cli_support import EXIT_FAILED, EXIT_USAGE, CommandError, clients
+from producer.cli_support import EXIT_USAGE, CommandError, clients, report_job
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     from infra.queue import make_celery
-    from producer.status import format_status, wait_for_job
     from producer.submit import JobRequest, submit_job
 
     request = JobRequest(
@@ -34,17 +33,11 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     )
     found = clients(settings)
     job = submit_job(request, app=make_celery(settings), **found)
-    print(job.job_id, flush=True)
-    print(
+    what = (
         f"submitted {job.total} objects in {job.batches} batches with {job.model}; "
-        f"results under {job.output}",
-        file=sys.stderr,
+        f"results under {job.output}"
     )
-    if not args.wait:
-        return 0
-    status = wait_for_job(found["jobs"], job.job_id, progress=not args.quiet)
-    print(format_status(status), file=sys.stderr)
-    return 0 if status["state"] == "finished" else EXIT_FAILED
+    return report_job(found, job, args, what)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from infra.settings import Settings
-from producer.cli_support import EXIT_FAILED, CommandError, clients
+from producer.cli_support import EXIT_FAILED, CommandError, clients, report_job
 
 TASKS = ["classify", "detect", "segment", "generate"]
 
@@ -71,7 +71,6 @@ def _backbone_options(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from infra.queue import make_celery
     from producer.generate import GenerateRequest, submit_generate
-    from producer.status import format_status, wait_for_job
 
     request = GenerateRequest(
         count=args.count,
@@ -83,16 +82,8 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     )
     found = clients(settings)
     job = submit_generate(request, app=make_celery(settings), **found)
-    print(job.job_id, flush=True)
-    print(
-        f"generating {job.total} images with {job.model} under {job.output}generated/",
-        file=sys.stderr,
-    )
-    if not args.wait:
-        return 0
-    status = wait_for_job(found["jobs"], job.job_id, progress=not args.quiet)
-    print(format_status(status), file=sys.stderr)
-    return 0 if status["state"] == "finished" else EXIT_FAILED
+    what = f"generating {job.total} images with {job.model} under {job.output}generated/"
+    return report_job(found, job, args, what)
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 from typing import Any
 
 from infra.settings import Settings
@@ -30,3 +32,16 @@ def clients(settings: Settings) -> dict[str, Any]:
         "jobs": JobStore.from_url(settings.broker_url),
         "registry": ModelRegistry(store, settings.models_uri),
     }
+
+
+def report_job(found: dict[str, Any], job: Any, args: argparse.Namespace, what: str) -> int:
+    """Print the job id (stdout) and ``what`` (stderr); with ``--wait`` follow it to the end."""
+    from producer.status import format_status, wait_for_job
+
+    print(job.job_id, flush=True)
+    print(what, file=sys.stderr)
+    if not args.wait:
+        return 0
+    status = wait_for_job(found["jobs"], job.job_id, progress=not args.quiet)
+    print(format_status(status), file=sys.stderr)
+    return 0 if status["state"] == "finished" else EXIT_FAILED

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from models.classification.preprocess import as_probabilities, check_preprocess, scale_pixels
+from models.classification.preprocess import as_probabilities, check_preprocess
 from models.family import ItemResult
+from models.forward import FixedBatchForward
 
 TOP_K = 5
 
@@ -24,8 +25,6 @@ class ServedClassifier:
     resize = "stretch"
 
     def __init__(self, model: Any, card: dict[str, Any], batch_size: int) -> None:
-        import tensorflow as tf
-
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         height, width, channels = (int(v) for v in card["input_shape"])
@@ -38,34 +37,20 @@ class ServedClassifier:
         self.mode = "L" if channels == 1 else "RGB"
         self.size = (width, height)
         self.batch_size = batch_size
-        self._input_shape = (batch_size, height, width, channels)
-        self._forward = tf.function(
-            self._call,
-            input_signature=[tf.TensorSpec(self._input_shape, tf.uint8)],
-            jit_compile=False,
+        self._forward = FixedBatchForward(
+            model, (height, width, channels), batch_size, self.preprocess
         )
-
-    def _call(self, pixels: Any) -> Any:
-        return self.model(scale_pixels(pixels, self.preprocess), training=False)
 
     def warm_up(self) -> None:
         """Trace and run once so the first real batch does not pay for it."""
-        self._forward(np.zeros(self._input_shape, dtype=np.uint8))
+        self._forward.warm_up()
 
     def infer(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities (N x classes) for ``pixels`` (N x H x W x C uint8)."""
-        pixels = np.asarray(pixels)
-        if pixels.ndim != 4 or pixels.shape[1:] != self._input_shape[1:]:
-            raise ValueError(f"expected N x {self._input_shape[1:]} pixels, got {pixels.shape}")
-        outputs = []
-        for start in range(0, len(pixels), self.batch_size):
-            chunk = pixels[start : start + self.batch_size]
-            padded = np.zeros(self._input_shape, dtype=np.uint8)
-            padded[: len(chunk)] = chunk
-            outputs.append(np.asarray(self._forward(padded))[: len(chunk)])
+        outputs = self._forward(pixels)
         if not outputs:
             return np.zeros((0, len(self.labels)), dtype=np.float64)
-        return as_probabilities(np.concatenate(outputs), self.outputs)
+        return as_probabilities(np.stack(outputs), self.outputs)
 
     def result(self, output: Any, image: Any = None) -> ItemResult:
         """``{"label", "score", "top_k": [{"label", "score"}, ...]}`` for one image.

@@ -17,6 +17,7 @@ import numpy as np
 from models.detection.annotate import draw_detections, png_bytes
 from models.detection.decode import Detections, decode_output
 from models.family import ItemFile, ItemResult
+from models.forward import FixedBatchForward
 
 DEFAULT_SCORE_THRESHOLD = 0.3
 DEFAULT_NMS_IOU = 0.5
@@ -30,8 +31,6 @@ class ServedDetector:
     resize = "letterbox"
 
     def __init__(self, model: Any, card: dict[str, Any], batch_size: int = 32) -> None:
-        import tensorflow as tf
-
         height, width, channels = (int(v) for v in card["input_shape"])
         if channels != 3:
             raise ValueError(f"a detector takes RGB input, the card says {channels} channels")
@@ -46,31 +45,17 @@ class ServedDetector:
         self.mode = "RGB"
         self.size = (width, height)
         self.batch_size = batch_size
-        self._input_shape = (batch_size, height, width, channels)
-        self._forward = tf.function(
-            self._call,
-            input_signature=[tf.TensorSpec(self._input_shape, tf.uint8)],
-            jit_compile=False,
+        self._forward = FixedBatchForward(
+            model, (height, width, channels), batch_size, self.preprocess
         )
-
-    def _call(self, pixels: Any) -> Any:
-        from models.pixels import scale_pixels
-
-        return self.model(scale_pixels(pixels, self.preprocess), training=False)
 
     def warm_up(self) -> None:
         """Trace and run once so the first real batch does not pay for it."""
-        self._forward(np.zeros(self._input_shape, dtype=np.uint8))
+        self._forward.warm_up()
 
     def infer(self, pixels: np.ndarray) -> list[np.ndarray]:
         """Raw ``[H/stride, W/stride, C + 4]`` outputs, one per image of ``pixels`` (uint8)."""
-        outputs: list[np.ndarray] = []
-        for start in range(0, len(pixels), self.batch_size):
-            chunk = pixels[start : start + self.batch_size]
-            padded = np.zeros(self._input_shape, dtype=np.uint8)
-            padded[: len(chunk)] = chunk
-            outputs.extend(np.asarray(self._forward(padded))[: len(chunk)])
-        return outputs
+        return self._forward(pixels)
 
     def detect(self, output: np.ndarray, *, score_threshold: float | None = None) -> Detections:
         """Decode one raw output with the card's parameters (boxes in input pixels)."""

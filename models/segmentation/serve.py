@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from models.family import ItemFile, ItemResult
+from models.forward import FixedBatchForward
 
 MAX_SMOOTH_SIDE = 1024  # longest side up to which probabilities are resized bilinearly
 
@@ -66,10 +67,6 @@ class ServedSegmenter:
     resize = "letterbox"
 
     def __init__(self, model: Any, card: dict[str, Any], batch_size: int) -> None:
-        import tensorflow as tf
-
-        from models.pixels import scale_pixels
-
         height, width, channels = (int(v) for v in card["input_shape"])
         self.model = model
         self.labels: list[str] = list(card["labels"])
@@ -79,34 +76,20 @@ class ServedSegmenter:
         self.size = (width, height)
         self.mode = "L" if channels == 1 else "RGB"
         self.batch_size = int(batch_size)
-        self._input_shape = (self.batch_size, height, width, channels)
-
-        def call(pixels: Any) -> Any:
-            return self.model(scale_pixels(pixels, self.preprocess), training=False)
-
-        self._forward = tf.function(
-            call,
-            input_signature=[tf.TensorSpec(self._input_shape, tf.uint8)],
-            jit_compile=False,
+        self._forward = FixedBatchForward(
+            model, (height, width, channels), self.batch_size, self.preprocess
         )
 
     def warm_up(self) -> None:
         """Trace and run once so the first real batch does not pay for it."""
-        self._forward(np.zeros(self._input_shape, dtype=np.uint8))
+        self._forward.warm_up()
 
     def infer(self, pixels: np.ndarray) -> list[np.ndarray]:
         """Per-pixel class probabilities (float32 [H, W, classes]) for each image of ``pixels``.
 
         Partial batches are padded to the fixed batch shape the forward pass was traced for.
         """
-        outputs: list[np.ndarray] = []
-        for start in range(0, len(pixels), self.batch_size):
-            chunk = np.asarray(pixels[start : start + self.batch_size], dtype=np.uint8)
-            padded = np.zeros(self._input_shape, dtype=np.uint8)
-            padded[: len(chunk)] = chunk
-            probabilities = np.asarray(self._forward(padded), dtype=np.float32)
-            outputs.extend(probabilities[: len(chunk)])
-        return outputs
+        return [output.astype(np.float32) for output in self._forward(pixels)]
 
     def result(self, output: np.ndarray, image: Any) -> ItemResult:
         """The mask PNG at the original size and the fraction of original pixels per class."""

@@ -59,3 +59,27 @@ def store(s3_client: Any) -> S3Store:
     """An S3Store over moto with the bucket ``BUCKET`` created."""
     s3_client.create_bucket(Bucket=BUCKET)
     return S3Store(s3_client)
+
+
+@pytest.fixture(scope="module")
+def module_s3() -> Iterator[tuple[Any, Any]]:
+    """One moto mock and client for a whole module (building a client per test is slow)."""
+    from moto import mock_aws
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "BV_S3_ENDPOINT_URL"):
+            patch.delenv(name, raising=False)
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        with mock_aws() as mock:
+            yield mock, boto3.client("s3", region_name="us-east-1")
+
+
+@pytest.fixture
+def shared_store(module_s3: tuple[Any, Any]) -> S3Store:
+    """Like ``store``, on the module's moto mock: reset, with ``BUCKET``, for every test."""
+    mock, client = module_s3
+    mock.reset()
+    client.create_bucket(Bucket=BUCKET)
+    return S3Store(client)

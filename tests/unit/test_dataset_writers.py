@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import posixpath
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import numpy as np
 import pytest
 from PIL import Image
@@ -24,28 +22,10 @@ PREFIX = "synthetic/set/"
 DIGITS = [str(digit) for digit in range(10)]
 
 
-@pytest.fixture(scope="module")
-def module_s3() -> Iterator[tuple[Any, Any]]:
-    """One moto mock and client for the module (a client per test is the slow part)."""
-    from moto import mock_aws
-
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "BV_S3_ENDPOINT_URL"):
-            patch.delenv(name, raising=False)
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        with mock_aws() as mock:
-            yield mock, boto3.client("s3", region_name="us-east-1")
-
-
 @pytest.fixture
-def store(module_s3: tuple[Any, Any]) -> S3Store:
-    """Like conftest's ``store``: an empty moto S3 with ``BUCKET``, reset for every test."""
-    mock, client = module_s3
-    mock.reset()
-    client.create_bucket(Bucket=BUCKET)
-    return S3Store(client)
+def store(shared_store: S3Store) -> S3Store:
+    """conftest's module-wide moto S3, emptied for this test."""
+    return shared_store
 
 
 def read_back(store: S3Store, task: str, uri: str = URI) -> DatasetLayout:
