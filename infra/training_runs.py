@@ -16,7 +16,14 @@ from typing import Any
 import redis
 
 RUN_TTL_SECONDS = 30 * 24 * 3600
-TERMINAL_STATES = ("finished", "failed")
+TERMINAL_STATES = ("finished", "failed", "skipped")
+LOCK_TTL_SECONDS = 15 * 60  # renewed on every progress report; a dead worker frees it
+
+# Release the lock only if this run still holds it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class RunNotFound(LookupError):
@@ -41,6 +48,7 @@ class TrainingRuns:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
+        self._release = client.register_script(_RELEASE)
 
     @classmethod
     def from_url(cls, url: str) -> TrainingRuns:
@@ -90,6 +98,28 @@ class TrainingRuns:
             if name in record:
                 record[name] = float(record[name])
         return record
+
+    def lock(self, name: str, run_id: str) -> str | None:
+        """Take model ``name``'s training lock for ``run_id``; returns the holder if taken.
+
+        One run per model at a time: a second run of the same name (a beat tick, a
+        redelivered message, a user) is not started while the first is going.
+        """
+        key = f"bv:train:lock:{name}"
+        if self.redis.set(key, run_id, nx=True, ex=LOCK_TTL_SECONDS):
+            return None
+        holder = self.redis.get(key)
+        if holder is None:  # expired in between: try once more
+            return None if self.redis.set(key, run_id, nx=True, ex=LOCK_TTL_SECONDS) else "?"
+        return None if holder.decode() == run_id else holder.decode()
+
+    def renew(self, name: str, run_id: str) -> None:
+        key = f"bv:train:lock:{name}"
+        if self.redis.get(key) == run_id.encode():
+            self.redis.expire(key, LOCK_TTL_SECONDS)
+
+    def unlock(self, name: str, run_id: str) -> None:
+        self._release(keys=[f"bv:train:lock:{name}"], args=[run_id])
 
     def recent(self, count: int = 20) -> list[str]:
         return [item.decode() for item in self.redis.zrevrange("bv:trains", 0, count - 1)]

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from infra.training_runs import TrainingRuns
+from infra.training_runs import TERMINAL_STATES, RunNotFound, TrainingRuns
 from models.training import TrainingRequest, run_training
 from worker.runtime import get_runtime
 
@@ -25,6 +25,19 @@ def handle_training(body: dict[str, Any]) -> dict[str, Any]:
     run_id = str(body["run_id"])
     runs = TrainingRuns(runtime.jobs.redis)
     request = TrainingRequest.from_json(dict(body["request"]))
+    try:
+        ended = runs.get(run_id).get("state") in TERMINAL_STATES
+    except RunNotFound:  # the record expired or was never made: run it and record it
+        ended = False
+    if ended:
+        log.info("training run %s already ended; not running it again", run_id)
+        return {"run_id": run_id, "state": "ended"}
+    holder = runs.lock(request.name, run_id)
+    if holder is not None:
+        reason = f"another training run of {request.name} is going ({holder}); not started twice"
+        log.warning("training run %s skipped: %s", run_id, reason)
+        runs.update(run_id, state="skipped", error=reason, finished_at=time.time())
+        return {"run_id": run_id, "state": "skipped"}
     runs.update(run_id, state="running", started_at=time.time(), worker=runtime.identity)
 
     def progress(event: dict[str, Any]) -> None:
@@ -32,6 +45,7 @@ def handle_training(body: dict[str, Any]) -> dict[str, Any]:
         if "counts" in event:
             fields["counts"] = event["counts"]
         runs.update(run_id, stage=event.get("stage"), **fields)
+        runs.renew(request.name, run_id)
 
     try:
         outcome = run_training(
@@ -46,6 +60,8 @@ def handle_training(body: dict[str, Any]) -> dict[str, Any]:
             finished_at=time.time(),
         )
         return {"run_id": run_id, "state": "failed"}
+    finally:
+        runs.unlock(request.name, run_id)
     runs.update(
         run_id,
         state="finished",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,6 +153,47 @@ def test_a_worse_version_is_rejected_and_rollback_moves_current(
     assert "fam-digits@v1 is now CURRENT" in rolled.stdout
     again = run_cli(service_env, "models", "rollback", "fam-digits")
     assert again.returncode == 2 and "nothing to roll back to" in again.stderr
+
+
+def test_two_runs_of_one_model_never_overlap(
+    service_env: dict[str, str], trained: dict[str, dict[str, Any]], family_worker: Any
+) -> None:
+    from infra.training_runs import TrainingRuns
+
+    started = [
+        run_cli(
+            service_env,
+            "train",
+            "fam-lock",
+            "--task",
+            "classify",
+            "--dataset",
+            f"s3://{BUCKET}/datasets/classify/",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "4",
+        )
+        for _ in range(2)
+    ]
+    assert all(done.returncode == 0 for done in started), [d.stderr for d in started]
+    runs = TrainingRuns.from_url(service_env["BV_BROKER_URL"])
+    records = []
+    for done in started:
+        run_id = done.stdout.split()[0]
+        deadline = time.monotonic() + 300
+        while runs.get(run_id)["state"] not in ("finished", "failed", "skipped"):
+            assert time.monotonic() < deadline, family_worker.log()
+            time.sleep(0.5)
+        records.append(runs.get(run_id))
+    states = sorted(record["state"] for record in records)
+    assert states in (["finished", "skipped"], ["finished", "finished"]), records
+    if states == ["finished", "skipped"]:
+        skipped = next(record for record in records if record["state"] == "skipped")
+        assert "another training run of fam-lock is going" in skipped["error"]
+    else:  # the second started only after the first had finished
+        first, second = sorted(records, key=lambda record: record["started_at"])
+        assert second["started_at"] >= first["finished_at"]
 
 
 def test_training_errors_are_clear_at_submission(
