@@ -102,16 +102,16 @@ class TrainingRuns:
     def lock(self, name: str, run_id: str) -> str | None:
         """Take model ``name``'s training lock for ``run_id``; returns the holder if taken.
 
-        One run per model at a time: a second run of the same name (a beat tick, a
-        redelivered message, a user) is not started while the first is going.
+        One run per model at a time: a second run of the same name (a beat tick, a user)
+        or the same run redelivered while it is still going (its worker renews the lock
+        every epoch) is not started. A dead worker's lock expires after LOCK_TTL_SECONDS,
+        well before the broker redelivers its message.
         """
         key = f"bv:train:lock:{name}"
         if self.redis.set(key, run_id, nx=True, ex=LOCK_TTL_SECONDS):
             return None
         holder = self.redis.get(key)
-        if holder is None:  # expired in between: try once more
-            return None if self.redis.set(key, run_id, nx=True, ex=LOCK_TTL_SECONDS) else "?"
-        return None if holder.decode() == run_id else holder.decode()
+        return holder.decode() if holder is not None else "(a run that just ended)"
 
     def renew(self, name: str, run_id: str) -> None:
         key = f"bv:train:lock:{name}"

@@ -33,6 +33,9 @@ def handle_training(body: dict[str, Any]) -> dict[str, Any]:
         log.info("training run %s already ended; not running it again", run_id)
         return {"run_id": run_id, "state": "ended"}
     holder = runs.lock(request.name, run_id)
+    if holder == run_id:
+        log.warning("training run %s is still going on another worker; redelivery dropped", run_id)
+        return {"run_id": run_id, "state": "running elsewhere"}
     if holder is not None:
         reason = f"another training run of {request.name} is going ({holder}); not started twice"
         log.warning("training run %s skipped: %s", run_id, reason)
