@@ -201,6 +201,23 @@ class S3Store:
         except Exception as error:
             raise self._explain(error, f"downloading s3://{bucket}/{key}") from error
 
+    def move(self, bucket: str, key: str, target_bucket: str, target_key: str) -> bool:
+        """Copy then delete; False when the source is already gone (moved by another)."""
+        try:
+            self.client.copy_object(
+                Bucket=target_bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": key}
+            )
+        except Exception as error:
+            explained = self._explain(error, f"moving s3://{bucket}/{key}")
+            if isinstance(explained, ObjectMissing):
+                return False
+            raise explained from error
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except Exception as error:
+            raise self._explain(error, f"deleting s3://{bucket}/{key} after copying it") from error
+        return True
+
     def exists(self, bucket: str, key: str) -> bool:
         try:
             self.client.head_object(Bucket=bucket, Key=key)

@@ -40,6 +40,31 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     return report_job(found, job, args, what)
 
 
+def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.queue import make_celery
+    from producer.watch import Watcher, WatchRequest
+
+    request = WatchRequest(
+        input=args.input,
+        task=args.task,
+        output=args.output,
+        model=args.model,
+        interval=args.interval,
+        move_to=args.move_to,
+        once=args.once,
+        batch_size=args.batch_size or settings.batch_size,
+        max_in_flight=args.max_in_flight,
+        rescan_seconds=args.rescan_seconds,
+    )
+    report = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    watcher = Watcher(request, app=make_celery(settings), report=report, **clients(settings))
+    watcher.stop_on_signals()
+    report(f"watching {request.input} every {request.interval:g} s -> {request.output}")
+    state = watcher.run()
+    report(f"stopped after {state.cycles} cycles; {state.enqueued} objects enqueued")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from infra.jobs import JobStore
     from producer.status import format_status, job_status
@@ -97,6 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="follow the job with a progress bar")
     submit.add_argument("--quiet", action="store_true", help="no progress bar with --wait")
     submit.set_defaults(handler=cmd_submit)
+
+    watch = sub.add_parser("watch", help="process every object that lands under a prefix, once")
+    watch.add_argument("input", help="s3://BUCKET/incoming/")
+    watch.add_argument("--task", required=True, choices=["classify", "detect", "segment"])
+    watch.add_argument("--output", required=True, help="s3://BUCKET/results/")
+    watch.add_argument("--model", help="NAME (CURRENT is pinned per cycle)")
+    watch.add_argument("--interval", type=float, default=5.0, help="seconds between cycles")
+    watch.add_argument("--move-to", help="s3://BUCKET/done/: move inputs there once processed")
+    watch.add_argument("--once", action="store_true", help="process what is there and exit")
+    watch.add_argument("--batch-size", type=int)
+    watch.add_argument(
+        "--max-in-flight", type=int, default=5000, help="wait above this many unfinished items"
+    )
+    watch.add_argument(
+        "--rescan-seconds",
+        type=float,
+        default=60.0,
+        help="list the whole prefix this often (overwrites, out-of-order keys)",
+    )
+    watch.set_defaults(handler=cmd_watch)
 
     status = sub.add_parser("status", help="state, counts, rate and ETA of a job")
     status.add_argument("job_id")

@@ -142,27 +142,51 @@ def submit_job(
             f"no objects under {input_uri} match {' '.join(patterns)}; "
             "check the prefix, or pass --include '*' to take every object"
         )
-    batches = chunk(keys, request.batch_size)
+    return enqueue_job(
+        app,
+        jobs,
+        request.task,
+        keys,
+        input_uri,
+        output_uri,
+        str(model),
+        batch_size=request.batch_size,
+        item_outputs=request.item_outputs,
+    )
+
+
+def enqueue_job(
+    app: Celery,
+    jobs: JobStore,
+    task: str,
+    keys: Sequence[str],
+    input_uri: S3Uri,
+    output_uri: S3Uri,
+    model: str,
+    *,
+    batch_size: int,
+    item_outputs: bool = True,
+) -> SubmittedJob:
+    """Record a job over ``keys`` with a pinned ``model`` and send its batches by task name."""
+    batches = chunk(keys, batch_size)
     job_id = new_job_id()
     jobs.create(
         job_id,
         {
-            "task": request.task,
-            "model": str(model),
+            "task": task,
+            "model": model,
             "input": str(input_uri),
             "output": str(output_uri),
             "total": len(keys),
             "batches": len(batches),
-            "batch_size": request.batch_size,
-            "item_outputs": int(request.item_outputs),
+            "batch_size": batch_size,
+            "item_outputs": int(item_outputs),
         },
     )
-    messages = batch_messages(
-        job_id, request.task, batches, input_uri, output_uri, str(model), request.item_outputs
-    )
+    messages = batch_messages(job_id, task, batches, input_uri, output_uri, model, item_outputs)
     with app.producer_or_acquire() as producer:
         for message in messages:
             app.send_task(
-                TASK_NAMES[request.task], args=[message], queue=INFERENCE_QUEUE, producer=producer
+                TASK_NAMES[task], args=[message], queue=INFERENCE_QUEUE, producer=producer
             )
-    return SubmittedJob(job_id, len(keys), len(batches), str(model), str(output_uri))
+    return SubmittedJob(job_id, len(keys), len(batches), model, str(output_uri))

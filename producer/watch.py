@@ -1,0 +1,218 @@
+"""``bucketvision watch``: the drop folder. Every object that lands is processed once.
+
+Each cycle lists what is new (from the listing cursor; the whole prefix every
+``rescan_seconds`` to catch overwrites and keys that sort before the cursor),
+claims each object version in Redis (:mod:`producer.watch_claims`), and
+enqueues what it claimed as one job at once — no waiting for a full batch.
+Above ``max_in_flight`` unfinished items it waits instead of flooding Redis.
+With ``move_to``, an input is moved only after its job recorded its result;
+failed inputs go to ``<move_to>failed/`` with an ``.error.json`` beside them.
+Nothing is ever deleted without its copy written first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+
+from infra.jobs import JobStore
+from infra.s3 import ObjectInfo, S3Store, S3Uri, parse_s3_uri
+from infra.settings import DEFAULT_MODELS
+from models.registry import ModelRegistry
+from producer.submit import (
+    IMAGE_PATTERNS,
+    INFERENCE_TASKS,
+    SubmitError,
+    enqueue_job,
+    select_keys,
+)
+from producer.watch_claims import Claims
+from worker.outputs import relative_key
+
+log = logging.getLogger("bucketvision.watch")
+
+
+@dataclass(frozen=True)
+class WatchRequest:
+    input: str
+    task: str
+    output: str
+    model: str | None = None
+    interval: float = 5.0
+    move_to: str | None = None
+    once: bool = False
+    batch_size: int = 32
+    max_in_flight: int = 5000
+    rescan_seconds: float = 60.0
+
+
+@dataclass
+class WatchState:
+    """What this watcher started and has not settled yet."""
+
+    jobs: list[str] = field(default_factory=list)
+    cycles: int = 0
+    enqueued: int = 0
+    last_rescan: float = 0.0
+
+
+class Watcher:
+    """One watcher process; several may watch the same prefix."""
+
+    def __init__(
+        self,
+        request: WatchRequest,
+        *,
+        app: Celery,
+        store: S3Store,
+        jobs: JobStore,
+        registry: ModelRegistry,
+        report: Callable[[str], None] = print,
+    ) -> None:
+        if request.task not in INFERENCE_TASKS:
+            raise SubmitError(f"--task must be one of {', '.join(INFERENCE_TASKS)}")
+        if request.interval <= 0:
+            raise SubmitError("--interval must be above 0 seconds")
+        try:
+            self.input = parse_s3_uri(request.input)
+            self.output = parse_s3_uri(request.output)
+            self.move_to = parse_s3_uri(request.move_to) if request.move_to else None
+        except ValueError as error:
+            raise SubmitError(str(error)) from None
+        if (self.output.bucket, self.output.prefix) == (self.input.bucket, self.input.prefix):
+            raise SubmitError("--output must differ from the watched prefix")
+        for bucket in {self.input.bucket, self.output.bucket}:
+            if not store.bucket_exists(bucket):
+                raise SubmitError(f"bucket {bucket!r} does not exist (or is not visible)")
+        self.request = request
+        self.app, self.store, self.jobs, self.registry = app, store, jobs, registry
+        self.claims = Claims(jobs.redis, self.input)
+        self.report = report
+        self.state = WatchState()
+        self.stopping = threading.Event()
+        registry.resolve(self._model_name(), task=request.task)  # fail now, not per cycle
+
+    def _model_name(self) -> str:
+        return self.request.model or DEFAULT_MODELS[self.request.task]
+
+    def _excluded(self) -> list[S3Uri]:
+        return [uri for uri in (self.output, self.move_to) if uri is not None]
+
+    def _list(self, full: bool) -> list[ObjectInfo]:
+        start_after = None if full else self.claims.cursor()
+        listed = list(self.store.list_objects(self.input, start_after=start_after))
+        keys = set(select_keys((info.key for info in listed), self.input, None, IMAGE_PATTERNS))
+        for excluded in self._excluded():
+            if excluded.bucket == self.input.bucket and excluded.prefix:
+                keys = {key for key in keys if not key.startswith(excluded.prefix)}
+        if listed:
+            self.claims.advance(listed[-1].key)
+        return [info for info in listed if info.key in keys]
+
+    def in_flight(self) -> int:
+        """Items of this watcher's jobs that are not done yet."""
+        pending = 0
+        for job_id in self.state.jobs:
+            record = self.jobs.get(job_id)
+            if record["state"] not in ("finished", "failed"):
+                pending += int(record["total"]) - int(record["ok"]) - int(record["error"])
+        return pending
+
+    def cycle(self, *, full: bool = False) -> str | None:
+        """List, claim and enqueue once; returns the job id when something was enqueued."""
+        self.settle()
+        if self.in_flight() >= self.request.max_in_flight:
+            self.report(f"waiting: {self.in_flight()} items in flight (--max-in-flight)")
+            return None
+        now = time.monotonic()
+        full = full or now - self.state.last_rescan >= self.request.rescan_seconds
+        if full:
+            self.state.last_rescan = now
+        claimed = self.claims.claim(self._list(full))
+        self.state.cycles += 1
+        if not claimed:
+            return None
+        model = self.registry.resolve(self._model_name(), task=self.request.task)
+        job = enqueue_job(
+            self.app,
+            self.jobs,
+            self.request.task,
+            [info.key for info in claimed],
+            self.input,
+            self.output,
+            str(model),
+            batch_size=self.request.batch_size,
+        )
+        self.state.jobs.append(job.job_id)
+        self.state.enqueued += job.total
+        self.report(f"{job.job_id}: {job.total} new objects with {job.model}")
+        return job.job_id
+
+    def settle(self) -> None:
+        """Forget finished jobs; with --move-to, move their inputs first."""
+        for job_id in list(self.state.jobs):
+            record = self.jobs.get(job_id)
+            if record["state"] not in ("finished", "failed"):
+                continue
+            if self.move_to is not None:
+                self._move_inputs(job_id)
+            self.state.jobs.remove(job_id)
+
+    def _move_inputs(self, job_id: str) -> None:
+        assert self.move_to is not None
+        moved: list[str] = []
+        for line in self.jobs.manifest_lines(job_id):
+            key = line["key"]
+            relative = relative_key(self.input, key)
+            if line["status"] == "ok":
+                target = self.move_to.key(relative)
+            else:
+                target = self.move_to.key("failed", relative)
+                error = {"key": key, "job_id": job_id, "error": line["error"]}
+                self.store.put_bytes(
+                    self.move_to.bucket,
+                    target + ".error.json",
+                    json.dumps(error).encode(),
+                    "application/json",
+                )
+            if self.store.move(self.input.bucket, key, self.move_to.bucket, target):
+                moved.append(key)
+        self.claims.forget(moved)
+
+    def wait_for_jobs(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.state.jobs and not (deadline and time.monotonic() > deadline):
+            self.settle()
+            if self.state.jobs:
+                time.sleep(0.2)
+
+    def run(self) -> WatchState:
+        """Cycle every ``interval`` until stopped (or once, with --once)."""
+        if self.request.once:
+            self.cycle(full=True)
+            self.wait_for_jobs()
+            return self.state
+        while not self.stopping.is_set():
+            began = time.monotonic()
+            self.cycle()
+            self.stopping.wait(max(0.0, self.request.interval - (time.monotonic() - began)))
+        self.settle()
+        return self.state
+
+    def stop_on_signals(self) -> None:
+        """SIGTERM / SIGINT finish the current cycle and stop."""
+
+        def handler(signum: int, _frame: Any) -> None:
+            self.report(f"stopping after this cycle ({signal.Signals(signum).name})")
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
