@@ -19,6 +19,7 @@ TASK_NAMES = {
     "segment": "bucketvision.segment",
     "generate": "bucketvision.generate",
     "train": "bucketvision.train",
+    "scheduled_train": "bucketvision.scheduled_train",
 }
 
 
@@ -51,7 +52,10 @@ def make_celery(settings: Settings) -> Celery:
             for name in (INFERENCE_QUEUE, TRAINING_QUEUE)
         ),
         task_default_queue=INFERENCE_QUEUE,
-        task_routes={TASK_NAMES["train"]: {"queue": TRAINING_QUEUE}},
+        task_routes={
+            TASK_NAMES["train"]: {"queue": TRAINING_QUEUE},
+            TASK_NAMES["scheduled_train"]: {"queue": TRAINING_QUEUE},
+        },
         worker_send_task_events=False,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,

@@ -74,6 +74,7 @@ class Settings:
     model_refresh_seconds: int = 30
     io_threads: int = 16
     max_attempts: int = 5
+    schedule_file: str | None = None
     model_cache_dir: str = field(
         default_factory=lambda: os.path.join(os.path.expanduser("~"), ".cache", "bucketvision")
     )
@@ -108,6 +109,7 @@ class Settings:
             ),
             io_threads=_integer(env, "BV_IO_THREADS", defaults.io_threads),
             max_attempts=_integer(env, "BV_MAX_ATTEMPTS", defaults.max_attempts),
+            schedule_file=env.get("BV_SCHEDULE_FILE") or None,
             model_cache_dir=env.get("BV_MODEL_CACHE_DIR") or defaults.model_cache_dir,
         )
 

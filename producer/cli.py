@@ -65,6 +65,12 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
+    from producer.beat import run_beat
+
+    return run_beat(settings, loglevel=args.loglevel)
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from infra.jobs import JobStore
     from producer.status import format_status, job_status
@@ -143,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.set_defaults(handler=cmd_watch)
 
+    beat = sub.add_parser("beat", help="scheduled retraining from BV_SCHEDULE_FILE (TOML)")
+    beat.add_argument("--loglevel", default="INFO")
+    beat.set_defaults(handler=cmd_beat)
+
     status = sub.add_parser("status", help="state, counts, rate and ETA of a job")
     status.add_argument("job_id")
     status.add_argument("--json", action="store_true")
@@ -177,6 +187,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from models.dataset_layouts import DatasetError
     from models.loading import ModelLoadError
     from models.registry import ModelNotFound, RegistryError
+    from producer.beat import BeatAlreadyRunning
     from producer.submit import SubmitError
 
     return (
@@ -190,6 +201,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         SubmitError,
         DatasetError,
         RunNotFound,
+        BeatAlreadyRunning,
         ValueError,
         TimeoutError,
         redis.exceptions.ConnectionError,

@@ -105,6 +105,7 @@ def register_tasks(app: Celery) -> None:
 
     # Training is not retried on infrastructure errors: the run is recorded as failed.
     app.task(name=TASK_NAMES["train"])(_training_task)
+    app.task(name=TASK_NAMES["scheduled_train"])(_scheduled_training_task)
 
 
 def _inference_task(message: dict[str, Any]) -> dict[str, Any]:
@@ -113,3 +114,9 @@ def _inference_task(message: dict[str, Any]) -> dict[str, Any]:
 
 def _training_task(body: dict[str, Any]) -> dict[str, Any]:
     return handle_training(body)
+
+
+def _scheduled_training_task(body: dict[str, Any]) -> dict[str, Any]:
+    from worker.scheduled import handle_scheduled_train
+
+    return handle_scheduled_train(body)
