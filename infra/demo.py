@@ -63,6 +63,8 @@ def _make_inputs(store: S3Store, images: int) -> None:
     digits, labels = make_digits(images, seed=20261129)
     for index, (pixels, label) in enumerate(zip(digits, labels, strict=True)):
         store.put_bytes(DEMO_BUCKET, f"incoming/digits/{label}/{index:05d}.png", png_bytes(pixels))
+    for index, (pixels, label) in enumerate(zip(digits[:20], labels[:20], strict=True)):
+        store.put_bytes(DEMO_BUCKET, f"drop/{label}-{index:03d}.png", png_bytes(pixels))
     scenes = make_scenes(DATASETS["detect"][1], seed=20261130, width=192, height=144)
     for index, pixels in enumerate(scenes.images):
         store.put_bytes(DEMO_BUCKET, f"incoming/scenes/{index:03d}.png", png_bytes(pixels))
@@ -147,6 +149,21 @@ def _run_jobs(cli: Any) -> dict[str, str]:
         if cli(command) != 0:
             raise RuntimeError(f"the {task} job failed")
         submitted[task] = jobs.recent_jobs(1)[0]
+    _step("drop folder: `watch --once` over s3://bucketvision-demo/drop/, inputs moved to done/")
+    watch = [
+        "watch",
+        f"s3://{DEMO_BUCKET}/drop/",
+        "--task",
+        "classify",
+        "--output",
+        f"s3://{DEMO_BUCKET}/results/watch/",
+        "--move-to",
+        f"s3://{DEMO_BUCKET}/done/",
+        "--once",
+    ]
+    if cli(watch) != 0:
+        raise RuntimeError("the drop-folder run failed")
+    submitted["watch"] = jobs.recent_jobs(1)[0]
     return submitted
 
 
@@ -169,7 +186,7 @@ def _copy_locally(store: S3Store, submitted: dict[str, str], folder: Path) -> No
         prefix = f"results/{task}/"
         for name in ("summary.json", "manifest.jsonl"):
             store.download_file(DEMO_BUCKET, f"{prefix}_jobs/{job_id}/{name}", str(target / name))
-        wanted = (".annotated.png", ".mask.png") if task in ("detect", "segment") else (".png",)
+        wanted = {"detect": (".annotated.png",), "segment": (".mask.png",)}.get(task, (".png",))
         copied = 0
         for info in store.list_objects(parse_s3_uri(f"s3://{DEMO_BUCKET}/{prefix}")):
             if copied < 6 and info.key.endswith(wanted) and "/_jobs/" not in info.key:

@@ -181,3 +181,66 @@ def test_watch_errors_are_clear(service_env: dict[str, str], digits_model: str) 
         "--once",
     )
     assert model.returncode == 2 and "no model named 'nope'" in model.stderr
+
+
+def test_two_watchers_on_one_prefix_share_the_work_without_duplicates(
+    service_env: dict[str, str],
+    s3_client: Any,
+    digits_model: str,
+    start_worker: Any,
+    tmp_path: Path,
+) -> None:
+    bucket = "e2e-watch-two"
+    s3_client.create_bucket(Bucket=bucket)
+    images, _ = make_digits(40, seed=406)
+    for index in range(40):
+        s3_client.put_object(
+            Bucket=bucket, Key=f"in/{index:02d}.png", Body=png_bytes(images[index])
+        )
+    worker = start_worker("--cpu", "--concurrency", "2")
+    worker.wait_for_children(2)
+    args = (
+        f"s3://{bucket}/in/",
+        "--task",
+        "classify",
+        "--output",
+        f"s3://{bucket}/out/",
+        "--once",
+        "--batch-size",
+        "4",
+    )
+    watchers = [_start_watcher(service_env, tmp_path / f"w{i}.log", *args) for i in range(2)]
+    assert [watcher.wait(timeout=180) for watcher in watchers] == [0, 0]
+    counts = _manifest_keys(s3_client, bucket, "out/")
+    assert counts == Counter(f"in/{index:02d}.png" for index in range(40))
+
+
+def test_backpressure_waits_instead_of_enqueueing(
+    service_env: dict[str, str], settings: Any, s3_client: Any, digits_model: str
+) -> None:
+    from infra.jobs import JobStore
+    from infra.queue import make_celery
+    from infra.s3 import S3Store
+    from models.registry import ModelRegistry
+    from producer.watch import Watcher, WatchRequest
+
+    bucket = "e2e-watch-pressure"
+    s3_client.create_bucket(Bucket=bucket)
+    s3_client.put_object(Bucket=bucket, Key="in/a.png", Body=png_bytes(make_digits(1, 1)[0][0]))
+    store = S3Store.from_settings(settings)
+    jobs = JobStore.from_url(settings.broker_url)
+    reports: list[str] = []
+    watcher = Watcher(
+        WatchRequest(f"s3://{bucket}/in/", "classify", f"s3://{bucket}/out/", max_in_flight=3),
+        app=make_celery(settings),
+        store=store,
+        jobs=jobs,
+        registry=ModelRegistry(store, settings.models_uri),
+        report=reports.append,
+    )
+    jobs.create("pressure-job", {"task": "classify", "total": 5, "batches": 1})
+    watcher.state.jobs.append("pressure-job")  # 5 unfinished items, above the limit of 3
+    assert watcher.cycle() is None
+    assert reports == ["waiting: 5 items in flight (--max-in-flight)"]
+    jobs.mark_finished("pressure-job", "finished", time.time())
+    assert watcher.cycle() is not None  # room again: the object is claimed and enqueued
