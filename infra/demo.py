@@ -215,6 +215,11 @@ def _report(store: S3Store, settings: Settings, submitted: dict[str, str], endpo
         f"S3 endpoint {endpoint}; per job: results/<task>/_jobs/<job_id>/summary.json, "
         "manifest.jsonl; masks *.mask.png, boxes *.annotated.png, images generated/"
     )
+    _copy_locally(store, submitted, Path("demo-output"))
+    print(
+        "copied each job's summary, manifest and a few result images to demo-output/<task>/ "
+        "(the S3 server is in memory and stops with the demo; --keep-running keeps it)"
+    )
 
 
 def run_demo(
