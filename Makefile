@@ -24,6 +24,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/bandit -q -r producer worker models infra -s B404
 
 format: install
 	$(BIN)/ruff format .

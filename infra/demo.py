@@ -49,7 +49,8 @@ def _start_worker(environment: dict[str, str], log_path: Path) -> subprocess.Pop
     ]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        return subprocess.Popen(
+        # Our own worker command, no shell (bandit B603).
+        return subprocess.Popen(  # nosec B603
             command, env=environment, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
         )
 

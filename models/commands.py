@@ -21,8 +21,7 @@ def read_labels(labels: str | None, labels_file: str | None) -> list[str]:
         raise RegistryError("give the class labels with exactly one of --labels or --labels-file")
     if labels:
         found = [label.strip() for label in labels.split(",") if label.strip()]
-    else:
-        assert labels_file is not None
+    elif labels_file is not None:
         if not os.path.exists(labels_file):
             raise RegistryError(f"--labels-file {labels_file}: no such file")
         with open(labels_file, encoding="utf-8") as handle:

@@ -60,7 +60,9 @@ class DatasetLayout:
 
 def held_out(key: str, percent: int = 10) -> bool:
     """Deterministic: the same key is always in or out, whatever the listing order."""
-    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % 100 < percent
+    return (
+        int(hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:8], 16) % 100 < percent
+    )
 
 
 def _sorted_labels(labels: Iterable[str]) -> list[str]:

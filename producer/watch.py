@@ -167,7 +167,8 @@ class Watcher:
             self.state.jobs.remove(job_id)
 
     def _move_inputs(self, job_id: str) -> None:
-        assert self.move_to is not None
+        if self.move_to is None:
+            return
         moved: list[str] = []
         for line in self.jobs.manifest_lines(job_id):
             key = line["key"]

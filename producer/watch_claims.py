@@ -33,7 +33,7 @@ class Claims:
 
     def __init__(self, client: redis.Redis, prefix: S3Uri) -> None:
         self.redis = client
-        digest = hashlib.sha1(str(prefix).encode()).hexdigest()[:16]
+        digest = hashlib.sha1(str(prefix).encode(), usedforsecurity=False).hexdigest()[:16]
         self.key = f"bv:watch:{digest}"
         self._claim = client.register_script(_CLAIM)
 
