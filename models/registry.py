@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from infra.s3 import ObjectMissing, S3Store, S3Uri, parse_s3_uri
+from infra.s3 import ObjectInfo, ObjectMissing, S3Store, S3Uri, parse_s3_uri
 
 TASKS = ("classify", "detect", "segment", "generate")
 STATUSES = ("candidate", "promoted", "rejected")
@@ -77,11 +77,16 @@ class ModelRegistry:
     def _key(self, *parts: str) -> str:
         return self.root.key(*parts)
 
+    def _listed(self, uri: S3Uri) -> list[ObjectInfo]:
+        """The objects under ``uri``; none while the models bucket does not exist yet."""
+        try:
+            return list(self.store.list_objects(uri))
+        except ObjectMissing:
+            return []
+
     def names(self) -> list[str]:
-        if not self.store.bucket_exists(self.root.bucket):
-            return []  # nothing registered yet
         names: set[str] = set()
-        for info in self.store.list_objects(self.root):
+        for info in self._listed(self.root):
             relative = info.key[len(self.root.prefix) :]
             if "/" in relative:
                 names.add(relative.split("/", 1)[0])
@@ -90,10 +95,8 @@ class ModelRegistry:
     def versions(self, name: str) -> list[str]:
         """Versions of ``name`` that have a card, oldest first."""
         found: list[str] = []
-        if not self.store.bucket_exists(self.root.bucket):
-            return found  # nothing registered yet
         prefix = S3Uri(self.root.bucket, self._key(name) + "/")
-        for info in self.store.list_objects(prefix):
+        for info in self._listed(prefix):
             parts = info.key[len(prefix.prefix) :].split("/")
             if len(parts) == 2 and parts[1] == "card.json" and _VERSION.match(parts[0]):
                 found.append(parts[0])

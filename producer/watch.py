@@ -129,8 +129,9 @@ class Watcher:
     def cycle(self, *, full: bool = False) -> str | None:
         """List, claim and enqueue once; returns the job id when something was enqueued."""
         self.settle()
-        if self.in_flight() >= self.request.max_in_flight:
-            self.report(f"waiting: {self.in_flight()} items in flight (--max-in-flight)")
+        pending = self.in_flight()
+        if pending >= self.request.max_in_flight:
+            self.report(f"waiting: {pending} items in flight (--max-in-flight)")
             return None
         now = time.monotonic()
         full = full or now - self.state.last_rescan >= self.request.rescan_seconds
