@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= worker,local,dev
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench bench-quality clean
+.PHONY: install demo test test-chaos lint format bench bench-quality clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest tests
+
+# Faults on purpose: workers killed, Redis restarted, S3 cut for 30 s (~10 min).
+test-chaos: install
+	$(BIN)/python -m pytest tests/chaos -m chaos
 
 lint: install
 	$(BIN)/ruff check .

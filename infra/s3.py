@@ -15,13 +15,28 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from infra.settings import Settings
 
 
 class StorageError(RuntimeError):
     """An S3 operation failed in a way the caller should report to the user."""
+
+
+class StorageUnavailable(StorageError):
+    """S3 did not answer, or answered "try later" (5xx, throttling), after botocore's retries.
+
+    The object may be fine: the caller should retry the whole unit of work later
+    rather than report the object as failed.
+    """
 
 
 class ObjectTooLarge(StorageError):
@@ -92,6 +107,21 @@ def _error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
+_TRY_LATER_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"}
+    | {"InternalError", "503", "500", "502", "504"}
+)
+_TRANSPORT_ERRORS = (BotoConnectionError, HTTPClientError, IncompleteReadError, ConnectionError)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for failures that say nothing about the object: network, timeouts, 5xx, throttling."""
+    if isinstance(error, ClientError):
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return status >= 500 or _error_code(error) in _TRY_LATER_CODES
+    return isinstance(error, _TRANSPORT_ERRORS)
+
+
 class S3Store:
     """Thin, typed wrapper over a boto3 client with the service's error vocabulary."""
 
@@ -103,6 +133,15 @@ class S3Store:
         return cls(make_client(settings, pool_size=pool_size))
 
     def _explain(self, error: Exception, what: str) -> StorageError:
+        if isinstance(error, StorageError):
+            return error
+        if isinstance(error, EndpointConnectionError):
+            return StorageUnavailable(
+                f"{what}: cannot reach the S3 endpoint ({error}); is BV_S3_ENDPOINT_URL right?"
+            )
+        if is_transient(error):
+            reason = f"{type(error).__name__}: {error}"
+            return StorageUnavailable(f"{what}: S3 is unavailable ({reason})")
         if isinstance(error, ClientError):
             code = _error_code(error)
             if code in ("NoSuchBucket",):
@@ -112,10 +151,6 @@ class S3Store:
             if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 return StorageError(f"{what}: access denied ({code}); check the AWS_* credentials")
             return StorageError(f"{what}: {code or error}")
-        if isinstance(error, EndpointConnectionError):
-            return StorageError(
-                f"{what}: cannot reach the S3 endpoint ({error}); is BV_S3_ENDPOINT_URL right?"
-            )
         return StorageError(f"{what}: {type(error).__name__}: {error}")
 
     def bucket_exists(self, bucket: str) -> bool:
@@ -144,7 +179,7 @@ class S3Store:
             for page in paginator.paginate(**arguments):
                 for entry in page.get("Contents", []):
                     yield ObjectInfo(entry["Key"], int(entry["Size"]), entry["ETag"].strip('"'))
-        except (ClientError, EndpointConnectionError) as error:
+        except (ClientError, BotoCoreError) as error:
             raise self._explain(error, f"listing {uri}") from error
 
     def get_bytes(self, bucket: str, key: str, *, max_bytes: int | None = None) -> bytes:
@@ -164,7 +199,7 @@ class S3Store:
             try:
                 data: bytes = body.read() if max_bytes is None else body.read(max_bytes + 1)
             except (BotoCoreError, OSError) as error:
-                raise StorageError(f"{what}: reading the body failed: {error}") from error
+                raise StorageUnavailable(f"{what}: reading the body failed: {error}") from error
             if max_bytes is not None and len(data) > max_bytes:
                 raise ObjectTooLarge(f"{what} is above BV_MAX_OBJECT_BYTES={max_bytes}")
             return data

@@ -75,6 +75,7 @@ class Settings:
     io_threads: int = 16
     max_attempts: int = 5
     schedule_file: str | None = None
+    unsafe_models: frozenset[str] = frozenset()
     model_cache_dir: str = field(
         default_factory=lambda: os.path.join(os.path.expanduser("~"), ".cache", "bucketvision")
     )
@@ -110,6 +111,9 @@ class Settings:
             io_threads=_integer(env, "BV_IO_THREADS", defaults.io_threads),
             max_attempts=_integer(env, "BV_MAX_ATTEMPTS", defaults.max_attempts),
             schedule_file=env.get("BV_SCHEDULE_FILE") or None,
+            unsafe_models=frozenset(
+                name.strip() for name in env.get("BV_UNSAFE_MODELS", "").split(",") if name.strip()
+            ),
             model_cache_dir=env.get("BV_MODEL_CACHE_DIR") or defaults.model_cache_dir,
         )
 
@@ -130,4 +134,5 @@ class Settings:
             "max_object_bytes": self.max_object_bytes,
             "metrics_port": self.metrics_port,
             "visibility_timeout": self.visibility_timeout,
+            "unsafe_models": sorted(self.unsafe_models),
         }

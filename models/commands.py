@@ -51,8 +51,13 @@ def register_model(
     dataset: str | None = None,
     trained_at: str | None = None,
     promote: bool | None = None,
+    allow_unsafe: bool = False,
 ) -> ModelRef:
-    """Validate ``path`` in Keras safe mode, then add it as the next version of ``name``."""
+    """Validate ``path`` (in Keras safe mode unless ``allow_unsafe``), then add it as a version.
+
+    A model that needs unsafe loading is recorded as such on its card; workers still
+    refuse it unless the operator lists its name in ``BV_UNSAFE_MODELS``.
+    """
     from models.loading import describe_model, load_keras_model
 
     parse_model_ref(name)
@@ -62,7 +67,7 @@ def register_model(
         raise RegistryError(f"--file {path}: no such file")
     if task != "classify":
         raise RegistryError(f"registering {task!r} models is not supported yet; use classify")
-    shape = describe_model(load_keras_model(path))
+    shape = describe_model(load_keras_model(path, allow_unsafe=allow_unsafe, name=name))
     if shape.outputs != len(labels):
         raise RegistryError(
             f"the model has {shape.outputs} outputs but {len(labels)} labels were given"
@@ -76,6 +81,7 @@ def register_model(
         "dataset": dataset,
         "trained_at": trained_at,
         "format": "keras",
+        **({"unsafe": True} if allow_unsafe else {}),
     }
     return registry.add_version(name, path, card, promote=promote)
 

@@ -1,8 +1,9 @@
 """Loading Keras models safely and describing what they expect.
 
-Models always load with Keras safe mode, so a file cannot run arbitrary Python
-(a ``Lambda`` layer holding bytecode is refused). TensorFlow is imported only
-when a function here is called.
+Models load with Keras safe mode, so a file cannot run arbitrary Python (a
+``Lambda`` layer holding bytecode is refused). An operator who trusts a model
+that needs one names it in ``BV_UNSAFE_MODELS``; nothing else lifts safe mode.
+TensorFlow is imported only when a function here is called.
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ class ModelShape:
     outputs: int
 
 
-def load_keras_model(path: str) -> Any:
-    """Load ``path`` in safe mode, uncompiled; ModelLoadError says what went wrong."""
+def load_keras_model(path: str, *, allow_unsafe: bool = False, name: str | None = None) -> Any:
+    """Load ``path`` uncompiled, in safe mode unless ``allow_unsafe``; or ModelLoadError."""
     import keras
 
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        return keras.saving.load_model(path, compile=False, safe_mode=not allow_unsafe)
     except ValueError as error:
         if "safe_mode" in str(error) or "Lambda" in str(error):
+            allow = f"BV_UNSAFE_MODELS={name}" if name else "BV_UNSAFE_MODELS=<model name>"
             raise ModelLoadError(
                 f"{path}: refused in Keras safe mode (the model holds Python code, e.g. a Lambda"
-                " layer); rebuild it with standard or registered custom layers"
+                " layer); rebuild it with standard or registered custom layers, or, if you"
+                f" trust its author, set {allow} on the workers"
             ) from None
         raise ModelLoadError(f"{path}: not a loadable Keras model: {error}") from None
     except Exception as error:

@@ -117,6 +117,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
             labels=labels,
             preprocess=args.preprocess,
             promote=True if args.promote else None,
+            allow_unsafe=args.allow_unsafe,
         )
         print(f"registered {ref} ({ref.card['status']})")
     return 0
@@ -205,6 +206,12 @@ def add_model_commands(sub: Any) -> None:
     register.add_argument("--labels-file", help="one label per line, or a JSON list")
     register.add_argument("--preprocess", default="unit", choices=["unit", "symmetric", "raw"])
     register.add_argument("--promote", action="store_true", help="make it CURRENT now")
+    register.add_argument(
+        "--allow-unsafe",
+        action="store_true",
+        help="accept a model that only loads with Keras safe mode off (e.g. a Lambda layer);"
+        " workers still refuse it unless BV_UNSAFE_MODELS names it",
+    )
     models.set_defaults(handler=cmd_models)
 
     datasets = sub.add_parser("datasets", help="synthetic datasets for demos and tests")

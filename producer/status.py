@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from infra.jobs import JobStore
+from infra.outages import OUTAGE_ERRORS, Backoff
 
 FINAL_STATES = ("finished", "failed")
 
@@ -89,9 +90,20 @@ def wait_for_job(
     )
     began = time.monotonic()
     last_done, last_change = 0, began
+    backoff = Backoff(cap=10.0)
     try:
         while True:
-            status = job_status(jobs.get(job_id))
+            try:
+                status = job_status(jobs.get(job_id))
+            except OUTAGE_ERRORS as error:  # Redis restarting: the job goes on without us
+                bar.set_description_str(f"{record['task']} {job_id} (Redis unavailable: {error})")
+                if timeout_seconds is not None and time.monotonic() - began > timeout_seconds:
+                    raise
+                time.sleep(backoff.next_delay())
+                continue
+            if backoff.failures:
+                backoff.reset()
+                bar.set_description_str(f"{record['task']} {job_id}")
             bar.update(status["done"] - bar.n)
             bar.set_postfix(ok=status["ok"], error=status["error"], refresh=False)
             if status["state"] in FINAL_STATES:

@@ -12,6 +12,7 @@ Nothing is ever deleted without its copy written first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -24,6 +25,7 @@ from typing import Any
 from celery import Celery
 
 from infra.jobs import JobStore
+from infra.outages import OUTAGE_ERRORS, Backoff
 from infra.s3 import ObjectInfo, S3Store, S3Uri, parse_s3_uri
 from infra.settings import DEFAULT_MODELS
 from models.registry import ModelRegistry
@@ -141,17 +143,23 @@ class Watcher:
         self.state.cycles += 1
         if not claimed:
             return None
-        model = self.registry.resolve(self._model_name(), task=self.request.task)
-        job = enqueue_job(
-            self.app,
-            self.jobs,
-            self.request.task,
-            [info.key for info in claimed],
-            self.input,
-            self.output,
-            str(model),
-            batch_size=self.request.batch_size,
-        )
+        try:
+            model = self.registry.resolve(self._model_name(), task=self.request.task)
+            job = enqueue_job(
+                self.app,
+                self.jobs,
+                self.request.task,
+                [info.key for info in claimed],
+                self.input,
+                self.output,
+                str(model),
+                batch_size=self.request.batch_size,
+            )
+        except BaseException:
+            with contextlib.suppress(*OUTAGE_ERRORS):  # else they go stale and are reclaimed
+                self.claims.release(claimed)
+            raise
+        self.claims.confirm(claimed)
         self.state.jobs.append(job.job_id)
         self.state.enqueued += job.total
         self.report(f"{job.job_id}: {job.total} new objects with {job.model}")
@@ -202,11 +210,20 @@ class Watcher:
             self.cycle(full=True)
             self.wait_for_jobs()
             return self.state
+        backoff = Backoff()
         while not self.stopping.is_set():
             began = time.monotonic()
-            self.cycle()
+            try:
+                self.cycle()
+            except OUTAGE_ERRORS as error:
+                delay = backoff.next_delay()
+                self.report(f"{type(error).__name__}: {error}; retrying in {delay:.0f} s")
+                self.stopping.wait(delay)
+                continue
+            backoff.reset()
             self.stopping.wait(max(0.0, self.request.interval - (time.monotonic() - began)))
-        self.settle()
+        with contextlib.suppress(*OUTAGE_ERRORS):
+            self.settle()
         return self.state
 
     def stop_on_signals(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
@@ -17,7 +18,10 @@ import redis
 from botocore.config import Config
 
 from infra.local_services import ManagedProcess, redis_answers, start_moto, start_redis
+from infra.s3 import S3Store
 from infra.settings import Settings
+from tests.helpers import train_and_register_digits
+from tests.workers import WorkerProcess
 
 TEST_REDIS_DB = 11
 
@@ -74,3 +78,25 @@ def s3_client(service_env: dict[str, str]):  # type: ignore[no-untyped-def]
         aws_secret_access_key="testing-secret",
         config=Config(max_pool_connections=32),
     )
+
+
+@pytest.fixture(scope="session")
+def digits_model(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> str:
+    store = S3Store.from_settings(settings)
+    return train_and_register_digits(settings, store, "digits", str(tmp_path_factory.mktemp("m")))
+
+
+@pytest.fixture
+def start_worker(service_env: dict[str, str], tmp_path: Path) -> Iterator[object]:
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess(
+            {**service_env, **(env or {})}, tmp_path / f"worker{len(started)}.log", *args
+        )
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

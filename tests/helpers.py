@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import subprocess
@@ -121,3 +122,12 @@ def train_and_register_digits(settings: Any, store: Any, name: str, path_dir: st
     store.ensure_bucket(registry.root.bucket)
     card = {**trained.card, "task": "classify", "format": "keras"}
     return str(registry.add_version(name, path, card, promote=True))
+
+
+def read_job(s3_client: Any, bucket: str, output: str, job_id: str) -> tuple[list[dict], dict]:
+    base = f"{output}_jobs/{job_id}/"
+    manifest = s3_client.get_object(Bucket=bucket, Key=base + "manifest.jsonl")["Body"].read()
+    summary = json.loads(
+        s3_client.get_object(Bucket=bucket, Key=base + "summary.json")["Body"].read()
+    )
+    return [json.loads(row) for row in manifest.decode().splitlines()], summary

@@ -13,7 +13,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from infra.s3 import S3Store, S3Uri, StorageError, parse_s3_uri
+from infra.s3 import S3Store, S3Uri, StorageError, StorageUnavailable, parse_s3_uri
 from worker.outputs import manifest_line
 from worker.pipeline import BatchOutcome
 
@@ -88,6 +88,8 @@ def run_generate_batch(
         infer_seconds = time.perf_counter() - infer_start
         if len(images) != len(keys):
             raise ValueError(f"the model returned {len(images)} images for {len(keys)} seeds")
+    except StorageUnavailable:
+        raise
     except Exception as error:
         reason = (type(error).__name__, f"could not generate with {message.model}: {error}")
         images = []
@@ -102,6 +104,8 @@ def run_generate_batch(
             if item.label is not None:
                 result["label"] = labels[item.label] if item.label < len(labels) else item.label
             results[key] = result
+        except StorageUnavailable:
+            raise
         except StorageError as error:
             errors[key] = ("UploadError", str(error))
         except Exception as error:  # an encoding failure fails only its item

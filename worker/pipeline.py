@@ -2,7 +2,9 @@
 
 Plain functions with explicit dependencies: the Celery task only parses the
 message and calls :func:`run_batch`. A bad image never fails its batch; it
-becomes an ``error`` manifest line with the reason.
+becomes an ``error`` manifest line with the reason. S3 being unavailable says
+nothing about an image, so :class:`StorageUnavailable` is raised out of the
+batch for the task to retry it whole.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from infra.s3 import S3Store, S3Uri, StorageError, parse_s3_uri
+from infra.s3 import S3Store, S3Uri, StorageError, StorageUnavailable, parse_s3_uri
 from models.family import ItemFile, ServedModel
 from worker.decode import DecodedImage, DecodeError, decode_image
 from worker.outputs import item_output_key, manifest_line
@@ -88,6 +90,8 @@ def _fetch_and_decode(
     start = time.perf_counter()
     try:
         data = store.get_bytes(bucket, item.key, max_bytes=limits.max_bytes)
+    except StorageUnavailable:
+        raise
     except StorageError as error:
         item.error = (type(error).__name__, str(error))
         item.download_seconds = time.perf_counter() - start
@@ -128,6 +132,8 @@ def _upload_result(store: S3Store, message: BatchMessage, item: ItemState) -> It
             body = {"key": item.key, "model": message.model, "task": message.task, **result}
             store.put_bytes(bucket, key, json.dumps(body).encode(), "application/json")
             item.output = f"s3://{bucket}/{key}"
+    except StorageUnavailable:
+        raise
     except StorageError as error:
         item.error, item.result = ("UploadError", str(error)), None
     item.upload_seconds = time.perf_counter() - start
@@ -158,6 +164,8 @@ def run_batch(
     items = [ItemState(key) for key in message.keys]
     try:
         model = load_model(message.model)
+    except StorageUnavailable:
+        raise
     except Exception as error:
         reason = f"model {message.model} could not be loaded: {error}"
         return _all_failed(message, items, ("ModelLoadError", reason), attempt, started, reason)
@@ -233,11 +241,20 @@ def _all_failed(
     return BatchOutcome(lines, {}, failure)
 
 
-def dead_letter(message: Any, attempt: int, max_attempts: int) -> BatchOutcome:
-    """A batch whose worker died ``max_attempts`` times: every item an error, no retry."""
+def dead_letter(message: Any, attempt: int, deaths: int, max_attempts: int) -> BatchOutcome:
+    """A batch whose worker died ``deaths`` >= ``max_attempts`` times: every item an error."""
     reason = (
-        f"the batch was attempted {attempt} times and its worker died each time "
-        f"(BV_MAX_ATTEMPTS={max_attempts}); it is dead-lettered"
+        f"the worker running this batch died {deaths} times (killed, crashed or out of "
+        f"memory; BV_MAX_ATTEMPTS={max_attempts}), so it is dead-lettered instead of retried; "
+        "look for an item that crashes the decoder or the model, or give the workers more memory"
     )
     items = [ItemState(key) for key in message.keys]
     return _all_failed(message, items, ("DeadLetter", reason), attempt, time.perf_counter(), None)
+
+
+def gave_up(message: Any, attempt: int, error: Exception) -> BatchOutcome:
+    """A batch whose retries for an outage (S3 or Redis) ran out: every item an error."""
+    reason = f"gave up after {attempt} attempts while storage was unavailable: {error}"
+    items = [ItemState(key) for key in message.keys]
+    error_type = type(error).__name__
+    return _all_failed(message, items, (error_type, reason), attempt, time.perf_counter(), None)

@@ -44,10 +44,12 @@ class ModelCache:
         *,
         refresh_seconds: float = 30.0,
         keep_versions: int = 2,
+        unsafe_models: frozenset[str] = frozenset(),
     ) -> None:
         self.registry = registry
         self.store = store
         self.cache_dir = cache_dir
+        self.unsafe_models = unsafe_models
         self.batch_size = batch_size
         self.refresh_seconds = refresh_seconds
         self.keep_versions = keep_versions
@@ -140,7 +142,9 @@ class ModelCache:
             partial = f"{path}.{os.getpid()}.part"
             self.store.download_file(*self.registry.model_key(name, version), partial)
             os.replace(partial, path)
-        model = load_keras_model(path)
+        model = load_keras_model(path, allow_unsafe=name in self.unsafe_models, name=name)
+        if name in self.unsafe_models:
+            log.warning("loaded %s with Keras safe mode OFF (BV_UNSAFE_MODELS)", reference)
         try:
             served = family(str(card.get("task"))).serve(model, card, self.batch_size)
         except (KeyError, ValueError) as error:
@@ -166,6 +170,7 @@ class WorkerRuntime:
             settings.model_cache_dir,
             settings.batch_size,
             refresh_seconds=settings.model_refresh_seconds,
+            unsafe_models=settings.unsafe_models,
         )
         self.pool = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="bv-io")
         self.limits = Limits(settings.max_image_pixels, settings.max_object_bytes)

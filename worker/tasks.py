@@ -14,21 +14,18 @@ import redis
 from celery import Celery
 
 from infra.jobs import JobNotFound
+from infra.outages import OUTAGE_ERRORS
 from infra.queue import TASK_NAMES
-from infra.s3 import StorageError
 from worker.finalize import finalize_job
 from worker.generation import GenerateMessage, run_generate_batch
-from worker.pipeline import BatchMessage, BatchOutcome, dead_letter, run_batch
+from worker.pipeline import BatchMessage, BatchOutcome, dead_letter, gave_up, run_batch
 from worker.runtime import WorkerRuntime, get_runtime
 from worker.training_task import handle_training
 
 log = logging.getLogger("bucketvision.worker")
 
-INFRASTRUCTURE_ERRORS = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    StorageError,
-)
+INFRASTRUCTURE_ERRORS = OUTAGE_ERRORS
+MAX_RETRIES = 12
 
 
 def finalize_if_complete(runtime: WorkerRuntime, job_id: str) -> None:
@@ -58,8 +55,13 @@ def _run(
     )
 
 
-def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
-    """Run one batch of a job (classify, detect, segment or generate) and record it once."""
+def handle_inference_batch(body: dict[str, Any], *, final_try: bool = False) -> dict[str, Any]:
+    """Run one batch of a job (classify, detect, segment or generate) and record it once.
+
+    An outage (S3 or Redis unreachable) is raised for the task to retry the batch
+    later; on the ``final_try`` the batch is recorded with every item an error
+    instead, so the job still finishes and says what happened.
+    """
     runtime = get_runtime()
     message: BatchMessage | GenerateMessage = (
         GenerateMessage.from_json(body)
@@ -78,16 +80,33 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
         log.info("batch %s of job %s was already recorded", message.batch, message.job_id)
         finalize_if_complete(runtime, message.job_id)
         return {"job_id": message.job_id, "batch": message.batch, "recorded": False}
-    if attempt > runtime.settings.max_attempts:
-        outcome = dead_letter(message, attempt, runtime.settings.max_attempts)
+    if start.worker_deaths >= runtime.settings.max_attempts:
+        outcome = dead_letter(message, attempt, start.worker_deaths, runtime.settings.max_attempts)
     else:
-        outcome = _run(runtime, message, attempt)
+        try:
+            outcome = _run(runtime, message, attempt)
+        except INFRASTRUCTURE_ERRORS as error:
+            if not final_try:
+                _release(runtime, message)
+                log.warning(
+                    "batch %s of job %s: %s; retrying", message.batch, message.job_id, error
+                )
+                raise
+            outcome = gave_up(message, attempt, error)
     record = runtime.jobs.record_batch(
         message.job_id, message.batch, outcome.lines, outcome.stage_seconds, outcome.failure
     )
     if record.job_complete:
         finalize_job(runtime.jobs, runtime.store, message.job_id, runtime.identity)
     return {"job_id": message.job_id, "batch": message.batch, "recorded": record.first_time}
+
+
+def _release(runtime: WorkerRuntime, message: BatchMessage | GenerateMessage) -> None:
+    """Best effort: an attempt handed back for a retry is not a worker death."""
+    try:
+        runtime.jobs.release_batch(message.job_id, message.batch)
+    except redis.exceptions.RedisError as error:
+        log.warning("could not note the retry of batch %s: %s", message.batch, error)
 
 
 def register_tasks(app: Celery) -> None:
@@ -97,19 +116,19 @@ def register_tasks(app: Celery) -> None:
         "retry_backoff": 2,
         "retry_backoff_max": 60,
         "retry_jitter": True,
-        "max_retries": 12,
+        "max_retries": MAX_RETRIES,
     }
 
     for task in ("classify", "detect", "segment", "generate"):
-        app.task(name=TASK_NAMES[task], **options)(_inference_task)
+        app.task(name=TASK_NAMES[task], bind=True, **options)(_inference_task)
 
     # Training is not retried on infrastructure errors: the run is recorded as failed.
     app.task(name=TASK_NAMES["train"])(_training_task)
     app.task(name=TASK_NAMES["scheduled_train"])(_scheduled_training_task)
 
 
-def _inference_task(message: dict[str, Any]) -> dict[str, Any]:
-    return handle_inference_batch(message)
+def _inference_task(task: Any, message: dict[str, Any]) -> dict[str, Any]:
+    return handle_inference_batch(message, final_try=task.request.retries >= task.max_retries)
 
 
 def _training_task(body: dict[str, Any]) -> dict[str, Any]:

@@ -7,23 +7,13 @@ import os
 import signal
 import time
 from collections import Counter
-from typing import Any
 
 import pytest
 import redis
 
-from tests.helpers import bad_files, run_cli, upload_digits
+from tests.helpers import bad_files, read_job, run_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
-
-
-def read_job(s3_client: Any, bucket: str, output: str, job_id: str) -> tuple[list[dict], dict]:
-    base = f"{output}_jobs/{job_id}/"
-    manifest = s3_client.get_object(Bucket=bucket, Key=base + "manifest.jsonl")["Body"].read()
-    summary = json.loads(
-        s3_client.get_object(Bucket=bucket, Key=base + "summary.json")["Body"].read()
-    )
-    return [json.loads(row) for row in manifest.decode().splitlines()], summary
 
 
 def test_classify_job_with_bad_files(service_env, s3_client, digits_model, start_worker) -> None:

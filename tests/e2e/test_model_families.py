@@ -62,7 +62,7 @@ def _train(service_env: dict[str, str], task: str, *extra: str) -> Any:
 def family_worker(
     service_env: dict[str, str], s3_client: Any, tmp_path_factory: Any
 ) -> Iterator[Any]:
-    from tests.e2e.conftest import WorkerProcess
+    from tests.workers import WorkerProcess
 
     s3_client.create_bucket(Bucket=BUCKET)
     for task, count in TINY.items():

@@ -66,6 +66,17 @@ def test_redelivered_batch_is_counted_once(redis_url: str) -> None:
     assert [line["key"] for line in jobs.manifest_lines(job_id)] == ["a", "b", "c", "d"]
 
 
+def test_released_attempts_are_not_worker_deaths(redis_url: str) -> None:
+    jobs = JobStore.from_url(redis_url)
+    job_id = _job(jobs, 1, "s3://b/out/")
+    assert jobs.begin_batch(job_id, 0).worker_deaths == 0
+    jobs.release_batch(job_id, 0)  # handed back for a retry (an S3 outage)
+    second = jobs.begin_batch(job_id, 0)
+    assert (second.attempt, second.released, second.worker_deaths) == (2, 1, 0)
+    third = jobs.begin_batch(job_id, 0)  # the second attempt's worker died: no release
+    assert (third.attempt, third.worker_deaths) == (3, 1)
+
+
 def test_unknown_job_is_reported(redis_url: str) -> None:
     jobs = JobStore.from_url(redis_url)
     with pytest.raises(JobNotFound, match="no job"):

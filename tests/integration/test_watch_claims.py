@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import redis
@@ -41,3 +42,23 @@ def test_the_cursor_only_moves_forward(redis_url: str) -> None:
     claims.advance("in/b.png")
     claims.advance("in/a.png")
     assert claims.cursor() == "in/b.png"
+
+
+def test_a_claim_whose_job_was_never_enqueued_is_not_lost(redis_url: str) -> None:
+    """Pending claims: released on a failed enqueue, reclaimable once stale, final on confirm."""
+    client = redis.Redis.from_url(redis_url)
+    prefix = S3Uri("claims-pending", "in/")
+    client.delete(Claims(client, prefix).key)
+    first, second = Claims(client, prefix), Claims(client, prefix, stale_seconds=0.2)
+    objects = _objects(3)
+    assert first.claim(objects) == objects
+    assert second.claim(objects) == []  # pending and fresh: held by the first watcher
+    first.release(objects[:1])  # its enqueue failed
+    assert second.claim(objects) == objects[:1]
+    time.sleep(0.3)  # the first watcher died before enqueuing the other two
+    assert second.claim(objects) == objects  # stale pending claims are taken over
+    second.confirm(objects)
+    time.sleep(0.3)
+    assert second.claim(objects) == [] and first.claim(objects) == []  # final: never again
+    second.release(objects)  # releasing a final claim changes nothing
+    assert first.claim(objects) == []

@@ -102,7 +102,7 @@ def _judge_generator(env: dict[str, str], store: S3Store, gan: str, judge: str) 
 
 
 def run_quality(tasks: list[str], log_dir: Path) -> dict[str, Any]:
-    from tests.e2e.conftest import WorkerProcess
+    from tests.workers import WorkerProcess
 
     os.environ.update(
         {

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from infra.s3 import S3Store, S3Uri
+from infra.s3 import S3Store, S3Uri, StorageUnavailable
 from models.family import ItemResult
 from worker.pipeline import BatchMessage, BatchOutcome, Limits, dead_letter, run_batch
 
@@ -345,9 +345,10 @@ class _BrokenBody:
         pass
 
 
-def test_a_body_read_error_on_one_item_does_not_fail_the_batch(
+def test_a_body_read_timeout_hands_the_whole_batch_back_for_a_retry(
     mixed_bucket: S3Store, pool: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A timeout says nothing about the image: no item may become an error for it."""
     client = mixed_bucket.client
     real_get_object = client.get_object
 
@@ -359,18 +360,62 @@ def test_a_body_read_error_on_one_item_does_not_fail_the_batch(
         return response
 
     monkeypatch.setattr(client, "get_object", get_object)
-    lines = run(mixed_bucket, pool, MIXED).lines
-    assert [line["status"] for line in lines] == ["ok", "error", "error", "error"]
+    with pytest.raises(StorageUnavailable, match=r"incoming/page\.png"):
+        run(mixed_bucket, pool, MIXED)
+
+
+@pytest.mark.parametrize("operation", ["get_object", "put_object"])
+def test_s3_unreachable_or_5xx_raises_instead_of_failing_items(
+    mixed_bucket: S3Store,
+    pool: ThreadPoolExecutor,
+    monkeypatch: pytest.MonkeyPatch,
+    operation: str,
+) -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    calls = {"count": 0}
+
+    def unavailable(**kwargs: Any) -> Any:
+        calls["count"] += 1
+        if calls["count"] % 2:
+            raise EndpointConnectionError(endpoint_url="http://s3.test")
+        response = {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}
+        raise ClientError(response, operation)
+
+    monkeypatch.setattr(mixed_bucket.client, operation, unavailable)
+    with pytest.raises(StorageUnavailable):
+        run(mixed_bucket, pool, MIXED)
+
+
+def test_access_denied_on_one_object_is_an_item_error(
+    mixed_bucket: S3Store, pool: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    client = mixed_bucket.client
+    real_get_object = client.get_object
+
+    def get_object(**kwargs: Any) -> dict[str, Any]:
+        if kwargs["Key"] == "incoming/page.png":
+            denied = {"Code": "AccessDenied"}
+            raise ClientError({"Error": denied, "ResponseMetadata": {"HTTPStatusCode": 403}}, "Get")
+        return real_get_object(**kwargs)
+
+    monkeypatch.setattr(client, "get_object", get_object)
+    lines = {line["key"]: line for line in run(mixed_bucket, pool, MIXED).lines}
+    assert lines["incoming/page.png"]["status"] == "error"
+    assert "access denied" in lines["incoming/page.png"]["error"]["message"]
 
 
 def test_dead_letter_makes_every_line_an_error() -> None:
-    outcome = dead_letter(message(MIXED), attempt=5, max_attempts=5)
+    outcome = dead_letter(message(MIXED), attempt=5, deaths=5, max_attempts=5)
     assert [line["key"] for line in outcome.lines] == MIXED
     for line in outcome.lines:
         assert set(line) == MANIFEST_FIELDS
         assert line["status"] == "error"
         assert line["error"]["type"] == "DeadLetter"
         assert "BV_MAX_ATTEMPTS=5" in line["error"]["message"]
+        assert "died 5 times" in line["error"]["message"]
         assert line["attempts"] == 5
         assert line["output"] is None and line["result"] is None
     assert outcome.failure is None

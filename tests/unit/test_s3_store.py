@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from infra.s3 import (
     ObjectMissing,
@@ -14,6 +14,7 @@ from infra.s3 import (
     S3Store,
     S3Uri,
     StorageError,
+    StorageUnavailable,
     make_client,
     parse_s3_uri,
 )
@@ -228,8 +229,14 @@ def _client_error(code: str) -> ClientError:
         (_client_error("InvalidAccessKeyId"), StorageError, "access denied"),
         (_client_error("NoSuchKey"), ObjectMissing, "no such object"),
         (_client_error("NoSuchBucket"), ObjectMissing, "bucket does not exist"),
-        (_client_error("SlowDown"), StorageError, "SlowDown"),
-        (EndpointConnectionError(endpoint_url="http://nowhere:9"), StorageError, "BV_S3_ENDPOINT"),
+        (_client_error("SlowDown"), StorageUnavailable, "SlowDown"),
+        (_client_error("InternalError"), StorageUnavailable, "InternalError"),
+        (
+            EndpointConnectionError(endpoint_url="http://nowhere:9"),
+            StorageUnavailable,
+            "BV_S3_ENDPOINT",
+        ),
+        (ReadTimeoutError(endpoint_url="http://s3.test/b/k"), StorageUnavailable, "unavailable"),
     ],
 )
 def test_errors_are_explained(error: Exception, kind: type, words: str) -> None:
@@ -249,7 +256,7 @@ class _BrokenBody:
         pass
 
 
-def test_a_body_read_error_is_a_storage_error(
+def test_a_body_read_error_is_an_outage_not_a_bad_object(
     store: S3Store, s3_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.put_bytes(BUCKET, "a.bin", b"data")
@@ -262,5 +269,5 @@ def test_a_body_read_error_is_a_storage_error(
         return response
 
     monkeypatch.setattr(s3_client, "get_object", get_object)
-    with pytest.raises(StorageError):
+    with pytest.raises(StorageUnavailable):
         store.get_bytes(BUCKET, "a.bin", max_bytes=100)

@@ -1,4 +1,4 @@
-"""End-to-end fixtures: a trained model in the registry and real worker processes."""
+"""Real ``bucketvision worker`` processes for end-to-end and chaos tests."""
 
 from __future__ import annotations
 
@@ -7,24 +7,25 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from infra.s3 import S3Store
-from infra.settings import Settings
-from tests.helpers import train_and_register_digits
-
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class WorkerProcess:
     """``bucketvision worker`` in a subprocess of its own session."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *args: str,
+        module: str = "producer.cli",
+        before_exec: Callable[[], None] | None = None,
+    ) -> None:
         self.log_path = log_path
-        command = [sys.executable, "-m", "producer.cli", "worker", *args]
+        command = [sys.executable, "-m", module, "worker", *args]
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
                 command,
@@ -33,6 +34,7 @@ class WorkerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=before_exec,
             )
 
     def children(self) -> list[int]:
@@ -57,6 +59,12 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 
+    def kill(self) -> None:
+        """SIGKILL the whole worker (parent and children), as a host failure would."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -65,25 +73,3 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-
-
-@pytest.fixture(scope="session")
-def digits_model(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> str:
-    store = S3Store.from_settings(settings)
-    return train_and_register_digits(settings, store, "digits", str(tmp_path_factory.mktemp("m")))
-
-
-@pytest.fixture
-def start_worker(service_env: dict[str, str], tmp_path: Path) -> Iterator[object]:
-    started: list[WorkerProcess] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> WorkerProcess:
-        worker = WorkerProcess(
-            {**service_env, **(env or {})}, tmp_path / f"worker{len(started)}.log", *args
-        )
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()

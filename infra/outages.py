@@ -1,0 +1,40 @@
+"""What counts as an outage, and how long-running loops ride one out.
+
+Redis or S3 being unreachable says nothing about the work: loops (the watcher,
+``submit --wait``) keep going with capped exponential backoff, and Celery tasks
+retry. Errors outside :data:`OUTAGE_ERRORS` are the user's to fix and are not
+retried.
+"""
+
+from __future__ import annotations
+
+import random
+
+import redis
+from kombu.exceptions import OperationalError
+
+from infra.s3 import StorageUnavailable
+
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,  # BusyLoadingError (replaying the AOF) is a ConnectionError
+    OperationalError,  # kombu: the broker connection failed while sending
+    StorageUnavailable,
+)
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter: 1, 2, 4 … ``cap`` seconds."""
+
+    def __init__(self, base: float = 1.0, cap: float = 30.0) -> None:
+        self.base, self.cap = base, cap
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        """Seconds to wait after one more consecutive failure."""
+        self.failures += 1
+        ceiling = min(self.cap, self.base * 2 ** (self.failures - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # nosec B311 - jitter, not crypto
+
+    def reset(self) -> None:
+        self.failures = 0

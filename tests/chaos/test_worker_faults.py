@@ -1,0 +1,146 @@
+"""Workers dying: a whole worker SIGKILLed, a batch that kills its worker, a child OOM-killed."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis
+
+from tests.chaos.conftest import assert_each_input_once
+from tests.chaos.faulty_worker import KILL_MARKER, OOM_MARKER
+from tests.chaos.services import MemoryCgroup
+from tests.helpers import read_job, run_cli, upload_digits
+
+pytestmark = pytest.mark.chaos
+
+
+def _submit(env: dict[str, str], bucket: str, batch_size: int = 16) -> str:
+    submitted = run_cli(
+        env,
+        "submit",
+        "--task",
+        "classify",
+        "--input",
+        f"s3://{bucket}/in/",
+        "--output",
+        f"s3://{bucket}/out/",
+        "--batch-size",
+        str(batch_size),
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    return submitted.stdout.splitlines()[0].strip()
+
+
+def _wait(env: dict[str, str], job_id: str, timeout: float, batches: int | None = None) -> None:
+    """Until the job is final (or has ``batches`` recorded)."""
+    jobs = redis.Redis.from_url(env["BV_BROKER_URL"])
+    deadline = time.monotonic() + timeout
+    while True:
+        record = jobs.hgetall(f"bv:job:{job_id}")
+        if batches is not None and int(record.get(b"done_batches", 0)) >= batches:
+            return
+        if batches is None and record.get(b"state") in (b"finished", b"failed"):
+            return
+        assert time.monotonic() < deadline, f"job {job_id} stuck: {record}"
+        time.sleep(0.1)
+
+
+def test_a_whole_worker_sigkilled_mid_job_is_replaced_and_nothing_is_lost(
+    chaos_env: dict[str, str], s3_client: Any, digits_model: str, start_faulty_worker: Any
+) -> None:
+    bucket = "chaos-worker-kill"
+    s3_client.create_bucket(Bucket=bucket)
+    truth = upload_digits(s3_client, bucket, "in/", 480, seed=81)
+    first = start_faulty_worker(chaos_env, "--cpu", "--concurrency", "2")
+    first.wait_for_children(2)
+    job_id = _submit(chaos_env, bucket)
+    _wait(chaos_env, job_id, 180, batches=6)
+    first.kill()  # parent and children at once: their reserved batches stay unacked in Redis
+    killed_at = time.monotonic()
+    second = start_faulty_worker(chaos_env, "--cpu", "--concurrency", "2")
+    second.wait_for_children(2)
+    _wait(chaos_env, job_id, 300)
+    recovered = time.monotonic() - killed_at
+    lines, summary = read_job(s3_client, bucket, "out/", job_id)
+    assert_each_input_once(lines, summary, set(truth))
+    assert summary["state"] == "finished" and summary["ok"] == len(truth), second.log()
+    redelivered = Counter(line["attempts"] for line in lines)
+    assert max(redelivered) >= 2, "no batch came back after BV_VISIBILITY_TIMEOUT"
+    print(
+        f"\nworker SIGKILL: {len(truth)} images, finished {recovered:.1f} s after the kill "
+        f"(visibility timeout 20 s); attempts per item {dict(sorted(redelivered.items()))}; "
+        f"ok={summary['ok']} error={summary['error']} lost=0 duplicated=0"
+    )
+
+
+def _poisoned_job(
+    env: dict[str, str], s3_client: Any, bucket: str, marker: bytes
+) -> tuple[dict[str, int], str]:
+    s3_client.create_bucket(Bucket=bucket)
+    truth = upload_digits(s3_client, bucket, "in/", 64, seed=82)
+    poison = f"in/{marker.decode().lower()}.png"
+    s3_client.put_object(Bucket=bucket, Key=poison, Body=marker + b"\x00" * 64)
+    return truth, poison
+
+
+def _assert_dead_lettered(
+    lines: list[dict], summary: dict, truth: dict[str, int], poison: str, batch_size: int
+) -> None:
+    by_key = {line["key"]: line for line in lines}
+    assert_each_input_once(lines, summary, set(truth) | {poison})
+    dead = [line for line in lines if line["status"] == "error"]
+    assert by_key[poison]["status"] == "error"
+    assert by_key[poison]["error"]["type"] == "DeadLetter"
+    assert "died 2 times" in by_key[poison]["error"]["message"]
+    assert all(line["error"]["type"] == "DeadLetter" for line in dead)
+    assert len(dead) <= batch_size  # only the poisoned batch; the others all ran
+    assert summary["ok"] == len(truth) + 1 - len(dead)
+    assert summary["state"] == "finished"
+
+
+def test_a_batch_that_keeps_killing_its_worker_is_dead_lettered(
+    chaos_env: dict[str, str], s3_client: Any, digits_model: str, start_faulty_worker: Any
+) -> None:
+    bucket = "chaos-poison"
+    truth, poison = _poisoned_job(chaos_env, s3_client, bucket, KILL_MARKER)
+    worker = start_faulty_worker(chaos_env, "--cpu", "--concurrency", "2")
+    worker.wait_for_children(2)
+    started = time.monotonic()
+    job_id = _submit(chaos_env, bucket, batch_size=8)
+    _wait(chaos_env, job_id, 240)
+    lines, summary = read_job(s3_client, bucket, "out/", job_id)
+    _assert_dead_lettered(lines, summary, truth, poison, 8)
+    assert "WorkerLostError" in worker.log() or "SIGKILL" in worker.log()
+    print(
+        f"\npoison batch: dead-lettered after 2 worker deaths in "
+        f"{time.monotonic() - started:.1f} s; ok={summary['ok']} error={summary['error']}"
+    )
+
+
+def test_a_child_killed_for_memory_is_replaced_and_its_batch_dead_lettered(
+    chaos_env: dict[str, str], s3_client: Any, digits_model: str, start_faulty_worker: Any
+) -> None:
+    try:
+        cgroup = MemoryCgroup(limit_bytes=3 * 1024**3)
+    except OSError as error:
+        pytest.skip(f"no memory cgroup can be made here ({error}); the OOM killer is not testable")
+    bucket = "chaos-oom"
+    truth, poison = _poisoned_job(chaos_env, s3_client, bucket, OOM_MARKER)
+    worker = start_faulty_worker(chaos_env, "--cpu", "--concurrency", "2", before_exec=cgroup.enter)
+    try:
+        worker.wait_for_children(2)
+        job_id = _submit(chaos_env, bucket, batch_size=8)
+        _wait(chaos_env, job_id, 300)
+        lines, summary = read_job(s3_client, bucket, "out/", job_id)
+        _assert_dead_lettered(lines, summary, truth, poison, 8)
+        kills = cgroup.oom_kills()
+        assert kills >= 2, f"the kernel OOM-killed {kills} processes, expected the child twice"
+        assert worker.process.poll() is None, "the worker parent itself died"
+        counts = f"ok={summary['ok']} error={summary['error']}"
+        print(f"\nOOM: the kernel killed {kills} children; {counts}")
+    finally:
+        worker.kill()
+        cgroup.remove()
