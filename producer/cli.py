@@ -80,6 +80,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from producer.report import run_report
+
+    return run_report(args, settings)
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.command import run_worker
 
@@ -157,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("job_id")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=cmd_status)
+
+    report = sub.add_parser("report", help="a self-contained HTML report of a finished job")
+    report.add_argument("job_id")
+    report.add_argument("--save", metavar="PATH", help="also write the HTML to this local file")
+    report.add_argument("--limit", type=int, default=48, help="thumbnails shown (default 48)")
+    report.add_argument("--output", help="s3://BUCKET/PREFIX/: when the job record has expired")
+    report.set_defaults(handler=cmd_report)
 
     worker = sub.add_parser("worker", help="run a Celery worker (one child per GPU)")
     worker.add_argument("--queues", default="inference", help="inference,training")
