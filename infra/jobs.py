@@ -39,12 +39,11 @@ return {1, done, batches}
 """
 
 _BEGIN_BATCH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 if redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2]) == 1 then
   redis.call('HSET', KEYS[1], 'state', 'running')
 end
-return {redis.call('HINCRBY', KEYS[2], ARGV[1], 1), redis.call('HEXISTS', KEYS[3], ARGV[1]),
-        tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0')}
+return {redis.call('HINCRBY', KEYS[2], ARGV[1], 1), redis.call('HEXISTS', KEYS[3], ARGV[1])}
 """
 
 _FIELDS_INT = ("total", "batches", "ok", "error", "skipped", "done_batches", "batch_size")
@@ -81,17 +80,16 @@ class BatchRecord:
 class BatchStart:
     """The attempt number of a batch, and whether an earlier attempt already recorded it.
 
-    ``released`` counts earlier attempts that ended on their own (handed back for a
-    retry); every other earlier attempt ended with its worker dying.
+    A batch is redelivered only when its worker died before recording it (outages
+    are ridden out in process), so every earlier attempt is a worker death.
     """
 
     attempt: int
     already_recorded: bool
-    released: int = 0
 
     @property
     def worker_deaths(self) -> int:
-        return max(0, self.attempt - 1 - self.released)
+        return self.attempt - 1
 
 
 def job_key(job_id: str) -> str:
@@ -157,21 +155,13 @@ class JobStore:
     def begin_batch(self, job_id: str, batch_index: int) -> BatchStart:
         """Mark the job running and count an attempt of this batch, in one round trip."""
         key = job_key(job_id)
-        attempt, recorded, released = self._begin_batch(
-            keys=[key, f"{key}:attempts", f"{key}:manifest", f"{key}:released"],
+        attempt, recorded = self._begin_batch(
+            keys=[key, f"{key}:attempts", f"{key}:manifest"],
             args=[batch_index, time.time()],
         )
         if int(attempt) < 0:
             raise JobNotFound(f"job {job_id} has no record in Redis (expired or deleted)")
-        return BatchStart(int(attempt), bool(recorded), int(released))
-
-    def release_batch(self, job_id: str, batch_index: int) -> None:
-        """Note that the current attempt ended without its worker dying (it will be retried)."""
-        key = f"{job_key(job_id)}:released"
-        pipe = self.redis.pipeline()
-        pipe.hincrby(key, str(batch_index), 1)
-        pipe.expire(key, JOB_TTL_SECONDS)
-        pipe.execute()
+        return BatchStart(int(attempt), bool(recorded))
 
     def record_batch(
         self,
@@ -228,7 +218,7 @@ class JobStore:
         """Record the final state; the per-batch data is kept until the TTL expires."""
         pipe = self.redis.pipeline()
         pipe.hset(job_key(job_id), mapping={"state": state, "finished_at": finished_at})
-        for suffix in ("", ":manifest", ":attempts", ":released"):
+        for suffix in ("", ":manifest", ":attempts"):
             pipe.expire(job_key(job_id) + suffix, JOB_TTL_SECONDS)
         pipe.execute()
 

@@ -1,19 +1,27 @@
 """What counts as an outage, and how long-running loops ride one out.
 
 Redis or S3 being unreachable says nothing about the work: loops (the watcher,
-``submit --wait``) keep going with capped exponential backoff, and Celery tasks
-retry. Errors outside :data:`OUTAGE_ERRORS` are the user's to fix and are not
-retried.
+``submit --wait``) keep going with capped exponential backoff, and a worker
+rides an outage out in process (:func:`ride_out`) rather than through Celery's
+retry, which must publish to the broker — the very thing that may be down.
+Errors outside :data:`OUTAGE_ERRORS` are the user's to fix and are not retried.
 """
 
 from __future__ import annotations
 
+import logging
 import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 from kombu.exceptions import OperationalError
 
 from infra.s3 import StorageUnavailable
+
+log = logging.getLogger("bucketvision.outages")
+T = TypeVar("T")
 
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
@@ -38,3 +46,28 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+def ride_out(
+    call: Callable[[], T],
+    what: str,
+    *,
+    within_seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """``call()``, repeated with backoff while it fails with an outage, for ``within_seconds``.
+
+    The last outage error is raised once the time is up, so the caller can record
+    what happened instead of waiting forever.
+    """
+    backoff = Backoff()
+    started = time.monotonic()
+    while True:
+        try:
+            return call()
+        except OUTAGE_ERRORS as error:
+            delay = backoff.next_delay()
+            if time.monotonic() - started + delay > within_seconds:
+                raise
+            log.warning("%s: %s; retrying in %.1f s", what, error, delay)
+            sleep(delay)

@@ -45,6 +45,10 @@ def make_celery(settings: Settings) -> Celery:
         },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
+        # A task running when the broker connection drops finishes and records its
+        # results (outages are ridden out in process); its lost ack only means one
+        # redelivery, which the job store recognises as already recorded.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         # Each queue on its own exchange and routing key: a message sent to one queue
         # must never also land in the other.
         task_queues=tuple(

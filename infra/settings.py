@@ -74,6 +74,7 @@ class Settings:
     model_refresh_seconds: int = 30
     io_threads: int = 16
     max_attempts: int = 5
+    outage_seconds: int = 600
     schedule_file: str | None = None
     unsafe_models: frozenset[str] = frozenset()
     model_cache_dir: str = field(
@@ -110,6 +111,7 @@ class Settings:
             ),
             io_threads=_integer(env, "BV_IO_THREADS", defaults.io_threads),
             max_attempts=_integer(env, "BV_MAX_ATTEMPTS", defaults.max_attempts),
+            outage_seconds=_integer(env, "BV_OUTAGE_SECONDS", defaults.outage_seconds),
             schedule_file=env.get("BV_SCHEDULE_FILE") or None,
             unsafe_models=frozenset(
                 name.strip() for name in env.get("BV_UNSAFE_MODELS", "").split(",") if name.strip()
@@ -125,7 +127,9 @@ class Settings:
         """The settings as a dict that is safe to print or log: no secrets."""
         return {
             "broker_url": redact_url(self.broker_url),
-            "s3_endpoint_url": self.s3_endpoint_url or "(AWS)",
+            "s3_endpoint_url": redact_url(self.s3_endpoint_url)
+            if self.s3_endpoint_url
+            else "(AWS)",
             "aws_region": self.aws_region,
             "aws_access_key_id": "set" if self.aws_access_key_id else "(default chain)",
             "models_uri": self.models_uri,
@@ -134,5 +138,6 @@ class Settings:
             "max_object_bytes": self.max_object_bytes,
             "metrics_port": self.metrics_port,
             "visibility_timeout": self.visibility_timeout,
+            "outage_seconds": self.outage_seconds,
             "unsafe_models": sorted(self.unsafe_models),
         }

@@ -134,6 +134,11 @@ def submit_job(
                 "credentials); check the URI and BV_S3_ENDPOINT_URL"
             )
     model = registry.resolve(request.model or DEFAULT_MODELS[request.task], task=request.task)
+    if not store.exists(*registry.model_key(model.name, model.version)):
+        raise SubmitError(
+            f"model {model} has a card but no model.keras in the registry; register it again "
+            "or promote another version (`bucketvision models list`)"
+        )
     patterns = tuple(request.includes) or IMAGE_PATTERNS
     listed = (info.key for info in store.list_objects(input_uri))
     keys = list(select_keys(listed, input_uri, output_uri, patterns))

@@ -57,7 +57,11 @@ class WorkerProcess:
         raise AssertionError(f"worker did not start {count} children\n{self.log()}")
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
+        """The end of the log, for assertion messages."""
+        return self.full_log()[-5000:]
+
+    def full_log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def kill(self) -> None:
         """SIGKILL the whole worker (parent and children), as a host failure would."""

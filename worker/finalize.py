@@ -38,8 +38,12 @@ def build_summary(
 ) -> dict[str, Any]:
     """The summary of DESIGN from the job record and its manifest lines."""
     counts = {"ok": 0, "error": 0, "skipped": 0}
+    errors_by_type: dict[str, int] = {}
     for line in lines:
         counts[line["status"]] += 1
+        if line.get("error"):
+            kind = line["error"]["type"]
+            errors_by_type[kind] = errors_by_type.get(kind, 0) + 1
     submitted = float(record["submitted_at"])
     wall = max(finished_at - submitted, 1e-9)
     state = "failed" if record.get("failure") else "finished"
@@ -62,6 +66,10 @@ def build_summary(
             stage: round(float(record.get(f"stage_{stage}", 0.0)), 3)
             for stage in ("download", "decode", "infer", "upload")
         },
+        # What happened, beyond the counts: why items failed, and how many items ran
+        # more than once because their worker died (redelivered batches).
+        "errors_by_type": dict(sorted(errors_by_type.items())),
+        "redelivered_items": sum(1 for line in lines if line.get("attempts", 1) > 1),
         **({"failure": record["failure"]} if record.get("failure") else {}),
     }
 

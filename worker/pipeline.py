@@ -252,9 +252,12 @@ def dead_letter(message: Any, attempt: int, deaths: int, max_attempts: int) -> B
     return _all_failed(message, items, ("DeadLetter", reason), attempt, time.perf_counter(), None)
 
 
-def gave_up(message: Any, attempt: int, error: Exception) -> BatchOutcome:
-    """A batch whose retries for an outage (S3 or Redis) ran out: every item an error."""
-    reason = f"gave up after {attempt} attempts while storage was unavailable: {error}"
+def gave_up(message: Any, attempt: int, error: Exception, seconds: float) -> BatchOutcome:
+    """A batch that could not run through an outage of ``seconds``: every item an error."""
+    reason = (
+        f"storage stayed unavailable for {seconds:.0f} s (BV_OUTAGE_SECONDS), so the batch "
+        f"was given up; submit these keys again once S3 answers: {error}"
+    )
     items = [ItemState(key) for key in message.keys]
     error_type = type(error).__name__
     return _all_failed(message, items, (error_type, reason), attempt, time.perf_counter(), None)

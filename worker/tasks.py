@@ -1,20 +1,21 @@
 """Thin Celery tasks: parse the message, call the plain batch function, report.
 
-Retries on infrastructure errors (Redis or S3 unreachable) are task options,
-not code in the business functions; at-least-once delivery and the idempotent
-job store make a retried or redelivered batch safe.
+Outages (Redis or S3 unreachable) are ridden out around the plain functions by
+:func:`infra.outages.ride_out`, not inside them; at-least-once delivery and the
+idempotent job store make a repeated or redelivered batch safe.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-import redis
 from celery import Celery
+from celery.exceptions import Reject
 
 from infra.jobs import JobNotFound
-from infra.outages import OUTAGE_ERRORS
+from infra.outages import OUTAGE_ERRORS, ride_out
 from infra.queue import TASK_NAMES
 from worker.finalize import finalize_job
 from worker.generation import GenerateMessage, run_generate_batch
@@ -24,8 +25,7 @@ from worker.training_task import handle_training
 
 log = logging.getLogger("bucketvision.worker")
 
-INFRASTRUCTURE_ERRORS = OUTAGE_ERRORS
-MAX_RETRIES = 12
+T = TypeVar("T")
 
 
 def finalize_if_complete(runtime: WorkerRuntime, job_id: str) -> None:
@@ -55,12 +55,14 @@ def _run(
     )
 
 
-def handle_inference_batch(body: dict[str, Any], *, final_try: bool = False) -> dict[str, Any]:
+def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
     """Run one batch of a job (classify, detect, segment or generate) and record it once.
 
-    An outage (S3 or Redis unreachable) is raised for the task to retry the batch
-    later; on the ``final_try`` the batch is recorded with every item an error
-    instead, so the job still finishes and says what happened.
+    An outage (S3 or Redis unreachable) is ridden out in process for
+    ``BV_OUTAGE_SECONDS``. If S3 stays down, the batch is recorded with every item
+    an error saying so, and the job still finishes. If Redis stays down, nothing
+    can be recorded: the message is handed back unacknowledged, to come back after
+    the broker's visibility timeout.
     """
     runtime = get_runtime()
     message: BatchMessage | GenerateMessage = (
@@ -68,67 +70,68 @@ def handle_inference_batch(body: dict[str, Any], *, final_try: bool = False) -> 
         if body.get("task") == "generate"
         else BatchMessage.from_json(body)
     )
+    where = f"batch {message.batch} of job {message.job_id}"
+    within = runtime.settings.outage_seconds
     try:
-        start = runtime.jobs.begin_batch(message.job_id, message.batch)
+        start = ride_out(
+            lambda: runtime.jobs.begin_batch(message.job_id, message.batch),
+            where,
+            within_seconds=within,
+        )
     except JobNotFound as error:
-        log.warning("dropping batch %s of job %s: %s", message.batch, message.job_id, error)
+        log.warning("dropping %s: %s", where, error)
         return {"job_id": message.job_id, "batch": message.batch, "dropped": True}
+    except OUTAGE_ERRORS as error:
+        raise Reject(f"{where}: Redis unavailable ({error})", requeue=True) from error
     attempt = start.attempt
     if start.already_recorded:
         # Redelivered after its results were recorded (e.g. the ack was lost): only make
         # sure the job gets finalised.
-        log.info("batch %s of job %s was already recorded", message.batch, message.job_id)
-        finalize_if_complete(runtime, message.job_id)
+        log.info("%s was already recorded", where)
+        _ride_out_or_requeue(lambda: finalize_if_complete(runtime, message.job_id), where, within)
         return {"job_id": message.job_id, "batch": message.batch, "recorded": False}
     if start.worker_deaths >= runtime.settings.max_attempts:
         outcome = dead_letter(message, attempt, start.worker_deaths, runtime.settings.max_attempts)
     else:
         try:
-            outcome = _run(runtime, message, attempt)
-        except INFRASTRUCTURE_ERRORS as error:
-            if not final_try:
-                _release(runtime, message)
-                log.warning(
-                    "batch %s of job %s: %s; retrying", message.batch, message.job_id, error
-                )
-                raise
-            outcome = gave_up(message, attempt, error)
-    record = runtime.jobs.record_batch(
-        message.job_id, message.batch, outcome.lines, outcome.stage_seconds, outcome.failure
-    )
-    if record.job_complete:
-        finalize_job(runtime.jobs, runtime.store, message.job_id, runtime.identity)
-    return {"job_id": message.job_id, "batch": message.batch, "recorded": record.first_time}
+            outcome = ride_out(
+                lambda: _run(runtime, message, attempt), where, within_seconds=within
+            )
+        except OUTAGE_ERRORS as error:
+            outcome = gave_up(message, attempt, error, within)
+
+    def record() -> bool:
+        recorded = runtime.jobs.record_batch(
+            message.job_id, message.batch, outcome.lines, outcome.stage_seconds, outcome.failure
+        )
+        if recorded.job_complete:
+            finalize_job(runtime.jobs, runtime.store, message.job_id, runtime.identity)
+        return recorded.first_time
+
+    first_time = _ride_out_or_requeue(record, where, within)
+    return {"job_id": message.job_id, "batch": message.batch, "recorded": first_time}
 
 
-def _release(runtime: WorkerRuntime, message: BatchMessage | GenerateMessage) -> None:
-    """Best effort: an attempt handed back for a retry is not a worker death."""
+def _ride_out_or_requeue(call: Callable[[], T], where: str, within: float) -> T:
+    """``call`` through an outage; past the bound, hand the message back unacknowledged."""
     try:
-        runtime.jobs.release_batch(message.job_id, message.batch)
-    except redis.exceptions.RedisError as error:
-        log.warning("could not note the retry of batch %s: %s", message.batch, error)
+        return ride_out(call, where, within_seconds=within)
+    except OUTAGE_ERRORS as error:
+        raise Reject(f"{where}: could not record ({error})", requeue=True) from error
 
 
 def register_tasks(app: Celery) -> None:
     """Register the worker's tasks on ``app`` under their stable names."""
-    options: dict[str, Any] = {
-        "autoretry_for": INFRASTRUCTURE_ERRORS,
-        "retry_backoff": 2,
-        "retry_backoff_max": 60,
-        "retry_jitter": True,
-        "max_retries": MAX_RETRIES,
-    }
-
     for task in ("classify", "detect", "segment", "generate"):
-        app.task(name=TASK_NAMES[task], bind=True, **options)(_inference_task)
+        app.task(name=TASK_NAMES[task])(_inference_task)
 
     # Training is not retried on infrastructure errors: the run is recorded as failed.
     app.task(name=TASK_NAMES["train"])(_training_task)
     app.task(name=TASK_NAMES["scheduled_train"])(_scheduled_training_task)
 
 
-def _inference_task(task: Any, message: dict[str, Any]) -> dict[str, Any]:
-    return handle_inference_batch(message, final_try=task.request.retries >= task.max_retries)
+def _inference_task(message: dict[str, Any]) -> dict[str, Any]:
+    return handle_inference_batch(message)
 
 
 def _training_task(body: dict[str, Any]) -> dict[str, Any]:

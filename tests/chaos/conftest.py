@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.chaos.services import RestartableRedis
 from tests.chaos.tcp_proxy import TcpProxy
+from tests.services import RestartableRedis
 from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.chaos

@@ -55,6 +55,7 @@ def test_redelivered_batch_is_counted_once(redis_url: str) -> None:
     first = jobs.record_batch(job_id, 0, _lines(["a", "b"]), {"infer": 1.0})
     redelivered = jobs.begin_batch(job_id, 0)  # redelivery counts an attempt
     assert redelivered.attempt == 2 and redelivered.already_recorded
+    assert redelivered.worker_deaths == 1
     again = jobs.record_batch(job_id, 0, _lines(["a", "b"]), {"infer": 1.0})
     assert first.first_time and not again.first_time
     record = jobs.get(job_id)
@@ -64,17 +65,6 @@ def test_redelivered_batch_is_counted_once(redis_url: str) -> None:
     last = jobs.record_batch(job_id, 1, _lines(["c"]) + _lines(["d"], "error"), {})
     assert last.job_complete
     assert [line["key"] for line in jobs.manifest_lines(job_id)] == ["a", "b", "c", "d"]
-
-
-def test_released_attempts_are_not_worker_deaths(redis_url: str) -> None:
-    jobs = JobStore.from_url(redis_url)
-    job_id = _job(jobs, 1, "s3://b/out/")
-    assert jobs.begin_batch(job_id, 0).worker_deaths == 0
-    jobs.release_batch(job_id, 0)  # handed back for a retry (an S3 outage)
-    second = jobs.begin_batch(job_id, 0)
-    assert (second.attempt, second.released, second.worker_deaths) == (2, 1, 0)
-    third = jobs.begin_batch(job_id, 0)  # the second attempt's worker died: no release
-    assert (third.attempt, third.worker_deaths) == (3, 1)
 
 
 def test_unknown_job_is_reported(redis_url: str) -> None:

@@ -198,3 +198,16 @@ def test_redact_url_keeps_an_ipv6_host_valid() -> None:
 def test_default_models_cover_every_task() -> None:
     assert set(DEFAULT_MODELS) == {"classify", "detect", "segment", "generate"}
     assert DEFAULT_MODELS["classify"] == "digits"
+
+
+def test_outage_and_unsafe_model_settings() -> None:
+    settings = Settings.from_env({"BV_OUTAGE_SECONDS": "90", "BV_UNSAFE_MODELS": " a, b ,,"})
+    assert settings.outage_seconds == 90
+    assert settings.unsafe_models == frozenset({"a", "b"})
+    assert Settings.from_env({}).unsafe_models == frozenset()
+
+
+def test_describe_redacts_a_password_in_the_s3_endpoint() -> None:
+    settings = Settings.from_env({"BV_S3_ENDPOINT_URL": "http://minio:s3cr3t@minio:9000"})
+    described = str(settings.describe())
+    assert "s3cr3t" not in described and "minio:***@minio:9000" in described

@@ -30,6 +30,8 @@ SUMMARY_FIELDS = {
     "latency_ms",
     "stage_seconds",
 }
+# Added by bucketvision beyond DESIGN's list: why items failed, and redeliveries.
+EXTRA_FIELDS = {"errors_by_type", "redelivered_items"}
 BUCKET = "unit-bucket"
 
 
@@ -93,7 +95,7 @@ def test_percentiles_of_one_value_and_of_none() -> None:
 
 def test_summary_has_exactly_the_design_fields() -> None:
     summary = build_summary(record(), LINES, finished_at=1010.0)
-    assert set(summary) == SUMMARY_FIELDS
+    assert set(summary) == SUMMARY_FIELDS | EXTRA_FIELDS
     assert set(summary["latency_ms"]) == {"p50", "p95", "p99"}
     assert set(summary["stage_seconds"]) == {"download", "decode", "infer", "upload"}
     json.dumps(summary)  # it is written as JSON
@@ -137,7 +139,7 @@ def test_a_record_with_a_failure_is_failed() -> None:
     summary = build_summary(failed, LINES, finished_at=1010.0)
     assert summary["state"] == "failed"
     assert summary["failure"] == "model digits@v9 could not be loaded: gone"
-    assert set(summary) - SUMMARY_FIELDS == {"failure"}
+    assert set(summary) - SUMMARY_FIELDS - EXTRA_FIELDS == {"failure"}
 
 
 def test_summary_of_a_job_that_never_started() -> None:
@@ -297,3 +299,30 @@ def test_format_status_finished_and_failed() -> None:
         job_status(record(state="failed", failure="model gone", finished_at=1002.0))
     )
     assert "  failure: model gone" in failed.splitlines()
+
+
+def test_summary_says_why_items_failed_and_what_was_redelivered() -> None:
+    lines = [
+        {**LINES[0], "attempts": 2},
+        {
+            **LINES[0],
+            "key": "b",
+            "status": "error",
+            "error": {"type": "DeadLetter", "message": "m"},
+        },
+        {
+            **LINES[0],
+            "key": "c",
+            "status": "error",
+            "error": {"type": "DeadLetter", "message": "m"},
+        },
+        {
+            **LINES[0],
+            "key": "d",
+            "status": "error",
+            "error": {"type": "CorruptImage", "message": "m"},
+        },
+    ]
+    summary = build_summary(record(total=4), lines, finished_at=1010.0)
+    assert summary["errors_by_type"] == {"CorruptImage": 1, "DeadLetter": 2}
+    assert summary["redelivered_items"] == 1

@@ -1,5 +1,5 @@
-"""Services the chaos tests break on purpose: a Redis with AOF that can be restarted,
-and a memory cgroup that the kernel's OOM killer enforces."""
+"""Services tests start and break on purpose: a Redis with AOF (optionally TLS and a
+password) that can be restarted, and a memory cgroup the kernel's OOM killer enforces."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from infra.local_services import free_port, redis_answers, redis_server_binary
 class RestartableRedis:
     """A private redis-server with the compose file's persistence (AOF, fsync every second)."""
 
-    def __init__(self, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None, tls: dict[str, Path] | None = None) -> None:
         self.port = free_port()
         self.password = password
+        self.tls = tls
         self.workdir = tempfile.mkdtemp(prefix="bv-chaos-redis-")
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
@@ -27,13 +28,20 @@ class RestartableRedis:
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            query = f"ssl_cert_reqs=required&ssl_ca_certs={self.tls['ca']}"
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?{query}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        ports = ["--port", str(self.port)]
+        if self.tls:  # TLS only: a plain connection to this port fails
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            ports += ["--tls-cert-file", str(self.tls["cert"]), "--tls-key-file"]
+            ports += [str(self.tls["key"]), "--tls-ca-cert-file", str(self.tls["ca"])]
         command = [
             redis_server_binary(),
-            "--port",
-            str(self.port),
+            *ports,
             "--bind",
             "127.0.0.1",
             "--dir",
