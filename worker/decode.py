@@ -1,25 +1,47 @@
-"""Safe image decoding for untrusted bytes.
+"""Safe image decoding for untrusted bytes: a DecodedImage or a DecodeError, nothing else.
 
-Only an allow-list of raster formats is ever handed to Pillow (never EPS, PDF or
-anything that would reach Ghostscript), the pixel count is checked from the
-header before any pixel is decoded, JPEG is decoded in draft mode when the
-model wants a smaller image, and EXIF orientation is applied.
+* Only an allow-list of raster formats is handed to Pillow (never EPS, PDF or
+  anything that would reach Ghostscript or another external program).
+* The pixel count is checked from the header before any pixel is decoded,
+  against ``max_pixels`` and Pillow's own ``Image.MAX_IMAGE_PIXELS``.
+* Decoding time is bounded by the bytes and the pixels: only the first frame is
+  decoded (Pillow opens at frame 0; nothing here seeks or counts frames), and
+  what costs time without showing in the pixel count is capped: JPEG scans,
+  TIFF tables and tile sizes, RLE BMPs (which Pillow decodes in pure Python).
+* JPEG is decoded in draft mode when the model wants a smaller image, and the
+  EXIF orientation is applied, so the pixels are the image as displayed.
 """
 
 from __future__ import annotations
 
 import io
-import warnings
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, replace
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from models.imaging import Placement, fit_image
 
-_ORIENTATION = 0x0112
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+MAX_JPEG_SCANS = 500  # libjpeg-turbo's suggested scan limit; a normal progressive JPEG has ~10
+MAX_TIFF_VALUES = 1 << 18  # numbers in one TIFF tag (strip/tile tables); Pillow unpacks each
+MAX_RLE_PIXELS = 1 << 23  # RLE BMPs are decoded in pure Python by Pillow (~0.1 us a pixel)
 
+Size = tuple[int, int] | None  # (width, height) of the model input; None keeps the original
+_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_FORMAT_ALIASES = {"MPO": "JPEG"}  # a JPEG with extra pictures (phones); its first is decoded
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_TIFF_NUMERIC_TYPES = frozenset((3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 16, 17, 18))
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"%PDF", "a PDF document"),
     (b"%!PS", "a PostScript/EPS document"),
@@ -27,6 +49,10 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"8BPS", "a Photoshop PSD file"),
     (b"PK\x03\x04", "a ZIP archive"),
     (b"\x1f\x8b", "a gzip archive"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "a JPEG 2000 image"),
+    (b"\xffO\xffQ", "a JPEG 2000 codestream"),
+    (b"\x00\x00\x01\x00", "a Windows icon (ICO)"),
+    (b"RIFF", "a RIFF file that is not WebP"),
 )
 
 
@@ -50,26 +76,11 @@ class DecodedImage:
     preview: np.ndarray | None = None  # uint8 RGB of the original, long side <= preview_size
 
 
-def _describe_unknown(data: bytes) -> str:
-    head = data[:512].lstrip()
-    for signature, name in _SIGNATURES:
-        if head.startswith(signature):
-            return name
-    lowered = head[:64].lower()
-    if lowered.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg")):
-        return "HTML/XML text"
-    try:
-        head.decode("utf-8")
-        return "text"
-    except UnicodeDecodeError:
-        return "unknown binary data"
-
-
 def decode_image(
     data: bytes,
     *,
     mode: str,
-    size: tuple[int, int] | None,
+    size: Size,
     max_pixels: int,
     resize: str = "stretch",
     preview_size: int | None = None,
@@ -82,54 +93,183 @@ def decode_image(
     """
     if not data:
         raise DecodeError("EmptyObject", "the object is empty (0 bytes)")
+    _check_structure(data)
+    limit, limit_name = max_pixels, "BV_MAX_IMAGE_PIXELS"
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        limit, limit_name = Image.MAX_IMAGE_PIXELS, "PIL.Image.MAX_IMAGE_PIXELS"
+    with _open(data) as image:
+        try:
+            _check_header(image, limit, limit_name)
+            return _decode(image, mode, size, resize, preview_size)
+        except DecodeError:
+            raise
+        except (Image.DecompressionBombError, MemoryError) as error:
+            raise _bomb(error) from None
+        except Exception as error:  # any decoder failure on hostile bytes is this item's error
+            raise DecodeError("CorruptImage", f"the image data is corrupt: {_why(error)}") from None
+
+
+def _decode(
+    image: Image.Image, mode: str, size: Size, resize: str, preview_size: int | None
+) -> DecodedImage:
+    """Load the first frame, apply the orientation, convert, fit (see decode_image)."""
+    width, height = image.size
+    source_format = _source_format(image)
+    if size is not None and source_format == "JPEG" and preview_size is None:
+        transposed = _orientation(image) in (5, 6, 7, 8)
+        image.draft(mode, (size[1], size[0]) if transposed else size)
+    image.load()
+    orientation = _orientation(image)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width  # the original, as displayed, is transposed
+    oriented = image.transpose(_TRANSPOSE[orientation]) if orientation > 1 else image
+    preview = _preview(oriented, preview_size) if preview_size else None
+    converted = _to_mode(oriented, mode)
+    placement = Placement.plan(width, height, converted.size, "stretch")
+    if size is not None:
+        converted, placement = fit_image(converted, size, resize)
+        placement = _in_original_pixels(placement, width, height)
+    pixels = np.asarray(converted, dtype=np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    return DecodedImage(pixels, width, height, source_format, placement, preview)
+
+
+def _source_format(image: Image.Image) -> str:
+    return _FORMAT_ALIASES.get(image.format or "", image.format or "unknown")
+
+
+def _open(data: bytes) -> Image.Image:
+    """``Image.open`` restricted to ALLOWED_FORMATS, with its failures as DecodeErrors."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
+        claimed = next((name for name in ALLOWED_FORMATS if _accepts(name, data)), None)
+        if claimed:
+            raise DecodeError(
+                "CorruptImage", f"the bytes start like a {claimed} file but its header is broken"
+            ) from None
         raise DecodeError(
             "UnsupportedFormat",
             f"not a supported image: the bytes look like {_describe_unknown(data)}; "
             f"allowed formats are {', '.join(ALLOWED_FORMATS)}",
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise DecodeError("TooManyPixels", f"refused as a decompression bomb: {error}") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DecodeError("CorruptImage", f"cannot read the image header: {error}") from None
-    with image:
-        width, height = image.size
-        if width <= 0 or height <= 0:
-            raise DecodeError("CorruptImage", f"the image has no pixels ({width}x{height})")
-        if width * height > max_pixels:
+        raise _bomb(error) from None
+    except Exception as error:  # a plugin failing on a broken header
+        raise DecodeError("CorruptImage", f"cannot read the image header: {_why(error)}") from None
+
+
+def _check_structure(data: bytes) -> None:
+    """Refuse files whose decoding cost is not in the header (before Pillow parses them)."""
+    if data.startswith(b"\xff\xd8"):
+        # FF DA (start of scan) cannot occur inside entropy-coded data (FF is stuffed)
+        scans = data.count(b"\xff\xda")
+        if scans > MAX_JPEG_SCANS:
+            raise DecodeError(
+                "TooComplex",
+                f"the JPEG has {scans} scans, above the limit of {MAX_JPEG_SCANS} "
+                "(each scan re-reads every block: a decoding-time bomb)",
+            )
+    elif data[:4] in _TIFF_MAGIC:
+        _check_tiff_directory(data)
+
+
+def _check_tiff_directory(data: bytes) -> None:
+    """Refuse a first TIFF directory with a numeric tag of more than MAX_TIFF_VALUES values."""
+    order = "<" if data[:2] == b"II" else ">"
+    big = data[2:4] in (b"+\x00", b"\x00+")  # BigTIFF: 64-bit offsets and counts
+    pointer, number, entry, layout = ("Q", "Q", 20, "HHQ") if big else ("I", "H", 12, "HHI")
+    try:
+        (offset,) = struct.unpack_from(order + pointer, data, 8 if big else 4)
+        (count,) = struct.unpack_from(order + number, data, offset)
+    except struct.error:
+        return  # Pillow reports the broken header
+    start, layout = offset + struct.calcsize(number), order + layout
+    for index in range(min(count, max(0, len(data) - start) // entry)):
+        tag, kind, values = struct.unpack_from(layout, data, start + index * entry)
+        if kind in _TIFF_NUMERIC_TYPES and values > MAX_TIFF_VALUES:
+            raise DecodeError(
+                "TooComplex",
+                f"the TIFF tag {tag} holds {values} values, above the limit of {MAX_TIFF_VALUES} "
+                "(a strip or tile table this long is a decoding-time bomb)",
+            )
+
+
+def _check_header(image: Image.Image, limit: int, limit_name: str) -> None:
+    """Format, size and per-format cost checks that need only the parsed header."""
+    width, height = image.size
+    source_format = _source_format(image)
+    if source_format not in ALLOWED_FORMATS:
+        raise DecodeError("UnsupportedFormat", f"the {source_format} format is not allowed")
+    if width <= 0 or height <= 0:
+        raise DecodeError("CorruptImage", f"the image has no pixels ({width}x{height})")
+    if width * height > limit:
+        raise DecodeError(
+            "TooManyPixels",
+            f"the image is {width}x{height} = {width * height} pixels, above {limit_name}="
+            f"{limit} (a decompression bomb or an oversized image)",
+        )
+    tags = getattr(image, "tag_v2", None)
+    if source_format == "TIFF" and tags is not None and 322 in tags and 323 in tags:
+        tile_width, tile_height = int(tags[322]), int(tags[323])
+        if tile_width * tile_height > limit:
             raise DecodeError(
                 "TooManyPixels",
-                f"the image is {width}x{height} = {width * height} pixels, above "
-                f"BV_MAX_IMAGE_PIXELS={max_pixels} (a decompression bomb or an oversized image)",
+                f"the TIFF tiles are {tile_width}x{tile_height} = {tile_width * tile_height} "
+                f"pixels each, above {limit_name}={limit} (a bomb inside a small image)",
             )
-        source_format = image.format or "unknown"
+    if any(tile[0] == "bmp_rle" for tile in image.tile) and width * height > MAX_RLE_PIXELS:
+        raise DecodeError(
+            "TooManyPixels",
+            f"the RLE-compressed BMP is {width}x{height} = {width * height} pixels, above "
+            f"the limit of {MAX_RLE_PIXELS} for this slow decoder",
+        )
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF (or XMP) orientation 1-8; 1 when it is missing, invalid or unreadable."""
+    try:
+        value = image.getexif().get(_ORIENTATION, 1)
+    except Exception:  # broken metadata must not cost the pixels: show the image as stored
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
+
+
+def _accepts(name: str, data: bytes) -> bool:
+    """Whether the bytes start with ``name``'s magic number (as Pillow's plugin checks it)."""
+    if name == "WEBP":  # Pillow also wants a known first chunk
+        return data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    accept = Image.OPEN[name][1] if name in Image.OPEN else None
+    return accept is not None and accept(data[:16]) is True
+
+
+def _describe_unknown(data: bytes) -> str:
+    head = data[:512].lstrip()
+    for signature, name in _SIGNATURES:
+        if head.startswith(signature):
+            return name
+    if head[4:8] == b"ftyp":
+        return "an ISO media file (HEIC/AVIF/MP4)"
+    lowered = head[:64].lower()
+    if lowered.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg")):
+        return "HTML/XML text"
+    if b"\x00" not in head:
         try:
-            if size is not None and source_format == "JPEG" and preview_size is None:
-                image.draft(mode, size)
-            image.load()
-            if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
-                width, height = height, width  # the original, as displayed, is transposed
-            oriented = ImageOps.exif_transpose(image)
-            preview = _preview(oriented, preview_size) if preview_size else None
-            converted = _to_mode(oriented, mode)
-            placement = Placement.plan(width, height, converted.size, "stretch")
-            if size is not None:
-                converted, placement = fit_image(converted, size, resize)
-                placement = _in_original_pixels(placement, width, height)
-            pixels = np.asarray(converted, dtype=np.uint8)
-        except (OSError, SyntaxError, ValueError, EOFError) as error:
-            raise DecodeError("CorruptImage", f"the image data is corrupt: {error}") from None
-        except Image.DecompressionBombError as error:
-            raise DecodeError(
-                "TooManyPixels", f"refused as a decompression bomb: {error}"
-            ) from None
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, np.newaxis]
-    return DecodedImage(pixels, width, height, source_format, placement, preview)
+            head.decode("utf-8")
+            return "text"
+        except UnicodeDecodeError as error:
+            if error.start >= len(head) - 3:  # only a character cut by the 512-byte window
+                return "text"
+    return "unknown binary data"
+
+
+def _why(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+def _bomb(error: BaseException) -> DecodeError:
+    return DecodeError("TooManyPixels", f"refused as a decompression bomb: {error}")
 
 
 def _in_original_pixels(placement: Placement, width: int, height: int) -> Placement:
@@ -137,15 +277,9 @@ def _in_original_pixels(placement: Placement, width: int, height: int) -> Placem
     if (placement.original_width, placement.original_height) == (width, height):
         return placement
     content_width, content_height = placement.content_size
-    return Placement(
-        width,
-        height,
-        placement.target_width,
-        placement.target_height,
-        content_width / width,
-        content_height / height,
-        placement.pad_x,
-        placement.pad_y,
+    scale_x, scale_y = content_width / width, content_height / height
+    return replace(
+        placement, original_width=width, original_height=height, scale_x=scale_x, scale_y=scale_y
     )
 
 
@@ -159,16 +293,27 @@ def _preview(image: Image.Image, longest: int) -> np.ndarray:
 
 
 def _to_mode(image: Image.Image, mode: str) -> Image.Image:
-    """Convert any Pillow mode (palette, alpha, CMYK, 16-bit) to "L" or "RGB"."""
+    """Convert any Pillow mode (palette, alpha, CMYK, 16-bit, float) to "L" or "RGB"."""
     if image.mode == mode:
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        top = array.max() or 1.0
-        image = Image.fromarray((array * (255.0 / top)).clip(0, 255).astype(np.uint8), "L")
-    if image.mode == "P":
+    if image.mode.startswith(("I", "F")):  # 16/32-bit integer or float: rescale, do not clip
+        array = np.nan_to_num(np.asarray(image, dtype=np.float32), posinf=0.0, neginf=0.0)
+        top = float(array.max()) if array.size else 0.0
+        scaled = array * (255.0 / top) if top > 0 else array
+        image = Image.fromarray(scaled.clip(0, 255).astype(np.uint8), "L")
+    if image.mode == "La":  # premultiplied: the grey band is already composited on black
+        image = image.getchannel(0)
+    if image.mode in ("P", "RGBa"):
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
-    return image.convert(mode)
+    try:
+        return image.convert(mode)
+    except ValueError:
+        try:
+            return image.convert("RGB").convert(mode)
+        except ValueError:
+            raise DecodeError(
+                "UnsupportedFormat", f"pixels in mode {image.mode} cannot be converted to {mode}"
+            ) from None

@@ -10,9 +10,18 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from PIL import EpsImagePlugin, Image
+from PIL import EpsImagePlugin, Image, ImageFile
 
-from worker.decode import ALLOWED_FORMATS, DecodedImage, DecodeError, decode_image
+import worker.decode
+from tests.hostile_corpus import bmp_rle8, grey_tiff_tags, tiff
+from worker.decode import (
+    ALLOWED_FORMATS,
+    MAX_JPEG_SCANS,
+    MAX_TIFF_VALUES,
+    DecodedImage,
+    DecodeError,
+    decode_image,
+)
 
 DEFAULT_MAX_PIXELS = 40_000_000
 Encoder = Callable[..., bytes]
@@ -368,3 +377,176 @@ def test_one_bit_image_converts(encode: Encoder) -> None:
     decoded = decode(encode(image, "PNG"), mode="L", size=None)
     assert decoded.pixels[:, :4].min() == 255
     assert decoded.pixels[:, 4:].max() == 0
+
+
+# --- decoding-time bombs and limits that are not in the pixel count ----------------------------
+
+BOGUS_SCAN = b"\xff\xda\x00\x08\x01\x01\x00\x00\x00\x00"  # a DC scan with no data
+
+
+def test_a_jpeg_with_too_many_scans_is_refused(encode: Encoder) -> None:
+    """Each scan re-reads every block: thousands of empty scans take minutes to decode."""
+    data = encode(Image.new("L", (64, 64), 9), "JPEG", progressive=True)
+    error = decode_error(data[:-2] + BOGUS_SCAN * MAX_JPEG_SCANS + b"\xff\xd9")
+    assert error.kind == "TooComplex"
+    assert f"limit of {MAX_JPEG_SCANS}" in str(error)
+    assert decode(data[:-2] + BOGUS_SCAN * 10 + b"\xff\xd9").pixels.shape == (28, 28, 3)
+
+
+def test_a_long_tiff_table_is_refused_before_pillow_parses_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    strips = MAX_TIFF_VALUES + 1
+    tags = grey_tiff_tags(1, strips)
+    tags[273] = (3, strips, lambda offset: [offset] * strips)
+    tags[278] = (4, 1, [1])
+    tags[279] = (3, strips, [1] * strips)
+    data = tiff(tags, b"\x80", pixels_first=True)
+
+    def no_open(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Pillow must not parse the table")
+
+    monkeypatch.setattr(Image, "open", no_open)
+    error = decode_error(data)
+    assert error.kind == "TooComplex"
+    assert "tag 273" in str(error)
+
+
+def test_a_small_tiff_with_a_huge_tile_is_refused() -> None:
+    """A 64 x 64 TIFF whose one tile is 4096 x 4096: libtiff would inflate all of it."""
+    tile = zlib.compress(bytes(4096 * 4096))
+    tags = grey_tiff_tags(64, 64, compression=8)
+    tags.update({322: (4, 1, [4096]), 323: (4, 1, [4096]), 324: (4, 1, lambda at: [at])})
+    tags[325] = (4, 1, [len(tile)])
+    error = decode_error(tiff(tags, tile), max_pixels=1_000_000)
+    assert error.kind == "TooManyPixels"
+    assert "4096x4096" in str(error)
+    assert decode(tiff(tags, tile)).original_width == 64  # under the limit it decodes
+
+
+def test_rle_bmps_have_a_pixel_limit_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow decodes RLE BMPs in Python: ~0.1 us a pixel, however small the file."""
+    monkeypatch.setattr(worker.decode, "MAX_RLE_PIXELS", 100)
+    assert decode(bmp_rle8(10, 10, b"\x0a\x07\x00\x00" * 10 + b"\x00\x01")).pixels.size
+    error = decode_error(bmp_rle8(11, 10, b"\x0b\x07\x00\x00" * 10 + b"\x00\x01"))
+    assert error.kind == "TooManyPixels"
+    assert "RLE" in str(error)
+
+
+def test_pillows_own_pixel_limit_applies_too(
+    monkeypatch: pytest.MonkeyPatch, encode: Encoder
+) -> None:
+    data = encode(solid("L", (10, 8), 3), "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 60)
+    with pytest.warns(Image.DecompressionBombWarning):
+        error = decode_error(data, max_pixels=1_000)
+    assert error.kind == "TooManyPixels"
+    assert "PIL.Image.MAX_IMAGE_PIXELS=60" in str(error)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    assert decode(data, max_pixels=80).original_width == 10
+    assert "BV_MAX_IMAGE_PIXELS=79" in str(decode_error(data, max_pixels=79))
+
+
+# --- every failure is a DecodeError ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [KeyError("k"), IndexError(), struct.error("bad"), zlib.error("z"), RuntimeError("r")],
+    ids=lambda failure: type(failure).__name__,
+)
+def test_unexpected_decoder_exceptions_become_corrupt_image(
+    monkeypatch: pytest.MonkeyPatch, encode: Encoder, failure: Exception
+) -> None:
+    def broken_load(self: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", broken_load)
+    error = decode_error(encode(solid("RGB", (8, 8), (1, 2, 3)), "PNG"))
+    assert error.kind == "CorruptImage"
+    assert str(failure) in str(error) or type(failure).__name__ in str(error)
+
+
+def test_running_out_of_memory_is_too_many_pixels(
+    monkeypatch: pytest.MonkeyPatch, encode: Encoder
+) -> None:
+    def no_memory(self: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_memory)
+    assert decode_error(encode(solid("L", (8, 8), 1), "PNG")).kind == "TooManyPixels"
+
+
+def test_an_allowed_signature_with_a_broken_header_is_corrupt_not_unsupported() -> None:
+    for data in (b"\x89PNG\r\n\x1a\n" + bytes(30), b"GIF89a" + bytes(4), b"II*\x00" + bytes(8)):
+        error = decode_error(data)
+        assert error.kind == "CorruptImage"
+        assert "header is broken" in str(error)
+    assert "WEBP" in str(decode_error(b"RIFF\x10\x00\x00\x00WEBPVP8Z" + bytes(8)))
+
+
+@pytest.mark.parametrize(
+    ("data", "described"),
+    [
+        ("Привет, мир! ".encode() * 100, "text"),  # a character cut by the sniffing window
+        (bytes(100), "unknown binary data"),
+        (b"\x00\x00\x00\x18ftypheic" + bytes(16), "ISO media"),
+        (b"\x00\x00\x01\x00" + bytes(16), "ICO"),
+    ],
+    ids=["long-utf8", "nul-bytes", "heic", "ico"],
+)
+def test_unsupported_bytes_are_described(data: bytes, described: str) -> None:
+    error = decode_error(data)
+    assert error.kind == "UnsupportedFormat"
+    assert described in str(error)
+
+
+# --- frames, orientation and odd modes ---------------------------------------------------------
+
+
+def test_only_the_first_frame_is_decoded(encode: Encoder) -> None:
+    red, blue = solid("RGB", (8, 6), (255, 0, 0)), solid("RGB", (8, 6), (0, 0, 255))
+    for fmt, options in (("GIF", {}), ("PNG", {}), ("WEBP", {"lossless": True}), ("TIFF", {})):
+        data = encode(red, fmt, save_all=True, append_images=[blue, blue], **options)
+        pixels = decode(data, size=None).pixels.reshape(-1, 3)
+        assert pixels[:, 0].min() > 200 and pixels[:, 2].max() < 50, fmt
+
+
+def test_an_mpo_decodes_its_first_picture_as_jpeg(encode: Encoder) -> None:
+    """Phones write JPEGs with extra pictures (MPO); Pillow opens them as MPO."""
+    first, second = solid("RGB", (16, 8), (250, 250, 250)), solid("RGB", (16, 8), (0, 0, 0))
+    data = encode(first, "MPO", save_all=True, append_images=[second])
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "MPO"
+    decoded = decode(data, size=None)
+    assert decoded.source_format == "JPEG"
+    assert decoded.pixels.min() > 200
+
+
+@pytest.mark.parametrize(
+    "exif",
+    [
+        b"Exif\x00\x00" + bytes(range(200)),
+        b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00\x12\x01\x02\x00\x02\x00\x00\x006\x00\x00\x00"
+        + bytes(4),
+        b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00\x12\x01\x03\x00\x01\x00\x00\x00\x63\x00\x00\x00"
+        + bytes(4),
+    ],
+    ids=["garbage", "orientation-as-text", "orientation-99"],
+)
+def test_unreadable_or_invalid_exif_shows_the_image_as_stored(encode: Encoder, exif: bytes) -> None:
+    options = {"quality": 95, "exif": exif}
+    array = np.zeros((10, 20, 3), dtype=np.uint8)
+    array[:, :10] = (255, 0, 0)
+    decoded = decode(encode(Image.fromarray(array), "JPEG", **options), size=None)
+    assert decoded.pixels.shape == (10, 20, 3)
+    assert decoded.pixels[:, :8, 0].mean() > 200
+
+
+def test_lab_and_premultiplied_alpha_convert() -> None:
+    lab = Image.new("LAB", (4, 4), (50, 0, 0))
+    for mode in ("L", "RGB"):
+        converted = worker.decode._to_mode(lab, mode)
+        assert converted.mode == mode
+    premultiplied = Image.merge("La", (solid("L", (4, 4), 100), solid("L", (4, 4), 128)))
+    assert worker.decode._to_mode(premultiplied, "L").getextrema() == (100, 100)

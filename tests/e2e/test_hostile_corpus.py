@@ -1,0 +1,182 @@
+"""The hostile corpus through a real classify job: every file a result or an error line.
+
+Real worker processes, Redis, moto's S3 server and the CLI. Every corpus key must
+appear exactly once in the manifest, no pool child may die, the job must finish
+in bounded time, and no output may land outside the output prefix (odd unicode
+keys included). The tally line goes to the closing note.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from tests.helpers import run_cli
+from tests.hostile_corpus import CorpusFile, hostile_corpus
+
+pytestmark = pytest.mark.e2e
+
+BUCKET = "e2e-hostile"
+INPUT = "hostile/"
+OUTPUT = "out/"
+JOB_SECONDS = 600  # a hang guard: the job takes well under a minute on two busy cores
+SEPARATOR_BUG = (
+    "infra/jobs.py stores manifest lines with ensure_ascii=False and reads them back with "
+    "str.splitlines(), which also splits at U+2028 inside a key: finalize_job raises "
+    "JSONDecodeError on every attempt and the job never finishes (submit --wait hangs)"
+)
+
+
+def splits_lines(key: str) -> bool:
+    """Whether ``str.splitlines`` cuts ``key`` (at U+2028, U+2029, U+0085...: see the xfail)."""
+    return len(key.splitlines()) > 1
+
+
+def list_keys(s3_client: Any, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        keys.extend(item["Key"] for item in page.get("Contents", []))
+    return keys
+
+
+def upload(s3_client: Any, files: dict[str, CorpusFile]) -> None:
+    def put(item: tuple[str, CorpusFile]) -> None:
+        key, file = item
+        s3_client.put_object(Bucket=BUCKET, Key=key, Body=file.data)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, files.items()))
+
+
+def read_job(s3_client: Any, job_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    base = f"{OUTPUT}_jobs/{job_id}/"
+    manifest = s3_client.get_object(Bucket=BUCKET, Key=base + "manifest.jsonl")["Body"].read()
+    summary = s3_client.get_object(Bucket=BUCKET, Key=base + "summary.json")["Body"].read()
+    return [json.loads(row) for row in manifest.decode().splitlines()], json.loads(summary)
+
+
+@pytest.mark.timeout(1500)
+def test_hostile_corpus_job(service_env, s3_client, digits_model, start_worker) -> None:  # type: ignore[no-untyped-def]
+    s3_client.create_bucket(Bucket=BUCKET)
+    corpus = [file for file in hostile_corpus() if not splits_lines(file.name)]
+    files = {INPUT + file.name: file for file in corpus}
+    upload(s3_client, files)
+    stored = Counter(list_keys(s3_client, INPUT))
+    assert stored == Counter(files.keys()), "the S3 server changed or lost keys"
+    worker = start_worker("--cpu", "--concurrency", "2")
+    children = sorted(worker.wait_for_children(2))
+
+    started = time.monotonic()
+    done = run_cli(
+        service_env,
+        "submit",
+        "--task",
+        "classify",
+        "--input",
+        f"s3://{BUCKET}/{INPUT}",
+        "--output",
+        f"s3://{BUCKET}/{OUTPUT}",
+        "--include",
+        "*",
+        "--batch-size",
+        "16",
+        "--wait",
+        timeout=JOB_SECONDS,
+    )
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stderr + worker.log()
+    job_id = done.stdout.splitlines()[0].strip()
+    lines, summary = read_job(s3_client, job_id)
+
+    seen = Counter(line["key"] for line in lines)
+    lost = set(files) - set(seen)
+    duplicated = {key for key, count in seen.items() if count > 1}
+    assert not lost, sorted(lost)
+    assert not duplicated, sorted(duplicated)
+    assert set(seen) == set(files)
+    assert summary["state"] == "finished"
+    assert summary["total"] == len(files)
+    assert summary["ok"] + summary["error"] == summary["total"] and summary["skipped"] == 0
+
+    tally: Counter[str] = Counter()
+    wrong = []
+    for line in lines:
+        file = files[line["key"]]
+        tally[line["status"]] += 1
+        assert line["status"] in ("ok", "error"), line
+        if line["status"] == "error":
+            assert line["error"]["type"] and line["error"]["message"], line
+            assert line["result"] is None and line["output"] is None, line
+        else:
+            assert set(line["result"]) == {"label", "score", "top_k"}, line
+            assert line["output"] and line["output"].startswith(f"s3://{BUCKET}/{OUTPUT}")
+        if file.expect != "either" and line["status"] != file.expect:
+            wrong.append((line["key"], file.expect, line["status"], line["error"]))
+        elif file.kind and (line["error"] or {}).get("type") != file.kind:
+            wrong.append((line["key"], file.kind, line["error"]))
+    assert not wrong, wrong
+    assert tally["ok"] == summary["ok"] and tally["error"] == summary["error"]
+
+    # no pool child crashed or was replaced, and the parent is alive
+    assert worker.process.poll() is None, worker.log()
+    assert sorted(worker.children()) == children, worker.log()
+    assert seconds < JOB_SECONDS
+
+    # nothing was written outside the output prefix, whatever the key looked like
+    outside = [key for key in list_keys(s3_client) if key not in files]
+    assert outside and all(key.startswith(OUTPUT) for key in outside), [
+        key for key in outside if not key.startswith(OUTPUT)
+    ]
+    outputs = Counter(line["output"] for line in lines if line["output"])
+    collisions = {output: count for output, count in outputs.items() if count > 1}
+    print(
+        f"\ncorpus: tried={len(files)} ok={tally['ok']} errors={tally['error']} crashes=0 "
+        f"hangs=0 lost={len(lost)} duplicated={len(duplicated)}"
+    )
+    print(
+        f"job {job_id}: {seconds:.1f} s, {summary['images_per_second']} images/s, "
+        f"decode stage {summary['stage_seconds']['decode']:.2f} s; error types "
+        f"{dict(Counter(line['error']['type'] for line in lines if line['error']))}; "
+        f"output keys shared by several inputs: {collisions or 'none'}"
+    )
+
+
+@pytest.mark.xfail(strict=True, reason=SEPARATOR_BUG)
+@pytest.mark.timeout(900)
+def test_a_key_with_a_unicode_line_separator_finishes(  # type: ignore[no-untyped-def]
+    service_env, s3_client, digits_model, start_worker
+) -> None:
+    """The corpus key the main test leaves out; strict: remove the mark once it passes."""
+    bucket = "e2e-hostile-separator"
+    s3_client.create_bucket(Bucket=bucket)
+    separated = [file for file in hostile_corpus() if splits_lines(file.name)]
+    assert separated, "the corpus has a key with a unicode line separator"
+    for file in separated:
+        s3_client.put_object(Bucket=bucket, Key=f"in/{file.name}", Body=file.data)
+    worker = start_worker("--cpu", "--concurrency", "1")
+    worker.wait_for_children(1)
+    submitted = run_cli(
+        service_env,
+        "submit",
+        "--task",
+        "classify",
+        "--input",
+        f"s3://{bucket}/in/",
+        "--output",
+        f"s3://{bucket}/out/",
+        "--include",
+        "*",
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.splitlines()[0].strip()
+    state, deadline = "", time.monotonic() + 120
+    while state not in ("finished", "failed") and time.monotonic() < deadline:
+        time.sleep(3)
+        status = run_cli(service_env, "status", job_id, "--json")
+        state = json.loads(status.stdout)["state"] if status.returncode == 0 else ""
+    assert state == "finished", worker.log()
