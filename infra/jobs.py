@@ -59,6 +59,24 @@ _FIELDS_FLOAT = (
 )
 
 
+def jsonl(records: Iterable[dict[str, Any]]) -> str:
+    """JSON Lines that any reader splits right: U+0085, U+2028 and U+2029 (line breaks
+    to ``str.splitlines`` and others) are escaped; other characters stay as they are."""
+    return "".join(
+        json.dumps(record, ensure_ascii=False)
+        .replace("\u0085", "\\u0085")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+        + "\n"
+        for record in records
+    )
+
+
+def parse_jsonl(text: str) -> list[dict[str, Any]]:
+    """The records of a JSON Lines text; only ``\\n`` separates records."""
+    return [json.loads(row) for row in text.split("\n") if row.strip()]
+
+
 class JobNotFound(LookupError):
     """No job with that id is known to Redis."""
 
@@ -176,12 +194,12 @@ class JobStore:
         counts = {"ok": 0, "error": 0, "skipped": 0}
         for line in lines:
             counts[line["status"]] += 1
-        jsonl = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+        manifest = jsonl(lines)
         first, done, batches = self._record_batch(
             keys=[job_key(job_id), f"{job_key(job_id)}:manifest"],
             args=[
                 batch_index,
-                jsonl,
+                manifest,
                 counts["ok"],
                 counts["error"],
                 counts["skipped"],
@@ -202,7 +220,7 @@ class JobStore:
         raw = self.redis.hgetall(f"{job_key(job_id)}:manifest")
         lines: list[dict[str, Any]] = []
         for _, text in sorted(raw.items(), key=lambda item: int(item[0])):
-            lines.extend(json.loads(row) for row in text.decode().splitlines() if row)
+            lines.extend(parse_jsonl(text.decode()))
         return lines
 
     def claim_finalization(self, job_id: str, owner: str) -> bool:

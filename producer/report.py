@@ -10,14 +10,13 @@ images concurrently for the thumbnail grid, renders the page
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.jobs import JobNotFound
+from infra.jobs import JobNotFound, parse_jsonl
 from infra.s3 import ObjectMissing, S3Store, S3Uri, parse_s3_uri
 from infra.settings import Settings
 from producer.cli_support import CommandError
@@ -85,7 +84,7 @@ def load_job_files(
             f"no job files for {job_id} under s3://{output.bucket}/{base} ({error}); "
             "is the job finished, and is the output prefix right?"
         ) from None
-    lines = [json.loads(row) for row in manifest.splitlines() if row.strip()]
+    lines = parse_jsonl(manifest)
     return summary, lines
 
 

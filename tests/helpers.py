@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from infra.jobs import parse_jsonl
 from models.digits import make_digits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,4 +131,4 @@ def read_job(s3_client: Any, bucket: str, output: str, job_id: str) -> tuple[lis
     summary = json.loads(
         s3_client.get_object(Bucket=bucket, Key=base + "summary.json")["Body"].read()
     )
-    return [json.loads(row) for row in manifest.decode().splitlines()], summary
+    return parse_jsonl(manifest.decode()), summary

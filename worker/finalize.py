@@ -8,14 +8,13 @@ files are whole-object PUTs, so a second write replaces rather than appends.
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from infra.jobs import JobStore
+from infra.jobs import JobStore, jsonl
 from infra.s3 import S3Store, parse_s3_uri
 from worker.outputs import job_file_key
 
@@ -84,7 +83,7 @@ def finalize_job(jobs: JobStore, store: S3Store, job_id: str, owner: str) -> dic
         finished_at = float(record.get("updated_at") or time.time())
         summary = build_summary(record, lines, finished_at)
         output = parse_s3_uri(record["output"])
-        manifest = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+        manifest = jsonl(lines)
         store.put_bytes(
             output.bucket,
             job_file_key(output, job_id, "manifest.jsonl"),

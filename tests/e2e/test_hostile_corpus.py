@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from infra.jobs import parse_jsonl
 from tests.helpers import run_cli
 from tests.hostile_corpus import CorpusFile, hostile_corpus
 
@@ -25,16 +26,6 @@ BUCKET = "e2e-hostile"
 INPUT = "hostile/"
 OUTPUT = "out/"
 JOB_SECONDS = 600  # a hang guard: the job takes well under a minute on two busy cores
-SEPARATOR_BUG = (
-    "infra/jobs.py stores manifest lines with ensure_ascii=False and reads them back with "
-    "str.splitlines(), which also splits at U+2028 inside a key: finalize_job raises "
-    "JSONDecodeError on every attempt and the job never finishes (submit --wait hangs)"
-)
-
-
-def splits_lines(key: str) -> bool:
-    """Whether ``str.splitlines`` cuts ``key`` (at U+2028, U+2029, U+0085...: see the xfail)."""
-    return len(key.splitlines()) > 1
 
 
 def list_keys(s3_client: Any, prefix: str = "") -> list[str]:
@@ -57,14 +48,14 @@ def read_job(s3_client: Any, job_id: str) -> tuple[list[dict[str, Any]], dict[st
     base = f"{OUTPUT}_jobs/{job_id}/"
     manifest = s3_client.get_object(Bucket=BUCKET, Key=base + "manifest.jsonl")["Body"].read()
     summary = s3_client.get_object(Bucket=BUCKET, Key=base + "summary.json")["Body"].read()
-    return [json.loads(row) for row in manifest.decode().splitlines()], json.loads(summary)
+    return parse_jsonl(manifest.decode()), json.loads(summary)
 
 
 @pytest.mark.timeout(1500)
 def test_hostile_corpus_job(service_env, s3_client, digits_model, start_worker) -> None:  # type: ignore[no-untyped-def]
     s3_client.create_bucket(Bucket=BUCKET)
-    corpus = [file for file in hostile_corpus() if not splits_lines(file.name)]
-    files = {INPUT + file.name: file for file in corpus}
+    # Every file, including keys with U+2028 or U+0085 (line breaks to str.splitlines).
+    files = {INPUT + file.name: file for file in hostile_corpus()}
     upload(s3_client, files)
     stored = Counter(list_keys(s3_client, INPUT))
     assert stored == Counter(files.keys()), "the S3 server changed or lost keys"
@@ -144,39 +135,3 @@ def test_hostile_corpus_job(service_env, s3_client, digits_model, start_worker) 
         f"{dict(Counter(line['error']['type'] for line in lines if line['error']))}; "
         f"output keys shared by several inputs: {collisions or 'none'}"
     )
-
-
-@pytest.mark.xfail(strict=True, reason=SEPARATOR_BUG)
-@pytest.mark.timeout(900)
-def test_a_key_with_a_unicode_line_separator_finishes(  # type: ignore[no-untyped-def]
-    service_env, s3_client, digits_model, start_worker
-) -> None:
-    """The corpus key the main test leaves out; strict: remove the mark once it passes."""
-    bucket = "e2e-hostile-separator"
-    s3_client.create_bucket(Bucket=bucket)
-    separated = [file for file in hostile_corpus() if splits_lines(file.name)]
-    assert separated, "the corpus has a key with a unicode line separator"
-    for file in separated:
-        s3_client.put_object(Bucket=bucket, Key=f"in/{file.name}", Body=file.data)
-    worker = start_worker("--cpu", "--concurrency", "1")
-    worker.wait_for_children(1)
-    submitted = run_cli(
-        service_env,
-        "submit",
-        "--task",
-        "classify",
-        "--input",
-        f"s3://{bucket}/in/",
-        "--output",
-        f"s3://{bucket}/out/",
-        "--include",
-        "*",
-    )
-    assert submitted.returncode == 0, submitted.stderr
-    job_id = submitted.stdout.splitlines()[0].strip()
-    state, deadline = "", time.monotonic() + 120
-    while state not in ("finished", "failed") and time.monotonic() < deadline:
-        time.sleep(3)
-        status = run_cli(service_env, "status", job_id, "--json")
-        state = json.loads(status.stdout)["state"] if status.returncode == 0 else ""
-    assert state == "finished", worker.log()

@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from infra.jobs import JobNotFound, JobStore
+from infra.jobs import JobNotFound, JobStore, jsonl, parse_jsonl
 from infra.s3 import S3Store
 from worker.finalize import finalize_job
 from worker.outputs import manifest_line
@@ -103,3 +103,15 @@ def test_concurrent_finalizers_claim_once(redis_url: str) -> None:
     assert not jobs.claim_finalization(job_id, "b")
     jobs.release_finalization(job_id)
     assert jobs.claim_finalization(job_id, "b")
+
+
+def test_keys_with_unicode_line_breaks_survive_the_manifest(redis_url: str) -> None:
+    """U+2028, U+2029 and U+0085 are line breaks to str.splitlines: escaped, never split."""
+    jobs = JobStore.from_url(redis_url)
+    job_id = _job(jobs, 1, "s3://b/out/")
+    keys = ["in/line\u2028sep.png", "in/para\u2029sep.png", "in/nel\u0085.png", "in/é.png"]
+    jobs.record_batch(job_id, 0, _lines(keys), {})
+    assert [line["key"] for line in jobs.manifest_lines(job_id)] == keys
+    text = jsonl(_lines(keys))
+    assert len(text.splitlines()) == len(keys) and "é" in text  # readable, and split right
+    assert [row["key"] for row in parse_jsonl(text)] == keys

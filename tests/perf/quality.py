@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from infra.jobs import parse_jsonl
 from infra.local_services import local_stack
 from infra.s3 import S3Store
 from infra.settings import Settings
@@ -79,7 +80,7 @@ def _judge_generator(env: dict[str, str], store: S3Store, gan: str, judge: str) 
     )
     judge_job = judged.stdout.split()[0]
     text = store.get_text(BUCKET, f"judged/_jobs/{judge_job}/manifest.jsonl")
-    lines = [json.loads(row) for row in text.splitlines()]
+    lines = parse_jsonl(text)
     requested = {}
     generated = store.get_text(BUCKET, f"samples/_jobs/{job_id}/manifest.jsonl")
     for row in generated.splitlines():
