@@ -248,6 +248,8 @@ def run_demo(
         _step("starting a worker on the inference and training queues (2 CPU children)")
         worker_log = Path("demo-output") / "worker.log"
         worker = _start_worker(dict(os.environ), worker_log)
+        # BV_METRICS_PORT, if set, is the worker's: the in-process watch must not bind it too.
+        os.environ.pop("BV_METRICS_PORT", None)
         print(f"    worker log: {worker_log}", file=sys.stderr)
         _step(f"writing synthetic datasets to s3://{DEMO_BUCKET}/datasets/ and job inputs")
         for task, (count, _, _) in DATASETS.items():

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit, urlunsplit
 
+LOG_FORMATS = ("text", "json")
+MAX_PORT = 65535
 DEFAULT_MODELS = {
     "classify": "digits",
     "detect": "shapes-detector",
@@ -76,6 +78,7 @@ class Settings:
     max_attempts: int = 5
     outage_seconds: int = 600
     schedule_file: str | None = None
+    log_format: str = "text"
     unsafe_models: frozenset[str] = frozenset()
     model_cache_dir: str = field(
         default_factory=lambda: os.path.join(os.path.expanduser("~"), ".cache", "bucketvision")
@@ -94,6 +97,14 @@ class Settings:
             raise SettingsError(
                 f"BV_BROKER_URL={redact_url(broker_url)!r} must be a redis:// or rediss:// URL"
             )
+        log_format = (env.get("BV_LOG_FORMAT") or defaults.log_format).strip().lower()
+        if log_format not in LOG_FORMATS:
+            raise SettingsError(
+                f"BV_LOG_FORMAT={env.get('BV_LOG_FORMAT')!r}: use {' or '.join(LOG_FORMATS)}"
+            )
+        metrics_port = _optional_integer(env, "BV_METRICS_PORT")
+        if metrics_port is not None and metrics_port > MAX_PORT:
+            raise SettingsError(f"BV_METRICS_PORT={metrics_port} is above {MAX_PORT}")
         return cls(
             broker_url=broker_url,
             s3_endpoint_url=env.get("BV_S3_ENDPOINT_URL") or None,
@@ -104,7 +115,7 @@ class Settings:
             batch_size=_integer(env, "BV_BATCH_SIZE", defaults.batch_size),
             max_image_pixels=_integer(env, "BV_MAX_IMAGE_PIXELS", defaults.max_image_pixels),
             max_object_bytes=_integer(env, "BV_MAX_OBJECT_BYTES", defaults.max_object_bytes),
-            metrics_port=_optional_integer(env, "BV_METRICS_PORT"),
+            metrics_port=metrics_port,
             visibility_timeout=_integer(env, "BV_VISIBILITY_TIMEOUT", defaults.visibility_timeout),
             model_refresh_seconds=_integer(
                 env, "BV_MODEL_REFRESH_SECONDS", defaults.model_refresh_seconds
@@ -113,6 +124,7 @@ class Settings:
             max_attempts=_integer(env, "BV_MAX_ATTEMPTS", defaults.max_attempts),
             outage_seconds=_integer(env, "BV_OUTAGE_SECONDS", defaults.outage_seconds),
             schedule_file=env.get("BV_SCHEDULE_FILE") or None,
+            log_format=log_format,
             unsafe_models=frozenset(
                 name.strip() for name in env.get("BV_UNSAFE_MODELS", "").split(",") if name.strip()
             ),
@@ -137,6 +149,7 @@ class Settings:
             "max_image_pixels": self.max_image_pixels,
             "max_object_bytes": self.max_object_bytes,
             "metrics_port": self.metrics_port,
+            "log_format": self.log_format,
             "visibility_timeout": self.visibility_timeout,
             "outage_seconds": self.outage_seconds,
             "unsafe_models": sorted(self.unsafe_models),

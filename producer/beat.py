@@ -57,8 +57,8 @@ class BeatLease:
             self.redis.delete(LOCK_KEY)
 
 
-def run_beat(settings: Settings, *, loglevel: str = "INFO") -> int:
-    """Run beat until stopped; returns the exit code."""
+def run_beat(settings: Settings, *, loglevel: str = "INFO", quiet: bool = False) -> int:
+    """Run beat until stopped; returns the exit code. ``quiet``: no banner on stdout."""
     from celery.apps.beat import Beat
 
     if not settings.schedule_file:
@@ -80,6 +80,7 @@ def run_beat(settings: Settings, *, loglevel: str = "INFO") -> int:
             schedule=os.path.join(settings.model_cache_dir, "celerybeat-schedule"),
             loglevel=loglevel,
             max_interval=5,
+            quiet=quiet,
         ).run()
     finally:
         lease.release()

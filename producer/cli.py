@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
 import redis
 
+from infra.logs import configure_logging, leave_logging_to_us
 from infra.settings import Settings, SettingsError
 from producer.cli_models import add_model_commands
 from producer.cli_support import EXIT_USAGE, CommandError, clients, report_job
@@ -56,8 +58,18 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         max_in_flight=args.max_in_flight,
         rescan_seconds=args.rescan_seconds,
     )
-    report = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    watcher = Watcher(request, app=make_celery(settings), report=report, **clients(settings))
+    configure_logging("INFO", settings.log_format)
+    report = _reporter(settings, "bucketvision.watch")
+    found = clients(settings)
+    if settings.metrics_port is None:
+        watcher = Watcher(request, app=make_celery(settings), report=report, **found)
+    else:
+        from producer.metrics import MeteredWatcher, WatcherMetrics, export_producer_metrics
+
+        export_producer_metrics(settings)
+        watcher = MeteredWatcher(
+            request, app=make_celery(settings), report=report, metrics=WatcherMetrics(), **found
+        )
     watcher.stop_on_signals()
     report(f"watching {request.input} every {request.interval:g} s -> {request.output}")
     state = watcher.run()
@@ -65,10 +77,23 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _reporter(settings: Settings, logger: str) -> Callable[[str], None]:
+    """Progress lines of a long-running command: log records in JSON, plain lines in text."""
+    if settings.log_format == "json":
+        return logging.getLogger(logger).info
+    return lambda text: print(text, file=sys.stderr, flush=True)
+
+
 def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
     from producer.beat import run_beat
 
-    return run_beat(settings, loglevel=args.loglevel)
+    configure_logging(args.loglevel, settings.log_format)
+    leave_logging_to_us()
+    if settings.metrics_port is not None:
+        from producer.metrics import export_producer_metrics
+
+        export_producer_metrics(settings)
+    return run_beat(settings, loglevel=args.loglevel, quiet=settings.log_format == "json")
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

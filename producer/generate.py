@@ -8,6 +8,7 @@ turn (or only ``--label``).
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 
 from celery import Celery
@@ -101,6 +102,7 @@ def submit_generate(
                 "output": str(output),
                 "model": str(model),
                 "items": batch,
+                "enqueued_at": time.time(),
             }
             app.send_task(
                 TASK_NAMES["generate"], args=[message], queue=INFERENCE_QUEUE, producer=producer

@@ -1,7 +1,9 @@
 """Submitting a job: list the input prefix, pin the model, enqueue batches by task name.
 
 The producer never imports TensorFlow or the worker's code; tasks are sent by
-their names on the shared Celery app configuration.
+their names on the shared Celery app configuration. Each message carries
+``enqueued_at`` (Unix seconds) for the worker's queue-wait metric; a worker
+ignores fields it does not know, and a message without it is still accepted.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def batch_messages(
     model: str,
     item_outputs: bool,
 ) -> Iterator[dict[str, Any]]:
+    """The task bodies, stamped with ``enqueued_at`` as each is made (just before it is sent)."""
     for index, keys in enumerate(batches):
         yield {
             "job_id": job_id,
@@ -108,6 +111,7 @@ def batch_messages(
             "output": str(output_uri),
             "model": model,
             "item_outputs": item_outputs,
+            "enqueued_at": time.time(),
         }
 
 

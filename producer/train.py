@@ -54,9 +54,8 @@ def submit_training(
     body = asdict(request)
     runs.create(run_id, body)
     runs.update(run_id, counts=layout.counts())
-    app.send_task(
-        TASK_NAMES["train"], args=[{"run_id": run_id, "request": body}], queue=TRAINING_QUEUE
-    )
+    message = {"run_id": run_id, "request": body, "enqueued_at": time.time()}
+    app.send_task(TASK_NAMES["train"], args=[message], queue=TRAINING_QUEUE)
     return run_id, layout.counts()
 
 

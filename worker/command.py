@@ -5,6 +5,10 @@ The parent never imports TensorFlow. Each prefork child, when it starts
 ``CUDA_VISIBLE_DEVICES`` before TensorFlow loads, turns on memory growth, and
 takes its share of the CPU threads. With ``--cpu`` GPUs are hidden and the
 cores are split between the children.
+
+Logging (``BV_LOG_FORMAT``) and the task hooks (log context, metrics) are set up
+here, in the parent, before the pool forks. With ``BV_METRICS_PORT`` the parent
+serves ``/metrics`` for the whole pool (:mod:`infra.metrics`, multiprocess mode).
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from dataclasses import dataclass
 from celery.signals import worker_process_init
 from celery.utils.log import current_process_index
 
+from infra.logs import configure_logging, leave_logging_to_us
+from infra.metrics import Exporter, start_multiprocess_exporter
 from infra.queue import INFERENCE_QUEUE, TRAINING_QUEUE, make_celery
 from infra.settings import Settings
+from worker.hooks import TaskHooks
 
 log = logging.getLogger("bucketvision.worker")
 
@@ -110,12 +117,16 @@ def run_worker(
         raise ValueError(f"unknown queue(s) {', '.join(unknown)}; use inference and/or training")
     app = make_celery(settings)
     register_tasks(app)
+    configure_logging(loglevel, settings.log_format)
+    leave_logging_to_us()
+    exporter = _install_hooks(settings)
 
     @worker_process_init.connect(weak=False)
     def _on_child_start(**_: object) -> None:
+        if exporter is not None:
+            exporter.close_in_child()
         _pin_child(placement)
 
-    logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info(
         "starting worker: queues=%s devices=%s children=%s threads/child=%s broker=%s",
         ",".join(wanted),
@@ -124,15 +135,40 @@ def run_worker(
         placement.threads_per_child,
         settings.describe()["broker_url"],
     )
-    app.worker_main(
-        [
-            "worker",
-            f"--loglevel={loglevel}",
-            f"--queues={','.join(wanted)}",
-            f"--concurrency={placement.concurrency}",
-            "--pool=prefork",
-            "--without-gossip",
-            "--without-mingle",
-            f"--hostname=bucketvision-{os.getpid()}@%h",
-        ]
-    )
+    quiet = ["--quiet"] if settings.log_format == "json" else []  # no banner between JSON lines
+    try:
+        app.worker_main(
+            [
+                *quiet,
+                "worker",
+                f"--loglevel={loglevel}",
+                f"--queues={','.join(wanted)}",
+                f"--concurrency={placement.concurrency}",
+                "--pool=prefork",
+                "--without-gossip",
+                "--without-mingle",
+                f"--hostname=bucketvision-{os.getpid()}@%h",
+            ]
+        )
+    finally:
+        if exporter is not None:
+            exporter.stop()
+
+
+def _install_hooks(settings: Settings) -> Exporter | None:
+    """Log context around every task; with BV_METRICS_PORT, metrics served by this parent."""
+    if settings.metrics_port is None:
+        TaskHooks().install()
+        return None
+    exporter = start_multiprocess_exporter(settings.metrics_port)
+    from worker.metrics import WorkerMetrics  # after the multiprocess directory is set
+
+    TaskHooks(WorkerMetrics(), loaded_models=_loaded_models).install()
+    log.info("serving metrics on :%d/metrics", exporter.port)
+    return exporter
+
+
+def _loaded_models() -> list[str]:
+    from worker.runtime import get_runtime
+
+    return get_runtime().models.loaded()

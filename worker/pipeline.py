@@ -83,6 +83,13 @@ class BatchOutcome:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     failure: str | None = None
 
+    def counts(self) -> dict[str, int]:
+        """Manifest lines by status (ok, error, skipped)."""
+        found = {"ok": 0, "error": 0, "skipped": 0}
+        for line in self.lines:
+            found[line["status"]] = found.get(line["status"], 0) + 1
+        return found
+
 
 def _fetch_and_decode(
     store: S3Store, bucket: str, item: ItemState, model: BatchModel, limits: Limits

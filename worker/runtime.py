@@ -12,10 +12,10 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from infra.jobs import JobStore
+from infra.logs import ContextThreadPool
 from infra.s3 import S3Store
 from infra.settings import Settings
 from models.registry import ModelRegistry, parse_model_ref
@@ -172,7 +172,8 @@ class WorkerRuntime:
             refresh_seconds=settings.model_refresh_seconds,
             unsafe_models=settings.unsafe_models,
         )
-        self.pool = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="bv-io")
+        # I/O threads run in the batch's log context (job id and batch on their lines).
+        self.pool = ContextThreadPool(settings.io_threads, thread_name_prefix="bv-io")
         self.limits = Limits(settings.max_image_pixels, settings.max_object_bytes)
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
 

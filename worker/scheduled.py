@@ -28,6 +28,10 @@ def grown_enough(entry: TrainEntry, total: int, previous: int | None) -> bool:
     return previous is None or entry.min_new_items <= 0 or total - previous >= entry.min_new_items
 
 
+def _about(entry: TrainEntry) -> dict[str, Any]:
+    return {"name": entry.name, "model": entry.name, "task": entry.task}
+
+
 def handle_scheduled_train(body: dict[str, Any]) -> dict[str, Any]:
     runtime = get_runtime()
     entry = TrainEntry(**body)
@@ -35,7 +39,7 @@ def handle_scheduled_train(body: dict[str, Any]) -> dict[str, Any]:
         layout = read_layout(runtime.store, parse_s3_uri(entry.dataset), entry.task)
     except DatasetError as error:
         log.error("scheduled training of %s skipped: %s", entry.name, error)
-        return {"name": entry.name, "state": "skipped", "reason": str(error)}
+        return {**_about(entry), "state": "skipped", "outcome": "skipped", "reason": str(error)}
     total = sum(layout.counts().values())
     try:
         counts = runtime.registry.resolve(entry.name).card.get("dataset_counts") or {}
@@ -50,7 +54,8 @@ def handle_scheduled_train(body: dict[str, Any]) -> dict[str, Any]:
             previous,
             entry.min_new_items,
         )
-        return {"name": entry.name, "state": "skipped", "reason": "not enough new items"}
+        reason = "not enough new items"
+        return {**_about(entry), "state": "skipped", "outcome": "skipped", "reason": reason}
     request = TrainingRequest(
         name=entry.name, task=entry.task, dataset=entry.dataset, epochs=entry.epochs
     )

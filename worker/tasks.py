@@ -3,6 +3,10 @@
 Outages (Redis or S3 unreachable) are ridden out around the plain functions by
 :func:`infra.outages.ride_out`, not inside them; at-least-once delivery and the
 idempotent job store make a repeated or redelivered batch safe.
+
+What a task returns says what happened (task, model, attempt, items and their
+counts, stage seconds, whether this run recorded the batch or finished the job);
+the task hooks (:mod:`worker.hooks`) turn it into metrics.
 """
 
 from __future__ import annotations
@@ -28,10 +32,17 @@ log = logging.getLogger("bucketvision.worker")
 T = TypeVar("T")
 
 
-def finalize_if_complete(runtime: WorkerRuntime, job_id: str) -> None:
+def finalize_if_complete(runtime: WorkerRuntime, job_id: str) -> str | None:
+    """Finalise the job if all its batches are recorded; its state if this call did."""
     record = runtime.jobs.get(job_id)
     if record["done_batches"] >= record["batches"]:
-        finalize_job(runtime.jobs, runtime.store, job_id, runtime.identity)
+        return _finalize(runtime, job_id)
+    return None
+
+
+def _finalize(runtime: WorkerRuntime, job_id: str) -> str | None:
+    summary = finalize_job(runtime.jobs, runtime.store, job_id, runtime.identity)
+    return str(summary["state"]) if summary else None
 
 
 def _run(
@@ -71,6 +82,12 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
         else BatchMessage.from_json(body)
     )
     where = f"batch {message.batch} of job {message.job_id}"
+    about = {
+        "job_id": message.job_id,
+        "batch": message.batch,
+        "task": getattr(message, "task", "generate"),
+        "model": message.model,
+    }
     within = runtime.settings.outage_seconds
     try:
         start = ride_out(
@@ -80,7 +97,7 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
         )
     except JobNotFound as error:
         log.warning("dropping %s: %s", where, error)
-        return {"job_id": message.job_id, "batch": message.batch, "dropped": True}
+        return {**about, "dropped": True}
     except OUTAGE_ERRORS as error:
         raise Reject(f"{where}: Redis unavailable ({error})", requeue=True) from error
     attempt = start.attempt
@@ -88,9 +105,12 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
         # Redelivered after its results were recorded (e.g. the ack was lost): only make
         # sure the job gets finalised.
         log.info("%s was already recorded", where)
-        _ride_out_or_requeue(lambda: finalize_if_complete(runtime, message.job_id), where, within)
-        return {"job_id": message.job_id, "batch": message.batch, "recorded": False}
-    if start.worker_deaths >= runtime.settings.max_attempts:
+        finished = _ride_out_or_requeue(
+            lambda: finalize_if_complete(runtime, message.job_id), where, within
+        )
+        return {**about, "recorded": False, "attempt": attempt, "job_finished": finished}
+    dead = start.worker_deaths >= runtime.settings.max_attempts
+    if dead:
         outcome = dead_letter(message, attempt, start.worker_deaths, runtime.settings.max_attempts)
     else:
         try:
@@ -100,16 +120,24 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
         except OUTAGE_ERRORS as error:
             outcome = gave_up(message, attempt, error, within)
 
-    def record() -> bool:
+    def record() -> tuple[bool, str | None]:
         recorded = runtime.jobs.record_batch(
             message.job_id, message.batch, outcome.lines, outcome.stage_seconds, outcome.failure
         )
-        if recorded.job_complete:
-            finalize_job(runtime.jobs, runtime.store, message.job_id, runtime.identity)
-        return recorded.first_time
+        finished = _finalize(runtime, message.job_id) if recorded.job_complete else None
+        return recorded.first_time, finished
 
-    first_time = _ride_out_or_requeue(record, where, within)
-    return {"job_id": message.job_id, "batch": message.batch, "recorded": first_time}
+    first_time, finished = _ride_out_or_requeue(record, where, within)
+    return {
+        **about,
+        "recorded": first_time,
+        "attempt": attempt,
+        "items": len(outcome.lines),
+        "counts": outcome.counts(),
+        "stage_seconds": outcome.stage_seconds,
+        "dead_letter": dead,
+        "job_finished": finished,
+    }
 
 
 def _ride_out_or_requeue(call: Callable[[], T], where: str, within: float) -> T:

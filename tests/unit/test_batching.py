@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 
@@ -192,7 +193,9 @@ def test_batch_messages_fields() -> None:
             "output",
             "model",
             "item_outputs",
+            "enqueued_at",
         }
+        assert abs(message["enqueued_at"] - time.time()) < 60
         assert message["job_id"] == "J1"
         assert message["task"] == "classify"
         assert message["input"] == "s3://photos/incoming/"

@@ -211,3 +211,18 @@ def test_describe_redacts_a_password_in_the_s3_endpoint() -> None:
     settings = Settings.from_env({"BV_S3_ENDPOINT_URL": "http://minio:s3cr3t@minio:9000"})
     described = str(settings.describe())
     assert "s3cr3t" not in described and "minio:***@minio:9000" in described
+
+
+def test_log_format_is_text_or_json() -> None:
+    assert Settings.from_env({}).log_format == "text"
+    assert Settings.from_env({"BV_LOG_FORMAT": " JSON "}).log_format == "json"
+    assert Settings.from_env({"BV_LOG_FORMAT": ""}).log_format == "text"
+    assert Settings.from_env({"BV_LOG_FORMAT": "json"}).describe()["log_format"] == "json"
+    with pytest.raises(SettingsError, match="BV_LOG_FORMAT"):
+        Settings.from_env({"BV_LOG_FORMAT": "yaml"})
+
+
+def test_metrics_port_above_65535_is_refused() -> None:
+    assert Settings.from_env({"BV_METRICS_PORT": "65535"}).metrics_port == 65535
+    with pytest.raises(SettingsError, match="BV_METRICS_PORT"):
+        Settings.from_env({"BV_METRICS_PORT": "70000"})

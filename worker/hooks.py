@@ -1,0 +1,159 @@
+"""Celery task hooks: log context and metrics around every task, outside the task code.
+
+:class:`TaskHooks` connects to Celery's ``task_prerun`` and ``task_postrun``
+signals, which run in the pool child around each task. Before the task it binds
+the message's ``job_id``, ``batch`` and ``task`` (or the training ``run_id``) to
+the log context and, with metrics, observes the queue wait from the message's
+``enqueued_at``. After the task it records what the task returned (see
+:func:`worker.tasks.handle_inference_batch` and :func:`worker.training_task.handle_training`)
+and clears the context. A failure to record a metric is logged, never raised:
+it must not fail or redeliver a batch.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from celery.signals import task_postrun, task_prerun, worker_process_shutdown
+
+from infra.logs import bind_context, reset_context
+
+if TYPE_CHECKING:  # importing it loads prometheus_client: only with BV_METRICS_PORT
+    from worker.metrics import WorkerMetrics
+
+log = logging.getLogger("bucketvision.worker")
+
+INFERENCE_TASKS = ("classify", "detect", "segment", "generate")
+TRAINING_TASKS = ("train", "scheduled_train")
+
+
+def short_name(task_name: str) -> str:
+    """``bucketvision.classify`` -> ``classify``."""
+    return task_name.rsplit(".", 1)[-1]
+
+
+def message_body(args: Sequence[Any] | None) -> Mapping[str, Any]:
+    """The task's JSON body (its one positional argument), or an empty mapping."""
+    if args and isinstance(args[0], Mapping):
+        return args[0]
+    return {}
+
+
+class TaskHooks:
+    """Log context for every task; metrics too when ``metrics`` is given."""
+
+    def __init__(
+        self,
+        metrics: WorkerMetrics | None = None,
+        *,
+        loaded_models: Callable[[], list[str]] | None = None,
+        clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.metrics = metrics
+        self.loaded_models = loaded_models
+        self.clock, self.timer = clock, timer
+        self._running: dict[str, tuple[float, contextvars.Token[Mapping[str, Any] | None]]] = {}
+
+    def install(self) -> None:
+        """Connect to Celery's signals (in the parent, so every forked child has them)."""
+        task_prerun.connect(self.before, weak=False)
+        task_postrun.connect(self.after, weak=False)
+        if self.metrics is not None:
+            worker_process_shutdown.connect(_child_exit, weak=False)
+
+    def before(
+        self, task_id: str = "", task: Any = None, args: Sequence[Any] | None = None, **_: Any
+    ) -> None:
+        name = short_name(getattr(task, "name", "") or "")
+        body = message_body(args)
+        token = bind_context(
+            task_id=task_id or None,
+            task=str(body.get("task") or name),
+            job_id=body.get("job_id"),
+            batch=body.get("batch"),
+            run_id=body.get("run_id"),
+        )
+        self._running[task_id] = (self.timer(), token)
+        enqueued_at = body.get("enqueued_at")
+        if self.metrics is None or not isinstance(enqueued_at, int | float):
+            return
+        try:
+            delivery = getattr(getattr(task, "request", None), "delivery_info", None) or {}
+            queue = str(delivery.get("routing_key") or "unknown")
+            self.metrics.record_queue_wait(queue, name, self.clock() - float(enqueued_at))
+        except Exception:
+            log.exception("could not record the queue wait of task %s", task_id)
+
+    def after(
+        self,
+        task_id: str = "",
+        task: Any = None,
+        retval: Any = None,
+        state: str | None = None,
+        **_: Any,
+    ) -> None:
+        started, token = self._running.pop(task_id, (None, None))
+        try:
+            if self.metrics is not None:
+                seconds = self.timer() - started if started is not None else 0.0
+                self.record(short_name(getattr(task, "name", "") or ""), retval, state, seconds)
+        except Exception:
+            log.exception("could not record the metrics of task %s", task_id)
+        finally:
+            try:
+                reset_context(token)
+            except ValueError:  # set in another context: start clean instead
+                reset_context()
+
+    def record(self, name: str, result: Any, state: str | None, seconds: float) -> None:
+        """Record what task ``name`` returned after ``seconds``."""
+        metrics = self.metrics
+        if metrics is None:
+            return
+        try:
+            if isinstance(result, Mapping) and name in INFERENCE_TASKS:
+                self._record_batch(metrics, name, result, seconds)
+            elif isinstance(result, Mapping) and name in TRAINING_TASKS and result.get("outcome"):
+                metrics.record_training(
+                    str(result.get("model")),
+                    str(result.get("task")),
+                    str(result["outcome"]),
+                    result.get("metrics"),
+                )
+        finally:  # last: once a task is counted, everything it reported is recorded
+            metrics.record_task(name, state or "unknown")
+
+    def _record_batch(
+        self, metrics: WorkerMetrics, name: str, result: Mapping[str, Any], seconds: float
+    ) -> None:
+        if int(result.get("attempt") or 1) > 1:
+            metrics.record_redelivery(name)
+        if result.get("job_finished"):
+            metrics.record_job_finished(name, str(result["job_finished"]))
+        if "items" not in result:  # dropped, or recorded by an earlier attempt
+            return
+        metrics.record_batch(
+            name,
+            size=int(result["items"]),
+            seconds=seconds,
+            stage_seconds=result.get("stage_seconds") or {},
+            counts=result.get("counts") if result.get("recorded") else None,
+            dead_letter=bool(result.get("dead_letter")),
+        )
+        model = result.get("model")
+        if isinstance(model, str) and "@" in model and not result.get("dead_letter"):
+            loaded = self.loaded_models() if self.loaded_models else [model]
+            metrics.record_models({model: name} if model in loaded else {}, loaded)
+
+
+def _child_exit(pid: int | None = None, **_: Any) -> None:
+    """``worker_process_shutdown``: this child's live gauges leave the sums."""
+    from infra.metrics import mark_dead
+
+    if pid is not None:
+        mark_dead(pid)
