@@ -9,7 +9,6 @@ progress bars, and prints what each produced and where to look.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from infra.jobs import parse_jsonl
 from infra.local_services import local_stack
 from infra.s3 import S3Store, parse_s3_uri
 from infra.settings import DEFAULT_MODELS, Settings
@@ -170,7 +170,7 @@ def _run_jobs(cli: Any) -> dict[str, str]:
 
 def _accuracy(store: S3Store, job_id: str) -> float:
     text = store.get_text(DEMO_BUCKET, f"results/classify/_jobs/{job_id}/manifest.jsonl")
-    lines = [json.loads(row) for row in text.splitlines()]
+    lines = parse_jsonl(text)
     right = sum(
         1
         for line in lines
