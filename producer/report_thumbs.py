@@ -17,24 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from models.detection.annotate import PALETTE, legible_font
 from worker.decode import DecodeError, decode_image
 
 TILE = 176  # the long side of a thumbnail, in pixels
 MAX_BOXES = 25  # the highest-scoring detections drawn on a tile
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75),
-    (60, 180, 75),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (0, 128, 128),
-    (170, 110, 40),
-)
 
 Fetch = Callable[[str, str], bytes]
 """``fetch(bucket, key)`` -> the object's bytes (bounded by BV_MAX_OBJECT_BYTES)."""
@@ -95,13 +84,6 @@ def encode_tile(image: Image.Image) -> tuple[bytes, str]:
     return (jpeg, "image/jpeg") if len(jpeg) < len(png) * 0.7 else (png, "image/png")
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (OSError, TypeError, ValueError):  # Pillow without FreeType
-        return ImageFont.load_default()
-
-
 def draw_detections(
     image: Image.Image,
     detections: list[dict[str, Any]],
@@ -113,7 +95,7 @@ def draw_detections(
     sx, sy = image.width / max(width, 1), image.height / max(height, 1)
     drawn = image.copy()
     draw = ImageDraw.Draw(drawn)
-    font = _font(11)
+    font = legible_font(11)
     ranked = sorted(detections, key=lambda d: -float(d.get("score", 0.0)))[:MAX_BOXES]
     colours = {**label_colours(sorted(str(d.get("label")) for d in detections)), **(colours or {})}
     for detection in ranked:

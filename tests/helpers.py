@@ -36,6 +36,14 @@ def run_cli(
     )
 
 
+def submit_cli(
+    env: dict[str, str], input_uri: str, output_uri: str, *extra: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``bucketvision submit --task classify --input IN --output OUT EXTRA...``."""
+    arguments = ["--task", "classify", "--input", input_uri, "--output", output_uri, *extra]
+    return run_cli(env, "submit", *arguments, timeout=timeout)
+
+
 def png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")

@@ -24,10 +24,13 @@ PALETTE = (
     (70, 240, 240),
     (240, 50, 230),
     (210, 245, 60),
+    (0, 128, 128),
+    (170, 110, 40),
 )
+"""Class colours (cycling by class index), shared with the job report's drawings."""
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def legible_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
@@ -52,7 +55,7 @@ def draw_detections(
         boxes = boxes * factor
     draw = ImageDraw.Draw(image)
     long_side = max(image.size)
-    font = _font(max(10, long_side // 36))
+    font = legible_font(max(10, long_side // 36))
     line = max(1, long_side // 200)
     for box, label, score, class_id in zip(boxes, labels, scores, class_ids, strict=True):
         colour = PALETTE[int(class_id) % len(PALETTE)]

@@ -11,21 +11,16 @@ import redis
 
 from tests.chaos.conftest import assert_each_input_once
 from tests.chaos.faulty_worker import KILL_MARKER, OOM_MARKER
-from tests.helpers import read_job, run_cli, upload_digits
+from tests.helpers import read_job, submit_cli, upload_digits
 from tests.services import MemoryCgroup
 
 pytestmark = pytest.mark.chaos
 
 
 def _submit(env: dict[str, str], bucket: str, batch_size: int = 16) -> str:
-    submitted = run_cli(
+    submitted = submit_cli(
         env,
-        "submit",
-        "--task",
-        "classify",
-        "--input",
         f"s3://{bucket}/in/",
-        "--output",
         f"s3://{bucket}/out/",
         "--batch-size",
         str(batch_size),

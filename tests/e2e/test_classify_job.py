@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 import redis
 
-from tests.helpers import bad_files, read_job, run_cli, upload_digits
+from tests.helpers import bad_files, read_job, run_cli, submit_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +26,9 @@ def test_classify_job_with_bad_files(service_env, s3_client, digits_model, start
     worker = start_worker("--cpu", "--concurrency", "2")
     worker.wait_for_children(2)
 
-    done = run_cli(
+    done = submit_cli(
         service_env,
-        "submit",
-        "--task",
-        "classify",
-        "--input",
         f"s3://{bucket}/incoming/",
-        "--output",
         f"s3://{bucket}/out/",
         "--batch-size",
         "16",
@@ -85,14 +80,9 @@ def test_sigkill_pool_child_mid_job_loses_nothing(
     truth = upload_digits(s3_client, bucket, "in/", 640, seed=78)
     worker = start_worker("--cpu", "--concurrency", "2")
     worker.wait_for_children(2)
-    submitted = run_cli(
+    submitted = submit_cli(
         service_env,
-        "submit",
-        "--task",
-        "classify",
-        "--input",
         f"s3://{bucket}/in/",
-        "--output",
         f"s3://{bucket}/out/",
         "--batch-size",
         "8",

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from infra.jobs import parse_jsonl
-from tests.helpers import run_cli
+from tests.helpers import submit_cli
 from tests.hostile_corpus import CorpusFile, hostile_corpus
 
 pytestmark = pytest.mark.e2e
@@ -63,14 +63,9 @@ def test_hostile_corpus_job(service_env, s3_client, digits_model, start_worker) 
     children = sorted(worker.wait_for_children(2))
 
     started = time.monotonic()
-    done = run_cli(
+    done = submit_cli(
         service_env,
-        "submit",
-        "--task",
-        "classify",
-        "--input",
         f"s3://{BUCKET}/{INPUT}",
-        "--output",
         f"s3://{BUCKET}/{OUTPUT}",
         "--include",
         "*",

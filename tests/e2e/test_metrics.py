@@ -17,7 +17,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local_services import free_port
-from tests.helpers import ROOT, bad_files, run_cli, upload_digits
+from tests.helpers import ROOT, bad_files, submit_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -80,14 +80,9 @@ def test_metrics_and_json_logs_of_a_classify_job(
     assert total(idle, "bv_items_total") == 0
     offset = len(worker.full_log())
 
-    submitted = run_cli(
+    submitted = submit_cli(
         service_env,
-        "submit",
-        "--task",
-        "classify",
-        "--input",
         f"s3://{bucket}/incoming/",
-        "--output",
         f"s3://{bucket}/out/",
         "--batch-size",
         "16",

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import read_job, run_cli, upload_digits
+from tests.helpers import read_job, run_cli, submit_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +26,9 @@ def _lambda_model(path: Path) -> str:
 
 
 def _submit(env: dict[str, str], bucket: str, model: str, out: str) -> Any:
-    return run_cli(
+    return submit_cli(
         env,
-        "submit",
-        "--task",
-        "classify",
-        "--input",
         f"s3://{bucket}/in/",
-        "--output",
         f"s3://{bucket}/{out}/",
         "--model",
         model,

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import bad_files, run_cli, upload_digits
+from tests.helpers import bad_files, run_cli, submit_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -62,14 +62,9 @@ def finished_job(
         s3_client.put_object(Bucket=BUCKET, Key=f"in/bad/{name}", Body=body)
     worker = start_worker("--cpu", "--concurrency", "1")
     worker.wait_for_children(1)
-    done = run_cli(
+    done = submit_cli(
         service_env,
-        "submit",
-        "--task",
-        "classify",
-        "--input",
         f"s3://{BUCKET}/in/",
-        "--output",
         f"s3://{BUCKET}/out/",
         "--batch-size",
         "16",

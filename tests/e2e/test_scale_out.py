@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import read_job, run_cli, upload_digits
+from tests.helpers import read_job, submit_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -22,14 +22,9 @@ def test_two_workers_with_different_devices_share_a_job(
     cpu_style = start_worker("--cpu", "--concurrency", "1")
     gpu_style.wait_for_children(1)
     cpu_style.wait_for_children(1)
-    done = run_cli(
+    done = submit_cli(
         service_env,
-        "submit",
-        "--task",
-        "classify",
-        "--input",
         f"s3://{bucket}/in/",
-        "--output",
         f"s3://{bucket}/out/",
         "--batch-size",
         "16",

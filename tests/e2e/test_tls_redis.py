@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.helpers import read_job, run_cli, upload_digits
+from tests.helpers import read_job, run_cli, submit_cli, upload_digits
 from tests.services import RestartableRedis
 from tests.tls import make_tls_files
 
@@ -42,14 +42,9 @@ def test_a_job_over_rediss_with_a_password(
     truth = upload_digits(s3_client, bucket, "in/", 48, seed=91)
     worker = start_worker("--cpu", "--concurrency", "1", env=env)
     worker.wait_for_children(1)
-    done = run_cli(
+    done = submit_cli(
         env,
-        "submit",
-        "--task",
-        "classify",
-        "--input",
         f"s3://{bucket}/in/",
-        "--output",
         f"s3://{bucket}/out/",
         "--wait",
     )

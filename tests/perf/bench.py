@@ -1,115 +1,613 @@
-"""``make bench``: end-to-end throughput of a classify job on a local stack.
+"""``make bench``: the service against its ceilings and its peers, on a local stack.
 
-Starts moto's S3 server (and Redis where none answers), trains and registers
-the seed CNN briefly, starts a worker with 2 CPU children, uploads N synthetic
-digit PNGs and times submit -> finished. Prints a table and, as its last
-line, one JSON object with the figures.
+Starts its own Redis and moto S3 server (unless ``--broker`` / ``--s3`` name
+running ones), uploads two corpora and registers two models:
+
+* ``cnn``: the seed CNN on 28x28 grey digit PNGs (3,000);
+* ``mobilenet``: ``keras.applications.MobileNetV2(weights=None)`` at 224x224
+  on 640x480 JPEGs (400).
+
+For each, in the same run: the compute ceiling (the model's compiled forward on
+pre-decoded tensors at the job's batch size), the storage ceilings against the
+same S3 server (parallel GETs; GET plus the result PUT per item), the pipeline
+(submit to finished through Redis and ``bucketvision worker --cpu
+--concurrency 2``) with and without item outputs, and the peers (naive Celery,
+batched Celery, Ray Data cold and warm). Then the enqueue rate of a 50,000-key
+job and the worker's RSS over a 20,000-image job. Medians of ``--repeats``.
+
+Prints one table per model (img/s and ratios to the lower ceiling and to each
+peer), the target checks, and, as its last stdout line, one JSON object.
+Progress goes to stderr. See tests/perf/NOTES.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import signal
+import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-import boto3
-
-from infra.jobs import JobStore
-from infra.local_services import local_stack
-from infra.queue import make_celery
-from infra.s3 import S3Store
+from infra.local_services import ManagedProcess, start_moto, start_redis
 from infra.settings import Settings
-from models.registry import ModelRegistry
-from producer.status import wait_for_job
-from producer.submit import JobRequest, submit_job
-from tests.helpers import train_and_register_digits, upload_digits
+from tests.perf import bench_ceilings, bench_peers, bench_report, bench_service
+from tests.perf.bench_cpu import CpuMeter
+from tests.perf.bench_data import upload_digit_pngs, upload_photos
+from tests.perf.bench_report import figure
+from tests.perf.bench_service import say
 
 ROOT = Path(__file__).resolve().parents[2]
+BUCKET = "bench"
+MODELS_URI = "s3://bench-models/models/"
+COMPUTE_MIN_SECONDS = 2.0  # each compute-ceiling repeat lasts at least this long
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=2)
-    options = parser.parse_args()
+@dataclass(frozen=True)
+class Corpus:
+    key: str
+    title: str
+    prefix: str
+    warm_prefix: str
+    images: int
+    quick_images: int
+    warm_images: int
+    upload: Callable[[Any, str, str, int, int], list[str]]
+
+
+CORPORA = {
+    "cnn": Corpus(
+        "cnn",
+        "seed CNN: {n:,} digit PNGs 28x28 grey",
+        "digits/",
+        "digits-warm/",
+        3000,
+        640,
+        128,
+        upload_digit_pngs,
+    ),
+    "mobilenet": Corpus(
+        "mobilenet",
+        "MobileNetV2 224x224: {n:,} JPEGs 640x480",
+        "photos/",
+        "photos-warm/",
+        400,
+        96,
+        64,
+        upload_photos,
+    ),
+}
+
+
+def with_db(url: str, db: int) -> str:
+    """``url`` with its Redis database number replaced by ``db``."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+class Phases:
+    """Runs each phase, keeping going when one fails; the error goes into the results."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str, target: dict[str, Any] | None = None) -> Iterator[None]:
+        say(f"{name} ...")
+        start = time.perf_counter()
+        try:
+            yield
+        except Exception as error:
+            message = f"{type(error).__name__}: {error}"
+            self.errors[name] = message
+            if target is not None:
+                target["error"] = message
+            say(f"{name} FAILED: {message}")
+            traceback.print_exc(file=sys.stderr)
+        else:
+            say(f"{name} done in {time.perf_counter() - start:.1f} s")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small corpora, 1 repeat (dev)")
+    parser.add_argument("--repeats", type=int, help="runs per figure; the median is reported")
+    parser.add_argument("--only", choices=sorted(CORPORA), help="run one model only")
+    parser.add_argument("--skip", default="", help="comma list of: peers,ray,enqueue,rss")
+    parser.add_argument("--concurrency", type=int, default=2, help="worker pool children")
+    parser.add_argument("--batch-size", type=int, default=32, help="keys per task")
+    parser.add_argument("--cnn-images", type=int)
+    parser.add_argument("--mobilenet-images", type=int)
+    parser.add_argument("--enqueue-keys", type=int)
+    parser.add_argument("--rss-images", type=int)
+    parser.add_argument("--broker", help="a running Redis (db 0: jobs; 1: enqueue; 2: peers)")
+    parser.add_argument("--s3", help="a running S3 endpoint (default: start moto)")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, models)")
+    options = parser.parse_args(argv)
+    options.repeats = options.repeats or (1 if options.quick else 3)
+    options.cnn_images = options.cnn_images or (640 if options.quick else 3000)
+    options.mobilenet_images = options.mobilenet_images or (96 if options.quick else 400)
+    options.enqueue_keys = options.enqueue_keys or (10_000 if options.quick else 50_000)
+    options.rss_images = options.rss_images or (3_000 if options.quick else 20_000)
+    options.skip = {part.strip() for part in options.skip.split(",") if part.strip()}
+    options.models = [options.only] if options.only else list(CORPORA)
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="bv-bench-"))
+    say(f"work dir {workdir} (logs, model files)")
     os.environ.update(
         {
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench-secret",
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "bench"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "bench-secret"),
+            "AWS_DEFAULT_REGION": "us-east-1",
             "TF_CPP_MIN_LOG_LEVEL": "2",
-            "BV_MODELS_URI": "s3://bench-models/models/",
+            "BV_MODELS_URI": MODELS_URI,
+            "BV_MODEL_CACHE_DIR": str(workdir / "model-cache"),
+            "BV_BATCH_SIZE": str(options.batch_size),
         }
     )
-    base = Settings.from_env()
-    with local_stack(base.broker_url, None) as (broker, endpoint):
-        os.environ.update({"BV_BROKER_URL": broker, "BV_S3_ENDPOINT_URL": endpoint})
-        settings = Settings.from_env()
-        store = S3Store.from_settings(settings)
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-        client.create_bucket(Bucket="bench")
-        with tempfile.TemporaryDirectory() as directory:
-            model = train_and_register_digits(settings, store, "bench-digits", directory)
-        upload_digits(client, "bench", "digits/", options.images, seed=99)
-        log = open(Path(tempfile.gettempdir()) / "bv-bench-worker.log", "wb")  # noqa: SIM115
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "producer.cli",
-                "worker",
-                "--cpu",
-                "--concurrency",
-                str(options.concurrency),
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            jobs = JobStore.from_url(broker)
-            clients = {
-                "app": make_celery(settings),
-                "store": store,
-                "jobs": jobs,
-                "registry": ModelRegistry(store, settings.models_uri),
+    started: dict[str, ManagedProcess] = {}
+    try:
+        broker = options.broker
+        if not broker:
+            started["redis"] = start_redis()
+            broker = started["redis"].url
+        endpoint = options.s3
+        if not endpoint:
+            started["s3_server"] = start_moto()
+            endpoint = started["s3_server"].url
+        os.environ.update({"BV_BROKER_URL": with_db(broker, 0), "BV_S3_ENDPOINT_URL": endpoint})
+        pids = {name: managed.process.pid for name, managed in started.items() if managed.process}
+        bench = Bench(options, workdir, with_db(broker, 0), endpoint, pids)
+        results = bench.run()
+    finally:
+        for managed in reversed(list(started.values())):
+            managed.stop()
+        if options.keep:
+            say(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(bench_report.render(results))
+    print(json.dumps(results, separators=(",", ":")))
+    return 1 if results["errors"] else 0
+
+
+COMPARED = ("pipeline", "pipeline_no_item_outputs", "naive_celery", "batched_celery")
+
+
+class Bench:
+    """One run of the bench: its services, figures and results."""
+
+    def __init__(
+        self,
+        options: argparse.Namespace,
+        workdir: Path,
+        broker: str,
+        endpoint: str,
+        pids: dict[str, int],
+    ) -> None:
+        self.options = options
+        self.workdir = workdir
+        self.broker = broker
+        self.endpoint = endpoint
+        self.pids = pids
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        self.cores = cores or os.cpu_count() or 1
+        self.threads = max(1, self.cores // options.concurrency)
+        self.phases = Phases()
+        self.settings = Settings.from_env()
+        self.s3 = bench_ceilings.s3_client(endpoint)
+        self.sizes = {"cnn": options.cnn_images, "mobilenet": options.mobilenet_images}
+        self.corpora = {key: CORPORA[key] for key in options.models}
+        self.models: dict[str, Any] = {}
+        self.keys: dict[str, list[str]] = {}
+        self.figures: dict[str, dict[str, Any]] = {key: {} for key in self.corpora}
+        self.results: dict[str, Any] = {
+            "bench": "bucketvision make bench",
+            "version": 1,
+            "quick": options.quick,
+            "repeats": options.repeats,
+            "concurrency": options.concurrency,
+            "batch_size": options.batch_size,
+            "machine": {
+                "cores": self.cores,
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+            },
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "models": {},
+            "errors": self.phases.errors,
+        }
+        for key, corpus in self.corpora.items():
+            self.results["models"][key] = {
+                "title": corpus.title.format(n=self.sizes[key])
+                + f", batch {options.batch_size}, {options.concurrency} children",
+                "images": self.sizes[key],
+                "figures": self.figures[key],
             }
-            # A warm-up job so the children have loaded TensorFlow and the model.
-            warm = submit_job(
-                JobRequest("classify", "s3://bench/digits/0/", "s3://bench/warm/", model), **clients
+
+    def run(self) -> dict[str, Any]:
+        self.prepare()
+        self.storage_ceilings()
+        self.compute_ceilings()
+        if "enqueue" not in self.options.skip:
+            self.enqueue_and_listing()
+        self.compare()
+        self.ray()
+        for key in self.corpora:
+            self.results["models"][key]["ratios"] = bench_report.ratios(self.figures[key])
+        self.results["targets"] = bench_report.targets(self.results)
+        self.results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+        return self.results
+
+    # ------------------------------------------------------------------ data and models
+
+    def prepare(self) -> None:
+        with self.phases.phase("upload corpora"):
+            self.s3.create_bucket(Bucket=BUCKET)
+            for key, corpus in self.corpora.items():
+                self.keys[key] = corpus.upload(self.s3, BUCKET, corpus.prefix, self.sizes[key], 99)
+                corpus.upload(self.s3, BUCKET, corpus.warm_prefix, corpus.warm_images, 7)
+                say(f"uploaded {len(self.keys[key]):,} objects under s3://{BUCKET}/{corpus.prefix}")
+        with self.phases.phase("build and register models"):
+            made = subprocess.run(  # nosec B603 - our own module, fixed argv
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.perf.bench_models",
+                    "--out",
+                    str(self.workdir),
+                    "--models",
+                    ",".join(self.corpora),
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=600,
             )
-            wait_for_job(jobs, warm.job_id, progress=False, timeout_seconds=300)
-            start = time.perf_counter()
-            job = submit_job(
-                JobRequest("classify", "s3://bench/digits/", "s3://bench/out/", model), **clients
+            if made.returncode != 0:
+                raise RuntimeError(f"bench_models failed:\n{made.stderr[-3000:]}")
+            self.models.update(json.loads(made.stdout.strip().splitlines()[-1]))
+            for key, info in self.models.items():
+                self.results["models"][key]["model"] = info["ref"]
+
+    # ------------------------------------------------------------------ ceilings
+
+    def storage_ceilings(self) -> None:
+        for key in self.corpora:
+            runs: dict[str, list[float]] = {"get": [], "get_put": []}
+            failed: dict[str, Any] = {}
+            with self.phases.phase(f"{key}: storage ceilings", failed):
+                if key not in self.keys:
+                    raise RuntimeError("no corpus")
+                for repeat in range(self.options.repeats):
+                    runs["get"].append(bench_ceilings.get_rate(self.s3, BUCKET, self.keys[key]))
+                    runs["get_put"].append(
+                        bench_ceilings.get_put_rate(
+                            self.s3, BUCKET, self.keys[key], f"ceiling/{key}/{repeat}/"
+                        )
+                    )
+                    say(f"{key}: GETs {runs['get'][-1]:.1f}/s, GET+PUT {runs['get_put'][-1]:.1f}/s")
+            for name, rates in runs.items():
+                self.figures[key][name] = figure(
+                    rates, threads=bench_ceilings.STORAGE_THREADS, **failed
+                )
+
+    def compute_ceilings(self) -> None:
+        for key in self.corpora:
+            failed = self.figures[key].setdefault("compute", {"images_per_second": None})
+            model = self.models.get(key)
+            children = self.options.concurrency
+            layouts = {f"{children}x{self.threads}": (children, self.threads)}
+            layouts.setdefault(f"1x{self.cores}", (1, self.cores))
+            measured: dict[str, list[float]] = {}
+            with (
+                self.phases.phase(f"{key}: compute ceiling", failed),
+                open(self.workdir / f"compute-{key}.log", "ab") as log,
+            ):
+                if model is None:
+                    raise RuntimeError("no model")
+                for name, (processes, threads) in layouts.items():
+                    measured[name] = bench_ceilings.compute_rates(
+                        model["path"],
+                        tuple(model["input_shape"]),
+                        model["preprocess"],
+                        batch_size=self.options.batch_size,
+                        processes=processes,
+                        threads=threads,
+                        images=self.sizes[key],
+                        repeats=self.options.repeats,
+                        min_seconds=COMPUTE_MIN_SECONDS,
+                        log=log,
+                    )
+                    rates = ", ".join(f"{rate:.1f}" for rate in measured[name])
+                    say(f"{key}: compute, {name} processes x threads: {rates} img/s")
+            if measured:
+                best = max(measured, key=lambda name: statistics.median(measured[name]))
+                self.figures[key]["compute"] = figure(
+                    measured[best],
+                    layout=best,
+                    layouts={name: figure(runs) for name, runs in measured.items()},
+                    **failed,
+                )
+
+    # ------------------------------------------------------------------ producer side
+
+    def enqueue_and_listing(self) -> None:
+        enqueue: dict[str, Any] = {}
+        self.results["enqueue"] = enqueue
+        with self.phases.phase("enqueue rate", enqueue):
+            reference = next(iter(self.models.values()))["ref"] if self.models else "bench@v1"
+            rates = [
+                bench_service.enqueue_rate(
+                    self.settings,
+                    with_db(self.broker, 1),
+                    self.options.enqueue_keys,
+                    self.options.batch_size,
+                    reference,
+                )["keys_per_second"]
+                for _ in range(self.options.repeats)
+            ]
+            enqueue.update(
+                {
+                    "keys": self.options.enqueue_keys,
+                    "keys_per_second": statistics.median(rates),
+                    "runs": [round(value) for value in rates],
+                }
             )
-            status = wait_for_job(jobs, job.job_id, progress=True, timeout_seconds=900)
-            elapsed = time.perf_counter() - start
-            summary = store.get_json("bench", f"out/_jobs/{job.job_id}/summary.json")
+        listing: dict[str, Any] = {}
+        self.results["listing"] = listing
+        with self.phases.phase("listing rate", listing):
+            service = bench_service.Service.connect(self.settings)
+            first = next(iter(self.corpora.values()))
+            runs = [
+                bench_service.listing_rate(service, f"s3://{BUCKET}/{first.prefix}")
+                for _ in range(self.options.repeats)
+            ]
+            rates = [run["keys_per_second"] for run in runs]
+            listing.update({"keys": runs[0]["keys"], "keys_per_second": statistics.median(rates)})
+
+    # ------------------------------------------------------------------ pipeline vs Celery peers
+
+    def compare(self) -> None:
+        """Pipeline (both modes) and the Celery peers, interleaved run by run; then RSS.
+
+        The bucketvision worker runs throughout; each model's peer workers run while
+        that model is compared (idle workers only wait on Redis). Each repeat runs
+        every contender once, in a rotating order, so load that drifts during the
+        bench touches them alike.
+        """
+        service = bench_service.Service.connect(self.settings)
+        worker = None
+        with self.phases.phase("start bucketvision worker"):
+            worker = bench_service.start_worker(
+                {}, self.workdir / "worker.log", self.options.concurrency
+            )
+        try:
+            for key in self.corpora:
+                self.compare_model(service, worker, key)
+            self.rss(service, worker)
         finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
-    figures = {
-        "images": options.images,
-        "children": options.concurrency,
-        "state": status["state"],
-        "ok": summary["ok"],
-        "wall_seconds": round(elapsed, 2),
-        "images_per_second": round(options.images / elapsed, 1),
-        "latency_ms": summary["latency_ms"],
-        "stage_seconds": summary["stage_seconds"],
-    }
-    print(f"\n{'figure':28} value")
-    for name, value in figures.items():
-        print(f"{name:28} {value}")
-    print(json.dumps(figures))
+            if worker is not None:
+                worker.stop()
+            service.app.close()
+
+    def compare_model(self, service: Any, worker: Any, key: str) -> None:
+        model, corpus, options = self.models.get(key), self.corpora[key], self.options
+        failed: dict[str, str] = {}
+        if model is None or worker is None:
+            for name in COMPARED:
+                failed[name] = "no model" if model is None else "the worker did not start"
+        else:
+            problem: dict[str, Any] = {}
+            with self.phases.phase(f"{key}: warm up the bucketvision worker", problem):
+                bench_service.warm_up(
+                    service,
+                    worker,
+                    model["ref"],
+                    f"s3://{BUCKET}/{corpus.warm_prefix}",
+                    f"s3://{BUCKET}/out/warm/{key}/",
+                    options.concurrency,
+                    options.batch_size,
+                )
+            if problem:
+                failed["pipeline"] = failed["pipeline_no_item_outputs"] = problem["error"]
+        peer_model = None
+        if model is not None:
+            peer_model = bench_peers.PeerModel(
+                key,
+                model["path"],
+                tuple(model["input_shape"]),
+                model["preprocess"],
+                BUCKET,
+                corpus.prefix,
+            )
+        peers: dict[str, bench_peers.CeleryPeerWorker] = {}
+        skipped = {name: "--skip peers" for name in bench_peers.CELERY_PEERS}
+        if "peers" not in options.skip and peer_model is not None:
+            skipped = {}
+            for name, peer in bench_peers.CELERY_PEERS.items():
+                problem = {}
+                with self.phases.phase(f"{key}: start the {name} worker", problem):
+                    peers[name] = bench_peers.start_celery_peer(
+                        peer,
+                        peer_model,
+                        broker=with_db(self.broker, 2),
+                        endpoint=self.endpoint,
+                        concurrency=options.concurrency,
+                        threads=self.threads,
+                        batch_size=options.batch_size,
+                        log_path=self.workdir / f"{name}-{key}.log",
+                    )
+                if problem:
+                    failed[name] = problem["error"]
+        roots: dict[str, int | None] = {
+            "bench_producer": os.getpid(),
+            "bucketvision_worker": worker.process.pid if worker is not None else None,
+            **{f"{name}_worker": peer.process.pid for name, peer in peers.items()},
+            **self.pids,
+        }
+        meter = CpuMeter(roots, alone=frozenset({"bench_producer"}))
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in COMPARED}
+
+        def one(name: str, repeat: int) -> dict[str, Any]:
+            if name.startswith("pipeline"):
+                item_outputs = name == "pipeline"
+                mode = "items" if item_outputs else "no-items"
+                return bench_service.run_pipeline(
+                    service,
+                    model["ref"],  # type: ignore[index]
+                    f"s3://{BUCKET}/{corpus.prefix}",
+                    f"s3://{BUCKET}/out/pipeline/{key}/{mode}/{repeat}/",
+                    item_outputs=item_outputs,
+                    batch_size=options.batch_size,
+                )
+            return bench_peers.run_celery_peer(
+                peers[name],
+                peer_model,  # type: ignore[arg-type]
+                s3=self.s3,
+                batch_size=options.batch_size,
+                repeat=repeat,
+            )
+
+        try:
+            for repeat in range(options.repeats):
+                shift = repeat % len(COMPARED)
+                for name in COMPARED[shift:] + COMPARED[:shift]:
+                    if name in failed or name in skipped:
+                        continue
+                    meter.start()
+                    try:
+                        run = one(name, repeat)
+                    except Exception as error:
+                        failed[name] = f"{type(error).__name__}: {error}"
+                        self.phases.errors[f"{key}: {name}"] = failed[name]
+                        say(f"{key} {name} FAILED: {failed[name]}")
+                        traceback.print_exc(file=sys.stderr)
+                        continue
+                    run["cpu"] = meter.stop()
+                    runs[name].append(run)
+                    say(
+                        f"{key} {name} run {repeat + 1}: {run['images_per_second']:.1f} img/s"
+                        f" (cores busy {run['cpu']['cores_busy']}: {run['cpu']['cpu_seconds']})"
+                    )
+        finally:
+            for peer_worker in peers.values():
+                peer_worker.stop()
+        for name in COMPARED:
+            if name in failed:
+                self.figures[key][name] = {"images_per_second": None, "error": failed[name]}
+            elif name in skipped:
+                self.figures[key][name] = {"images_per_second": None, "skipped": skipped[name]}
+            else:
+                self.figures[key][name] = figure(
+                    [run["images_per_second"] for run in runs[name]],
+                    jobs=[{k: v for k, v in run.items() if k != "job_id"} for run in runs[name]],
+                )
+
+    def rss(self, service: Any, worker: Any) -> None:
+        rss: dict[str, Any] = {}
+        self.results["rss"] = rss
+        if "rss" in self.options.skip:
+            rss["skipped"] = "--skip rss"
+            return
+        if "cnn" not in self.models or "cnn" not in self.keys:
+            rss["skipped"] = "the RSS job uses the cnn model and corpus (not in this run)"
+            return
+        with self.phases.phase("worker RSS", rss):
+            if worker is None:
+                raise RuntimeError("the worker did not start")
+            rss.update(
+                bench_service.rss_run(
+                    service,
+                    worker,
+                    self.models["cnn"]["ref"],
+                    self.keys["cnn"],
+                    f"s3://{BUCKET}/{CORPORA['cnn'].prefix}",
+                    f"s3://{BUCKET}/out/rss/",
+                    images=self.options.rss_images,
+                    warm_images=max(self.options.rss_images // 20, 500),
+                    batch_size=self.options.batch_size,
+                )
+            )
+
+    # ------------------------------------------------------------------ Ray Data
+
+    def ray(self) -> None:
+        """Ray Data cold and warm: one fresh Ray session (a subprocess) per repeat."""
+        for key in self.corpora:
+            names = ("ray_cold", "ray_warm")
+            if "ray" in self.options.skip or "peers" in self.options.skip:
+                for name in names:
+                    self.figures[key][name] = {"images_per_second": None, "skipped": "--skip ray"}
+                continue
+            model = self.models.get(key)
+            sessions: list[dict[str, Any]] = []
+            problem: dict[str, Any] = {}
+            skipped: dict[str, Any] = {}
+            with self.phases.phase(f"{key}: Ray Data", problem):
+                if model is None:
+                    raise RuntimeError("no model")
+                peer_model = bench_peers.PeerModel(
+                    key,
+                    model["path"],
+                    tuple(model["input_shape"]),
+                    model["preprocess"],
+                    BUCKET,
+                    self.corpora[key].prefix,
+                )
+                for repeat in range(self.options.repeats):
+                    session = bench_peers.run_ray_peer(
+                        peer_model,
+                        endpoint=self.endpoint,
+                        concurrency=self.options.concurrency,
+                        threads=self.threads,
+                        batch_size=self.options.batch_size,
+                        repeat=repeat,
+                        log_path=self.workdir / f"ray-{key}.log",
+                    )
+                    if "skipped" in session:
+                        skipped = session
+                        say(f"Ray Data: skipped: {session['skipped']}")
+                        break
+                    sessions.append(session)
+                    rates = ", ".join(
+                        f"{run['kind']} {run['items'] / run['seconds']:.1f}"
+                        for run in session["runs"]
+                    )
+                    say(f"{key} Ray Data session {repeat + 1}: {rates} img/s")
+            for name in names:
+                kind = name.removeprefix("ray_")
+                rates = [
+                    run["items"] / run["seconds"]
+                    for session in sessions
+                    for run in session["runs"]
+                    if run["kind"] == kind
+                ]
+                if rates:
+                    self.figures[key][name] = figure(rates, ray=sessions[0].get("ray"))
+                else:
+                    self.figures[key][name] = {"images_per_second": None, **problem, **skipped}
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
