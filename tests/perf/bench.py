@@ -189,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 COMPARED = ("pipeline", "pipeline_no_item_outputs", "naive_celery", "batched_celery")
+_ALONE = frozenset({"bench_producer"})  # the bench's own process, without its children
+
+
+def _job(run: dict[str, Any]) -> dict[str, Any]:
+    """What the JSON keeps of one run (no ids)."""
+    return {key: value for key, value in run.items() if key != "job_id"}
 
 
 class Bench:
@@ -245,8 +251,6 @@ class Bench:
 
     def run(self) -> dict[str, Any]:
         self.prepare()
-        self.storage_ceilings()
-        self.compute_ceilings()
         if "enqueue" not in self.options.skip:
             self.enqueue_and_listing()
         self.compare()
@@ -290,66 +294,6 @@ class Bench:
             for key, info in self.models.items():
                 self.results["models"][key]["model"] = info["ref"]
 
-    # ------------------------------------------------------------------ ceilings
-
-    def storage_ceilings(self) -> None:
-        for key in self.corpora:
-            runs: dict[str, list[float]] = {"get": [], "get_put": []}
-            failed: dict[str, Any] = {}
-            with self.phases.phase(f"{key}: storage ceilings", failed):
-                if key not in self.keys:
-                    raise RuntimeError("no corpus")
-                for repeat in range(self.options.repeats):
-                    runs["get"].append(bench_ceilings.get_rate(self.s3, BUCKET, self.keys[key]))
-                    runs["get_put"].append(
-                        bench_ceilings.get_put_rate(
-                            self.s3, BUCKET, self.keys[key], f"ceiling/{key}/{repeat}/"
-                        )
-                    )
-                    say(f"{key}: GETs {runs['get'][-1]:.1f}/s, GET+PUT {runs['get_put'][-1]:.1f}/s")
-            for name, rates in runs.items():
-                self.figures[key][name] = figure(
-                    rates, threads=bench_ceilings.STORAGE_THREADS, **failed
-                )
-
-    def compute_ceilings(self) -> None:
-        for key in self.corpora:
-            failed = self.figures[key].setdefault("compute", {"images_per_second": None})
-            model = self.models.get(key)
-            children = self.options.concurrency
-            layouts = {f"{children}x{self.threads}": (children, self.threads)}
-            layouts.setdefault(f"1x{self.cores}", (1, self.cores))
-            measured: dict[str, list[float]] = {}
-            with (
-                self.phases.phase(f"{key}: compute ceiling", failed),
-                open(self.workdir / f"compute-{key}.log", "ab") as log,
-            ):
-                if model is None:
-                    raise RuntimeError("no model")
-                for name, (processes, threads) in layouts.items():
-                    measured[name] = bench_ceilings.compute_rates(
-                        model["path"],
-                        tuple(model["input_shape"]),
-                        model["preprocess"],
-                        batch_size=self.options.batch_size,
-                        processes=processes,
-                        threads=threads,
-                        images=self.sizes[key],
-                        repeats=self.options.repeats,
-                        min_seconds=COMPUTE_MIN_SECONDS,
-                        log=log,
-                    )
-                    rates = ", ".join(f"{rate:.1f}" for rate in measured[name])
-                    say(f"{key}: compute, {name} processes x threads: {rates} img/s")
-            if measured:
-                best = max(measured, key=lambda name: statistics.median(measured[name]))
-                self.figures[key]["compute"] = figure(
-                    measured[best],
-                    layout=best,
-                    layouts={name: figure(runs) for name, runs in measured.items()},
-                    **failed,
-                )
-
     # ------------------------------------------------------------------ producer side
 
     def enqueue_and_listing(self) -> None:
@@ -386,15 +330,16 @@ class Bench:
             rates = [run["keys_per_second"] for run in runs]
             listing.update({"keys": runs[0]["keys"], "keys_per_second": statistics.median(rates)})
 
-    # ------------------------------------------------------------------ pipeline vs Celery peers
+    # ------------------------------------------------------------------ interleaved figures
 
     def compare(self) -> None:
-        """Pipeline (both modes) and the Celery peers, interleaved run by run; then RSS.
+        """Ceilings, pipeline (both modes) and the Celery peers, interleaved run by run.
 
-        The bucketvision worker runs throughout; each model's peer workers run while
-        that model is compared (idle workers only wait on Redis). Each repeat runs
-        every contender once, in a rotating order, so load that drifts during the
-        bench touches them alike.
+        The bucketvision worker runs throughout; each model's compute-ceiling
+        children and peer workers run while that model is measured (idle, they only
+        wait on a pipe or on Redis). Each repeat measures every figure once, in a
+        rotating order, so load that drifts during the bench touches them alike.
+        Then the RSS job.
         """
         service = bench_service.Service.connect(self.settings)
         worker = None
@@ -412,67 +357,99 @@ class Bench:
             service.app.close()
 
     def compare_model(self, service: Any, worker: Any, key: str) -> None:
-        model, corpus, options = self.models.get(key), self.corpora[key], self.options
+        model, options = self.models.get(key), self.options
         failed: dict[str, str] = {}
-        if model is None or worker is None:
-            for name in COMPARED:
-                failed[name] = "no model" if model is None else "the worker did not start"
-        else:
-            problem: dict[str, Any] = {}
-            with self.phases.phase(f"{key}: warm up the bucketvision worker", problem):
-                bench_service.warm_up(
-                    service,
-                    worker,
-                    model["ref"],
-                    f"s3://{BUCKET}/{corpus.warm_prefix}",
-                    f"s3://{BUCKET}/out/warm/{key}/",
-                    options.concurrency,
-                    options.batch_size,
-                )
-            if problem:
-                failed["pipeline"] = failed["pipeline_no_item_outputs"] = problem["error"]
-        peer_model = None
-        if model is not None:
-            peer_model = bench_peers.PeerModel(
-                key,
-                model["path"],
-                tuple(model["input_shape"]),
-                model["preprocess"],
-                BUCKET,
-                corpus.prefix,
-            )
-        peers: dict[str, bench_peers.CeleryPeerWorker] = {}
-        skipped = {name: "--skip peers" for name in bench_peers.CELERY_PEERS}
-        if "peers" not in options.skip and peer_model is not None:
-            skipped = {}
-            for name, peer in bench_peers.CELERY_PEERS.items():
-                problem = {}
-                with self.phases.phase(f"{key}: start the {name} worker", problem):
-                    peers[name] = bench_peers.start_celery_peer(
-                        peer,
-                        peer_model,
-                        broker=with_db(self.broker, 2),
-                        endpoint=self.endpoint,
-                        concurrency=options.concurrency,
-                        threads=self.threads,
+        skipped: dict[str, str] = {}
+        contenders: dict[str, Callable[[int], dict[str, Any]]] = {}
+        closers: list[Callable[[], None]] = []
+        log = open(self.workdir / f"compute-{key}.log", "ab")  # noqa: SIM115 - closed below
+        closers.append(log.close)
+        try:
+            if key in self.keys:
+                contenders["get"] = lambda repeat: self.storage_run(key, "get", repeat)
+                contenders["get_put"] = lambda repeat: self.storage_run(key, "get_put", repeat)
+            else:
+                failed["get"] = failed["get_put"] = "no corpus"
+            compute_pids: dict[str, list[int]] = {}
+            layouts = {f"{options.concurrency}x{self.threads}": (options.concurrency, self.threads)}
+            layouts.setdefault(f"1x{self.cores}", (1, self.cores))
+            for layout, (processes, threads) in layouts.items():
+                name = f"compute_{layout}"
+                problem: dict[str, Any] = {}
+                with self.phases.phase(f"{key}: start compute children {layout}", problem):
+                    if model is None:
+                        raise RuntimeError("no model")
+                    ceiling = bench_ceilings.ComputeCeiling(
+                        model["path"],
+                        tuple(model["input_shape"]),
+                        model["preprocess"],
                         batch_size=options.batch_size,
-                        log_path=self.workdir / f"{name}-{key}.log",
+                        processes=processes,
+                        threads=threads,
+                        images=self.sizes[key],
+                        min_seconds=COMPUTE_MIN_SECONDS,
+                        log=log,
                     )
+                    closers.append(ceiling.close)
+                    compute_pids[name] = [child.pid for child in ceiling.children]
+                    contenders[name] = lambda repeat, c=ceiling: {"images_per_second": c.measure()}
                 if problem:
                     failed[name] = problem["error"]
-        roots: dict[str, int | None] = {
-            "bench_producer": os.getpid(),
-            "bucketvision_worker": worker.process.pid if worker is not None else None,
-            **{f"{name}_worker": peer.process.pid for name, peer in peers.items()},
-            **self.pids,
-        }
-        meter = CpuMeter(roots, alone=frozenset({"bench_producer"}))
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in COMPARED}
+            self.add_pipeline(service, worker, key, contenders, failed)
+            peers = self.add_peers(key, contenders, failed, skipped, closers)
+            roots: dict[str, int | list[int] | None] = {
+                **compute_pids,
+                "bench_producer": os.getpid(),
+                "bucketvision_worker": worker.process.pid if worker is not None else None,
+                **{f"{name}_worker": peer.process.pid for name, peer in peers.items()},
+                **self.pids,
+            }
+            runs = self.rotate(key, contenders, failed, CpuMeter(roots, alone=_ALONE))
+        finally:
+            for close in reversed(closers):
+                close()
+        self.store_figures(key, runs, failed, skipped)
 
-        def one(name: str, repeat: int) -> dict[str, Any]:
-            if name.startswith("pipeline"):
-                item_outputs = name == "pipeline"
-                mode = "items" if item_outputs else "no-items"
+    def storage_run(self, key: str, kind: str, repeat: int) -> dict[str, Any]:
+        if kind == "get":
+            return {"images_per_second": bench_ceilings.get_rate(self.s3, BUCKET, self.keys[key])}
+        rate = bench_ceilings.get_put_rate(
+            self.s3, BUCKET, self.keys[key], f"ceiling/{key}/{repeat}/"
+        )
+        return {"images_per_second": rate}
+
+    def add_pipeline(
+        self,
+        service: Any,
+        worker: Any,
+        key: str,
+        contenders: dict[str, Callable[[int], dict[str, Any]]],
+        failed: dict[str, str],
+    ) -> None:
+        model, corpus, options = self.models.get(key), self.corpora[key], self.options
+        problem: dict[str, Any] = {}
+        with self.phases.phase(f"{key}: warm up the bucketvision worker", problem):
+            if model is None:
+                raise RuntimeError("no model")
+            if worker is None:
+                raise RuntimeError("the worker did not start")
+            bench_service.warm_up(
+                service,
+                worker,
+                model["ref"],
+                f"s3://{BUCKET}/{corpus.warm_prefix}",
+                f"s3://{BUCKET}/out/warm/{key}/",
+                options.concurrency,
+                options.batch_size,
+            )
+        for name in ("pipeline", "pipeline_no_item_outputs"):
+            if problem:
+                failed[name] = problem["error"]
+                continue
+            item_outputs = name == "pipeline"
+            mode = "items" if item_outputs else "no-items"
+
+            def job(repeat: int, item_outputs: bool = item_outputs, mode: str = mode) -> Any:
                 return bench_service.run_pipeline(
                     service,
                     model["ref"],  # type: ignore[index]
@@ -481,48 +458,133 @@ class Bench:
                     item_outputs=item_outputs,
                     batch_size=options.batch_size,
                 )
-            return bench_peers.run_celery_peer(
-                peers[name],
-                peer_model,  # type: ignore[arg-type]
-                s3=self.s3,
-                batch_size=options.batch_size,
-                repeat=repeat,
-            )
 
-        try:
-            for repeat in range(options.repeats):
-                shift = repeat % len(COMPARED)
-                for name in COMPARED[shift:] + COMPARED[:shift]:
-                    if name in failed or name in skipped:
-                        continue
-                    meter.start()
-                    try:
-                        run = one(name, repeat)
-                    except Exception as error:
-                        failed[name] = f"{type(error).__name__}: {error}"
-                        self.phases.errors[f"{key}: {name}"] = failed[name]
-                        say(f"{key} {name} FAILED: {failed[name]}")
-                        traceback.print_exc(file=sys.stderr)
-                        continue
-                    run["cpu"] = meter.stop()
-                    runs[name].append(run)
-                    say(
-                        f"{key} {name} run {repeat + 1}: {run['images_per_second']:.1f} img/s"
-                        f" (cores busy {run['cpu']['cores_busy']}: {run['cpu']['cpu_seconds']})"
-                    )
-        finally:
-            for peer_worker in peers.values():
-                peer_worker.stop()
-        for name in COMPARED:
-            if name in failed:
-                self.figures[key][name] = {"images_per_second": None, "error": failed[name]}
-            elif name in skipped:
-                self.figures[key][name] = {"images_per_second": None, "skipped": skipped[name]}
-            else:
-                self.figures[key][name] = figure(
-                    [run["images_per_second"] for run in runs[name]],
-                    jobs=[{k: v for k, v in run.items() if k != "job_id"} for run in runs[name]],
+            contenders[name] = job
+
+    def add_peers(
+        self,
+        key: str,
+        contenders: dict[str, Callable[[int], dict[str, Any]]],
+        failed: dict[str, str],
+        skipped: dict[str, str],
+        closers: list[Callable[[], None]],
+    ) -> dict[str, bench_peers.CeleryPeerWorker]:
+        """Start the Celery peers' workers for ``key``; their runs join ``contenders``."""
+        model, options = self.models.get(key), self.options
+        peers: dict[str, bench_peers.CeleryPeerWorker] = {}
+        if "peers" in options.skip:
+            skipped.update({name: "--skip peers" for name in bench_peers.CELERY_PEERS})
+            return peers
+        if model is None:
+            failed.update({name: "no model" for name in bench_peers.CELERY_PEERS})
+            return peers
+        peer_model = bench_peers.PeerModel(
+            key,
+            model["path"],
+            tuple(model["input_shape"]),
+            model["preprocess"],
+            BUCKET,
+            self.corpora[key].prefix,
+        )
+        for name, peer in bench_peers.CELERY_PEERS.items():
+            problem: dict[str, Any] = {}
+            with self.phases.phase(f"{key}: start the {name} worker", problem):
+                peers[name] = bench_peers.start_celery_peer(
+                    peer,
+                    peer_model,
+                    broker=with_db(self.broker, 2),
+                    endpoint=self.endpoint,
+                    concurrency=options.concurrency,
+                    threads=self.threads,
+                    batch_size=options.batch_size,
+                    log_path=self.workdir / f"{name}-{key}.log",
                 )
+                closers.append(peers[name].stop)
+            if problem:
+                failed[name] = problem["error"]
+                continue
+
+            def job(repeat: int, worker: Any = peers[name]) -> dict[str, Any]:
+                return bench_peers.run_celery_peer(
+                    worker, peer_model, s3=self.s3, batch_size=options.batch_size, repeat=repeat
+                )
+
+            contenders[name] = job
+        return peers
+
+    def rotate(
+        self,
+        key: str,
+        contenders: dict[str, Callable[[int], dict[str, Any]]],
+        failed: dict[str, str],
+        meter: CpuMeter,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Every contender once per repeat, the order shifted by one each repeat."""
+        names = list(contenders)
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        say(f"{key}: measuring {', '.join(names)} ({self.options.repeats} rounds)")
+        for repeat in range(self.options.repeats):
+            shift = repeat % len(names) if names else 0
+            for name in names[shift:] + names[:shift]:
+                if name in failed:
+                    continue
+                meter.start()
+                try:
+                    run = contenders[name](repeat)
+                except Exception as error:
+                    failed[name] = f"{type(error).__name__}: {error}"
+                    self.phases.errors[f"{key}: {name}"] = failed[name]
+                    say(f"{key} {name} FAILED: {failed[name]}")
+                    traceback.print_exc(file=sys.stderr)
+                    continue
+                run["cpu"] = meter.stop()
+                runs[name].append(run)
+                busy = ", ".join(
+                    f"{process} {seconds / max(run['cpu']['wall_seconds'], 1e-9):.2f}"
+                    for process, seconds in run["cpu"]["cpu_seconds"].items()
+                    if seconds > 0.01 * run["cpu"]["wall_seconds"]
+                )
+                say(
+                    f"{key} {name} round {repeat + 1}: {run['images_per_second']:.1f} img/s"
+                    f" (cores busy: {busy})"
+                )
+        return runs
+
+    def store_figures(
+        self,
+        key: str,
+        runs: dict[str, list[dict[str, Any]]],
+        failed: dict[str, str],
+        skipped: dict[str, str],
+    ) -> None:
+        figures = self.figures[key]
+        for name in ("get", "get_put", *COMPARED):
+            if runs.get(name) and name not in failed:
+                extra: dict[str, Any] = {"jobs": [_job(run) for run in runs[name]]}
+                if name in ("get", "get_put"):
+                    extra["threads"] = bench_ceilings.STORAGE_THREADS
+                figures[name] = figure([run["images_per_second"] for run in runs[name]], **extra)
+            elif name in skipped:
+                figures[name] = {"images_per_second": None, "skipped": skipped[name]}
+            else:
+                figures[name] = {"images_per_second": None, "error": failed.get(name, "not run")}
+        layouts = {
+            name.removeprefix("compute_"): figure(
+                [run["images_per_second"] for run in runs[name]],
+                jobs=[_job(run) for run in runs[name]],
+            )
+            for name in runs
+            if name.startswith("compute_") and runs[name] and name not in failed
+        }
+        if layouts:
+            best = max(layouts, key=lambda name: layouts[name]["images_per_second"])
+            figures["compute"] = {**layouts[best], "layout": best, "layouts": layouts}
+        else:
+            errors = [message for name, message in failed.items() if name.startswith("compute_")]
+            figures["compute"] = {
+                "images_per_second": None,
+                "error": "; ".join(errors) or "not run",
+            }
 
     def rss(self, service: Any, worker: Any) -> None:
         rss: dict[str, Any] = {}

@@ -1,0 +1,225 @@
+"""The bench's report: ratios, the table, the target checks and the JSON object."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+FIGURES = {  # key: (table label, which S3 ceiling bounds it)
+    "compute": ("compute ceiling", "get_put"),
+    "get": ("GETs only (ceiling)", "get"),
+    "get_put": ("GET+PUT (ceiling)", "get_put"),
+    "pipeline": ("pipeline", "get_put"),
+    "pipeline_no_item_outputs": ("pipeline --no-item-outputs", "get"),
+    "naive_celery": ("naive Celery", "get_put"),
+    "batched_celery": ("batched Celery", "get_put"),
+    "ray_cold": ("Ray Data cold", "get_put"),
+    "ray_warm": ("Ray Data warm", "get_put"),
+}
+PEERS = ("naive_celery", "batched_celery", "ray_cold", "ray_warm")
+PEER_LABELS = {
+    "naive_celery": "xnaive",
+    "batched_celery": "xbatched",
+    "ray_cold": "xray cold",
+    "ray_warm": "xray warm",
+}
+
+
+def figure(runs: list[float] | None = None, **extra: Any) -> dict[str, Any]:
+    """A figure from its per-run rates: the median, and the runs."""
+    runs = list(runs or [])
+    return {
+        "images_per_second": statistics.median(runs) if runs else None,
+        "runs": [round(value, 2) for value in runs],
+        **extra,
+    }
+
+
+def rate(figures: dict[str, Any], key: str) -> float | None:
+    value = figures.get(key, {}).get("images_per_second")
+    return float(value) if value else None
+
+
+def lower_ceiling(figures: dict[str, Any], key: str) -> tuple[str | None, float | None]:
+    """The lower of the compute ceiling and the S3 ceiling that bounds ``key``."""
+    candidates = [
+        (name, rate(figures, name))
+        for name in ("compute", FIGURES[key][1])
+        if rate(figures, name) is not None
+    ]
+    if not candidates:
+        return None, None
+    return min(candidates, key=lambda pair: pair[1])  # type: ignore[arg-type,return-value]
+
+
+def ratios(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every figure over its lower ceiling and over each peer."""
+    table: dict[str, dict[str, Any]] = {}
+    for key in FIGURES:
+        value = rate(figures, key)
+        name, ceiling = lower_ceiling(figures, key)
+        row: dict[str, Any] = {
+            "ceiling": value / ceiling if value and ceiling else None,
+            "ceiling_name": name,
+        }
+        for peer in PEERS:
+            other = rate(figures, peer)
+            row[peer] = value / other if value and other and peer != key else None
+        table[key] = row
+    return table
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def model_table(title: str, figures: dict[str, Any], table: dict[str, Any]) -> list[str]:
+    header = f"{'figure':28} {'img/s':>10} {'xceiling':>9} {'(of)':9}" + "".join(
+        f" {PEER_LABELS[peer]:>10}" for peer in PEERS
+    )
+    lines = [title, header, "-" * len(header)]
+    for key, (label, _) in FIGURES.items():
+        entry = figures.get(key, {})
+        if entry.get("images_per_second") is None:
+            why = entry.get("skipped") or entry.get("error") or "not run"
+            lines.append(f"{label:28} {'-':>10}  ({why.splitlines()[0][:90]})")
+            continue
+        row = table[key]
+        line = f"{label:28} {_number(entry['images_per_second']):>10}"
+        line += f" {_ratio(row['ceiling']):>9} {row['ceiling_name'] or '-':9}"
+        line += "".join(f" {_ratio(row[peer]):>10}" for peer in PEERS)
+        lines.append(line)
+    lines += cpu_lines(figures)
+    return lines
+
+
+def cpu_lines(figures: dict[str, Any]) -> list[str]:
+    """Where the cores went during each compared figure's last run (busy cores per process)."""
+    lines = []
+    for key, entry in figures.items():
+        jobs = [job for job in entry.get("jobs") or [] if job.get("cpu")]
+        if not jobs:
+            continue
+        cpu = jobs[-1]["cpu"]
+        wall = cpu["wall_seconds"] or 1.0
+        busy = ", ".join(
+            f"{name} {seconds / wall:.2f}"
+            for name, seconds in sorted(cpu["cpu_seconds"].items(), key=lambda item: -item[1])
+            if seconds / wall >= 0.01
+        )
+        lines.append(f"  cores busy in {FIGURES[key][0]}: {busy}")
+    return lines
+
+
+def check(
+    name: str, value: float | None, threshold: float, *, below: bool = False
+) -> dict[str, Any]:
+    if value is None:
+        status = "SKIP"
+    elif below:
+        status = "PASS" if value < threshold else "FAIL"
+    else:
+        status = "PASS" if value >= threshold else "FAIL"
+    return {
+        "name": name,
+        "value": None if value is None else round(value, 4),
+        "threshold": threshold,
+        "op": "<" if below else ">=",
+        "status": status,
+    }
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each PASS, FAIL or SKIP (a figure missing) with its value."""
+    models = results["models"]
+    checks = []
+
+    def ratio(model: str, key: str, against: str) -> float | None:
+        if model not in models:
+            return None
+        return models[model]["ratios"].get(key, {}).get(against)
+
+    def over(model: str, key: str, ceiling: str) -> float | None:
+        if model not in models:
+            return None
+        value, limit = rate(models[model]["figures"], key), rate(models[model]["figures"], ceiling)
+        return value / limit if value and limit else None
+
+    checks.append(
+        check(
+            "mobilenet: pipeline / compute ceiling", over("mobilenet", "pipeline", "compute"), 0.7
+        )
+    )
+    checks.append(
+        check(
+            "mobilenet: pipeline / batched Celery",
+            ratio("mobilenet", "pipeline", "batched_celery"),
+            1.25,
+        )
+    )
+    checks.append(check("cnn: pipeline / GET+PUT ceiling", over("cnn", "pipeline", "get_put"), 0.9))
+    checks.append(
+        check(
+            "cnn: pipeline --no-item-outputs / GETs ceiling",
+            over("cnn", "pipeline_no_item_outputs", "get"),
+            0.8,
+        )
+    )
+    for model in ("cnn", "mobilenet"):
+        checks.append(
+            check(
+                f"{model}: pipeline / naive Celery", ratio(model, "pipeline", "naive_celery"), 2.0
+            )
+        )
+        checks.append(
+            check(f"{model}: pipeline / Ray Data cold", ratio(model, "pipeline", "ray_cold"), 2.0)
+        )
+    enqueue = results.get("enqueue", {}).get("keys_per_second")
+    checks.append(check("enqueue keys/s (50,000-key job)", enqueue, 20_000))
+    growth = results.get("rss", {}).get("max_growth_percent")
+    checks.append(check("worker RSS growth % over the RSS job", growth, 10.0, below=True))
+    return checks
+
+
+def render(results: dict[str, Any]) -> str:
+    """The human part of the output: one table per model, other figures, target checks."""
+    lines: list[str] = []
+    for model in results["models"].values():
+        lines += model_table(model["title"], model["figures"], model["ratios"])
+        lines.append("")
+    enqueue = results.get("enqueue", {})
+    if enqueue.get("keys_per_second") is not None:
+        lines.append(
+            f"enqueue: {_number(enqueue['keys_per_second'], 0)} keys/s submitting a "
+            f"{enqueue['keys']:,}-key job (runs {enqueue['runs']})"
+        )
+    elif enqueue:
+        lines.append(f"enqueue: - ({enqueue.get('skipped') or enqueue.get('error')})")
+    listing = results.get("listing", {})
+    if listing.get("keys_per_second") is not None:
+        lines.append(
+            f"listing: {_number(listing['keys_per_second'], 0)} keys/s "
+            f"(producer listing + filtering of {listing['keys']:,} objects)"
+        )
+    rss = results.get("rss", {})
+    if rss.get("max_growth_percent") is not None:
+        warm, end = rss["rss_warm_kib"], rss["rss_end_kib"]
+        per_child = ", ".join(
+            f"{warm[pid] / 1024:.0f} -> {end[pid] / 1024:.0f} MiB" for pid in sorted(warm)
+        )
+        lines.append(
+            f"worker RSS per child after {rss['warm_after_images']:,} -> {rss['images']:,} "
+            f"images: {per_child}; max growth {rss['max_growth_percent']:.1f}%"
+        )
+    elif rss:
+        lines.append(f"worker RSS: - ({rss.get('skipped') or rss.get('error')})")
+    lines += ["", "targets"]
+    for item in results["targets"]:
+        value = "-" if item["value"] is None else f"{item['value']:,.3f}"
+        limit = f"{item['op']} {item['threshold']:,}"
+        lines.append(f"  {item['status']:4}  {item['name']:48} {value:>12} {limit}")
+    return "\n".join(lines)
