@@ -23,7 +23,7 @@ test: install
 
 # Faults on purpose: workers killed, Redis restarted, S3 cut for 30 s (~10 min).
 test-chaos: install
-	$(BIN)/python -m pytest tests/chaos -m chaos
+	$(BIN)/python -m pytest tests/chaos -m chaos -s
 
 lint: install
 	$(BIN)/ruff check .
