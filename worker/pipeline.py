@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, as_completed, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +157,61 @@ def _post_process(model: BatchModel, item: ItemState, output: Any) -> None:
     item.decoded = None
 
 
+def _stream(
+    message: BatchMessage,
+    items: list[ItemState],
+    model: BatchModel,
+    *,
+    store: S3Store,
+    pool: Executor,
+    limits: Limits,
+) -> float:
+    """Download, decode, infer and upload ``items`` as a stream; returns the infer seconds.
+
+    Every download starts at once; the forward pass runs on each group of
+    ``model.batch_size`` decoded items as soon as it is complete, and that group's
+    uploads start while the next group is still downloading, so a child's CPU and
+    S3 wait overlap. Every task is waited for before returning, also on an error.
+    """
+    bucket = message.input.bucket
+    group_size = max(1, int(getattr(model, "batch_size", len(items)) or len(items)))
+    fetches = [pool.submit(_fetch_and_decode, store, bucket, item, model, limits) for item in items]
+    writes: list[Future[Any]] = []
+    infer_seconds = 0.0
+    try:
+        ready: list[ItemState] = []
+        for index, fetched in enumerate(as_completed(fetches), start=1):
+            item = fetched.result()
+            if item.decoded is not None:
+                ready.append(item)
+            if ready and (len(ready) == group_size or index == len(fetches)):
+                infer_seconds += _infer_group(model, ready, pool)
+                if message.item_outputs or any(item.files for item in ready):
+                    done = [item for item in ready if item.result is not None]
+                    writes += [pool.submit(_upload_result, store, message, item) for item in done]
+                ready = []
+        for write in writes:
+            write.result()
+    finally:
+        wait([*fetches, *writes])
+    return infer_seconds
+
+
+def _infer_group(model: BatchModel, group: list[ItemState], pool: Executor) -> float:
+    """One forward pass over ``group``, then its post-processing in threads."""
+    started = time.perf_counter()
+    try:
+        outputs = model.infer(np.stack([item.decoded.pixels for item in group]))  # type: ignore[union-attr]
+        if len(outputs) != len(group):
+            raise ValueError(f"the model returned {len(outputs)} outputs for {len(group)}")
+    except Exception as error:
+        outputs = []
+        for item in group:
+            item.error = ("InferenceError", f"{type(error).__name__}: {error}")
+    list(pool.map(lambda pair: _post_process(model, *pair), zip(group, outputs, strict=False)))
+    return time.perf_counter() - started  # includes post-processing
+
+
 def run_batch(
     message: BatchMessage,
     *,
@@ -177,25 +232,7 @@ def run_batch(
         reason = f"model {message.model} could not be loaded: {error}"
         return _all_failed(message, items, ("ModelLoadError", reason), attempt, started, reason)
 
-    bucket = message.input.bucket
-    list(pool.map(lambda item: _fetch_and_decode(store, bucket, item, model, limits), items))
-    ready = [item for item in items if item.decoded is not None]
-    infer_seconds = 0.0
-    if ready:
-        infer_start = time.perf_counter()
-        try:
-            outputs = model.infer(np.stack([item.decoded.pixels for item in ready]))  # type: ignore[union-attr]
-            if len(outputs) != len(ready):
-                raise ValueError(f"the model returned {len(outputs)} outputs for {len(ready)}")
-        except Exception as error:
-            outputs = []
-            for item in ready:
-                item.error = ("InferenceError", f"{type(error).__name__}: {error}")
-        list(pool.map(lambda pair: _post_process(model, *pair), zip(ready, outputs, strict=False)))
-        infer_seconds = time.perf_counter() - infer_start  # includes post-processing
-    done = [item for item in items if item.result is not None]
-    if message.item_outputs or any(item.files for item in done):
-        list(pool.map(lambda item: _upload_result(store, message, item), done))
+    infer_seconds = _stream(message, items, model, store=store, pool=pool, limits=limits)
     now = time.perf_counter()
     lines = []
     for item in items:

@@ -168,7 +168,7 @@ class WorkerRuntime:
             self.registry,
             self.store,
             settings.model_cache_dir,
-            settings.batch_size,
+            settings.forward_group,
             refresh_seconds=settings.model_refresh_seconds,
             unsafe_models=settings.unsafe_models,
         )

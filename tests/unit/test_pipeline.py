@@ -425,3 +425,27 @@ def test_empty_batch(store: S3Store, pool: ThreadPoolExecutor) -> None:
     outcome = run(store, pool, [])
     assert outcome.lines == []
     assert outcome.failure is None
+
+
+class GroupedModel(FakeModel):
+    """A model whose compiled forward takes ``batch_size`` images at a time."""
+
+    batch_size = 3
+
+
+def test_a_batch_streams_through_the_forward_pass_in_groups(
+    store: S3Store, pool: ThreadPoolExecutor, png: bytes
+) -> None:
+    keys = [f"incoming/g/{index:02d}.png" for index in range(10)]
+    for key in keys:
+        store.put_bytes(BUCKET, key, png, "image/png")
+    store.put_bytes(BUCKET, "incoming/g/bad.png", b"not an image")
+    model = GroupedModel()
+    outcome = run(store, pool, [*keys[:5], "incoming/g/bad.png", *keys[5:]], model=model)
+    assert [len(batch) for batch in model.batches] == [3, 3, 3, 1]  # groups as they decode
+    lines = {line["key"]: line for line in outcome.lines}
+    assert [line["key"] for line in outcome.lines] == [*keys[:5], "incoming/g/bad.png", *keys[5:]]
+    assert all(lines[key]["status"] == "ok" and lines[key]["output"] for key in keys)
+    assert lines["incoming/g/bad.png"]["error"]["type"] == "UnsupportedFormat"
+    for key in keys:  # every group's uploads were written
+        assert store.exists(BUCKET, f"results/{key[len('incoming/') :]}.json")
