@@ -42,7 +42,8 @@ class Backoff:
         """Seconds to wait after one more consecutive failure."""
         self.failures += 1
         ceiling = min(self.cap, self.base * 2 ** (self.failures - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # nosec B311 - jitter, not crypto
+        # Jitter spreads retries out; it needs no cryptographic randomness (bandit B311).
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # nosec B311
 
     def reset(self) -> None:
         self.failures = 0
