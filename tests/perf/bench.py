@@ -461,6 +461,17 @@ class Bench:
 
             contenders[name] = job
 
+    def _peer_model(self, key: str, model: dict[str, Any]) -> Any:
+        """What a peer needs to know of a registered bench model."""
+        return bench_peers.PeerModel(
+            key,
+            model["path"],
+            tuple(model["input_shape"]),
+            model["preprocess"],
+            BUCKET,
+            self.corpora[key].prefix,
+        )
+
     def add_peers(
         self,
         key: str,
@@ -478,14 +489,7 @@ class Bench:
         if model is None:
             failed.update({name: "no model" for name in bench_peers.CELERY_PEERS})
             return peers
-        peer_model = bench_peers.PeerModel(
-            key,
-            model["path"],
-            tuple(model["input_shape"]),
-            model["preprocess"],
-            BUCKET,
-            self.corpora[key].prefix,
-        )
+        peer_model = self._peer_model(key, model)
         for name, peer in bench_peers.CELERY_PEERS.items():
             problem: dict[str, Any] = {}
             with self.phases.phase(f"{key}: start the {name} worker", problem):
@@ -629,14 +633,7 @@ class Bench:
             with self.phases.phase(f"{key}: Ray Data", problem):
                 if model is None:
                     raise RuntimeError("no model")
-                peer_model = bench_peers.PeerModel(
-                    key,
-                    model["path"],
-                    tuple(model["input_shape"]),
-                    model["preprocess"],
-                    BUCKET,
-                    self.corpora[key].prefix,
-                )
+                peer_model = self._peer_model(key, model)
                 for repeat in range(self.options.repeats):
                     session = bench_peers.run_ray_peer(
                         peer_model,

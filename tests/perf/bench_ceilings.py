@@ -26,8 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
-import boto3
-from botocore.config import Config
+from tests.perf.peers.common import s3_client as peer_s3_client
 
 ROOT = Path(__file__).resolve().parents[2]
 STORAGE_THREADS = 32
@@ -37,14 +36,7 @@ PROTOCOL = "BENCH"  # child stdout lines the orchestrator reads start with this
 
 def s3_client(endpoint: str, pool: int = STORAGE_POOL) -> Any:
     """A boto3 client for the bench's S3 server with a connection pool of ``pool``."""
-    config = Config(
-        max_pool_connections=pool,
-        retries={"mode": "standard", "max_attempts": 8},
-        s3={"addressing_style": "path"},
-    )
-    return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1", config=config
-    )
+    return peer_s3_client(endpoint, pool)
 
 
 def result_body(key: str, model: str) -> bytes:
