@@ -42,23 +42,17 @@ end
 return claimed
 """
 
-# KEYS[1] = claims hash; ARGV = key1, etag1, ...: pending claims become final.
-_CONFIRM = """
-for i = 1, #ARGV, 2 do
+# KEYS[1] = claims hash; ARGV = "confirm" | "release", key1, etag1, ...: each of these
+# pending claims becomes final (confirm) or is dropped (release); others are left alone.
+_SETTLE = """
+for i = 2, #ARGV, 2 do
   local current = redis.call('HGET', KEYS[1], ARGV[i])
   if current and string.sub(current, 1, #ARGV[i + 1] + 9) == ARGV[i + 1] .. ' pending ' then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  end
-end
-return 1
-"""
-
-# KEYS[1] = claims hash; ARGV = key1, etag1, ...: pending claims are dropped.
-_RELEASE = """
-for i = 1, #ARGV, 2 do
-  local current = redis.call('HGET', KEYS[1], ARGV[i])
-  if current and string.sub(current, 1, #ARGV[i + 1] + 9) == ARGV[i + 1] .. ' pending ' then
-    redis.call('HDEL', KEYS[1], ARGV[i])
+    if ARGV[1] == 'confirm' then
+      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    else
+      redis.call('HDEL', KEYS[1], ARGV[i])
+    end
   end
 end
 return 1
@@ -74,8 +68,7 @@ class Claims:
         self.key = f"bv:watch:{digest}"
         self.stale_seconds = stale_seconds
         self._claim = client.register_script(_CLAIM)
-        self._confirm = client.register_script(_CONFIRM)
-        self._release = client.register_script(_RELEASE)
+        self._settle = client.register_script(_SETTLE)
 
     def claim(self, objects: list[ObjectInfo]) -> list[ObjectInfo]:
         """The objects whose current version nobody holds, now pending for us.
@@ -94,17 +87,17 @@ class Claims:
 
     def confirm(self, objects: list[ObjectInfo]) -> None:
         """Their job is enqueued: the claims are final."""
-        self._apply(self._confirm, objects)
+        self._apply("confirm", objects)
 
     def release(self, objects: list[ObjectInfo]) -> None:
         """Their job could not be enqueued: let the next cycle claim them again."""
-        self._apply(self._release, objects)
+        self._apply("release", objects)
 
-    def _apply(self, script: object, objects: list[ObjectInfo]) -> None:
+    def _apply(self, action: str, objects: list[ObjectInfo]) -> None:
         for start in range(0, len(objects), 500):
             chunk = objects[start : start + 500]
-            arguments = [value for info in chunk for value in (info.key, info.etag)]
-            script(keys=[self.key], args=arguments)  # type: ignore[operator]
+            arguments = [action, *(value for info in chunk for value in (info.key, info.etag))]
+            self._settle(keys=[self.key], args=arguments)
 
     def forget(self, keys: list[str]) -> None:
         """Drop claims of moved objects, so the same bytes dropped again are processed again."""

@@ -36,6 +36,19 @@ def run_cli(
     )
 
 
+def start_cli(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[str]:
+    """``bucketvision ARGS`` in the background, in a session of its own, appending to ``log``."""
+    with open(log, "ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "producer.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def submit_cli(
     env: dict[str, str], input_uri: str, output_uri: str, *extra: str, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

@@ -90,16 +90,12 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
     }
     within = runtime.settings.outage_seconds
     try:
-        start = ride_out(
-            lambda: runtime.jobs.begin_batch(message.job_id, message.batch),
-            where,
-            within_seconds=within,
+        start = _ride_out_or_requeue(
+            lambda: runtime.jobs.begin_batch(message.job_id, message.batch), where, within
         )
     except JobNotFound as error:
         log.warning("dropping %s: %s", where, error)
         return {**about, "dropped": True}
-    except OUTAGE_ERRORS as error:
-        raise Reject(f"{where}: Redis unavailable ({error})", requeue=True) from error
     attempt = start.attempt
     if start.already_recorded:
         # Redelivered after its results were recorded (e.g. the ack was lost): only make
@@ -145,7 +141,7 @@ def _ride_out_or_requeue(call: Callable[[], T], where: str, within: float) -> T:
     try:
         return ride_out(call, where, within_seconds=within)
     except OUTAGE_ERRORS as error:
-        raise Reject(f"{where}: could not record ({error})", requeue=True) from error
+        raise Reject(f"{where}: Redis unavailable ({error})", requeue=True) from error
 
 
 def register_tasks(app: Celery) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,21 +13,10 @@ import pytest
 from infra.jobs import JobStore
 from tests.chaos.conftest import REDIS_PASSWORD, assert_each_input_once
 from tests.chaos.tcp_proxy import TcpProxy
-from tests.helpers import ROOT, read_job, upload_digits
+from tests.helpers import read_job, start_cli, upload_digits
 from tests.services import RestartableRedis
 
 pytestmark = pytest.mark.chaos
-
-
-def _cli(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "producer.cli", *args],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
 
 
 def _job_id(log: Path, process: subprocess.Popen[bytes]) -> str:
@@ -71,10 +58,10 @@ def test_redis_restarted_mid_job_loses_nothing(
     worker.wait_for_children(2)
     watch_args = ["watch", f"s3://{bucket}/drop/", "--task", "classify"]
     watch_args += ["--output", f"s3://{bucket}/drop-out/", "--interval", "1"]
-    watcher = _cli(chaos_env, tmp_path / "watch.log", *watch_args)
+    watcher = start_cli(chaos_env, tmp_path / "watch.log", *watch_args)
     submit_args = ["submit", "--task", "classify", "--input", f"s3://{bucket}/in/"]
     submit_args += ["--output", f"s3://{bucket}/out/", "--batch-size", "16", "--wait"]
-    submitter = _cli(chaos_env, tmp_path / "submit.log", *submit_args)
+    submitter = start_cli(chaos_env, tmp_path / "submit.log", *submit_args)
     try:
         job_id = _job_id(tmp_path / "submit.log", submitter)
         jobs = JobStore.from_url(chaos_env["BV_BROKER_URL"])
@@ -136,7 +123,7 @@ def test_s3_down_for_30_seconds_mid_job_then_slow(
     worker.wait_for_children(2)
     args = ["submit", "--task", "classify", "--input", f"s3://{bucket}/in/"]
     args += ["--output", f"s3://{bucket}/out/", "--batch-size", "16", "--wait"]
-    submitter = _cli(env, tmp_path / "submit.log", *args)
+    submitter = start_cli(env, tmp_path / "submit.log", *args)
     job_id = _job_id(tmp_path / "submit.log", submitter)
     jobs = JobStore.from_url(env["BV_BROKER_URL"])
     _wait_for_batches(jobs, job_id, 4)
@@ -157,7 +144,7 @@ def test_s3_down_for_30_seconds_mid_job_then_slow(
     args = ["submit", "--task", "classify", "--input", f"s3://{bucket}/slow/"]
     args += ["--output", f"s3://{bucket}/slow-out/", "--batch-size", "16", "--wait"]
     began = time.monotonic()
-    slow_submit = _cli(env, tmp_path / "slow.log", *args)
+    slow_submit = start_cli(env, tmp_path / "slow.log", *args)
     assert slow_submit.wait(timeout=600) == 0, (tmp_path / "slow.log").read_text()
     slow_seconds = time.monotonic() - began
     slow_job = _job_id(tmp_path / "slow.log", slow_submit)

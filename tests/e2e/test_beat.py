@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.test_classify_job import read_job
-from tests.helpers import ROOT, run_cli, upload_digits
+from tests.helpers import read_job, run_cli, start_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -53,15 +50,7 @@ def test_beat_retrains_on_schedule_and_jobs_use_the_promoted_version(
     worker = start_worker("--queues", "inference,training", "--cpu", "--concurrency", "2", env=env)
     worker.wait_for_children(2)
     log = tmp_path / "beat.log"
-    with open(log, "wb") as handle:
-        beat = subprocess.Popen(
-            [sys.executable, "-m", "producer.cli", "beat"],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    beat = start_cli(env, log, "beat")
     try:
         time.sleep(3)
         second = run_cli(env, "beat")

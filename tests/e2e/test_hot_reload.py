@@ -12,8 +12,7 @@ import pytest
 from infra.s3 import S3Store
 from models.commands import register_model
 from models.registry import ModelRegistry
-from tests.e2e.test_classify_job import read_job
-from tests.helpers import run_cli, train_and_register_digits, upload_digits
+from tests.helpers import read_job, run_cli, train_and_register_digits, upload_digits
 
 pytestmark = pytest.mark.e2e
 

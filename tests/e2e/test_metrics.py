@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -17,7 +15,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local_services import free_port
-from tests.helpers import ROOT, bad_files, submit_cli, upload_digits
+from tests.helpers import bad_files, start_cli, submit_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -169,23 +167,12 @@ def test_the_watcher_exports_its_metrics(
     worker.wait_for_children(1)
     port = free_port()
     log_path = tmp_path / "watch.log"
-    with open(log_path, "wb") as log:
-        watcher = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "producer.cli", "watch", f"s3://{bucket}/incoming/"),
-                *("--task", "classify", "--output", f"s3://{bucket}/results/", "--interval", "0.5"),
-            ],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                **service_env,
-                "BV_METRICS_PORT": str(port),
-                "BV_LOG_FORMAT": "json",
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    watcher = start_cli(
+        {**service_env, "BV_METRICS_PORT": str(port), "BV_LOG_FORMAT": "json"},
+        log_path,
+        *("watch", f"s3://{bucket}/incoming/", "--task", "classify"),
+        *("--output", f"s3://{bucket}/results/", "--interval", "0.5"),
+    )
     try:
 
         def watcher_log() -> str:

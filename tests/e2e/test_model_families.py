@@ -19,8 +19,7 @@ import pytest
 from PIL import Image
 
 from models.scenes import make_scenes
-from tests.e2e.test_classify_job import read_job
-from tests.helpers import png_bytes, run_cli
+from tests.helpers import png_bytes, read_job, run_cli
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -15,22 +14,15 @@ from typing import Any
 
 import pytest
 
+from infra.jobs import parse_jsonl
 from models.digits import make_digits
-from tests.helpers import ROOT, png_bytes, run_cli
+from tests.helpers import png_bytes, run_cli, start_cli
 
 pytestmark = pytest.mark.e2e
 
 
 def _start_watcher(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "producer.cli", "watch", *args],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return start_cli(env, log, "watch", *args)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -44,7 +36,7 @@ def _manifest_keys(s3_client: Any, bucket: str, prefix: str) -> Counter[str]:
     for entry in listed.get("Contents", []):
         if entry["Key"].endswith("manifest.jsonl"):
             body = s3_client.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()
-            counts.update(json.loads(row)["key"] for row in body.decode().splitlines())
+            counts.update(row["key"] for row in parse_jsonl(body.decode()))
     return counts
 
 

@@ -87,7 +87,7 @@ def test_finalize_writes_job_files_once(redis_url: str, settings, s3_client) -> 
     assert finalize_job(jobs, store, job_id, "w2") is None  # already finished: no second write
     base = f"out/_jobs/{job_id}/"
     manifest = s3_client.get_object(Bucket="it-finalize", Key=base + "manifest.jsonl")
-    rows = [json.loads(row) for row in manifest["Body"].read().decode().splitlines()]
+    rows = parse_jsonl(manifest["Body"].read().decode())
     assert [row["key"] for row in rows] == ["a", "b"]
     stored = json.loads(
         s3_client.get_object(Bucket="it-finalize", Key=base + "summary.json")["Body"].read()
