@@ -42,7 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from infra.local_services import ManagedProcess, start_moto, start_redis
 from infra.settings import Settings
-from tests.perf import bench_ceilings, bench_peers, bench_report, bench_service
+from tests.perf import bench_bounds, bench_ceilings, bench_peers, bench_report, bench_service
 from tests.perf.bench_cpu import CpuMeter
 from tests.perf.bench_data import upload_digit_pngs, upload_photos
 from tests.perf.bench_report import figure
@@ -257,6 +257,9 @@ class Bench:
         self.ray()
         for key in self.corpora:
             self.results["models"][key]["ratios"] = bench_report.ratios(self.figures[key])
+            self.results["models"][key]["bounds"] = bench_bounds.bounds(
+                self.figures[key], self.cores
+            )
         self.results["targets"] = bench_report.targets(self.results)
         self.results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]

@@ -1,0 +1,85 @@
+"""The bench's machine bound: per-image CPU from its runs, and out-of-reach targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.perf import bench_bounds, bench_report
+
+
+def _job(rate: float, wall: float, **cpu_seconds: float) -> dict[str, Any]:
+    return {"images_per_second": rate, "cpu": {"wall_seconds": wall, "cpu_seconds": cpu_seconds}}
+
+
+def _figures() -> dict[str, Any]:
+    """A model whose forward costs 20 ms, and whose S3 work costs 10 + 5 ms per item."""
+    return {
+        # 100 img/s for 2 s = 200 images; 4 CPU seconds in the compute children: 20 ms each.
+        "compute": {
+            "images_per_second": 100.0,
+            "jobs": [_job(100.0, 2.0, compute_2x1=4.0, s3_server=0.0)],
+        },
+        # 80 items/s for 1 s; the server used 0.8 s (10 ms), the client 0.4 s (5 ms).
+        "get_put": {
+            "images_per_second": 80.0,
+            "jobs": [_job(80.0, 1.0, s3_server=0.8, bench_producer=0.4, redis=0.1)],
+        },
+        "get": {
+            "images_per_second": 200.0,
+            "jobs": [_job(200.0, 1.0, s3_server=0.8, bench_producer=0.4)],
+        },
+        "pipeline": {"images_per_second": 50.0},
+        "naive_celery": {"images_per_second": 30.0},
+    }
+
+
+def test_per_image_cpu_and_the_bound_come_from_the_runs() -> None:
+    limits = bench_bounds.bounds(_figures(), cores=2)
+    assert limits["forward_ms"] == pytest.approx(20.0)
+    assert limits["server_ms_get_put"] == pytest.approx(10.0)
+    assert limits["client_ms_get_put"] == pytest.approx(5.0)
+    assert limits["server_ms_get"] == pytest.approx(4.0)
+    # 2 cores / (20 + 10 + 5) ms = 57.1 img/s, below 1 core / 10 ms = 100.
+    assert limits["most_with_outputs"] == pytest.approx(2000.0 / 35.0)
+    # 2 cores / (20 + 4 + 2) ms = 76.9 img/s.
+    assert limits["most_without_outputs"] == pytest.approx(2000.0 / 26.0)
+
+
+def test_a_single_process_server_caps_the_bound_at_one_core() -> None:
+    figures = _figures()
+    figures["compute"]["jobs"] = [_job(100.0, 2.0, compute_2x1=0.02)]  # a tiny model
+    limits = bench_bounds.bounds(figures, cores=8)
+    assert limits["most_with_outputs"] == pytest.approx(100.0)  # 1 core / 10 ms
+
+
+def test_without_cpu_records_there_is_no_bound() -> None:
+    figures = {key: {"images_per_second": 1.0} for key in ("compute", "get_put", "get")}
+    limits = bench_bounds.bounds(figures, cores=2)
+    assert limits["most_with_outputs"] is None
+    assert bench_bounds.lines(limits) == []
+    assert bench_bounds.at_most(limits, figures, "pipeline", "compute") is None
+
+
+def test_the_report_says_which_failed_targets_are_out_of_reach() -> None:
+    figures = _figures()
+    model = {
+        "title": "m",
+        "figures": figures,
+        "ratios": bench_report.ratios(figures),
+        "bounds": bench_bounds.bounds(figures, cores=2),
+    }
+    results = {"models": {"mobilenet": model}}
+    results["targets"] = bench_report.targets(results)
+    by_name = {item["name"]: item for item in results["targets"]}
+    compute = by_name["mobilenet: pipeline / compute ceiling"]
+    assert compute["status"] == "FAIL"  # 0.5 < 0.7
+    assert compute["at_most"] == pytest.approx(2000.0 / 35.0 / 100.0, abs=1e-4)  # 0.57
+    naive = by_name["mobilenet: pipeline / naive Celery"]
+    assert naive["status"] == "FAIL" and naive["at_most"] == pytest.approx(1.9048, abs=1e-4)
+    text = bench_report.render(results)
+    assert "most any contender can reach here" in text
+    assert "out of reach here: at most 0.57" in text
+    assert "out of reach here: at most 1.90" in text
+    assert by_name["cnn: pipeline / naive Celery"]["status"] == "SKIP"
