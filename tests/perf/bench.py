@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "bench"
 MODELS_URI = "s3://bench-models/models/"
 COMPUTE_MIN_SECONDS = 2.0  # each compute-ceiling repeat lasts at least this long
+DECODE_SAMPLE = 100  # objects of each corpus the decode cost is measured on
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ class Bench:
         self.sizes = {"cnn": options.cnn_images, "mobilenet": options.mobilenet_images}
         self.corpora = {key: CORPORA[key] for key in options.models}
         self.models: dict[str, Any] = {}
+        self.decode_ms: dict[str, float | None] = {}
         self.keys: dict[str, list[str]] = {}
         self.figures: dict[str, dict[str, Any]] = {key: {} for key in self.corpora}
         self.results: dict[str, Any] = {
@@ -258,7 +260,7 @@ class Bench:
         for key in self.corpora:
             self.results["models"][key]["ratios"] = bench_report.ratios(self.figures[key])
             self.results["models"][key]["bounds"] = bench_bounds.bounds(
-                self.figures[key], self.cores
+                self.figures[key], self.cores, self.decode_ms.get(key)
             )
         self.results["targets"] = bench_report.targets(self.results)
         self.results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -296,6 +298,16 @@ class Bench:
             self.models.update(json.loads(made.stdout.strip().splitlines()[-1]))
             for key, info in self.models.items():
                 self.results["models"][key]["model"] = info["ref"]
+        with self.phases.phase("decode cost"):
+            for key, info in self.models.items():
+                blobs = [
+                    self.s3.get_object(Bucket=BUCKET, Key=name)["Body"].read()
+                    for name in self.keys.get(key, [])[:DECODE_SAMPLE]
+                ]
+                self.decode_ms[key] = bench_bounds.decode_ms_per_image(
+                    blobs, info["input_shape"], self.settings.max_image_pixels
+                )
+                say(f"{key}: decode {self.decode_ms[key] or 0:.2f} ms of CPU per image")
 
     # ------------------------------------------------------------------ producer side
 

@@ -6,26 +6,33 @@ the CPU seconds of each process tree (``bench_cpu.CpuMeter``); from those, per
 model:
 
 - ``forward_ms``: CPU per image of the compute ceiling (its processes only);
+- ``decode_ms``: CPU per image of the service's decoder (JPEG draft mode), on
+  one thread of the bench over objects of the corpus: the cheapest decode of
+  the contenders (the peers decode in full);
 - ``server_ms_*`` / ``client_ms_*``: CPU of the S3 server, and of the boto3
   client (the bench's own process, which does nothing else then), per item of
   the GET+PUT ceiling and per GET of the GETs-only ceiling;
 - ``most_with_outputs`` / ``most_without_outputs``: the most images/s that any
   contender which GETs each image with boto3 (and PUTs its result) could reach
-  here, ``min(cores / (forward + server + client), SERVER_CORES / server)``: the
-  forward pass and both ends of the S3 work share the cores, and a
-  single-process Python server (moto, one GIL) uses at most one of them.
+  here, ``min(cores / (forward + decode + server + client), SERVER_CORES /
+  server)``: the forward pass, decoding and both ends of the S3 work share the
+  cores, and a single-process Python server (moto, one GIL) uses at most one
+  of them.
 
-The bound leaves out decoding, which every contender also does, and per-image
-figures divide by the run's whole wall time, so it is generous: real figures stay
-below it. A target whose ratio exceeds what the bound allows cannot be met on
-this machine with this S3 server.
+The bound leaves out queueing, Celery and Redis, and per-image figures divide by
+the run's whole wall time, so it is generous: real figures stay below it. A
+target whose ratio exceeds what the bound allows cannot be met on this machine
+with this S3 server.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from worker.decode import decode_image
 
 SERVER = "s3_server"
 CLIENT = "bench_producer"  # the storage ceilings' boto3 client runs in the bench's process
@@ -44,16 +51,35 @@ def cpu_ms_per_image(entry: dict[str, Any], counts: Callable[[str], bool]) -> fl
     return statistics.median(values) if values else None
 
 
-def _most(
-    cores: int, forward_ms: float | None, server_ms: float | None, client_ms: float | None
+def decode_ms_per_image(
+    blobs: Sequence[bytes],
+    input_shape: Sequence[int],
+    max_pixels: int,
+    min_seconds: float = 1.0,
 ) -> float | None:
-    if forward_ms is None or not server_ms or client_ms is None:
+    """CPU ms per image of the service's decoder, over ``blobs`` for at least ``min_seconds``."""
+    if not blobs:
         return None
-    shared = 1000.0 * cores / (forward_ms + server_ms + client_ms)
+    height, width, channels = input_shape
+    mode = "L" if channels == 1 else "RGB"
+    images, start = 0, time.thread_time()
+    while True:
+        for blob in blobs:
+            decode_image(blob, mode=mode, size=(width, height), max_pixels=max_pixels)
+        images += len(blobs)
+        used = time.thread_time() - start
+        if used >= min_seconds:
+            return 1000.0 * used / images
+
+
+def _most(cores: int, per_image: Sequence[float | None], server_ms: float | None) -> float | None:
+    if not server_ms or any(value is None for value in per_image):
+        return None
+    shared = 1000.0 * cores / (sum(value or 0.0 for value in per_image) + server_ms)
     return min(shared, 1000.0 * SERVER_CORES / server_ms)
 
 
-def bounds(figures: dict[str, Any], cores: int) -> dict[str, Any]:
+def bounds(figures: dict[str, Any], cores: int, decode_ms: float | None) -> dict[str, Any]:
     """The per-image CPU figures and the most this machine allows, for one model."""
     forward_ms = cpu_ms_per_image(figures.get("compute", {}), lambda n: n.startswith("compute_"))
     kinds = ("get_put", "get")
@@ -62,10 +88,13 @@ def bounds(figures: dict[str, Any], cores: int) -> dict[str, Any]:
     return {
         "cores": cores,
         "forward_ms": forward_ms,
+        "decode_ms": decode_ms,
         **{f"server_ms_{kind}": server[kind] for kind in kinds},
         **{f"client_ms_{kind}": client[kind] for kind in kinds},
-        "most_with_outputs": _most(cores, forward_ms, server["get_put"], client["get_put"]),
-        "most_without_outputs": _most(cores, forward_ms, server["get"], client["get"]),
+        "most_with_outputs": _most(
+            cores, (forward_ms, decode_ms, client["get_put"]), server["get_put"]
+        ),
+        "most_without_outputs": _most(cores, (forward_ms, decode_ms, client["get"]), server["get"]),
     }
 
 
@@ -86,6 +115,7 @@ def lines(limits: dict[str, Any]) -> list[str]:
         return []
     text = (
         f"  CPU per image: forward {limits['forward_ms']:.2f} ms (compute ceiling); "
+        f"decode {limits['decode_ms']:.2f} ms; "
         f"S3 server + boto3 client {limits['server_ms_get_put']:.2f} + "
         f"{limits['client_ms_get_put']:.2f} ms per GET+PUT"
     )
@@ -94,7 +124,7 @@ def lines(limits: dict[str, Any]) -> list[str]:
     return [
         text,
         f"  most any contender can reach here: min({limits['cores']} cores / (forward + "
-        f"server + client), {SERVER_CORES:g} core / server) = "
+        f"decode + server + client), {SERVER_CORES:g} core / server) = "
         f"{limits['most_with_outputs']:,.1f} img/s with item outputs"
         + (
             f", {limits['most_without_outputs']:,.1f} without"

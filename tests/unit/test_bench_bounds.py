@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from tests.perf import bench_bounds, bench_report
 
@@ -14,7 +16,10 @@ def _job(rate: float, wall: float, **cpu_seconds: float) -> dict[str, Any]:
 
 
 def _figures() -> dict[str, Any]:
-    """A model whose forward costs 20 ms, and whose S3 work costs 10 + 5 ms per item."""
+    """A model whose forward costs 20 ms, and whose S3 work costs 10 + 5 ms per item.
+
+    The tests add a decode of 5 ms per image.
+    """
     return {
         # 100 img/s for 2 s = 200 images; 4 CPU seconds in the compute children: 20 ms each.
         "compute": {
@@ -36,27 +41,27 @@ def _figures() -> dict[str, Any]:
 
 
 def test_per_image_cpu_and_the_bound_come_from_the_runs() -> None:
-    limits = bench_bounds.bounds(_figures(), cores=2)
+    limits = bench_bounds.bounds(_figures(), cores=2, decode_ms=5.0)
     assert limits["forward_ms"] == pytest.approx(20.0)
     assert limits["server_ms_get_put"] == pytest.approx(10.0)
     assert limits["client_ms_get_put"] == pytest.approx(5.0)
     assert limits["server_ms_get"] == pytest.approx(4.0)
-    # 2 cores / (20 + 10 + 5) ms = 57.1 img/s, below 1 core / 10 ms = 100.
-    assert limits["most_with_outputs"] == pytest.approx(2000.0 / 35.0)
-    # 2 cores / (20 + 4 + 2) ms = 76.9 img/s.
-    assert limits["most_without_outputs"] == pytest.approx(2000.0 / 26.0)
+    # 2 cores / (20 + 5 + 10 + 5) ms = 50 img/s, below 1 core / 10 ms = 100.
+    assert limits["most_with_outputs"] == pytest.approx(50.0)
+    # 2 cores / (20 + 5 + 4 + 2) ms = 64.5 img/s.
+    assert limits["most_without_outputs"] == pytest.approx(2000.0 / 31.0)
 
 
 def test_a_single_process_server_caps_the_bound_at_one_core() -> None:
     figures = _figures()
     figures["compute"]["jobs"] = [_job(100.0, 2.0, compute_2x1=0.02)]  # a tiny model
-    limits = bench_bounds.bounds(figures, cores=8)
+    limits = bench_bounds.bounds(figures, cores=8, decode_ms=0.01)
     assert limits["most_with_outputs"] == pytest.approx(100.0)  # 1 core / 10 ms
 
 
 def test_without_cpu_records_there_is_no_bound() -> None:
     figures = {key: {"images_per_second": 1.0} for key in ("compute", "get_put", "get")}
-    limits = bench_bounds.bounds(figures, cores=2)
+    limits = bench_bounds.bounds(figures, cores=2, decode_ms=1.0)
     assert limits["most_with_outputs"] is None
     assert bench_bounds.lines(limits) == []
     assert bench_bounds.at_most(limits, figures, "pipeline", "compute") is None
@@ -68,18 +73,33 @@ def test_the_report_says_which_failed_targets_are_out_of_reach() -> None:
         "title": "m",
         "figures": figures,
         "ratios": bench_report.ratios(figures),
-        "bounds": bench_bounds.bounds(figures, cores=2),
+        "bounds": bench_bounds.bounds(figures, cores=2, decode_ms=5.0),
     }
     results = {"models": {"mobilenet": model}}
     results["targets"] = bench_report.targets(results)
     by_name = {item["name"]: item for item in results["targets"]}
     compute = by_name["mobilenet: pipeline / compute ceiling"]
     assert compute["status"] == "FAIL"  # 0.5 < 0.7
-    assert compute["at_most"] == pytest.approx(2000.0 / 35.0 / 100.0, abs=1e-4)  # 0.57
+    assert compute["at_most"] == pytest.approx(0.5)  # 50 img/s of a 100 img/s ceiling
     naive = by_name["mobilenet: pipeline / naive Celery"]
-    assert naive["status"] == "FAIL" and naive["at_most"] == pytest.approx(1.9048, abs=1e-4)
+    assert naive["status"] == "FAIL" and naive["at_most"] == pytest.approx(1.6667, abs=1e-4)
     text = bench_report.render(results)
     assert "most any contender can reach here" in text
-    assert "out of reach here: at most 0.57" in text
-    assert "out of reach here: at most 1.90" in text
+    assert "out of reach here: at most 0.50" in text
+    assert "out of reach here: at most 1.67" in text
     assert by_name["cnn: pipeline / naive Celery"]["status"] == "SKIP"
+
+
+def test_without_a_decode_figure_there_is_no_bound() -> None:
+    assert bench_bounds.bounds(_figures(), cores=2, decode_ms=None)["most_with_outputs"] is None
+
+
+def test_decode_cost_is_measured_with_the_service_decoder() -> None:
+    blobs = []
+    for shade in range(4):
+        buffer = io.BytesIO()
+        Image.new("RGB", (640, 480), (shade * 60, 90, 200)).save(buffer, "JPEG", quality=90)
+        blobs.append(buffer.getvalue())
+    cost = bench_bounds.decode_ms_per_image(blobs, (224, 224, 3), 40_000_000, min_seconds=0.05)
+    assert cost is not None and 0.0 < cost < 1000.0
+    assert bench_bounds.decode_ms_per_image([], (28, 28, 1), 40_000_000) is None
