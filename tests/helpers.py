@@ -57,6 +57,11 @@ def submit_cli(
     return run_cli(env, "submit", *arguments, timeout=timeout)
 
 
+def printed_job_id(submitted: subprocess.CompletedProcess[str]) -> str:
+    """The job id ``bucketvision submit`` prints as the first line of its output."""
+    return submitted.stdout.splitlines()[0].strip()
+
+
 def png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")

@@ -11,7 +11,7 @@ import redis
 
 from tests.chaos.conftest import assert_each_input_once
 from tests.chaos.faulty_worker import KILL_MARKER, OOM_MARKER
-from tests.helpers import read_job, submit_cli, upload_digits
+from tests.helpers import printed_job_id, read_job, submit_cli, upload_digits
 from tests.services import MemoryCgroup
 
 pytestmark = pytest.mark.chaos
@@ -26,7 +26,7 @@ def _submit(env: dict[str, str], bucket: str, batch_size: int = 16) -> str:
         str(batch_size),
     )
     assert submitted.returncode == 0, submitted.stderr
-    return submitted.stdout.splitlines()[0].strip()
+    return printed_job_id(submitted)
 
 
 def _wait(env: dict[str, str], job_id: str, timeout: float, batches: int | None = None) -> None:

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 import redis
 
-from tests.helpers import bad_files, read_job, run_cli, submit_cli, upload_digits
+from tests.helpers import bad_files, printed_job_id, read_job, run_cli, submit_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def test_classify_job_with_bad_files(service_env, s3_client, digits_model, start
         "--wait",
     )
     assert done.returncode == 0, done.stderr + worker.log()
-    job_id = done.stdout.splitlines()[0].strip()
+    job_id = printed_job_id(done)
     lines, summary = read_job(s3_client, bucket, "out/", job_id)
 
     expected = set(truth) | {f"incoming/bad/{name}" for name in hostile}
@@ -88,7 +88,7 @@ def test_sigkill_pool_child_mid_job_loses_nothing(
         "8",
     )
     assert submitted.returncode == 0, submitted.stderr
-    job_id = submitted.stdout.splitlines()[0].strip()
+    job_id = printed_job_id(submitted)
     jobs = redis.Redis.from_url(service_env["BV_BROKER_URL"])
     deadline = time.monotonic() + 120
     while int(jobs.hget(f"bv:job:{job_id}", "done_batches") or 0) < 6:

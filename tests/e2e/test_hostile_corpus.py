@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from infra.jobs import parse_jsonl
-from tests.helpers import submit_cli
+from tests.helpers import printed_job_id, submit_cli
 from tests.hostile_corpus import CorpusFile, hostile_corpus
 
 pytestmark = pytest.mark.e2e
@@ -76,7 +76,7 @@ def test_hostile_corpus_job(service_env, s3_client, digits_model, start_worker) 
     )
     seconds = time.monotonic() - started
     assert done.returncode == 0, done.stderr + worker.log()
-    job_id = done.stdout.splitlines()[0].strip()
+    job_id = printed_job_id(done)
     lines, summary = read_job(s3_client, job_id)
 
     seen = Counter(line["key"] for line in lines)

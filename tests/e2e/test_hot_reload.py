@@ -12,7 +12,13 @@ import pytest
 from infra.s3 import S3Store
 from models.commands import register_model
 from models.registry import ModelRegistry
-from tests.helpers import read_job, run_cli, train_and_register_digits, upload_digits
+from tests.helpers import (
+    printed_job_id,
+    read_job,
+    run_cli,
+    train_and_register_digits,
+    upload_digits,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +43,7 @@ def _submit(service_env: dict[str, str], output: str, *extra: str) -> str:
         *extra,
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout.splitlines()[0].strip()
+    return printed_job_id(done)
 
 
 def _wait(service_env: dict[str, str], job_id: str) -> None:

@@ -15,7 +15,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local_services import free_port
-from tests.helpers import bad_files, start_cli, submit_cli, upload_digits
+from tests.helpers import bad_files, printed_job_id, start_cli, submit_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +86,7 @@ def test_metrics_and_json_logs_of_a_classify_job(
         "16",
     )
     assert submitted.returncode == 0, submitted.stderr
-    job_id = submitted.stdout.splitlines()[0].strip()
+    job_id = printed_job_id(submitted)
     jobs = redis.Redis.from_url(service_env["BV_BROKER_URL"])
     during: list[float] = []  # items counted at each scrape while the job ran
     deadline = time.monotonic() + 240

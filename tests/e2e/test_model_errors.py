@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import read_job, run_cli, submit_cli, upload_digits
+from tests.helpers import printed_job_id, read_job, run_cli, submit_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -104,7 +104,7 @@ def test_a_lambda_model_is_refused_unless_the_operator_allows_it(
     job = _submit(service_env, bucket, "lam", "safe")
     assert job.returncode == 1, job.stderr + safe_worker.log()  # the job could not run
     assert "failed" in job.stderr and "BV_UNSAFE_MODELS=lam" in job.stderr
-    lines, summary = read_job(s3_client, bucket, "safe/", job.stdout.splitlines()[0].strip())
+    lines, summary = read_job(s3_client, bucket, "safe/", printed_job_id(job))
     assert summary["error"] == len(truth) == len(lines) and summary["ok"] == 0
     for line in lines:
         assert line["error"]["type"] == "ModelLoadError"
@@ -116,6 +116,6 @@ def test_a_lambda_model_is_refused_unless_the_operator_allows_it(
     trusting_worker.wait_for_children(1)
     job = _submit(service_env, bucket, "lam", "trusted")
     assert job.returncode == 0, job.stderr + trusting_worker.log()
-    lines, summary = read_job(s3_client, bucket, "trusted/", job.stdout.splitlines()[0].strip())
+    lines, summary = read_job(s3_client, bucket, "trusted/", printed_job_id(job))
     assert summary["ok"] == len(truth) == len(lines)
     assert "safe mode OFF" in trusting_worker.full_log()

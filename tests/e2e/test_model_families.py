@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from models.scenes import make_scenes
-from tests.helpers import png_bytes, read_job, run_cli
+from tests.helpers import png_bytes, printed_job_id, read_job, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -264,7 +264,7 @@ def _submit(service_env: dict[str, str], task: str, output: str) -> str:
         "--quiet",
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout.splitlines()[0].strip()
+    return printed_job_id(done)
 
 
 def test_detect_job_writes_boxes_in_original_pixels_and_annotated_images(
@@ -333,7 +333,7 @@ def test_generate_job_writes_images_and_is_reproducible(
             "--quiet",
         )
         assert done.returncode == 0, done.stderr
-        jobs.append(done.stdout.splitlines()[0].strip())
+        jobs.append(printed_job_id(done))
     first, summary = read_job(s3_client, BUCKET, "gen-a/", jobs[0])
     second, _ = read_job(s3_client, BUCKET, "gen-b/", jobs[1])
     assert summary["task"] == "generate" and summary["ok"] == 12

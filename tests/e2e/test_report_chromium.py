@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import bad_files, run_cli, submit_cli, upload_digits
+from tests.helpers import bad_files, printed_job_id, run_cli, submit_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -72,7 +72,7 @@ def finished_job(
         "--quiet",
     )
     assert done.returncode == 0, done.stderr + worker.log()
-    return done.stdout.splitlines()[0].strip()
+    return printed_job_id(done)
 
 
 def test_report_renders_in_chromium(

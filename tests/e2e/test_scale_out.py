@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import read_job, submit_cli, upload_digits
+from tests.helpers import printed_job_id, read_job, submit_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ def test_two_workers_with_different_devices_share_a_job(
         "--wait",
     )
     assert done.returncode == 0, done.stderr
-    job_id = done.stdout.splitlines()[0].strip()
+    job_id = printed_job_id(done)
     lines, summary = read_job(s3_client, bucket, "out/", job_id)
     assert Counter(line["key"] for line in lines) == Counter(truth.keys())  # each key once
     assert summary["ok"] == len(truth)

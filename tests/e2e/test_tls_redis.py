@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.helpers import read_job, run_cli, submit_cli, upload_digits
+from tests.helpers import printed_job_id, read_job, run_cli, submit_cli, upload_digits
 from tests.services import RestartableRedis
 from tests.tls import make_tls_files
 
@@ -49,7 +49,7 @@ def test_a_job_over_rediss_with_a_password(
         "--wait",
     )
     assert done.returncode == 0, done.stderr + worker.log()
-    job_id = done.stdout.splitlines()[0].strip()
+    job_id = printed_job_id(done)
     lines, summary = read_job(s3_client, bucket, "out/", job_id)
     assert summary["ok"] == len(truth) == len(lines)
     status = run_cli(env, "status", job_id)

@@ -508,7 +508,7 @@ class Bench:
         for name, peer in bench_peers.CELERY_PEERS.items():
             problem: dict[str, Any] = {}
             with self.phases.phase(f"{key}: start the {name} worker", problem):
-                peers[name] = bench_peers.start_celery_peer(
+                peers[name] = bench_peers.CeleryPeerWorker(
                     peer,
                     peer_model,
                     broker=with_db(self.broker, 2),
@@ -517,7 +517,7 @@ class Bench:
                     threads=self.threads,
                     batch_size=options.batch_size,
                     log_path=self.workdir / f"{name}-{key}.log",
-                )
+                ).started()
                 closers.append(peers[name].stop)
             if problem:
                 failed[name] = problem["error"]

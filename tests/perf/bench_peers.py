@@ -137,6 +137,15 @@ class CeleryPeerWorker:
                 raise TimeoutError(f"{self.peer.name} children not ready:\n{_tail(self.log_path)}")
             time.sleep(0.1)
 
+    def started(self) -> CeleryPeerWorker:
+        """This worker, once every pool child has loaded the model; stopped if that fails."""
+        try:
+            self.wait_ready(redis.Redis.from_url(self.broker))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -145,36 +154,6 @@ class CeleryPeerWorker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-
-
-def start_celery_peer(
-    peer: CeleryPeer,
-    model: PeerModel,
-    *,
-    broker: str,
-    endpoint: str,
-    concurrency: int,
-    threads: int,
-    batch_size: int,
-    log_path: Path,
-) -> CeleryPeerWorker:
-    """A peer's worker for ``model``, returned once every pool child has loaded it."""
-    worker = CeleryPeerWorker(
-        peer,
-        model,
-        broker=broker,
-        endpoint=endpoint,
-        concurrency=concurrency,
-        threads=threads,
-        batch_size=batch_size,
-        log_path=log_path,
-    )
-    try:
-        worker.wait_ready(redis.Redis.from_url(broker))
-    except BaseException:
-        worker.stop()
-        raise
-    return worker
 
 
 def run_celery_peer(
