@@ -46,6 +46,13 @@ end
 return {redis.call('HINCRBY', KEYS[2], ARGV[1], 1), redis.call('HEXISTS', KEYS[3], ARGV[1])}
 """
 
+_ABANDON = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or state == 'finished' or state == 'failed' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'failed', 'failure', ARGV[1], 'finished_at', ARGV[2])
+return 1
+"""
+
 _FIELDS_INT = ("total", "batches", "ok", "error", "skipped", "done_batches", "batch_size")
 _FIELDS_FLOAT = (
     "submitted_at",
@@ -121,6 +128,7 @@ class JobStore:
         self.redis = client
         self._record_batch = client.register_script(_RECORD_BATCH)
         self._begin_batch = client.register_script(_BEGIN_BATCH)
+        self._abandon = client.register_script(_ABANDON)
 
     @classmethod
     def from_url(cls, url: str) -> JobStore:
@@ -239,6 +247,14 @@ class JobStore:
         for suffix in ("", ":manifest", ":attempts"):
             pipe.expire(job_key(job_id) + suffix, JOB_TTL_SECONDS)
         pipe.execute()
+
+    def abandon(self, job_id: str, reason: str) -> bool:
+        """Mark a job whose batches could not all be sent as failed, with the reason.
+
+        Only an unfinished job changes; a job that does not exist (its record was
+        never written) is left absent. True when the record changed.
+        """
+        return bool(self._abandon(keys=[job_key(job_id)], args=[reason, time.time()]))
 
     def recent_jobs(self, count: int = 20) -> list[str]:
         return [item.decode() for item in self.redis.zrevrange("bv:jobs", 0, count - 1)]

@@ -175,10 +175,14 @@ def enqueue_job(
     *,
     batch_size: int,
     item_outputs: bool = True,
+    job_id: str | None = None,
 ) -> SubmittedJob:
-    """Record a job over ``keys`` with a pinned ``model`` and send its batches by task name."""
+    """Record a job over ``keys`` with a pinned ``model`` and send its batches by task name.
+
+    A caller that must clean up after a failed send (the watcher) passes its own ``job_id``.
+    """
     batches = chunk(keys, batch_size)
-    job_id = new_job_id()
+    job_id = job_id or new_job_id()
     jobs.create(
         job_id,
         {

@@ -4,6 +4,10 @@ Each cycle lists what is new (from the listing cursor; the whole prefix every
 ``rescan_seconds`` to catch overwrites and keys that sort before the cursor),
 claims each object version in Redis (:mod:`producer.watch_claims`), and
 enqueues what it claimed as one job at once — no waiting for a full batch.
+The cursor moves only after that. When Redis goes away mid-cycle, the writes
+that settle the cycle (confirm or release the claims, mark a half-sent job
+failed) are kept and applied first when it is back, so an outage delays an
+object by the outage, not by the claims' staleness timeout.
 Above ``max_in_flight`` unfinished items it waits instead of flooding Redis.
 With ``move_to``, an input is moved only after its job recorded its result;
 failed inputs go to ``<move_to>failed/`` with an ``.error.json`` beside them.
@@ -34,6 +38,7 @@ from producer.submit import (
     INFERENCE_TASKS,
     SubmitError,
     enqueue_job,
+    new_job_id,
     select_keys,
 )
 from producer.watch_claims import Claims
@@ -64,6 +69,9 @@ class WatchState:
     cycles: int = 0
     enqueued: int = 0
     last_rescan: float = 0.0
+    # Writes to Redis that an outage interrupted (confirming or releasing claims,
+    # abandoning a half-sent job), applied in order before anything new is claimed.
+    unsettled: list[Callable[[], object]] = field(default_factory=list)
 
 
 class Watcher:
@@ -108,16 +116,16 @@ class Watcher:
     def _excluded(self) -> list[S3Uri]:
         return [uri for uri in (self.output, self.move_to) if uri is not None]
 
-    def _list(self, full: bool) -> list[ObjectInfo]:
+    def _list(self, full: bool) -> tuple[list[ObjectInfo], str | None]:
+        """The listed images to claim, and the last key listed (the next cursor)."""
         start_after = None if full else self.claims.cursor()
         listed = list(self.store.list_objects(self.input, start_after=start_after))
         keys = set(select_keys((info.key for info in listed), self.input, None, IMAGE_PATTERNS))
         for excluded in self._excluded():
             if excluded.bucket == self.input.bucket and excluded.prefix:
                 keys = {key for key in keys if not key.startswith(excluded.prefix)}
-        if listed:
-            self.claims.advance(listed[-1].key)
-        return [info for info in listed if info.key in keys]
+        last_key = listed[-1].key if listed else None
+        return [info for info in listed if info.key in keys], last_key
 
     def in_flight(self) -> int:
         """Items of this watcher's jobs that are not done yet."""
@@ -130,6 +138,7 @@ class Watcher:
 
     def cycle(self, *, full: bool = False) -> str | None:
         """List, claim and enqueue once; returns the job id when something was enqueued."""
+        self._apply_unsettled()
         self.settle()
         pending = self.in_flight()
         if pending >= self.request.max_in_flight:
@@ -139,10 +148,17 @@ class Watcher:
         full = full or now - self.state.last_rescan >= self.request.rescan_seconds
         if full:
             self.state.last_rescan = now
-        claimed = self.claims.claim(self._list(full))
+        listed, last_key = self._list(full)
+        claimed = self.claims.claim(listed)
         self.state.cycles += 1
-        if not claimed:
-            return None
+        job_id = self._enqueue(claimed) if claimed else None
+        if last_key is not None:  # only once what was listed is claimed and enqueued
+            self._settle_later(lambda: self.claims.advance(last_key))
+        return job_id
+
+    def _enqueue(self, claimed: list[ObjectInfo]) -> str:
+        """One job over the claimed objects; if sending fails, nothing stays claimed."""
+        job_id = new_job_id()
         try:
             model = self.registry.resolve(self._model_name(), task=self.request.task)
             job = enqueue_job(
@@ -154,16 +170,33 @@ class Watcher:
                 self.output,
                 str(model),
                 batch_size=self.request.batch_size,
+                job_id=job_id,
             )
         except BaseException:
-            with contextlib.suppress(*OUTAGE_ERRORS):  # else they go stale and are reclaimed
-                self.claims.release(claimed)
+            reason = "the watcher could not send all its batches; its objects are enqueued again"
+            self._settle_later(lambda: self.jobs.abandon(job_id, reason))
+            self._settle_later(lambda: self.claims.release(claimed))
             raise
-        self.claims.confirm(claimed)
+        self._settle_later(lambda: self.claims.confirm(claimed))
         self.state.jobs.append(job.job_id)
         self.state.enqueued += job.total
         self.report(f"{job.job_id}: {job.total} new objects with {job.model}")
         return job.job_id
+
+    def _settle_later(self, write: Callable[[], object]) -> None:
+        """Apply ``write`` now if Redis answers, else before the next cycle claims anything.
+
+        Without this a claim left pending by an outage would hold its object for
+        ``stale_seconds``, and a confirmed job's claims would go stale and be run twice.
+        """
+        self.state.unsettled.append(write)
+        with contextlib.suppress(*OUTAGE_ERRORS):
+            self._apply_unsettled()
+
+    def _apply_unsettled(self) -> None:
+        while self.state.unsettled:
+            self.state.unsettled[0]()
+            self.state.unsettled.pop(0)
 
     def settle(self) -> None:
         """Forget finished jobs; with --move-to, move their inputs first."""
@@ -223,6 +256,7 @@ class Watcher:
             backoff.reset()
             self.stopping.wait(max(0.0, self.request.interval - (time.monotonic() - began)))
         with contextlib.suppress(*OUTAGE_ERRORS):
+            self._apply_unsettled()
             self.settle()
         return self.state
 

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.chaos.tcp_proxy import TcpProxy
 from tests.services import RestartableRedis
+from tests.tcp_proxy import TcpProxy
 from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.chaos

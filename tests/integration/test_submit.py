@@ -8,46 +8,16 @@ import pytest
 import redis
 
 from infra.jobs import JobStore
-from infra.queue import make_celery
-from infra.s3 import S3Store
-from models.registry import ModelNotFound, ModelRegistry, RegistryError
+from models.registry import ModelNotFound, RegistryError
 from producer.submit import JobRequest, SubmitError, submit_job
 from tests.helpers import png_bytes, run_cli
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def fake_model(settings, s3_client, tmp_path_factory) -> str:
-    """A registry entry for submission tests (the producer only reads the card)."""
-    store = S3Store.from_settings(settings)
-    registry = ModelRegistry(store, settings.models_uri)
-    path = tmp_path_factory.mktemp("model") / "model.keras"
-    path.write_bytes(b"not used by the producer")
-    ref = registry.add_version(
-        "submit-test",
-        str(path),
-        {
-            "task": "classify",
-            "input_shape": [28, 28, 1],
-            "labels": ["a", "b"],
-            "preprocess": "unit",
-        },
-    )
-    return str(ref)
-
-
-def _clients(settings):
-    store = S3Store.from_settings(settings)
-    return {
-        "app": make_celery(settings),
-        "store": store,
-        "jobs": JobStore.from_url(settings.broker_url),
-        "registry": ModelRegistry(store, settings.models_uri),
-    }
-
-
-def test_submit_lists_filters_and_enqueues(settings, s3_client, fake_model) -> None:
+def test_submit_lists_filters_and_enqueues(
+    settings, s3_client, fake_model, producer_clients
+) -> None:
     s3_client.create_bucket(Bucket="it-submit")
     pixel = png_bytes(__import__("numpy").zeros((4, 4), dtype="uint8"))
     for index in range(70):
@@ -60,7 +30,7 @@ def test_submit_lists_filters_and_enqueues(settings, s3_client, fake_model) -> N
         JobRequest(
             "classify", "s3://it-submit/in/", "s3://it-submit/out/", "submit-test", batch_size=32
         ),
-        **_clients(settings),
+        **producer_clients(settings),
     )
     assert (job.total, job.batches, job.model) == (70, 3, fake_model)
     assert queue.llen("inference") - before == 3
@@ -75,15 +45,15 @@ def test_submit_lists_filters_and_enqueues(settings, s3_client, fake_model) -> N
         JobRequest(
             "classify", "s3://it-submit/in/", "s3://it-submit/out/", "submit-test", includes=["*"]
         ),
-        **_clients(settings),
+        **producer_clients(settings),
     )
     assert everything.total == 71  # every object but the folder marker
     queue.delete("inference")
 
 
-def test_submit_errors_are_clear(settings, s3_client, fake_model) -> None:
+def test_submit_errors_are_clear(settings, s3_client, fake_model, producer_clients) -> None:
     s3_client.create_bucket(Bucket="it-errors")
-    clients = _clients(settings)
+    clients = producer_clients(settings)
     with pytest.raises(SubmitError, match="does not exist"):
         submit_job(JobRequest("classify", "s3://no-such-bucket/x/", model="submit-test"), **clients)
     with pytest.raises(ModelNotFound, match="register"):

@@ -1,4 +1,4 @@
-"""A TCP proxy the chaos tests put between the service and moto's S3 server.
+"""A TCP proxy tests put between the service and Redis or moto's S3 server.
 
 It can be taken down (the listening socket closes and every open connection
 is cut, so clients see "connection refused"/"reset", as when an S3 endpoint

@@ -1,0 +1,50 @@
+"""Fixtures for the integration tests: a registered model card and the producer's clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from infra.jobs import JobStore
+from infra.queue import make_celery
+from infra.s3 import S3Store
+from infra.settings import Settings
+from models.registry import ModelRegistry
+
+
+@pytest.fixture(scope="session")
+def fake_model(settings: Settings, s3_client: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A registry entry for producer tests (the producer only reads the card)."""
+    store = S3Store.from_settings(settings)
+    registry = ModelRegistry(store, settings.models_uri)
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    path.write_bytes(b"not used by the producer")
+    ref = registry.add_version(
+        "submit-test",
+        str(path),
+        {
+            "task": "classify",
+            "input_shape": [28, 28, 1],
+            "labels": ["a", "b"],
+            "preprocess": "unit",
+        },
+    )
+    return str(ref)
+
+
+@pytest.fixture(scope="session")
+def producer_clients() -> Callable[[Settings], dict[str, Any]]:
+    """``producer_clients(settings)``: the app, store, job store and registry a producer uses."""
+
+    def make(settings: Settings) -> dict[str, Any]:
+        store = S3Store.from_settings(settings)
+        return {
+            "app": make_celery(settings),
+            "store": store,
+            "jobs": JobStore.from_url(settings.broker_url),
+            "registry": ModelRegistry(store, settings.models_uri),
+        }
+
+    return make
