@@ -37,6 +37,14 @@ def _wait_for_batches(jobs: JobStore, job_id: str, count: int, timeout: float = 
         time.sleep(0.1)
 
 
+def _stuck(jobs: JobStore, job_id: str, worker_log: str) -> str:
+    """What to look at when a job did not finish: its record and the worker's last lines."""
+    record = jobs.get(job_id)
+    attempts = jobs.redis.hgetall(f"bv:job:{job_id}:attempts")
+    tail = "\n".join(worker_log.splitlines()[-60:])
+    return f"job not finished in 300 s: {record}\nattempts {attempts}\nworker log:\n{tail}"
+
+
 def _no_secrets(*texts: str) -> None:
     for text in texts:
         assert REDIS_PASSWORD not in text
@@ -73,7 +81,10 @@ def test_redis_restarted_mid_job_loses_nothing(
         time.sleep(5)
         chaos_redis.start()
         dropped |= upload_digits(s3_client, bucket, "drop/after-", 10, seed=86)
-        assert submitter.wait(timeout=300) == 0, (tmp_path / "submit.log").read_text()
+        try:
+            assert submitter.wait(timeout=300) == 0, (tmp_path / "submit.log").read_text()
+        except subprocess.TimeoutExpired:
+            raise AssertionError(_stuck(jobs, job_id, worker.full_log())) from None
         finished_after = time.monotonic() - stopped_at
         lines, summary = read_job(s3_client, bucket, "out/", job_id)
         assert_each_input_once(lines, summary, set(truth))

@@ -232,3 +232,18 @@ def test_the_forward_pass_takes_half_a_batch_unless_told() -> None:
     assert Settings.from_env({}).forward_group == 16
     assert Settings.from_env({"BV_BATCH_SIZE": "1"}).forward_group == 1
     assert Settings.from_env({"BV_FORWARD_BATCH": "32"}).forward_group == 32
+
+
+@pytest.mark.parametrize(
+    ("timeout", "sweep"), [(3600, 10), (60, 10), (20, 5), (8, 2), (2, 1), (1, 1)]
+)
+def test_messages_of_dead_workers_are_swept_within_a_quarter_of_the_visibility_timeout(
+    timeout: int, sweep: int
+) -> None:
+    from infra.queue import make_celery
+
+    options = make_celery(Settings(visibility_timeout=timeout)).conf.broker_transport_options
+    assert options["visibility_timeout"] == timeout
+    # The sweep period is interval x throttle: kombu's default is 10 x 10 = 100 s.
+    assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] == sweep
+    assert options["unacked_mutex_expire"] <= 60
