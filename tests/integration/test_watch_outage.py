@@ -8,6 +8,7 @@ claim until it goes stale nor enqueue an object twice.
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -33,9 +34,17 @@ def proxy(settings: Settings) -> Iterator[TcpProxy]:
     proxy.close()
 
 
-def _watcher(
-    settings: Settings, proxy: TcpProxy, bucket: str, producer_clients: Any, fake_model: str
-) -> Watcher:
+@pytest.fixture
+def watched(
+    settings: Settings, s3_client: Any, fake_model: str, producer_clients: Any, proxy: TcpProxy
+) -> Iterator[tuple[Watcher, set[str]]]:
+    """A watcher whose Redis connections go through ``proxy``, and the 5 keys dropped for it."""
+    bucket = f"watch-outage-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=bucket)
+    pixel = png_bytes(np.zeros((4, 4), dtype="uint8"))
+    keys = {f"drop/{index:02d}.png" for index in range(5)}
+    for key in keys:
+        s3_client.put_object(Bucket=bucket, Key=key, Body=pixel)
     broker = urlsplit(settings.broker_url)
     netloc = broker.netloc.rsplit("@", 1)[0] + "@" if "@" in broker.netloc else ""
     proxied = urlunsplit(broker._replace(netloc=f"{netloc}127.0.0.1:{proxy.port}"))
@@ -43,16 +52,8 @@ def _watcher(
     request = WatchRequest(
         f"s3://{bucket}/drop/", "classify", f"s3://{bucket}/out/", model=fake_model
     )
-    return Watcher(request, **clients, report=lambda _line: None)
-
-
-def _drop(s3_client: Any, bucket: str, count: int) -> set[str]:
-    s3_client.create_bucket(Bucket=bucket)
-    pixel = png_bytes(np.zeros((4, 4), dtype="uint8"))
-    keys = {f"drop/{index:02d}.png" for index in range(count)}
-    for key in keys:
-        s3_client.put_object(Bucket=bucket, Key=key, Body=pixel)
-    return keys
+    yield Watcher(request, **clients, report=lambda _line: None), keys
+    redis.Redis.from_url(settings.broker_url).delete("inference")
 
 
 def _claims(settings: Settings, watcher: Watcher) -> dict[str, str]:
@@ -62,11 +63,9 @@ def _claims(settings: Settings, watcher: Watcher) -> dict[str, str]:
 
 
 def test_a_cut_while_sending_releases_the_claims_as_soon_as_redis_is_back(
-    settings: Settings, s3_client: Any, fake_model: str, producer_clients: Any, proxy: TcpProxy
+    settings: Settings, proxy: TcpProxy, watched: tuple[Watcher, set[str]]
 ) -> None:
-    bucket = "watch-cut-sending"
-    keys = _drop(s3_client, bucket, 5)
-    watcher = _watcher(settings, proxy, bucket, producer_clients, fake_model)
+    watcher, keys = watched
     watcher.claims.stale_seconds = 3600  # recovery must not wait for claims to go stale
     send = watcher.app.send_task
     half_sent: list[str] = []
@@ -93,15 +92,12 @@ def test_a_cut_while_sending_releases_the_claims_as_soon_as_redis_is_back(
     abandoned = watcher.jobs.get(half_sent[0])
     assert abandoned["state"] == "failed" and "enqueued again" in abandoned["failure"]
     assert watcher.cycle() is None  # nothing new, nothing twice
-    redis.Redis.from_url(settings.broker_url).delete("inference")
 
 
 def test_a_cut_after_sending_confirms_the_claims_once_redis_is_back(
-    settings: Settings, s3_client: Any, fake_model: str, producer_clients: Any, proxy: TcpProxy
+    settings: Settings, proxy: TcpProxy, watched: tuple[Watcher, set[str]]
 ) -> None:
-    bucket = "watch-cut-confirming"
-    keys = _drop(s3_client, bucket, 4)
-    watcher = _watcher(settings, proxy, bucket, producer_clients, fake_model)
+    watcher, keys = watched
     send = watcher.app.send_task
 
     def send_then_cut(*args: Any, **kwargs: Any) -> Any:
@@ -118,4 +114,3 @@ def test_a_cut_after_sending_confirms_the_claims_once_redis_is_back(
     assert watcher.cycle() is None  # the confirmation landed first: nothing is enqueued twice
     final = _claims(settings, watcher)
     assert set(final) == keys and not any(" pending " in value for value in final.values())
-    redis.Redis.from_url(settings.broker_url).delete("inference")
