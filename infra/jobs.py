@@ -50,12 +50,25 @@ _ABANDON = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'finished' or state == 'failed' then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'failed', 'failure', ARGV[1], 'finished_at', ARGV[2])
+redis.call('SREM', KEYS[2], ARGV[3])
+redis.call('DEL', KEYS[3])
 return 1
 """
+ACTIVE_JOBS_KEY = "bv:jobs:active"
 
-_FIELDS_INT = ("total", "batches", "ok", "error", "skipped", "done_batches", "batch_size")
+_FIELDS_INT = (
+    "total",
+    "batches",
+    "ok",
+    "error",
+    "skipped",
+    "done_batches",
+    "batch_size",
+    "resent_batches",
+)
 _FIELDS_FLOAT = (
     "submitted_at",
+    "resent_at",
     "started_at",
     "finished_at",
     "updated_at",
@@ -156,7 +169,36 @@ class JobStore:
         pipe.hset(job_key(job_id), mapping=encoded)
         pipe.expire(job_key(job_id), JOB_TTL_SECONDS)
         pipe.zadd("bv:jobs", {job_id: float(record["submitted_at"])})
+        pipe.sadd(ACTIVE_JOBS_KEY, job_id)
         pipe.execute()
+
+    def store_plan(self, job_id: str, messages: Iterable[dict[str, Any]]) -> None:
+        """Keep the task bodies of a job's batches until it finishes (to re-send lost ones)."""
+        mapping = {str(message["batch"]): json.dumps(message) for message in messages}
+        if mapping:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(f"{job_key(job_id)}:plan", mapping=mapping)
+            pipe.expire(f"{job_key(job_id)}:plan", JOB_TTL_SECONDS)
+            pipe.execute()
+
+    def planned_batches(self, job_id: str) -> set[int]:
+        return {int(index) for index in self.redis.hkeys(f"{job_key(job_id)}:plan")}
+
+    def plan(self, job_id: str, batches: list[int]) -> dict[int, dict[str, Any]]:
+        """The stored task bodies of these batches, by batch index."""
+        bodies = self.redis.hmget(f"{job_key(job_id)}:plan", [str(index) for index in batches])
+        pairs = zip(batches, bodies, strict=True)
+        return {index: json.loads(body) for index, body in pairs if body}
+
+    def recorded_batches(self, job_id: str) -> set[int]:
+        return {int(index) for index in self.redis.hkeys(f"{job_key(job_id)}:manifest")}
+
+    def active_jobs(self) -> list[str]:
+        """Jobs created and not yet finished (those created before this set existed are not)."""
+        return sorted(item.decode() for item in self.redis.smembers(ACTIVE_JOBS_KEY))
+
+    def forget_active(self, job_id: str) -> None:
+        self.redis.srem(ACTIVE_JOBS_KEY, job_id)
 
     def get(self, job_id: str) -> dict[str, Any]:
         """The job record with numbers decoded; raises JobNotFound."""
@@ -246,6 +288,8 @@ class JobStore:
         pipe.hset(job_key(job_id), mapping={"state": state, "finished_at": finished_at})
         for suffix in ("", ":manifest", ":attempts"):
             pipe.expire(job_key(job_id) + suffix, JOB_TTL_SECONDS)
+        pipe.delete(f"{job_key(job_id)}:plan")
+        pipe.srem(ACTIVE_JOBS_KEY, job_id)
         pipe.execute()
 
     def abandon(self, job_id: str, reason: str) -> bool:
@@ -254,7 +298,8 @@ class JobStore:
         Only an unfinished job changes; a job that does not exist (its record was
         never written) is left absent. True when the record changed.
         """
-        return bool(self._abandon(keys=[job_key(job_id)], args=[reason, time.time()]))
+        keys = [job_key(job_id), ACTIVE_JOBS_KEY, f"{job_key(job_id)}:plan"]
+        return bool(self._abandon(keys=keys, args=[reason, time.time(), job_id]))
 
     def recent_jobs(self, count: int = 20) -> list[str]:
         return [item.decode() for item in self.redis.zrevrange("bv:jobs", 0, count - 1)]

@@ -78,6 +78,7 @@ class Settings:
     io_threads: int = 16
     max_attempts: int = 5
     outage_seconds: int = 600
+    lost_batch_seconds: int = 600
     schedule_file: str | None = None
     log_format: str = "text"
     unsafe_models: frozenset[str] = frozenset()
@@ -125,6 +126,9 @@ class Settings:
             io_threads=_integer(env, "BV_IO_THREADS", defaults.io_threads),
             max_attempts=_integer(env, "BV_MAX_ATTEMPTS", defaults.max_attempts),
             outage_seconds=_integer(env, "BV_OUTAGE_SECONDS", defaults.outage_seconds),
+            lost_batch_seconds=_integer(
+                env, "BV_LOST_BATCH_SECONDS", defaults.lost_batch_seconds, minimum=0
+            ),
             schedule_file=env.get("BV_SCHEDULE_FILE") or None,
             log_format=log_format,
             unsafe_models=frozenset(
@@ -163,5 +167,6 @@ class Settings:
             "log_format": self.log_format,
             "visibility_timeout": self.visibility_timeout,
             "outage_seconds": self.outage_seconds,
+            "lost_batch_seconds": self.lost_batch_seconds,
             "unsafe_models": sorted(self.unsafe_models),
         }

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from celery import Celery
 
+from infra.batches import send_batches
 from infra.jobs import JobStore
-from infra.queue import INFERENCE_QUEUE, TASK_NAMES
 from infra.s3 import S3Store, parse_s3_uri
 from infra.settings import DEFAULT_MODELS
 from models.registry import ModelRegistry
@@ -93,18 +93,17 @@ def submit_generate(
             "item_outputs": 0,
         },
     )
-    with app.producer_or_acquire() as producer:
-        for index, batch in enumerate(batches):
-            message = {
-                "job_id": job_id,
-                "batch": index,
-                "task": "generate",
-                "output": str(output),
-                "model": str(model),
-                "items": batch,
-                "enqueued_at": time.time(),
-            }
-            app.send_task(
-                TASK_NAMES["generate"], args=[message], queue=INFERENCE_QUEUE, producer=producer
-            )
+    messages = (
+        {
+            "job_id": job_id,
+            "batch": index,
+            "task": "generate",
+            "output": str(output),
+            "model": str(model),
+            "items": batch,
+            "enqueued_at": time.time(),
+        }
+        for index, batch in enumerate(batches)
+    )
+    send_batches(app, jobs, messages)
     return SubmittedJob(job_id, request.count, len(batches), str(model), str(output))

@@ -43,6 +43,8 @@ def job_status(record: dict[str, Any], now: float | None = None) -> dict[str, An
     }
     if record.get("failure"):
         status["failure"] = record["failure"]
+    if record.get("resent_batches"):
+        status["resent_batches"] = int(record["resent_batches"])
     if record.get("state") in FINAL_STATES:
         status["manifest"] = f"{record['output']}_jobs/{record['job_id']}/manifest.jsonl"
         status["summary"] = f"{record['output']}_jobs/{record['job_id']}/summary.json"
@@ -61,6 +63,8 @@ def format_status(status: dict[str, Any]) -> str:
     ]
     if status.get("failure"):
         lines.append(f"  failure: {status['failure']}")
+    if status.get("resent_batches"):
+        lines.append(f"  {status['resent_batches']} batches the broker lost were sent again")
     if status.get("summary"):
         lines.append(f"  summary  {status['summary']}")
         lines.append(f"  manifest {status['manifest']}")

@@ -17,8 +17,8 @@ from typing import Any
 
 from celery import Celery
 
+from infra.batches import send_batches
 from infra.jobs import JobStore
-from infra.queue import INFERENCE_QUEUE, TASK_NAMES
 from infra.s3 import S3Store, S3Uri, parse_s3_uri
 from infra.settings import DEFAULT_MODELS
 from models.registry import ModelRegistry
@@ -100,7 +100,7 @@ def batch_messages(
     model: str,
     item_outputs: bool,
 ) -> Iterator[dict[str, Any]]:
-    """The task bodies, stamped with ``enqueued_at`` as each is made (just before it is sent)."""
+    """The task bodies; ``enqueued_at`` is stamped again just before each is sent."""
     for index, keys in enumerate(batches):
         yield {
             "job_id": job_id,
@@ -197,9 +197,5 @@ def enqueue_job(
         },
     )
     messages = batch_messages(job_id, task, batches, input_uri, output_uri, model, item_outputs)
-    with app.producer_or_acquire() as producer:
-        for message in messages:
-            app.send_task(
-                TASK_NAMES[task], args=[message], queue=INFERENCE_QUEUE, producer=producer
-            )
+    send_batches(app, jobs, messages)
     return SubmittedJob(job_id, len(keys), len(batches), model, str(output_uri))

@@ -17,11 +17,15 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 
-from celery.signals import worker_process_init
+from celery import Celery
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from celery.utils.log import current_process_index
 
+from infra.batches import start_lost_batch_audit
+from infra.jobs import JobStore
 from infra.logs import configure_logging, leave_logging_to_us
 from infra.metrics import Exporter, start_multiprocess_exporter
 from infra.queue import INFERENCE_QUEUE, TRAINING_QUEUE, make_celery
@@ -127,6 +131,9 @@ def run_worker(
             exporter.close_in_child()
         _pin_child(placement)
 
+    if INFERENCE_QUEUE in wanted:
+        _audit_lost_batches(app, settings)
+
     log.info(
         "starting worker: queues=%s devices=%s children=%s threads/child=%s broker=%s",
         ",".join(wanted),
@@ -153,6 +160,20 @@ def run_worker(
     finally:
         if exporter is not None:
             exporter.stop()
+
+
+def _audit_lost_batches(app: Celery, settings: Settings) -> None:
+    """Once the pool is up, the parent re-sends batches the broker lost (:mod:`infra.batches`)."""
+    stop = threading.Event()
+
+    @worker_ready.connect(weak=False)
+    def _start(**_: object) -> None:
+        jobs = JobStore.from_url(settings.broker_url)
+        start_lost_batch_audit(app, jobs, settings.lost_batch_seconds, stop)
+
+    @worker_shutdown.connect(weak=False)
+    def _stop(**_: object) -> None:
+        stop.set()
 
 
 def _install_hooks(settings: Settings) -> Exporter | None:

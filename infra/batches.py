@@ -1,0 +1,200 @@
+"""Sending a job's batches, and sending again the ones the broker lost.
+
+Celery on Redis can lose a message outright: kombu pops it (BRPOP) before it
+records it as unacknowledged, so a connection cut or a warm shutdown between
+the two drops it (celery/celery#4354, celery/kombu#305), and a Redis crash
+with ``appendfsync everysec`` can forget the last second of writes. A job
+with a lost batch would wait forever. So every batch's task body is kept in
+the job store (``bv:job:<id>:plan``) until the job finishes, and each task id
+names its job and batch. :class:`LostBatchAudit`, run by the workers, looks at
+jobs that made no progress for ``quiet_seconds``: a batch with no manifest,
+in no queue and not unacknowledged is sent again. A batch sent twice is
+recorded once (:mod:`infra.jobs`), so the cost of a false alarm is one no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from kombu.transport.redis import Channel
+
+from infra.jobs import JobNotFound, JobStore, job_key
+from infra.outages import OUTAGE_ERRORS
+from infra.queue import INFERENCE_QUEUE, TASK_NAMES
+
+log = logging.getLogger("bucketvision.batches")
+
+FINAL_STATES = ("finished", "failed")
+_GROUP = 500
+
+
+def task_id_for(job_id: str, batch: int) -> str:
+    """A task id that says which job and batch it carries, and differs per sending."""
+    return f"{job_id}:{batch}:{secrets.token_hex(4)}"
+
+
+def batch_of_task_id(task_id: str) -> tuple[str, int] | None:
+    parts = task_id.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def send_batches(app: Celery, jobs: JobStore, messages: Iterable[dict[str, Any]]) -> int:
+    """Store every task body in its job's plan, then send each; returns how many were sent.
+
+    The whole plan is stored first, so a send cut short (Redis gone mid-job) leaves
+    batches that the lost-batch audit sends later rather than a job that never ends.
+    Each body is stamped with ``enqueued_at`` just before it is sent.
+    """
+    bodies = list(messages)
+    for start in range(0, len(bodies), _GROUP):
+        group = bodies[start : start + _GROUP]
+        jobs.store_plan(group[0]["job_id"], group)
+    with app.producer_or_acquire() as producer:
+        for message in bodies:
+            message["enqueued_at"] = time.time()
+            app.send_task(
+                TASK_NAMES[message["task"]],
+                args=[message],
+                queue=INFERENCE_QUEUE,
+                producer=producer,
+                task_id=task_id_for(message["job_id"], message["batch"]),
+            )
+    return len(bodies)
+
+
+def _task_ids(raws: Iterable[bytes], unacked: bool) -> Iterator[str]:
+    """The task ids of raw kombu messages (list entries, or ``unacked`` hash values)."""
+    for raw in raws:
+        try:
+            decoded = json.loads(raw)
+            message = decoded[0] if unacked else decoded
+            yield str(message["headers"]["id"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue
+
+
+@dataclass
+class LostBatchAudit:
+    """Finds the batches of quiet jobs that the broker no longer holds, and sends them again."""
+
+    app: Celery
+    jobs: JobStore
+    quiet_seconds: float
+    scan_limit: int = 200_000
+    clock: Callable[[], float] = time.time
+
+    def run_once(self) -> dict[str, list[int]]:
+        """One look at every active job; returns the batches sent again, by job."""
+        stalled = {job_id: missing for job_id, missing in self._stalled() if missing}
+        if not stalled:
+            return {}
+        held = self._held_by_broker(set(stalled))
+        if held is None:
+            return {}
+        resent: dict[str, list[int]] = {}
+        for job_id, missing in stalled.items():
+            lost = sorted(missing - held.get(job_id, set()))
+            if lost:
+                self._send_again(job_id, lost)
+                resent[job_id] = lost
+        return resent
+
+    def _stalled(self) -> Iterator[tuple[str, set[int]]]:
+        """Active jobs quiet for ``quiet_seconds``, with their unrecorded batches."""
+        for job_id in self.jobs.active_jobs():
+            try:
+                record = self.jobs.get(job_id)
+            except JobNotFound:
+                self.jobs.forget_active(job_id)
+                continue
+            if record["state"] in FINAL_STATES:
+                self.jobs.forget_active(job_id)
+                continue
+            moments = ("submitted_at", "started_at", "updated_at", "resent_at")
+            last = max(float(record.get(name) or 0) for name in moments)
+            if self.clock() - last >= self.quiet_seconds:
+                yield job_id, self.jobs.planned_batches(job_id) - self.jobs.recorded_batches(job_id)
+
+    def _held_by_broker(self, job_ids: set[str]) -> dict[str, set[int]] | None:
+        """The batches of these jobs waiting in the queue or unacknowledged; None: too many."""
+        client = self.jobs.redis
+        queued, unacked = client.llen(INFERENCE_QUEUE), client.hlen(Channel.unacked_key)
+        if queued + unacked > self.scan_limit:
+            log.info(
+                "lost-batch audit skipped: %s messages held, above %s",
+                queued + unacked,
+                self.scan_limit,
+            )
+            return None
+        task_ids = list(
+            _task_ids(
+                (
+                    raw
+                    for start in range(0, queued, 1000)
+                    for raw in client.lrange(INFERENCE_QUEUE, start, start + 999)
+                ),
+                unacked=False,
+            )
+        )
+        raws = (raw for _, raw in client.hscan_iter(Channel.unacked_key, count=1000))
+        task_ids += _task_ids(raws, unacked=True)
+        held: dict[str, set[int]] = {}
+        for task_id in task_ids:
+            batch = batch_of_task_id(task_id)
+            if batch and batch[0] in job_ids:
+                held.setdefault(batch[0], set()).add(batch[1])
+        return held
+
+    def _send_again(self, job_id: str, batches: list[int]) -> None:
+        plan = self.jobs.plan(job_id, batches)
+        sent = send_batches(self.app, self.jobs, [plan[index] for index in sorted(plan)])
+        pipe = self.jobs.redis.pipeline()
+        pipe.hincrby(job_key(job_id), "resent_batches", sent)
+        pipe.hset(job_key(job_id), "resent_at", self.clock())
+        pipe.execute()
+        log.warning(
+            "job %s: batches %s were in no queue, not unacknowledged and not recorded after "
+            "%.0f s without progress (lost by the broker); sent again",
+            job_id,
+            batches,
+            self.quiet_seconds,
+        )
+
+
+def start_lost_batch_audit(
+    app: Celery, jobs: JobStore, quiet_seconds: float, stop: threading.Event
+) -> threading.Thread | None:
+    """Audit every quarter of ``quiet_seconds`` (at most every minute) in a daemon thread.
+
+    Several workers may run one; a lock in Redis lets one of them look per interval.
+    """
+    if quiet_seconds <= 0:
+        return None
+    audit = LostBatchAudit(app, jobs, quiet_seconds)
+    interval = max(1.0, min(60.0, quiet_seconds / 4))
+    owner = f"{os.uname().nodename}:{os.getpid()}"
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                if jobs.redis.set("bv:lost-batch-audit", owner, nx=True, ex=int(interval) or 1):
+                    audit.run_once()
+            except OUTAGE_ERRORS as error:
+                log.info("lost-batch audit skipped: %s", error)
+            except Exception:  # a bug here must not take the worker down
+                log.exception("lost-batch audit failed")
+
+    thread = threading.Thread(target=loop, name="lost-batch-audit", daemon=True)
+    thread.start()
+    return thread

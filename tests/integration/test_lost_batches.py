@@ -1,0 +1,93 @@
+"""The lost-batch audit on a real Redis: what it sends again, and what it leaves alone."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from kombu.transport.redis import Channel
+
+from infra.batches import LostBatchAudit, batch_of_task_id
+from infra.queue import INFERENCE_QUEUE
+from infra.settings import Settings
+from producer.submit import JobRequest, submit_job
+from tests.helpers import png_bytes
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.broker_url)
+    client.delete(INFERENCE_QUEUE, Channel.unacked_key)
+    yield client
+    client.delete(INFERENCE_QUEUE, Channel.unacked_key)
+
+
+def _queued(broker: redis.Redis) -> dict[int, bytes]:
+    """Batch index -> raw message, for what waits in the queue."""
+    found = {}
+    for raw in broker.lrange(INFERENCE_QUEUE, 0, -1):
+        batch = batch_of_task_id(json.loads(raw)["headers"]["id"])
+        assert batch is not None, "a task id that does not name its job and batch"
+        found[batch[1]] = raw
+    return found
+
+
+def _submit(settings: Settings, s3_client: Any, fake_model: str, clients: dict) -> str:
+    s3_client.create_bucket(Bucket="it-lost")
+    pixel = png_bytes(np.zeros((4, 4), dtype="uint8"))
+    for index in range(10):
+        s3_client.put_object(Bucket="it-lost", Key=f"in/{index}.png", Body=pixel)
+    request = JobRequest(
+        "classify", "s3://it-lost/in/", "s3://it-lost/out/", fake_model, batch_size=2
+    )
+    return submit_job(request, **clients).job_id
+
+
+def test_only_batches_in_no_queue_unacknowledged_or_recorded_are_sent_again(
+    settings: Settings, s3_client: Any, fake_model: str, producer_clients: Any, broker: redis.Redis
+) -> None:
+    clients = producer_clients(settings)
+    jobs, app = clients["jobs"], clients["app"]
+    job_id = _submit(settings, s3_client, fake_model, clients)
+    queued = _queued(broker)
+    assert sorted(queued) == [0, 1, 2, 3, 4]
+    assert jobs.planned_batches(job_id) == {0, 1, 2, 3, 4}  # stored before sending
+    for batch in (1, 2, 3, 4):  # 1 and 3 lost; 2 delivered, not acked; 4 done
+        broker.lrem(INFERENCE_QUEUE, 1, queued[batch])
+    unacked = json.dumps([json.loads(queued[2]), INFERENCE_QUEUE, INFERENCE_QUEUE])
+    broker.hset(Channel.unacked_key, "tag-2", unacked)
+    jobs.record_batch(job_id, 4, [{"key": "in/8.png", "status": "ok"}], {})
+
+    assert LostBatchAudit(app, jobs, quiet_seconds=3600).run_once() == {}  # not quiet yet
+    crowded = LostBatchAudit(app, jobs, quiet_seconds=0, scan_limit=1)
+    assert crowded.run_once() == {}  # too many messages to look through: try later
+    audit = LostBatchAudit(app, jobs, quiet_seconds=0)
+    assert audit.run_once().get(job_id) == [1, 3]
+    again = _queued(broker)
+    assert sorted(again) == [0, 1, 3]
+    body = json.loads(base64.b64decode(json.loads(again[3])["body"]))[0][0]
+    assert body["keys"] == ["in/6.png", "in/7.png"] and body["job_id"] == job_id
+    assert jobs.get(job_id)["resent_batches"] == 2
+    assert job_id not in audit.run_once()  # what was sent again is held now: not twice
+
+    jobs.mark_finished(job_id, "finished", 0.0)
+    assert job_id not in jobs.active_jobs() and jobs.planned_batches(job_id) == set()
+
+
+def test_an_abandoned_job_is_not_audited(
+    settings: Settings, s3_client: Any, fake_model: str, producer_clients: Any, broker: redis.Redis
+) -> None:
+    clients = producer_clients(settings)
+    jobs = clients["jobs"]
+    job_id = _submit(settings, s3_client, fake_model, clients)
+    broker.delete(INFERENCE_QUEUE)
+    assert jobs.abandon(job_id, "the watcher enqueued its objects again")
+    assert job_id not in jobs.active_jobs() and jobs.planned_batches(job_id) == set()
+    assert job_id not in LostBatchAudit(clients["app"], jobs, quiet_seconds=0).run_once()
