@@ -285,13 +285,27 @@ def _all_failed(
     return BatchOutcome(lines, {}, failure)
 
 
-def dead_letter(message: Any, attempt: int, deaths: int, max_attempts: int) -> BatchOutcome:
-    """A batch whose worker died ``deaths`` >= ``max_attempts`` times: every item an error."""
-    reason = (
-        f"the worker running this batch died {deaths} times (killed, crashed or out of "
-        f"memory; BV_MAX_ATTEMPTS={max_attempts}), so it is dead-lettered instead of retried; "
-        "look for an item that crashes the decoder or the model, or give the workers more memory"
-    )
+def dead_letter(
+    message: Any, attempt: int, deaths: int, max_attempts: int, *, alone: bool = False
+) -> BatchOutcome:
+    """Items whose worker died ``deaths`` >= ``max_attempts`` times: every one an error.
+
+    ``alone``: the item ran by itself when its worker died (:mod:`worker.isolation`).
+    """
+    if alone:
+        reason = (
+            f"the worker died {deaths} times while processing this image (killed, crashed or "
+            f"out of memory; BV_MAX_ATTEMPTS={max_attempts}); it ran alone, so it is the "
+            "cause and is dead-lettered instead of retried, and the rest of its batch ran; "
+            "check the image (it may crash the decoder or the model) or give the workers memory"
+        )
+    else:
+        reason = (
+            f"the worker running this batch died {deaths} times (killed, crashed or out of "
+            f"memory; BV_MAX_ATTEMPTS={max_attempts}), so it is dead-lettered instead of "
+            "retried; look for an item that crashes the decoder or the model, or give the "
+            "workers more memory"
+        )
     items = [ItemState(key) for key in message.keys]
     return _all_failed(message, items, ("DeadLetter", reason), attempt, time.perf_counter(), None)
 
