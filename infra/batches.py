@@ -121,9 +121,12 @@ class LostBatchAudit:
             if record["state"] in FINAL_STATES:
                 self.jobs.forget_active(job_id)
                 continue
-            moments = ("submitted_at", "started_at", "updated_at", "resent_at")
+            # A job waiting behind a long queue stays quiet: it is looked at again only
+            # a quiet period after the last look (by any worker), not every interval.
+            moments = ("submitted_at", "started_at", "updated_at", "audited_at")
             last = max(float(record.get(name) or 0) for name in moments)
             if self.clock() - last >= self.quiet_seconds:
+                self.jobs.redis.hset(job_key(job_id), "audited_at", self.clock())
                 yield job_id, self.jobs.planned_batches(job_id) - self.jobs.recorded_batches(job_id)
 
     def _held_by_broker(self, job_ids: set[str]) -> dict[str, set[int]] | None:
@@ -159,10 +162,7 @@ class LostBatchAudit:
     def _send_again(self, job_id: str, batches: list[int]) -> None:
         plan = self.jobs.plan(job_id, batches)
         sent = send_batches(self.app, self.jobs, [plan[index] for index in sorted(plan)])
-        pipe = self.jobs.redis.pipeline()
-        pipe.hincrby(job_key(job_id), "resent_batches", sent)
-        pipe.hset(job_key(job_id), "resent_at", self.clock())
-        pipe.execute()
+        self.jobs.redis.hincrby(job_key(job_id), "resent_batches", sent)
         log.warning(
             "job %s: batches %s were in no queue, not unacknowledged and not recorded after "
             "%.0f s without progress (lost by the broker); sent again",

@@ -68,7 +68,7 @@ _FIELDS_INT = (
 )
 _FIELDS_FLOAT = (
     "submitted_at",
-    "resent_at",
+    "audited_at",
     "started_at",
     "finished_at",
     "updated_at",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,6 +77,13 @@ def test_only_batches_in_no_queue_unacknowledged_or_recorded_are_sent_again(
     assert body["keys"] == ["in/6.png", "in/7.png"] and body["job_id"] == job_id
     assert jobs.get(job_id)["resent_batches"] == 2
     assert job_id not in audit.run_once()  # what was sent again is held now: not twice
+
+    later = time.time() + 1000
+    patient = LostBatchAudit(app, jobs, quiet_seconds=100, clock=lambda: later)
+    broker.delete(INFERENCE_QUEUE)  # batches 0, 1 and 3 lost this time
+    assert patient.run_once().get(job_id) == [0, 1, 3]
+    broker.delete(INFERENCE_QUEUE)
+    assert job_id not in patient.run_once()  # looked at just now: not again for 100 s
 
     jobs.mark_finished(job_id, "finished", 0.0)
     assert job_id not in jobs.active_jobs() and jobs.planned_batches(job_id) == set()
