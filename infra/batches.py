@@ -27,13 +27,12 @@ from typing import Any
 from celery import Celery
 from kombu.transport.redis import Channel
 
-from infra.jobs import JobNotFound, JobStore, job_key
+from infra.jobs import FINAL_STATES, JobNotFound, JobStore, job_key
 from infra.outages import OUTAGE_ERRORS
 from infra.queue import INFERENCE_QUEUE, TASK_NAMES
 
 log = logging.getLogger("bucketvision.batches")
 
-FINAL_STATES = ("finished", "failed")
 _GROUP = 500
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 JOB_TTL_SECONDS = 30 * 24 * 3600
+FINAL_STATES = ("finished", "failed")  # a job in either state changes no more
 FINALIZE_LOCK_SECONDS = 600
 
 _RECORD_BATCH = """

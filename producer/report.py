@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.jobs import JobNotFound, parse_jsonl
+from infra.jobs import FINAL_STATES, JobNotFound, parse_jsonl
 from infra.s3 import ObjectMissing, S3Store, S3Uri, parse_s3_uri
 from infra.settings import Settings
 from producer.cli_support import CommandError
@@ -25,7 +25,6 @@ from producer.report_thumbs import Tile, label_colours, make_tile
 DEFAULT_LIMIT = 48
 EXAMPLES_PER_ERROR = 3
 MAX_THREADS = 8  # each may hold one decoded image of up to BV_MAX_IMAGE_PIXELS
-FINAL_STATES = ("finished", "failed")
 
 
 @dataclass(frozen=True)

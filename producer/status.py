@@ -6,10 +6,8 @@ import sys
 import time
 from typing import Any
 
-from infra.jobs import JobStore
+from infra.jobs import FINAL_STATES, JobStore
 from infra.outages import OUTAGE_ERRORS, Backoff
-
-FINAL_STATES = ("finished", "failed")
 
 
 def job_status(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from celery import Celery
 
-from infra.jobs import JobStore
+from infra.jobs import FINAL_STATES, JobStore
 from infra.outages import OUTAGE_ERRORS, Backoff
 from infra.s3 import ObjectInfo, S3Store, S3Uri, parse_s3_uri
 from infra.settings import DEFAULT_MODELS
@@ -132,7 +132,7 @@ class Watcher:
         pending = 0
         for job_id in self.state.jobs:
             record = self.jobs.get(job_id)
-            if record["state"] not in ("finished", "failed"):
+            if record["state"] not in FINAL_STATES:
                 pending += int(record["total"]) - int(record["ok"]) - int(record["error"])
         return pending
 
@@ -202,7 +202,7 @@ class Watcher:
         """Forget finished jobs; with --move-to, move their inputs first."""
         for job_id in list(self.state.jobs):
             record = self.jobs.get(job_id)
-            if record["state"] not in ("finished", "failed"):
+            if record["state"] not in FINAL_STATES:
                 continue
             if self.move_to is not None:
                 self._move_inputs(job_id)

@@ -90,17 +90,6 @@ def single_items(message: Message) -> list[Message]:
     return [dataclasses.replace(message, keys=[key]) for key in message.keys]
 
 
-@dataclasses.dataclass(frozen=True)
-class BatchRun:
-    """A batch's outcome, and how many of its items were dead-lettered."""
-
-    outcome: BatchOutcome
-    dead_lettered: int
-
-    def parts(self) -> tuple[BatchOutcome, int]:
-        return self.outcome, self.dead_lettered
-
-
 def run_isolated(
     message: Message,
     *,
@@ -109,7 +98,7 @@ def run_isolated(
     max_attempts: int,
     ledger: IsolationLedger,
     run_one: Callable[[Message], BatchOutcome],
-) -> BatchRun:
+) -> BatchOutcome:
     """Run a batch whose worker died ``deaths`` times one item at a time (see module doc).
 
     The caller charges the last death first (:meth:`IsolationLedger.charge_death`), once
@@ -140,5 +129,4 @@ def run_isolated(
         lines.extend(outcome.lines)
         stages.update(outcome.stage_seconds)
         failure = failure or outcome.failure
-    dead = sum(1 for line in lines if (line.get("error") or {}).get("type") == "DeadLetter")
-    return BatchRun(BatchOutcome(lines, dict(stages), failure), dead)
+    return BatchOutcome(lines, dict(stages), failure)

@@ -83,6 +83,11 @@ class BatchOutcome:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     failure: str | None = None
 
+    def dead_lettered(self) -> int:
+        """How many items were dead-lettered (their worker kept dying)."""
+        errors = (line.get("error") or {} for line in self.lines)
+        return sum(1 for error in errors if error.get("type") == "DeadLetter")
+
     def counts(self) -> dict[str, int]:
         """Manifest lines by status (ok, error, skipped)."""
         found = {"ok": 0, "error": 0, "skipped": 0}

@@ -23,7 +23,7 @@ from infra.outages import OUTAGE_ERRORS, ride_out
 from infra.queue import TASK_NAMES
 from worker.finalize import finalize_job
 from worker.generation import GenerateMessage, run_generate_batch
-from worker.isolation import BatchRun, IsolationLedger, run_isolated
+from worker.isolation import IsolationLedger, run_isolated
 from worker.pipeline import BatchMessage, BatchOutcome, gave_up, run_batch
 from worker.runtime import WorkerRuntime, get_runtime
 from worker.training_task import handle_training
@@ -106,13 +106,14 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
             lambda: finalize_if_complete(runtime, message.job_id), where, within
         )
         return {**about, "recorded": False, "attempt": attempt, "job_finished": finished}
-    ledger = IsolationLedger(runtime.jobs.redis, message.job_id, message.batch)
+    ledger = None
     if start.worker_deaths:
+        ledger = IsolationLedger(runtime.jobs.redis, message.job_id, message.batch)
         _ride_out_or_requeue(ledger.charge_death, where, within)
 
-    def run() -> BatchRun:
-        if start.worker_deaths == 0:
-            return BatchRun(_run(runtime, message, attempt), dead_lettered=0)
+    def run() -> BatchOutcome:
+        if ledger is None:
+            return _run(runtime, message, attempt)
         log.warning(
             "%s: its worker died %d times; running it one item at a time",
             where,
@@ -128,15 +129,15 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
         )
 
     try:
-        outcome, dead_lettered = ride_out(run, where, within_seconds=within).parts()
+        outcome = ride_out(run, where, within_seconds=within)
     except OUTAGE_ERRORS as error:
-        outcome, dead_lettered = gave_up(message, attempt, error, within), 0
+        outcome = gave_up(message, attempt, error, within)
 
     def record() -> tuple[bool, str | None]:
         recorded = runtime.jobs.record_batch(
             message.job_id, message.batch, outcome.lines, outcome.stage_seconds, outcome.failure
         )
-        if start.worker_deaths:
+        if ledger is not None:
             ledger.clear()
         finished = _finalize(runtime, message.job_id) if recorded.job_complete else None
         return recorded.first_time, finished
@@ -149,8 +150,8 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
         "items": len(outcome.lines),
         "counts": outcome.counts(),
         "stage_seconds": outcome.stage_seconds,
-        "dead_letter": dead_lettered > 0,
-        "dead_lettered_items": dead_lettered,
+        "dead_letter": outcome.dead_lettered() > 0,
+        "dead_lettered_items": outcome.dead_lettered(),
         "job_finished": finished,
     }
 

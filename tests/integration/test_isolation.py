@@ -60,14 +60,14 @@ def test_only_the_image_that_kills_its_worker_is_dead_lettered(ledger: Isolation
         _deliver(message, ledger, deaths=1, kills={"in/3.png"}, ran=ran)
     run = _deliver(message, ledger, deaths=2, kills={"in/3.png"}, ran=ran)
     assert ran == [f"in/{index}.png" for index in (0, 1, 2, 3, 4, 5)]  # none twice
-    assert [line["status"] for line in run.outcome.lines] == ["ok"] * 3 + ["error"] + ["ok"] * 2
-    error = run.outcome.lines[3]["error"]
+    assert [line["status"] for line in run.lines] == ["ok"] * 3 + ["error"] + ["ok"] * 2
+    error = run.lines[3]["error"]
     assert (
         error["type"] == "DeadLetter"
         and "died 2 times while processing this image" in (error["message"])
     )
-    assert run.dead_lettered == 1
-    assert run.outcome.stage_seconds == {"infer": 2}  # this delivery's items only
+    assert run.dead_lettered() == 1
+    assert run.stage_seconds == {"infer": 2}  # this delivery's items only
 
 
 def test_deaths_blamed_on_several_images_dead_letter_the_rest(ledger: IsolationLedger) -> None:
@@ -78,10 +78,10 @@ def test_deaths_blamed_on_several_images_dead_letter_the_rest(ledger: IsolationL
             _deliver(message, ledger, deaths=deaths, kills=everything, ran=ran)
     run = _deliver(message, ledger, deaths=3, kills=everything, ran=ran)
     assert ran == ["in/0.png", "in/1.png"]  # two deaths blamed on two images: then it stops
-    assert [line["error"]["type"] for line in run.outcome.lines] == ["DeadLetter"] * 5
-    assert "died 2 times while processing this image" in run.outcome.lines[0]["error"]["message"]
-    assert "running this batch died 3 times" in run.outcome.lines[1]["error"]["message"]
-    assert run.dead_lettered == 5
+    assert [line["error"]["type"] for line in run.lines] == ["DeadLetter"] * 5
+    assert "died 2 times while processing this image" in run.lines[0]["error"]["message"]
+    assert "running this batch died 3 times" in run.lines[1]["error"]["message"]
+    assert run.dead_lettered() == 5
 
 
 def test_a_delivery_without_an_item_in_flight_blames_nobody(ledger: IsolationLedger) -> None:
