@@ -24,12 +24,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bucketvision.infra.jobs import FINAL_STATES, JobNotFound, JobStore, job_key
+from bucketvision.infra.outages import OUTAGE_ERRORS
+from bucketvision.infra.queue import INFERENCE_QUEUE, TASK_NAMES
 from celery import Celery
 from kombu.transport.redis import Channel
-
-from infra.jobs import FINAL_STATES, JobNotFound, JobStore, job_key
-from infra.outages import OUTAGE_ERRORS
-from infra.queue import INFERENCE_QUEUE, TASK_NAMES
 
 log = logging.getLogger("bucketvision.batches")
 

@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import IO, Any, ParamSpec, TypeVar
 
-from infra.settings import LOG_FORMATS
+from bucketvision.infra.settings import LOG_FORMATS
 
 CONTEXT_FIELDS = ("job_id", "batch", "task", "run_id", "task_id")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from infra.settings import SettingsError
+from bucketvision.infra.settings import SettingsError
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric

@@ -6,10 +6,9 @@ task code (nor TensorFlow); the worker registers its tasks on the same app.
 
 from __future__ import annotations
 
+from bucketvision.infra.settings import Settings
 from celery import Celery
 from kombu import Exchange, Queue
-
-from infra.settings import Settings
 
 INFERENCE_QUEUE = "inference"
 TRAINING_QUEUE = "training"

@@ -23,8 +23,7 @@ from botocore.exceptions import (
     IncompleteReadError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
-
-from infra.settings import Settings
+from bucketvision.infra.settings import Settings
 
 
 class StorageError(RuntimeError):

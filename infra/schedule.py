@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
-from infra.queue import TASK_NAMES, TRAINING_QUEUE
+from bucketvision.infra.queue import TASK_NAMES, TRAINING_QUEUE
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

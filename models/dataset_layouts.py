@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.s3 import ObjectMissing, S3Store, S3Uri
+from bucketvision.infra.s3 import ObjectMissing, S3Store, S3Uri
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")

@@ -13,11 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
+from bucketvision.models.digits import make_digits
+from bucketvision.models.scenes import Scenes, make_scenes
 from PIL import Image
-
-from infra.s3 import S3Store, S3Uri, parse_s3_uri
-from models.digits import make_digits
-from models.scenes import Scenes, make_scenes
 
 DATASET_TASKS = ("classify", "detect", "segment", "generate")
 

@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from bucketvision.infra.s3 import S3Store, StorageError, parse_s3_uri
+from bucketvision.models.dataset_layouts import DatasetLayout, Record, read_layout
+from bucketvision.models.decoding import DecodeError, decode_image
+from bucketvision.models.family import DatasetInfo
+from bucketvision.models.imaging import fit_mask
 from PIL import Image
-
-from infra.s3 import S3Store, StorageError, parse_s3_uri
-from models.dataset_layouts import DatasetLayout, Record, read_layout
-from models.family import DatasetInfo
-from models.imaging import fit_mask
-from worker.decode import DecodeError, decode_image
 
 log = logging.getLogger("bucketvision.training")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from models.family import DatasetInfo, TrainedModel, TrainOptions
+from bucketvision.models.family import DatasetInfo, TrainedModel, TrainOptions
 
 
 @dataclass(frozen=True)
@@ -49,31 +49,31 @@ class FamilyEntry:
 FAMILIES: dict[str, FamilyEntry] = {
     "classify": FamilyEntry(
         "classify",
-        "models.classification.train:train_classifier",
-        "models.classification.metrics:evaluate_classifier",
+        "bucketvision.models.classification.train:train_classifier",
+        "bucketvision.models.classification.metrics:evaluate_classifier",
         "accuracy",
-        "models.classification.serve:ServedClassifier",
+        "bucketvision.models.classification.serve:ServedClassifier",
     ),
     "detect": FamilyEntry(
         "detect",
-        "models.detection.train:train_detector",
-        "models.detection.metrics:evaluate_detector",
+        "bucketvision.models.detection.train:train_detector",
+        "bucketvision.models.detection.metrics:evaluate_detector",
         "map50",
-        "models.detection.serve:ServedDetector",
+        "bucketvision.models.detection.serve:ServedDetector",
     ),
     "segment": FamilyEntry(
         "segment",
-        "models.segmentation.train:train_segmenter",
-        "models.segmentation.metrics:evaluate_segmenter",
+        "bucketvision.models.segmentation.train:train_segmenter",
+        "bucketvision.models.segmentation.metrics:evaluate_segmenter",
         "miou",
-        "models.segmentation.serve:ServedSegmenter",
+        "bucketvision.models.segmentation.serve:ServedSegmenter",
     ),
     "generate": FamilyEntry(
         "generate",
-        "models.generation.train:train_generator",
-        "models.generation.metrics:evaluate_generator",
+        "bucketvision.models.generation.train:train_generator",
+        "bucketvision.models.generation.metrics:evaluate_generator",
         "mean_confidence",
-        "models.generation.serve:ServedGenerator",
+        "bucketvision.models.generation.serve:ServedGenerator",
     ),
 }
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from models.pixels import check_preprocess, scale_pixels
+from bucketvision.models.pixels import check_preprocess, scale_pixels
 
 
 class FixedBatchForward:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from infra.s3 import ObjectInfo, ObjectMissing, S3Store, S3Uri, parse_s3_uri
+from bucketvision.infra.s3 import ObjectInfo, ObjectMissing, S3Store, S3Uri, parse_s3_uri
 
 TASKS = ("classify", "detect", "segment", "generate")
 STATUSES = ("candidate", "promoted", "rejected")

@@ -20,12 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.s3 import S3Store
-from models.datasets import load_dataset
-from models.families import family
-from models.family import TrainOptions
-from models.plots import training_curves_png
-from models.registry import ModelNotFound, ModelRef, ModelRegistry, RegistryError, now_iso
+from bucketvision.infra.s3 import S3Store
+from bucketvision.models.datasets import load_dataset
+from bucketvision.models.families import family
+from bucketvision.models.family import TrainOptions
+from bucketvision.models.plots import training_curves_png
+from bucketvision.models.registry import (
+    ModelNotFound,
+    ModelRef,
+    ModelRegistry,
+    RegistryError,
+    now_iso,
+)
 
 log = logging.getLogger("bucketvision.training")
 

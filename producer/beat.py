@@ -13,10 +13,9 @@ import socket
 import threading
 
 import redis
-
-from infra.queue import make_celery
-from infra.schedule import ScheduleError, beat_schedule, load_schedule
-from infra.settings import Settings
+from bucketvision.infra.queue import make_celery
+from bucketvision.infra.schedule import ScheduleError, beat_schedule, load_schedule
+from bucketvision.infra.settings import Settings
 
 log = logging.getLogger("bucketvision.beat")
 LEASE_SECONDS = 30

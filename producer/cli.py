@@ -13,16 +13,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 import redis
-
-from infra.logs import configure_logging, leave_logging_to_us
-from infra.settings import Settings, SettingsError
-from producer.cli_models import add_model_commands
-from producer.cli_support import EXIT_USAGE, CommandError, clients, report_job
+from bucketvision.infra.logs import configure_logging, leave_logging_to_us
+from bucketvision.infra.settings import Settings, SettingsError
+from bucketvision.producer.cli_models import add_model_commands
+from bucketvision.producer.cli_support import EXIT_USAGE, CommandError, clients, report_job
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.queue import make_celery
-    from producer.submit import JobRequest, submit_job
+    from bucketvision.infra.queue import make_celery
+    from bucketvision.producer.submit import JobRequest, submit_job
 
     request = JobRequest(
         task=args.task,
@@ -43,8 +42,8 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.queue import make_celery
-    from producer.watch import Watcher, WatchRequest
+    from bucketvision.infra.queue import make_celery
+    from bucketvision.producer.watch import Watcher, WatchRequest
 
     request = WatchRequest(
         input=args.input,
@@ -64,7 +63,11 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     if settings.metrics_port is None:
         watcher = Watcher(request, app=make_celery(settings), report=report, **found)
     else:
-        from producer.metrics import MeteredWatcher, WatcherMetrics, export_producer_metrics
+        from bucketvision.producer.metrics import (
+            MeteredWatcher,
+            WatcherMetrics,
+            export_producer_metrics,
+        )
 
         export_producer_metrics(settings)
         watcher = MeteredWatcher(
@@ -85,20 +88,20 @@ def _reporter(settings: Settings, logger: str) -> Callable[[str], None]:
 
 
 def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
-    from producer.beat import run_beat
+    from bucketvision.producer.beat import run_beat
 
     configure_logging(args.loglevel, settings.log_format)
     leave_logging_to_us()
     if settings.metrics_port is not None:
-        from producer.metrics import export_producer_metrics
+        from bucketvision.producer.metrics import export_producer_metrics
 
         export_producer_metrics(settings)
     return run_beat(settings, loglevel=args.loglevel, quiet=settings.log_format == "json")
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.jobs import JobStore
-    from producer.status import format_status, job_status
+    from bucketvision.infra.jobs import JobStore
+    from bucketvision.producer.status import format_status, job_status
 
     status = job_status(JobStore.from_url(settings.broker_url).get(args.job_id))
     print(json.dumps(status, indent=2) if args.json else format_status(status))
@@ -106,13 +109,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from producer.report import run_report
+    from bucketvision.producer.report import run_report
 
     return run_report(args, settings)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.command import run_worker
+    from bucketvision.worker.command import run_worker
 
     run_worker(
         queues=args.queues,
@@ -126,13 +129,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.demo import run_demo
+    from bucketvision.producer.demo import run_demo
 
     return run_demo(settings, images=args.images, epochs=args.epochs, keep=args.keep_running)
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.doctor import run_doctor
+    from bucketvision.producer.doctor import run_doctor
 
     return run_doctor(settings)
 
@@ -218,15 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from infra.jobs import JobNotFound
-    from infra.local_services import ServiceError
-    from infra.s3 import StorageError
-    from infra.training_runs import RunNotFound
-    from models.dataset_layouts import DatasetError
-    from models.loading import ModelLoadError
-    from models.registry import ModelNotFound, RegistryError
-    from producer.beat import BeatAlreadyRunning
-    from producer.submit import SubmitError
+    from bucketvision.infra.jobs import JobNotFound
+    from bucketvision.infra.local_services import ServiceError
+    from bucketvision.infra.s3 import StorageError
+    from bucketvision.infra.training_runs import RunNotFound
+    from bucketvision.models.dataset_layouts import DatasetError
+    from bucketvision.models.loading import ModelLoadError
+    from bucketvision.models.registry import ModelNotFound, RegistryError
+    from bucketvision.producer.beat import BeatAlreadyRunning
+    from bucketvision.producer.submit import SubmitError
 
     return (
         SettingsError,

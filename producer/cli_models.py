@@ -7,17 +7,17 @@ import json
 import sys
 from typing import Any
 
-from infra.settings import Settings
-from producer.cli_support import EXIT_FAILED, CommandError, clients, report_job
+from bucketvision.infra.settings import Settings
+from bucketvision.producer.cli_support import EXIT_FAILED, CommandError, clients, report_job
 
 TASKS = ["classify", "detect", "segment", "generate"]
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.queue import make_celery
-    from infra.training_runs import TrainingRuns
-    from models.training import TrainingRequest
-    from producer.train import format_run, submit_training, wait_for_training
+    from bucketvision.infra.queue import make_celery
+    from bucketvision.infra.training_runs import TrainingRuns
+    from bucketvision.models.training import TrainingRequest
+    from bucketvision.producer.train import format_run, submit_training, wait_for_training
 
     request = TrainingRequest(
         name=args.name,
@@ -69,8 +69,8 @@ def _backbone_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.queue import make_celery
-    from producer.generate import GenerateRequest, submit_generate
+    from bucketvision.infra.queue import make_celery
+    from bucketvision.producer.generate import GenerateRequest, submit_generate
 
     request = GenerateRequest(
         count=args.count,
@@ -87,16 +87,17 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    from models import commands
-    from models.registry import parse_model_ref
+    from bucketvision.models import registration
+    from bucketvision.models.registry import parse_model_ref
+    from bucketvision.producer import model_views
 
     registry = clients(settings)["registry"]
     if args.models_command == "list":
         rows = registry.summary()
-        print(json.dumps(rows, indent=2) if args.json else commands.format_model_list(rows))
+        print(json.dumps(rows, indent=2) if args.json else model_views.format_model_list(rows))
     elif args.models_command == "show":
-        shown = commands.show_model(registry, args.reference)
-        print(json.dumps(shown, indent=2) if args.json else commands.format_model_card(shown))
+        shown = registration.show_model(registry, args.reference)
+        print(json.dumps(shown, indent=2) if args.json else model_views.format_model_card(shown))
     elif args.models_command == "promote":
         name, version = parse_model_ref(args.reference)
         if version is None:
@@ -108,8 +109,8 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
             raise CommandError("rollback takes a model NAME; to pick a version use promote")
         print(f"{registry.rollback(name)} is now CURRENT")
     elif args.models_command == "register":
-        labels = commands.read_labels(args.labels, args.labels_file)
-        ref = commands.register_model(
+        labels = registration.read_labels(args.labels, args.labels_file)
+        ref = registration.register_model(
             registry,
             args.name,
             task=args.task,
@@ -124,7 +125,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace, settings: Settings) -> int:
-    from models.dataset_writers import SynthesisPlan, synthesize_dataset
+    from bucketvision.models.dataset_writers import SynthesisPlan, synthesize_dataset
 
     plan = SynthesisPlan(
         task=args.task,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from infra.settings import Settings
+from bucketvision.infra.settings import Settings
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -22,9 +22,9 @@ class CommandError(RuntimeError):
 
 def clients(settings: Settings) -> dict[str, Any]:
     """The S3 store, the Redis job store and the model registry for ``settings``."""
-    from infra.jobs import JobStore
-    from infra.s3 import S3Store
-    from models.registry import ModelRegistry
+    from bucketvision.infra.jobs import JobStore
+    from bucketvision.infra.s3 import S3Store
+    from bucketvision.models.registry import ModelRegistry
 
     store = S3Store.from_settings(settings)
     return {
@@ -36,7 +36,7 @@ def clients(settings: Settings) -> dict[str, Any]:
 
 def report_job(found: dict[str, Any], job: Any, args: argparse.Namespace, what: str) -> int:
     """Print the job id (stdout) and ``what`` (stderr); with ``--wait`` follow it to the end."""
-    from producer.status import format_status, wait_for_job
+    from bucketvision.producer.status import format_status, wait_for_job
 
     print(job.job_id, flush=True)
     print(what, file=sys.stderr)

@@ -11,14 +11,13 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from bucketvision.infra.batches import send_batches
+from bucketvision.infra.jobs import JobStore
+from bucketvision.infra.s3 import S3Store, parse_s3_uri
+from bucketvision.infra.settings import DEFAULT_MODELS
+from bucketvision.models.registry import ModelRegistry
+from bucketvision.producer.submit import SubmitError, SubmittedJob, chunk, new_job_id
 from celery import Celery
-
-from infra.batches import send_batches
-from infra.jobs import JobStore
-from infra.s3 import S3Store, parse_s3_uri
-from infra.settings import DEFAULT_MODELS
-from models.registry import ModelRegistry
-from producer.submit import SubmitError, SubmittedJob, chunk, new_job_id
 
 MAX_COUNT = 1_000_000
 

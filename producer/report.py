@@ -16,11 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.jobs import FINAL_STATES, JobNotFound, parse_jsonl
-from infra.s3 import ObjectMissing, S3Store, S3Uri, parse_s3_uri
-from infra.settings import Settings
-from producer.cli_support import CommandError
-from producer.report_thumbs import Tile, label_colours, make_tile
+from bucketvision.infra.jobs import FINAL_STATES, JobNotFound, parse_jsonl
+from bucketvision.infra.outputs import (
+    MANIFEST_FILE,
+    REPORT_FILE,
+    SUMMARY_FILE,
+    job_file_key,
+    job_file_uri,
+    job_folder_uri,
+)
+from bucketvision.infra.s3 import ObjectMissing, S3Store, S3Uri, parse_s3_uri
+from bucketvision.infra.settings import Settings
+from bucketvision.producer.cli_support import CommandError
+from bucketvision.producer.report_thumbs import Tile, label_colours, make_tile
 
 DEFAULT_LIMIT = 48
 EXAMPLES_PER_ERROR = 3
@@ -74,13 +82,12 @@ def load_job_files(
     store: S3Store, output: S3Uri, job_id: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``summary.json`` and the manifest lines under ``<output>/_jobs/<job_id>/``."""
-    base = output.key("_jobs", job_id) + "/"
     try:
-        summary = store.get_json(output.bucket, base + "summary.json")
-        manifest = store.get_text(output.bucket, base + "manifest.jsonl")
+        summary = store.get_json(output.bucket, job_file_key(output, job_id, SUMMARY_FILE))
+        manifest = store.get_text(output.bucket, job_file_key(output, job_id, MANIFEST_FILE))
     except ObjectMissing as error:
         raise CommandError(
-            f"no job files for {job_id} under s3://{output.bucket}/{base} ({error}); "
+            f"no job files for {job_id} under {job_folder_uri(output, job_id)} ({error}); "
             "is the job finished, and is the output prefix right?"
         ) from None
     lines = parse_jsonl(manifest)
@@ -153,7 +160,7 @@ def gather(
 
     with ThreadPoolExecutor(max_workers=max(1, min(settings.io_threads, MAX_THREADS))) as pool:
         tiles = list(pool.map(tile, pick_items(lines, max(limit, 0))))
-    uri = f"s3://{prefix.bucket}/{prefix.key('_jobs', job_id, 'report.html')}"
+    uri = job_file_uri(prefix, job_id, REPORT_FILE)
     return ReportData(summary, lines, group_errors(lines), tiles, colours, uri)
 
 
@@ -170,8 +177,8 @@ def publish(store: S3Store, data: ReportData, html: str, save: str | None = None
 
 def run_report(args: argparse.Namespace, settings: Settings) -> int:
     """``bucketvision report``: write the page, print its S3 URI on stdout."""
-    from infra.jobs import JobStore
-    from producer.report_html import render_report
+    from bucketvision.infra.jobs import JobStore
+    from bucketvision.producer.report_html import render_report
 
     if args.limit < 0:
         raise CommandError("--limit must be 0 or more")

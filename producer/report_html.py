@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from infra.s3 import parse_s3_uri
-from producer.report import ErrorGroup, ReportData
-from producer.report_thumbs import Tile, colour
+from bucketvision.infra.s3 import parse_s3_uri
+from bucketvision.producer.report import ErrorGroup, ReportData
+from bucketvision.producer.report_thumbs import Tile, colour
 
 STAGES = ("download", "decode", "infer", "upload")
 STAGE_COLOURS = dict(zip(STAGES, ("#4dabf7", "#9775fa", "#f76707", "#20c997"), strict=True))

@@ -6,8 +6,10 @@ import sys
 import time
 from typing import Any
 
-from infra.jobs import FINAL_STATES, JobStore
-from infra.outages import OUTAGE_ERRORS, Backoff
+from bucketvision.infra.jobs import FINAL_STATES, JobStore
+from bucketvision.infra.outages import OUTAGE_ERRORS, Backoff
+from bucketvision.infra.outputs import MANIFEST_FILE, SUMMARY_FILE, job_file_uri
+from bucketvision.infra.s3 import parse_s3_uri
 
 
 def job_status(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
@@ -44,8 +46,9 @@ def job_status(record: dict[str, Any], now: float | None = None) -> dict[str, An
     if record.get("resent_batches"):
         status["resent_batches"] = int(record["resent_batches"])
     if record.get("state") in FINAL_STATES:
-        status["manifest"] = f"{record['output']}_jobs/{record['job_id']}/manifest.jsonl"
-        status["summary"] = f"{record['output']}_jobs/{record['job_id']}/summary.json"
+        output = parse_s3_uri(str(record["output"]))
+        status["manifest"] = job_file_uri(output, str(record["job_id"]), MANIFEST_FILE)
+        status["summary"] = job_file_uri(output, str(record["job_id"]), SUMMARY_FILE)
     return status
 
 

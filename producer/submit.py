@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from bucketvision.infra.batches import send_batches
+from bucketvision.infra.jobs import JobStore
+from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
+from bucketvision.infra.settings import DEFAULT_MODELS
+from bucketvision.models.registry import ModelRegistry
 from celery import Celery
-
-from infra.batches import send_batches
-from infra.jobs import JobStore
-from infra.s3 import S3Store, S3Uri, parse_s3_uri
-from infra.settings import DEFAULT_MODELS
-from models.registry import ModelRegistry
 
 IMAGE_PATTERNS = ("*.jpg", "*.jpeg", "*.png", "*.gif", "*.webp", "*.bmp", "*.tif", "*.tiff")
 INFERENCE_TASKS = ("classify", "detect", "segment")

@@ -12,14 +12,18 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from bucketvision.infra.queue import TASK_NAMES, TRAINING_QUEUE
+from bucketvision.infra.s3 import S3Store, parse_s3_uri
+from bucketvision.infra.training_runs import TERMINAL_STATES, TrainingRuns, new_run_id
+from bucketvision.models.dataset_layouts import read_layout
+from bucketvision.models.registry import (
+    ModelNotFound,
+    ModelRegistry,
+    RegistryError,
+    parse_model_ref,
+)
+from bucketvision.models.training import PROMOTE_MODES, TrainingRequest
 from celery import Celery
-
-from infra.queue import TASK_NAMES, TRAINING_QUEUE
-from infra.s3 import S3Store, parse_s3_uri
-from infra.training_runs import TERMINAL_STATES, TrainingRuns, new_run_id
-from models.dataset_layouts import read_layout
-from models.registry import ModelNotFound, ModelRegistry, RegistryError, parse_model_ref
-from models.training import PROMOTE_MODES, TrainingRequest
 
 
 def submit_training(

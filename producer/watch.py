@@ -26,14 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from celery import Celery
-
-from infra.jobs import FINAL_STATES, JobStore
-from infra.outages import OUTAGE_ERRORS, Backoff
-from infra.s3 import ObjectInfo, S3Store, S3Uri, parse_s3_uri
-from infra.settings import DEFAULT_MODELS
-from models.registry import ModelRegistry
-from producer.submit import (
+from bucketvision.infra.jobs import FINAL_STATES, JobStore
+from bucketvision.infra.outages import OUTAGE_ERRORS, Backoff
+from bucketvision.infra.outputs import relative_key
+from bucketvision.infra.s3 import ObjectInfo, S3Store, S3Uri, parse_s3_uri
+from bucketvision.infra.settings import DEFAULT_MODELS
+from bucketvision.models.registry import ModelRegistry
+from bucketvision.producer.submit import (
     IMAGE_PATTERNS,
     INFERENCE_TASKS,
     SubmitError,
@@ -41,8 +40,8 @@ from producer.submit import (
     new_job_id,
     select_keys,
 )
-from producer.watch_claims import Claims
-from worker.outputs import relative_key
+from bucketvision.producer.watch_claims import Claims
+from celery import Celery
 
 log = logging.getLogger("bucketvision.watch")
 

@@ -19,8 +19,7 @@ import hashlib
 import time
 
 import redis
-
-from infra.s3 import ObjectInfo, S3Uri
+from bucketvision.infra.s3 import ObjectInfo, S3Uri
 
 # KEYS[1] = claims hash; ARGV = now, stale_before, key1, etag1, key2, etag2, ...
 # Returns the (1-based) indexes of the pairs claimed by this call.

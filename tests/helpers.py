@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bucketvision.infra.jobs import parse_jsonl
+from bucketvision.models.digits import make_digits
 from PIL import Image
-
-from infra.jobs import parse_jsonl
-from models.digits import make_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +25,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """``bucketvision ARGS`` in a subprocess with ``env`` added to the environment."""
     return subprocess.run(
-        [sys.executable, "-m", "producer.cli", *args],
+        [sys.executable, "-m", "bucketvision.producer.cli", *args],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,
@@ -40,7 +39,7 @@ def start_cli(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[st
     """``bucketvision ARGS`` in the background, in a session of its own, appending to ``log``."""
     with open(log, "ab") as handle:
         return subprocess.Popen(
-            [sys.executable, "-m", "producer.cli", *args],
+            [sys.executable, "-m", "bucketvision.producer.cli", *args],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=handle,
@@ -122,9 +121,8 @@ def upload_digits(client: Any, bucket: str, prefix: str, count: int, seed: int) 
 def train_digits(images: np.ndarray, labels: np.ndarray, *, epochs: int, seed: int = 0) -> Any:
     """The classify family's default model fitted on in-memory digits (10% for validation)."""
     import tensorflow as tf
-
-    from models.classification.train import train_classifier
-    from models.family import DatasetInfo, TrainOptions
+    from bucketvision.models.classification.train import train_classifier
+    from bucketvision.models.family import DatasetInfo, TrainOptions
 
     held = max(1, len(images) // 10)
     dataset = tf.data.Dataset.from_tensor_slices(
@@ -139,7 +137,7 @@ def train_digits(images: np.ndarray, labels: np.ndarray, *, epochs: int, seed: i
 
 def train_and_register_digits(settings: Any, store: Any, name: str, path_dir: str) -> str:
     """A quickly trained digits classifier registered as ``name``; returns ``name@version``."""
-    from models.registry import ModelRegistry
+    from bucketvision.models.registry import ModelRegistry
 
     images, labels = make_digits(2000, seed=1)
     trained = train_digits(images, labels, epochs=3)

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from infra.local_services import free_port, redis_answers, redis_server_binary
+from bucketvision.infra.local_services import free_port, redis_answers, redis_server_binary
 
 
 class RestartableRedis:

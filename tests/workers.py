@@ -21,7 +21,7 @@ class WorkerProcess:
         env: dict[str, str],
         log_path: Path,
         *args: str,
-        module: str = "producer.cli",
+        module: str = "bucketvision.producer.cli",
         before_exec: Callable[[], None] | None = None,
     ) -> None:
         self.log_path = log_path

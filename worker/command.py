@@ -20,17 +20,16 @@ import subprocess
 import threading
 from dataclasses import dataclass
 
+from bucketvision.infra.batches import start_lost_batch_audit
+from bucketvision.infra.jobs import JobStore
+from bucketvision.infra.logs import configure_logging, leave_logging_to_us
+from bucketvision.infra.metrics import Exporter, start_multiprocess_exporter
+from bucketvision.infra.queue import INFERENCE_QUEUE, TRAINING_QUEUE, make_celery
+from bucketvision.infra.settings import Settings
+from bucketvision.worker.hooks import TaskHooks
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from celery.utils.log import current_process_index
-
-from infra.batches import start_lost_batch_audit
-from infra.jobs import JobStore
-from infra.logs import configure_logging, leave_logging_to_us
-from infra.metrics import Exporter, start_multiprocess_exporter
-from infra.queue import INFERENCE_QUEUE, TRAINING_QUEUE, make_celery
-from infra.settings import Settings
-from worker.hooks import TaskHooks
 
 log = logging.getLogger("bucketvision.worker")
 
@@ -89,7 +88,7 @@ def plan_placement(gpus: str | None, cpu: bool, concurrency: int | None) -> Plac
 def _pin_child(placement: Placement) -> None:
     index = current_process_index(base=0) or 0
     os.environ["CUDA_VISIBLE_DEVICES"] = placement.device_for(index)
-    from worker.runtime import configure_tensorflow, get_runtime
+    from bucketvision.worker.runtime import configure_tensorflow, get_runtime
 
     info = configure_tensorflow(placement.threads_per_child)
     get_runtime()
@@ -111,7 +110,7 @@ def run_worker(
     settings: Settings | None = None,
 ) -> None:
     """Start the worker in this process; returns when it shuts down."""
-    from worker.tasks import register_tasks
+    from bucketvision.worker.tasks import register_tasks
 
     settings = settings or Settings.from_env()
     placement = plan_placement(gpus, cpu, concurrency)
@@ -182,7 +181,7 @@ def _install_hooks(settings: Settings) -> Exporter | None:
         TaskHooks().install()
         return None
     exporter = start_multiprocess_exporter(settings.metrics_port)
-    from worker.metrics import WorkerMetrics  # after the multiprocess directory is set
+    from bucketvision.worker.metrics import WorkerMetrics  # after the multiprocess directory is set
 
     TaskHooks(WorkerMetrics(), loaded_models=_loaded_models).install()
     log.info("serving metrics on :%d/metrics", exporter.port)
@@ -190,6 +189,6 @@ def _install_hooks(settings: Settings) -> Exporter | None:
 
 
 def _loaded_models() -> list[str]:
-    from worker.runtime import get_runtime
+    from bucketvision.worker.runtime import get_runtime
 
     return get_runtime().models.loaded()

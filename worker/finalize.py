@@ -13,10 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-
-from infra.jobs import JobStore, jsonl
-from infra.s3 import S3Store, parse_s3_uri
-from worker.outputs import job_file_key
+from bucketvision.infra.jobs import JobStore, jsonl
+from bucketvision.infra.outputs import MANIFEST_FILE, SUMMARY_FILE, job_file_key
+from bucketvision.infra.s3 import S3Store, parse_s3_uri
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -86,11 +85,11 @@ def finalize_job(jobs: JobStore, store: S3Store, job_id: str, owner: str) -> dic
         manifest = jsonl(lines)
         store.put_bytes(
             output.bucket,
-            job_file_key(output, job_id, "manifest.jsonl"),
+            job_file_key(output, job_id, MANIFEST_FILE),
             manifest.encode(),
             "application/x-ndjson",
         )
-        store.put_json(output.bucket, job_file_key(output, job_id, "summary.json"), summary)
+        store.put_json(output.bucket, job_file_key(output, job_id, SUMMARY_FILE), summary)
         jobs.mark_finished(job_id, summary["state"], finished_at)
         return summary
     except BaseException:

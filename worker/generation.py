@@ -13,9 +13,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from infra.s3 import S3Store, S3Uri, StorageError, StorageUnavailable, parse_s3_uri
-from worker.outputs import manifest_line
-from worker.pipeline import BatchOutcome
+from bucketvision.infra.outputs import manifest_line
+from bucketvision.infra.s3 import S3Store, S3Uri, StorageError, StorageUnavailable, parse_s3_uri
+from bucketvision.worker.pipeline import BatchOutcome
 
 
 @dataclass(frozen=True)

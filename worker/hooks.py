@@ -18,12 +18,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from bucketvision.infra.logs import bind_context, reset_context
 from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 
-from infra.logs import bind_context, reset_context
-
 if TYPE_CHECKING:  # importing it loads prometheus_client: only with BV_METRICS_PORT
-    from worker.metrics import WorkerMetrics
+    from bucketvision.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("bucketvision.worker")
 
@@ -153,7 +152,7 @@ class TaskHooks:
 
 def _child_exit(pid: int | None = None, **_: Any) -> None:
     """``worker_process_shutdown``: this child's live gauges leave the sums."""
-    from infra.metrics import mark_dead
+    from bucketvision.infra.metrics import mark_dead
 
     if pid is not None:
         mark_dead(pid)

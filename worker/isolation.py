@@ -23,10 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-
-from infra.jobs import JOB_TTL_SECONDS, job_key
-from worker.generation import GenerateMessage
-from worker.pipeline import BatchMessage, BatchOutcome, dead_letter
+from bucketvision.infra.jobs import JOB_TTL_SECONDS, job_key
+from bucketvision.worker.generation import GenerateMessage
+from bucketvision.worker.pipeline import BatchMessage, BatchOutcome, dead_letter
 
 Message = BatchMessage | GenerateMessage
 

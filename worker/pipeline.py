@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from infra.s3 import S3Store, S3Uri, StorageError, StorageUnavailable, parse_s3_uri
-from models.family import ItemFile, ServedModel
-from worker.decode import DecodedImage, DecodeError, decode_image
-from worker.outputs import item_output_key, manifest_line
+from bucketvision.infra.outputs import item_output_key, manifest_line
+from bucketvision.infra.s3 import S3Store, S3Uri, StorageError, StorageUnavailable, parse_s3_uri
+from bucketvision.models.decoding import DecodedImage, DecodeError, decode_image
+from bucketvision.models.family import ItemFile, ServedModel
 
 BatchModel = ServedModel
 

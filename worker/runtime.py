@@ -14,12 +14,12 @@ import threading
 import time
 from typing import Any
 
-from infra.jobs import JobStore
-from infra.logs import ContextThreadPool
-from infra.s3 import S3Store
-from infra.settings import Settings
-from models.registry import ModelRegistry, parse_model_ref
-from worker.pipeline import Limits
+from bucketvision.infra.jobs import JobStore
+from bucketvision.infra.logs import ContextThreadPool
+from bucketvision.infra.s3 import S3Store
+from bucketvision.infra.settings import Settings
+from bucketvision.models.registry import ModelRegistry, parse_model_ref
+from bucketvision.worker.pipeline import Limits
 
 log = logging.getLogger("bucketvision.worker")
 
@@ -128,8 +128,8 @@ class ModelCache:
         self._stop.set()
 
     def _load(self, reference: str) -> Any:
-        from models.families import family
-        from models.loading import ModelLoadError, load_keras_model
+        from bucketvision.models.families import family
+        from bucketvision.models.loading import ModelLoadError, load_keras_model
 
         name, version = parse_model_ref(reference)
         if version is None:

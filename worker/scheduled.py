@@ -11,14 +11,14 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from infra.s3 import parse_s3_uri
-from infra.schedule import TrainEntry
-from infra.training_runs import TrainingRuns, new_run_id
-from models.dataset_layouts import DatasetError, read_layout
-from models.registry import ModelNotFound
-from models.training import TrainingRequest
-from worker.runtime import get_runtime
-from worker.training_task import handle_training
+from bucketvision.infra.s3 import parse_s3_uri
+from bucketvision.infra.schedule import TrainEntry
+from bucketvision.infra.training_runs import TrainingRuns, new_run_id
+from bucketvision.models.dataset_layouts import DatasetError, read_layout
+from bucketvision.models.registry import ModelNotFound
+from bucketvision.models.training import TrainingRequest
+from bucketvision.worker.runtime import get_runtime
+from bucketvision.worker.training_task import handle_training
 
 log = logging.getLogger("bucketvision.beat")
 

@@ -15,18 +15,17 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from bucketvision.infra.jobs import JobNotFound
+from bucketvision.infra.outages import OUTAGE_ERRORS, ride_out
+from bucketvision.infra.queue import TASK_NAMES
+from bucketvision.worker.finalize import finalize_job
+from bucketvision.worker.generation import GenerateMessage, run_generate_batch
+from bucketvision.worker.isolation import IsolationLedger, run_isolated
+from bucketvision.worker.pipeline import BatchMessage, BatchOutcome, gave_up, run_batch
+from bucketvision.worker.runtime import WorkerRuntime, get_runtime
+from bucketvision.worker.training_task import handle_training
 from celery import Celery
 from celery.exceptions import Reject
-
-from infra.jobs import JobNotFound
-from infra.outages import OUTAGE_ERRORS, ride_out
-from infra.queue import TASK_NAMES
-from worker.finalize import finalize_job
-from worker.generation import GenerateMessage, run_generate_batch
-from worker.isolation import IsolationLedger, run_isolated
-from worker.pipeline import BatchMessage, BatchOutcome, gave_up, run_batch
-from worker.runtime import WorkerRuntime, get_runtime
-from worker.training_task import handle_training
 
 log = logging.getLogger("bucketvision.worker")
 
@@ -183,6 +182,6 @@ def _training_task(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _scheduled_training_task(body: dict[str, Any]) -> dict[str, Any]:
-    from worker.scheduled import handle_scheduled_train
+    from bucketvision.worker.scheduled import handle_scheduled_train
 
     return handle_scheduled_train(body)

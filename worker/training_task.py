@@ -14,9 +14,9 @@ import logging
 import time
 from typing import Any
 
-from infra.training_runs import TERMINAL_STATES, RunNotFound, TrainingRuns
-from models.training import TrainingRequest, run_training
-from worker.runtime import get_runtime
+from bucketvision.infra.training_runs import TERMINAL_STATES, RunNotFound, TrainingRuns
+from bucketvision.models.training import TrainingRequest, run_training
+from bucketvision.worker.runtime import get_runtime
 
 log = logging.getLogger("bucketvision.training")
 

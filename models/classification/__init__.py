@@ -6,9 +6,9 @@ Importing this package never imports TensorFlow or Keras (the producer imports
 
 from __future__ import annotations
 
-from models.classification.metrics import MAIN_METRIC, evaluate_classifier
-from models.classification.serve import ServedClassifier
-from models.classification.train import train_classifier
+from bucketvision.models.classification.metrics import MAIN_METRIC, evaluate_classifier
+from bucketvision.models.classification.serve import ServedClassifier
+from bucketvision.models.classification.train import train_classifier
 
 TASK = "classify"
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from models.classification.backbones import build_backbone_classifier
-from models.cnn import build_seed_cnn
+from bucketvision.models.classification.backbones import build_backbone_classifier
+from bucketvision.models.cnn import build_seed_cnn
 
 # Faster-moving batch-norm statistics than Keras' 0.99: with the few hundred steps of a
 # small dataset, 0.99 leaves the inference statistics lagging and validation erratic.

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from models.classification.preprocess import scale_pixels
+from bucketvision.models.classification.preprocess import scale_pixels
 
 MAIN_METRIC = "accuracy"
 EVAL_BATCH = 256

@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from models.classification.preprocess import as_probabilities, check_preprocess
-from models.family import ItemResult
-from models.forward import FixedBatchForward
+from bucketvision.models.classification.preprocess import as_probabilities, check_preprocess
+from bucketvision.models.family import ItemResult
+from bucketvision.models.forward import FixedBatchForward
 
 TOP_K = 5
 

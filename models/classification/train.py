@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from models.classification.augment import make_augmenter
-from models.family import DatasetInfo, TrainedModel, TrainOptions
+from bucketvision.models.classification.augment import make_augmenter
+from bucketvision.models.family import DatasetInfo, TrainedModel, TrainOptions
 
 DIGIT_SHAPE = (28, 28, 1)
 # Defaults per architecture: epochs, batch size, peak learning rate. seed_cnn is tuned on
@@ -65,7 +65,7 @@ def build_model(architecture: str, info: DatasetInfo, settings: dict[str, Any]) 
     ``settings`` are the run's hyperparameters (see :func:`_settings`): ``width`` and
     ``blocks`` for compact, ``backbone``, ``weights``, ``trainable_backbone`` for backbone.
     """
-    from models.classification.builders import (
+    from bucketvision.models.classification.builders import (
         build_backbone_classifier,
         build_compact_classifier,
         build_seed_digit_classifier,

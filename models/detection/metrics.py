@@ -15,9 +15,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-
-from models.detection import MAIN_METRIC
-from models.detection.decode import Detections, box_iou
+from bucketvision.models.detection import MAIN_METRIC
+from bucketvision.models.detection.decode import Detections, box_iou
 
 __all__ = ["MAIN_METRIC", "evaluate_detector"]
 
@@ -129,7 +128,7 @@ def predict(
     model: Any, card: dict[str, Any], dataset: Any, *, batch_size: int = 32
 ) -> tuple[list[Detections], list[Truth]]:
     """Detections (down to ``EVAL_SCORE_THRESHOLD``) and truths of an unbatched dataset."""
-    from models.detection.serve import ServedDetector
+    from bucketvision.models.detection.serve import ServedDetector
 
     served = ServedDetector(model, card, batch_size)
     detections: list[Detections] = []

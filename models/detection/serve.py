@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from models.detection.annotate import draw_detections, png_bytes
-from models.detection.decode import Detections, decode_output
-from models.family import ItemFile, ItemResult
-from models.forward import FixedBatchForward
+from bucketvision.models.detection.annotate import draw_detections, png_bytes
+from bucketvision.models.detection.decode import Detections, decode_output
+from bucketvision.models.family import ItemFile, ItemResult
+from bucketvision.models.forward import FixedBatchForward
 
 DEFAULT_SCORE_THRESHOLD = 0.3
 DEFAULT_NMS_IOU = 0.5

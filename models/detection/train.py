@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from models.detection.losses import make_losses
-from models.detection.targets import GAUSSIAN_ALPHA, encode_targets
-from models.family import DatasetInfo, TrainedModel, TrainOptions
+from bucketvision.models.detection.losses import make_losses
+from bucketvision.models.detection.targets import GAUSSIAN_ALPHA, encode_targets
+from bucketvision.models.family import DatasetInfo, TrainedModel, TrainOptions
 
 STRIDE = 4
 PREPROCESS = "unit"
@@ -104,8 +104,7 @@ def make_pipeline(
 ) -> Any:
     """Batches of ``(scaled image, encoded target)``; training ones shuffled, augmented, endless."""
     import tensorflow as tf
-
-    from models.pixels import scale_pixels
+    from bucketvision.models.pixels import scale_pixels
 
     height, width, channels = info.input_shape
     num_classes = len(info.labels)
@@ -153,9 +152,8 @@ def train_detector(
 ) -> TrainedModel:
     """Fit a CenterNet-style detector on unbatched ``(image, boxes, classes)`` datasets."""
     import keras
-
-    from models.detection.builders import build_detector
-    from models.detection.metrics import best_score_threshold, predict
+    from bucketvision.models.detection.builders import build_detector
+    from bucketvision.models.detection.metrics import best_score_threshold, predict
 
     hp = hyperparameters(options)
     if info.train_count < 1:

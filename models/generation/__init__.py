@@ -15,9 +15,9 @@ imports ``models.*`` without TensorFlow installed.
 
 from __future__ import annotations
 
-from models.generation.metrics import MAIN_METRIC, evaluate_generator, train_judge
-from models.generation.serve import ServedGenerator, encode_png
-from models.generation.train import TrainedGenerator, train_generator
+from bucketvision.models.generation.metrics import MAIN_METRIC, evaluate_generator, train_judge
+from bucketvision.models.generation.serve import ServedGenerator, encode_png
+from bucketvision.models.generation.train import TrainedGenerator, train_generator
 
 __all__ = [
     "MAIN_METRIC",

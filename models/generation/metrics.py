@@ -20,8 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from models.generation.imaging import to_uint8
+from bucketvision.models.generation.imaging import to_uint8
 
 MAIN_METRIC = "mean_confidence"
 
@@ -54,8 +53,7 @@ def train_judge(
     """
     import keras
     import tensorflow as tf
-
-    from models.cnn import build_seed_cnn, compile_classifier
+    from bucketvision.models.cnn import build_seed_cnn, compile_classifier
 
     def prepare(ds: Any, shuffle: bool) -> Any:
         """Labelled elements scaled x/255, cached, shuffled element by element (datasets

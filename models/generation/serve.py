@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from models.generation.imaging import encode_png
+from bucketvision.models.generation.imaging import encode_png
 
 __all__ = ["ServedGenerator", "encode_png", "latent_for_seed"]
 

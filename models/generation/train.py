@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from models.family import DatasetInfo, TrainedModel, TrainOptions
-from models.generation.imaging import image_grid
-from models.generation.metrics import sample_images, train_judge
+from bucketvision.models.family import DatasetInfo, TrainedModel, TrainOptions
+from bucketvision.models.generation.imaging import image_grid
+from bucketvision.models.generation.metrics import sample_images, train_judge
 
 DEFAULTS: dict[str, Any] = {
     "epochs": None,  # None: default_epochs() - 30 epochs, at most ~1,860 steps
@@ -100,9 +99,8 @@ def train_generator(
 ) -> TrainedGenerator:
     """Fit the GAN on ``train_ds``; ``val_ds`` only measures the judge (see module doc)."""
     import keras
-
-    from models.generation.builders import build_discriminator, build_generator
-    from models.generation.gan import gan_class
+    from bucketvision.models.generation.builders import build_discriminator, build_generator
+    from bucketvision.models.generation.gan import gan_class
 
     hyper = resolve_hyperparameters(options)
     keras.utils.set_random_seed(options.seed)

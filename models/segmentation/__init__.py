@@ -11,9 +11,9 @@
 Importing the package (or any module of it) does not import TensorFlow or Keras.
 """
 
-from models.segmentation.builders import build_unet
-from models.segmentation.metrics import MAIN_METRIC, evaluate_segmenter
-from models.segmentation.serve import ServedSegmenter
-from models.segmentation.train import train_segmenter
+from bucketvision.models.segmentation.builders import build_unet
+from bucketvision.models.segmentation.metrics import MAIN_METRIC, evaluate_segmenter
+from bucketvision.models.segmentation.serve import ServedSegmenter
+from bucketvision.models.segmentation.train import train_segmenter
 
 __all__ = ["MAIN_METRIC", "ServedSegmenter", "build_unet", "evaluate_segmenter", "train_segmenter"]

@@ -14,10 +14,9 @@ import io
 from typing import Any
 
 import numpy as np
+from bucketvision.models.family import ItemFile, ItemResult
+from bucketvision.models.forward import FixedBatchForward
 from PIL import Image
-
-from models.family import ItemFile, ItemResult
-from models.forward import FixedBatchForward
 
 MAX_SMOOTH_SIDE = 1024  # longest side up to which probabilities are resized bilinearly
 

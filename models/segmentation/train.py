@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from models.family import DatasetInfo, TrainedModel, TrainOptions
+from bucketvision.models.family import DatasetInfo, TrainedModel, TrainOptions
 
 DEFAULTS: dict[str, Any] = {
     "epochs": None,  # None: enough epochs to show the model ``train_images`` images
@@ -147,8 +147,7 @@ def train_segmenter(
     so ``keras.saving.load_model(path, safe_mode=True)`` never needs the custom loss.
     """
     import keras
-
-    from models.segmentation.builders import build_unet
+    from bucketvision.models.segmentation.builders import build_unet
 
     params = hyperparameters(options, info.train_count)
     num_classes = len(info.labels)

@@ -19,12 +19,12 @@ import signal
 import sys
 from typing import Any
 
-import worker.pipeline
-from producer.cli import main
+import bucketvision.worker.pipeline as pipeline_module
+from bucketvision.producer.cli import main
 
 KILL_MARKER = b"BV-CHAOS-SIGKILL"
 OOM_MARKER = b"BV-CHAOS-OOM"
-_real_decode = worker.pipeline.decode_image
+_real_decode = pipeline_module.decode_image
 
 
 def _poisoned_decode(data: bytes, **options: Any) -> Any:
@@ -39,7 +39,7 @@ def _poisoned_decode(data: bytes, **options: Any) -> Any:
     return _real_decode(data, **options)
 
 
-worker.pipeline.decode_image = _poisoned_decode  # type: ignore[assignment]
+pipeline_module.decode_image = _poisoned_decode  # type: ignore[assignment]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

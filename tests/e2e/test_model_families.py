@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bucketvision.models.scenes import make_scenes
 from PIL import Image
 
-from models.scenes import make_scenes
 from tests.helpers import png_bytes, printed_job_id, read_job, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -157,7 +157,7 @@ def test_a_worse_version_is_rejected_and_rollback_moves_current(
 def test_two_runs_of_one_model_never_overlap(
     service_env: dict[str, str], trained: dict[str, dict[str, Any]], family_worker: Any
 ) -> None:
-    from infra.training_runs import TrainingRuns
+    from bucketvision.infra.training_runs import TrainingRuns
 
     started = [
         run_cli(

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bucketvision.infra.jobs import parse_jsonl
+from bucketvision.models.digits import make_digits
 
-from infra.jobs import parse_jsonl
-from models.digits import make_digits
 from tests.helpers import png_bytes, run_cli, start_cli
 
 pytestmark = pytest.mark.e2e
@@ -210,11 +210,11 @@ def test_two_watchers_on_one_prefix_share_the_work_without_duplicates(
 def test_backpressure_waits_instead_of_enqueueing(
     service_env: dict[str, str], settings: Any, s3_client: Any, digits_model: str
 ) -> None:
-    from infra.jobs import JobStore
-    from infra.queue import make_celery
-    from infra.s3 import S3Store
-    from models.registry import ModelRegistry
-    from producer.watch import Watcher, WatchRequest
+    from bucketvision.infra.jobs import JobStore
+    from bucketvision.infra.queue import make_celery
+    from bucketvision.infra.s3 import S3Store
+    from bucketvision.models.registry import ModelRegistry
+    from bucketvision.producer.watch import Watcher, WatchRequest
 
     bucket = "e2e-watch-pressure"
     s3_client.create_bucket(Bucket=bucket)

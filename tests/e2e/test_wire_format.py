@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 def test_a_pickled_message_is_refused(
     service_env: dict[str, str], settings: Any, start_worker: Any
 ) -> None:
-    from infra.jobs import JobStore
+    from bucketvision.infra.jobs import JobStore
 
     worker = start_worker("--cpu", "--concurrency", "1")
     worker.wait_for_children(1)

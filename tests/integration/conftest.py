@@ -6,12 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-from infra.jobs import JobStore
-from infra.queue import make_celery
-from infra.s3 import S3Store
-from infra.settings import Settings
-from models.registry import ModelRegistry
+from bucketvision.infra.jobs import JobStore
+from bucketvision.infra.queue import make_celery
+from bucketvision.infra.s3 import S3Store
+from bucketvision.infra.settings import Settings
+from bucketvision.models.registry import ModelRegistry
 
 
 @pytest.fixture(scope="session")

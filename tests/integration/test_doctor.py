@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from infra.local_services import free_port
+from bucketvision.infra.local_services import free_port
+
 from tests.helpers import run_cli
 
 

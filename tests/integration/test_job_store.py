@@ -6,11 +6,10 @@ import json
 import secrets
 
 import pytest
-
-from infra.jobs import JobNotFound, JobStore, jsonl, parse_jsonl
-from infra.s3 import S3Store
-from worker.finalize import finalize_job
-from worker.outputs import manifest_line
+from bucketvision.infra.jobs import JobNotFound, JobStore, jsonl, parse_jsonl
+from bucketvision.infra.outputs import manifest_line
+from bucketvision.infra.s3 import S3Store
+from bucketvision.worker.finalize import finalize_job
 
 pytestmark = pytest.mark.integration
 

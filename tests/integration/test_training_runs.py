@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import redis
-
-from infra.training_runs import LOCK_TTL_SECONDS, TrainingRuns
+from bucketvision.infra.training_runs import LOCK_TTL_SECONDS, TrainingRuns
 
 
 def test_one_run_per_model_at_a_time(redis_url: str) -> None:

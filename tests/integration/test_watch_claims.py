@@ -6,9 +6,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import redis
-
-from infra.s3 import ObjectInfo, S3Uri
-from producer.watch_claims import Claims
+from bucketvision.infra.s3 import ObjectInfo, S3Uri
+from bucketvision.producer.watch_claims import Claims
 
 
 def _objects(count: int, etag: str = "e1") -> list[ObjectInfo]:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from worker.decode import decode_image
+from bucketvision.models.decoding import decode_image
 
 SERVER = "s3_server"
 CLIENT = "bench_producer"  # the storage ceilings' boto3 client runs in the bench's process

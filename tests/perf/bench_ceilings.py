@@ -190,8 +190,7 @@ class ComputeCeiling:
 def _compute_child(options: argparse.Namespace) -> None:
     import numpy as np
     import tensorflow as tf
-
-    from models.loading import load_keras_model
+    from bucketvision.models.loading import load_keras_model
 
     tf.config.threading.set_intra_op_parallelism_threads(options.threads)
     tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, options.threads)))

@@ -39,8 +39,7 @@ LABELS = [str(digit) for digit in range(10)]
 
 def build(key: str) -> object:
     import keras
-
-    from models.cnn import build_seed_cnn
+    from bucketvision.models.cnn import build_seed_cnn
 
     keras.utils.set_random_seed(0)
     if key == "cnn":
@@ -58,10 +57,10 @@ def main() -> None:
     parser.add_argument("--models", default="cnn,mobilenet")
     options = parser.parse_args()
 
-    from infra.s3 import S3Store
-    from infra.settings import Settings
-    from models.commands import register_model
-    from models.registry import ModelRegistry
+    from bucketvision.infra.s3 import S3Store
+    from bucketvision.infra.settings import Settings
+    from bucketvision.models.registration import register_model
+    from bucketvision.models.registry import ModelRegistry
 
     settings = Settings.from_env()
     registry = ModelRegistry(S3Store.from_settings(settings), settings.models_uri)

@@ -15,15 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bucketvision.infra.jobs import JobStore
+from bucketvision.infra.queue import INFERENCE_QUEUE, make_celery
+from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
+from bucketvision.infra.settings import Settings
+from bucketvision.models.registry import ModelRegistry
+from bucketvision.producer.status import wait_for_job
+from bucketvision.producer.submit import (
+    IMAGE_PATTERNS,
+    JobRequest,
+    enqueue_job,
+    select_keys,
+    submit_job,
+)
 from celery import Celery
 
-from infra.jobs import JobStore
-from infra.queue import INFERENCE_QUEUE, make_celery
-from infra.s3 import S3Store, S3Uri, parse_s3_uri
-from infra.settings import Settings
-from models.registry import ModelRegistry
-from producer.status import wait_for_job
-from producer.submit import IMAGE_PATTERNS, JobRequest, enqueue_job, select_keys, submit_job
 from tests.workers import WorkerProcess
 
 JOB_TIMEOUT_SECONDS = 1800

@@ -22,10 +22,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from infra.jobs import parse_jsonl
-from infra.local_services import local_stack
-from infra.s3 import S3Store
-from infra.settings import Settings
+from bucketvision.infra.jobs import parse_jsonl
+from bucketvision.infra.local_services import local_stack
+from bucketvision.infra.s3 import S3Store
+from bucketvision.infra.settings import Settings
+
 from tests.helpers import run_cli
 
 BUCKET = "quality"

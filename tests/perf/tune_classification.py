@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.classification.metrics import evaluate_classifier
-from models.classification.serve import ServedClassifier
-from models.classification.train import train_classifier
-from models.digits import make_digits
-from models.family import DatasetInfo, TrainOptions
-from models.loading import load_keras_model
+from bucketvision.models.classification.metrics import evaluate_classifier
+from bucketvision.models.classification.serve import ServedClassifier
+from bucketvision.models.classification.train import train_classifier
+from bucketvision.models.digits import make_digits
+from bucketvision.models.family import DatasetInfo, TrainOptions
+from bucketvision.models.loading import load_keras_model
 
 LABELS = [str(digit) for digit in range(10)]
 

@@ -17,9 +17,9 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from models.family import DatasetInfo, TrainOptions
-from models.imaging import Placement
-from models.scenes import Scenes, make_scenes
+from bucketvision.models.family import DatasetInfo, TrainOptions
+from bucketvision.models.imaging import Placement
+from bucketvision.models.scenes import Scenes, make_scenes
 
 SAMPLE_PATH = "/tmp/det_sample.png"
 
@@ -49,9 +49,8 @@ def save_sample(model: Any, card: dict[str, Any], scenes: Scenes, count: int = 6
     """Annotate ``count`` held-out scenes the way the worker does and tile them into a PNG."""
     import io
 
+    from bucketvision.models.detection.serve import ServedDetector
     from PIL import Image
-
-    from models.detection.serve import ServedDetector
 
     served = ServedDetector(model, card, batch_size=count)
     outputs = served.infer(scenes.images[:count])
@@ -82,8 +81,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from models.detection.metrics import evaluate_detector
-    from models.detection.train import train_detector
+    from bucketvision.models.detection.metrics import evaluate_detector
+    from bucketvision.models.detection.train import train_detector
 
     scenes = make_scenes(args.scenes, seed=1)
     val_count = args.scenes // 10

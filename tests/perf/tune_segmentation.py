@@ -19,10 +19,9 @@ import time
 from typing import Any
 
 import numpy as np
+from bucketvision.models.family import DatasetInfo, TrainOptions
+from bucketvision.models.scenes import Scenes, make_scenes
 from PIL import Image
-
-from models.family import DatasetInfo, TrainOptions
-from models.scenes import Scenes, make_scenes
 
 TRAIN_SCENES = 2000
 HELD_OUT = ((2026, 500), (7777, 500))
@@ -51,7 +50,7 @@ def _options(overrides: dict[str, Any]) -> TrainOptions:
 
 def sample_png(model: Any, card: dict[str, Any], scenes: Scenes, path: str, rows: int = 6) -> None:
     """Rows of image | truth | prediction, the masks coloured by class."""
-    from models.segmentation.metrics import predict_ids
+    from bucketvision.models.segmentation.metrics import predict_ids
 
     predicted = predict_ids(model, card)(scenes.images[:rows]).numpy()
     tiles = [
@@ -69,8 +68,8 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
 
-    from models.segmentation.metrics import evaluate_segmenter
-    from models.segmentation.train import train_segmenter
+    from bucketvision.models.segmentation.metrics import evaluate_segmenter
+    from bucketvision.models.segmentation.train import train_segmenter
 
     scenes = make_scenes(args.train, seed=1)
     val_count = args.train // 10

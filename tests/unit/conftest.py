@@ -8,9 +8,8 @@ from typing import Any
 
 import boto3
 import pytest
+from bucketvision.infra.s3 import S3Store
 from PIL import Image
-
-from infra.s3 import S3Store
 
 BUCKET = "unit-bucket"
 

@@ -7,9 +7,9 @@ import re
 import time
 
 import pytest
-
-from infra.s3 import S3Uri
-from producer.submit import (
+from bucketvision.infra.outputs import item_output_key, job_file_key, manifest_line, relative_key
+from bucketvision.infra.s3 import S3Uri
+from bucketvision.producer.submit import (
     IMAGE_PATTERNS,
     SubmitError,
     batch_messages,
@@ -19,8 +19,7 @@ from producer.submit import (
     new_job_id,
     select_keys,
 )
-from worker.outputs import item_output_key, job_file_key, manifest_line, relative_key
-from worker.pipeline import BatchMessage
+from bucketvision.worker.pipeline import BatchMessage
 
 INPUT = S3Uri("photos", "incoming/")
 OUTPUT = S3Uri("photos", "results/")

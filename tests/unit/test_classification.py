@@ -10,11 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from models.classification.backbones import backbone_preprocessing
-from models.classification.metrics import MAIN_METRIC, classification_metrics
-from models.classification.train import choose_architecture
-from models.family import DatasetInfo, ItemResult, TrainOptions
+from bucketvision.models.classification.backbones import backbone_preprocessing
+from bucketvision.models.classification.metrics import MAIN_METRIC, classification_metrics
+from bucketvision.models.classification.train import choose_architecture
+from bucketvision.models.family import DatasetInfo, ItemResult, TrainOptions
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
@@ -47,7 +46,7 @@ def test_importing_the_family_does_not_import_tensorflow() -> None:
 
 
 def test_builders_give_the_right_shapes_and_probabilities() -> None:
-    from models.classification.builders import (
+    from bucketvision.models.classification.builders import (
         build_compact_classifier,
         build_seed_digit_classifier,
     )
@@ -68,7 +67,7 @@ def test_builders_give_the_right_shapes_and_probabilities() -> None:
 
 
 def test_backbone_builder_without_weights_handles_grey_small_inputs() -> None:
-    from models.classification.builders import build_backbone_classifier
+    from bucketvision.models.classification.builders import build_backbone_classifier
 
     model = build_backbone_classifier((28, 28, 1), 3, backbone="MobileNetV2", weights=None)
     assert tuple(model.output_shape) == (None, 3)
@@ -80,7 +79,7 @@ def test_backbone_builder_without_weights_handles_grey_small_inputs() -> None:
 
 
 def test_backbone_preprocessing_matches_keras_applications() -> None:
-    from models.classification.backbones import _preprocessing_layers
+    from bucketvision.models.classification.backbones import _preprocessing_layers
 
     assert backbone_preprocessing("MobileNetV2") == "tf"
     assert backbone_preprocessing("ResNet50V2") == "tf"
@@ -110,9 +109,9 @@ def test_choose_architecture() -> None:
 
 
 def test_smoke_train_saves_and_reloads_in_safe_mode(tmp_path: Path) -> None:
-    from models.classification.metrics import evaluate_classifier
-    from models.classification.train import train_classifier
-    from models.digits import make_digits
+    from bucketvision.models.classification.metrics import evaluate_classifier
+    from bucketvision.models.classification.train import train_classifier
+    from bucketvision.models.digits import make_digits
 
     images, labels = make_digits(40, seed=3)
     images = images[..., np.newaxis]
@@ -144,7 +143,7 @@ def test_smoke_train_saves_and_reloads_in_safe_mode(tmp_path: Path) -> None:
 
 
 def test_smoke_train_of_the_compact_rgb_model() -> None:
-    from models.classification.train import train_classifier
+    from bucketvision.models.classification.train import train_classifier
 
     rng = np.random.default_rng(4)
     images = rng.integers(0, 256, (12, 32, 32, 3))
@@ -181,7 +180,7 @@ def test_metrics_of_a_hand_made_confusion_case() -> None:
 
 
 def test_evaluate_classifier_runs_the_model_on_the_dataset() -> None:
-    from models.classification.metrics import evaluate_classifier
+    from bucketvision.models.classification.metrics import evaluate_classifier
 
     true = np.array([0, 0, 0, 1, 1, 2, 2, 2])
     predicted = np.array([0, 0, 1, 1, 0, 0, 1, 1])
@@ -192,7 +191,7 @@ def test_evaluate_classifier_runs_the_model_on_the_dataset() -> None:
 
 
 def test_served_result_schema_top_k_order_and_padding() -> None:
-    from models.classification.serve import ServedClassifier
+    from bucketvision.models.classification.serve import ServedClassifier
 
     labels = ["a", "b", "c", "d", "e", "f", "g"]
     card = {"input_shape": [1, 7, 1], "labels": labels, "preprocess": "unit", "outputs": "logits"}
@@ -223,7 +222,7 @@ def test_served_result_schema_top_k_order_and_padding() -> None:
 
 
 def test_served_top_k_is_capped_by_the_label_count() -> None:
-    from models.classification.serve import ServedClassifier
+    from bucketvision.models.classification.serve import ServedClassifier
 
     card = {"input_shape": [1, 1, 3], "labels": ["x", "y", "z"], "outputs": "probabilities"}
     served = ServedClassifier(_identity_model((1, 1, 3)), card, batch_size=2)

@@ -6,9 +6,8 @@ import json
 from typing import Any
 
 import pytest
-
-from infra.s3 import S3Store, parse_s3_uri
-from models.dataset_layouts import (
+from bucketvision.infra.s3 import S3Store, parse_s3_uri
+from bucketvision.models.dataset_layouts import (
     DatasetError,
     DatasetLayout,
     Record,

@@ -8,13 +8,10 @@ import subprocess
 import zlib
 from collections.abc import Callable
 
+import bucketvision.models.decoding as decode_module
 import numpy as np
 import pytest
-from PIL import EpsImagePlugin, Image, ImageFile
-
-import worker.decode
-from tests.hostile_corpus import bmp_rle8, grey_tiff_tags, tiff
-from worker.decode import (
+from bucketvision.models.decoding import (
     ALLOWED_FORMATS,
     MAX_JPEG_SCANS,
     MAX_TIFF_VALUES,
@@ -22,6 +19,9 @@ from worker.decode import (
     DecodeError,
     decode_image,
 )
+from PIL import EpsImagePlugin, Image, ImageFile
+
+from tests.hostile_corpus import bmp_rle8, grey_tiff_tags, tiff
 
 DEFAULT_MAX_PIXELS = 40_000_000
 Encoder = Callable[..., bytes]
@@ -426,7 +426,7 @@ def test_a_small_tiff_with_a_huge_tile_is_refused() -> None:
 
 def test_rle_bmps_have_a_pixel_limit_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pillow decodes RLE BMPs in Python: ~0.1 us a pixel, however small the file."""
-    monkeypatch.setattr(worker.decode, "MAX_RLE_PIXELS", 100)
+    monkeypatch.setattr(decode_module, "MAX_RLE_PIXELS", 100)
     assert decode(bmp_rle8(10, 10, b"\x0a\x07\x00\x00" * 10 + b"\x00\x01")).pixels.size
     error = decode_error(bmp_rle8(11, 10, b"\x0b\x07\x00\x00" * 10 + b"\x00\x01"))
     assert error.kind == "TooManyPixels"
@@ -546,7 +546,7 @@ def test_unreadable_or_invalid_exif_shows_the_image_as_stored(encode: Encoder, e
 def test_lab_and_premultiplied_alpha_convert() -> None:
     lab = Image.new("LAB", (4, 4), (50, 0, 0))
     for mode in ("L", "RGB"):
-        converted = worker.decode._to_mode(lab, mode)
+        converted = decode_module._to_mode(lab, mode)
         assert converted.mode == mode
     premultiplied = Image.merge("La", (solid("L", (4, 4), 100), solid("L", (4, 4), 128)))
-    assert worker.decode._to_mode(premultiplied, "L").getextrema() == (100, 100)
+    assert decode_module._to_mode(premultiplied, "L").getextrema() == (100, 100)

@@ -10,12 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bucketvision.models.detection.decode import Detections, box_iou, decode_output
+from bucketvision.models.detection.metrics import average_precisions, best_score_threshold
+from bucketvision.models.family import DatasetInfo, TrainOptions
+from bucketvision.models.imaging import Placement
 from PIL import Image
-
-from models.detection.decode import Detections, box_iou, decode_output
-from models.detection.metrics import average_precisions, best_score_threshold
-from models.family import DatasetInfo, TrainOptions
-from models.imaging import Placement
 
 LABELS = ["circle", "square", "triangle"]
 
@@ -40,7 +39,7 @@ def test_modules_import_without_tensorflow() -> None:
 
 
 def test_targets_put_peaks_at_box_centres() -> None:
-    from models.detection.targets import encode_targets
+    from bucketvision.models.detection.targets import encode_targets
 
     boxes = np.array([[8, 8, 40, 24], [60, 70, 100, 110]], np.float32)
     target = np.asarray(
@@ -60,7 +59,7 @@ def test_targets_put_peaks_at_box_centres() -> None:
 
 
 def test_flip_moves_boxes_with_the_pixels() -> None:
-    from models.detection.train import DEFAULTS, augment
+    from bucketvision.models.detection.train import DEFAULTS, augment
 
     image = np.zeros((64, 64, 3), np.float32)
     image[10:20, 4:14] = 1.0
@@ -154,8 +153,9 @@ def test_best_score_threshold_separates_hits_from_noise() -> None:
 @pytest.fixture(scope="module")
 def trained() -> Any:
     """A detector fitted for two steps on a few scenes (a smoke fit, not a useful model)."""
-    from models.detection.train import train_detector
-    from models.scenes import make_scenes
+    from bucketvision.models.detection.train import train_detector
+    from bucketvision.models.scenes import make_scenes
+
     from tests.perf.tune_detection import scenes_dataset
 
     scenes = make_scenes(12, seed=3)
@@ -183,7 +183,7 @@ def test_smoke_fit_saves_and_reloads_in_safe_mode(trained: Any, tmp_path: Any) -
 
 
 def test_served_result_maps_boxes_back_to_a_letterboxed_image(trained: Any) -> None:
-    from models.detection.serve import ServedDetector
+    from bucketvision.models.detection.serve import ServedDetector
 
     served = ServedDetector(trained.model, trained.card, batch_size=2)
     assert (served.task, served.mode, served.size, served.resize) == (

@@ -12,21 +12,20 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
-
-from models.digits import make_digits
-from models.family import DatasetInfo, TrainOptions
-from models.generation import (
+from bucketvision.models.digits import make_digits
+from bucketvision.models.family import DatasetInfo, TrainOptions
+from bucketvision.models.generation import (
     MAIN_METRIC,
     ServedGenerator,
     encode_png,
     evaluate_generator,
     train_generator,
 )
-from models.generation.builders import build_discriminator, build_generator
-from models.generation.imaging import to_uint8
-from models.generation.metrics import judge_samples, train_judge
-from models.generation.train import default_epochs
+from bucketvision.models.generation.builders import build_discriminator, build_generator
+from bucketvision.models.generation.imaging import to_uint8
+from bucketvision.models.generation.metrics import judge_samples, train_judge
+from bucketvision.models.generation.train import default_epochs
+from PIL import Image
 
 DIGITS = [str(d) for d in range(10)]
 TINY = {"g_filters": 8, "d_filters": 8, "latent_dim": 8, "judge": False}

@@ -9,10 +9,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bucketvision.infra.s3 import S3Store, StorageError, parse_s3_uri
+from bucketvision.worker.generation import (
+    GenerateItem,
+    GenerateMessage,
+    image_key,
+    run_generate_batch,
+)
 from PIL import Image
-
-from infra.s3 import S3Store, StorageError, parse_s3_uri
-from worker.generation import GenerateItem, GenerateMessage, image_key, run_generate_batch
 
 BUCKET = "unit-bucket"
 OUTPUT = f"s3://{BUCKET}/out/run"

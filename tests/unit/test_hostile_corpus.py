@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bucketvision.models.decoding import ALLOWED_FORMATS, DecodedImage, DecodeError, decode_image
 from PIL import EpsImagePlugin, Image, PdfImagePlugin
 
 from tests.hostile_corpus import CORNERS, CorpusFile, categories, hostile_corpus
-from worker.decode import ALLOWED_FORMATS, DecodedImage, DecodeError, decode_image
 
 MAX_PIXELS = 40_000_000  # BV_MAX_IMAGE_PIXELS's default
 HANG_GUARD_SECONDS = 20.0  # a hang guard, not a benchmark: every decode measured is < 1 s

@@ -9,8 +9,7 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
-
-from infra.logs import (
+from bucketvision.infra.logs import (
     ContextThreadPool,
     bind_context,
     configure_logging,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import redis
-
-from infra.outages import Backoff, ride_out
-from infra.s3 import StorageError, StorageUnavailable
+from bucketvision.infra.outages import Backoff, ride_out
+from bucketvision.infra.s3 import StorageError, StorageUnavailable
 
 
 def test_an_outage_is_retried_until_the_call_succeeds() -> None:

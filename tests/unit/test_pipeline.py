@@ -9,11 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bucketvision.infra.s3 import S3Store, S3Uri, StorageUnavailable
+from bucketvision.models.family import ItemResult
+from bucketvision.worker.pipeline import BatchMessage, BatchOutcome, Limits, dead_letter, run_batch
 from PIL import Image
-
-from infra.s3 import S3Store, S3Uri, StorageUnavailable
-from models.family import ItemResult
-from worker.pipeline import BatchMessage, BatchOutcome, Limits, dead_letter, run_batch
 
 BUCKET = "unit-bucket"
 INPUT = S3Uri(BUCKET, "incoming/")
@@ -319,7 +318,7 @@ def test_an_upload_failure_is_an_error_line(
 def test_a_decoder_crash_on_one_item_does_not_fail_the_batch(
     mixed_bucket: S3Store, pool: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import worker.pipeline as pipeline
+    import bucketvision.worker.pipeline as pipeline
 
     real_decode = pipeline.decode_image
 

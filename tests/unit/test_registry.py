@@ -7,10 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from infra.s3 import S3Store
-from models.commands import format_model_list, read_labels, register_model, show_model
-from models.registry import ModelNotFound, ModelRegistry, RegistryError, parse_model_ref
+from bucketvision.infra.s3 import S3Store
+from bucketvision.models.registration import read_labels, register_model, show_model
+from bucketvision.models.registry import (
+    ModelNotFound,
+    ModelRegistry,
+    RegistryError,
+    parse_model_ref,
+)
+from bucketvision.producer.model_views import format_model_list
 
 BUCKET = "unit-bucket"
 MODELS_URI = f"s3://{BUCKET}/models/"
@@ -304,7 +309,7 @@ def test_register_model_checks_before_loading(registry: ModelRegistry, tmp_path:
 def keras_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The seed CNN and a model holding a Lambda layer, saved as .keras files."""
     keras = pytest.importorskip("keras")
-    from models.cnn import build_seed_cnn
+    from bucketvision.models.cnn import build_seed_cnn
 
     directory = tmp_path_factory.mktemp("keras")
     cnn = str(directory / "seed_cnn.keras")
@@ -342,7 +347,7 @@ def test_register_the_seed_cnn(
 
 
 def test_a_lambda_layer_is_refused_in_safe_mode(keras_files: dict[str, str]) -> None:
-    from models.loading import ModelLoadError, load_keras_model
+    from bucketvision.models.loading import ModelLoadError, load_keras_model
 
     with pytest.raises(ModelLoadError, match="safe mode"):
         load_keras_model(keras_files["lambda"])
@@ -352,7 +357,7 @@ def test_a_lambda_layer_is_refused_in_safe_mode(keras_files: dict[str, str]) -> 
 
 def test_a_file_that_is_not_a_model_is_a_load_error(tmp_path: Path) -> None:
     pytest.importorskip("keras")
-    from models.loading import ModelLoadError, load_keras_model
+    from bucketvision.models.loading import ModelLoadError, load_keras_model
 
     junk = tmp_path / "junk.keras"
     junk.write_bytes(b"this is not a zip file")

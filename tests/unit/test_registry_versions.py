@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from infra.s3 import S3Store
-from models.commands import format_model_card, show_model
-from models.registry import ModelNotFound, ModelRegistry, RegistryError
+from bucketvision.infra.s3 import S3Store
+from bucketvision.models.registration import show_model
+from bucketvision.models.registry import ModelNotFound, ModelRegistry, RegistryError
+from bucketvision.producer.model_views import format_model_card
 
 BUCKET = "unit-bucket"
 MODELS_URI = f"s3://{BUCKET}/models/"

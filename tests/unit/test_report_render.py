@@ -12,18 +12,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bucketvision.infra.jobs import JobNotFound
+from bucketvision.infra.s3 import S3Store
+from bucketvision.infra.settings import Settings
+from bucketvision.models.digits import make_digits
+from bucketvision.models.scenes import make_scenes
+from bucketvision.producer.cli import main
+from bucketvision.producer.cli_support import CommandError
+from bucketvision.producer.report import gather, locate_output, pick_items, publish
+from bucketvision.producer.report_html import render_report
+from bucketvision.producer.report_thumbs import TILE, colour
 from PIL import Image
 
-from infra.jobs import JobNotFound
-from infra.s3 import S3Store
-from infra.settings import Settings
-from models.digits import make_digits
-from models.scenes import make_scenes
-from producer.cli import main
-from producer.cli_support import CommandError
-from producer.report import gather, locate_output, pick_items, publish
-from producer.report_html import render_report
-from producer.report_thumbs import TILE, colour
 from tests.helpers import png_bytes
 from tests.unit.conftest import BUCKET
 

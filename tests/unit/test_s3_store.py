@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
-
-from infra.s3 import (
+from bucketvision.infra.s3 import (
     ObjectMissing,
     ObjectTooLarge,
     S3Store,
@@ -18,7 +17,7 @@ from infra.s3 import (
     make_client,
     parse_s3_uri,
 )
-from infra.settings import Settings
+from bucketvision.infra.settings import Settings
 
 BUCKET = "unit-bucket"
 

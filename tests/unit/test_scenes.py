@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from models.scenes import SHAPE_CLASSES, Scenes, make_scenes
+from bucketvision.models.scenes import SHAPE_CLASSES, Scenes, make_scenes
 
 COUNT = 24
 

@@ -6,9 +6,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
-from infra.schedule import ScheduleError, TrainEntry, beat_schedule, load_schedule, parse_duration
-from worker.scheduled import grown_enough
+from bucketvision.infra.schedule import (
+    ScheduleError,
+    TrainEntry,
+    beat_schedule,
+    load_schedule,
+    parse_duration,
+)
+from bucketvision.worker.scheduled import grown_enough
 
 GOOD = """
 [[train]]

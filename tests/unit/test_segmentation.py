@@ -10,17 +10,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from models.family import DatasetInfo, TrainOptions
-from models.imaging import Placement, fit_mask
-from models.segmentation.metrics import (
+from bucketvision.models.family import DatasetInfo, TrainOptions
+from bucketvision.models.imaging import Placement, fit_mask
+from bucketvision.models.segmentation.metrics import (
     MAIN_METRIC,
     confusion_matrix,
     evaluate_segmenter,
     scores_from_confusion,
 )
-from models.segmentation.serve import ServedSegmenter, mask_at_original
+from bucketvision.models.segmentation.serve import ServedSegmenter, mask_at_original
+from PIL import Image
 
 LABELS = ["background", "circle", "square", "triangle"]
 
@@ -45,7 +44,7 @@ def test_modules_import_without_tensorflow() -> None:
 
 
 def test_unet_outputs_a_distribution_per_pixel() -> None:
-    from models.segmentation.builders import build_unet
+    from bucketvision.models.segmentation.builders import build_unet
 
     model = build_unet((32, 48, 3), 5, base_filters=4, depth=3)
     assert tuple(model.output_shape) == (None, 32, 48, 5)
@@ -95,9 +94,8 @@ def test_evaluate_accumulates_one_matrix_over_every_batch() -> None:
 def test_a_two_step_fit_saves_and_reloads_in_safe_mode(tmp_path: Any) -> None:
     import keras
     import tensorflow as tf
-
-    from models.scenes import make_scenes
-    from models.segmentation.train import train_segmenter
+    from bucketvision.models.scenes import make_scenes
+    from bucketvision.models.segmentation.train import train_segmenter
 
     scenes = make_scenes(6, seed=3, width=32, height=32)
     data = tf.data.Dataset.from_tensor_slices((scenes.images, scenes.masks))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-
-from infra.settings import DEFAULT_MODELS, Settings, SettingsError, redact_url
+from bucketvision.infra.settings import DEFAULT_MODELS, Settings, SettingsError, redact_url
 
 SECRET_ENV = {
     "BV_BROKER_URL": "redis://:hunter2@host:6379/0",
@@ -240,7 +239,7 @@ def test_the_forward_pass_takes_half_a_batch_unless_told() -> None:
 def test_messages_of_dead_workers_are_swept_within_a_quarter_of_the_visibility_timeout(
     timeout: int, sweep: int
 ) -> None:
-    from infra.queue import make_celery
+    from bucketvision.infra.queue import make_celery
 
     options = make_celery(Settings(visibility_timeout=timeout)).conf.broker_transport_options
     assert options["visibility_timeout"] == timeout

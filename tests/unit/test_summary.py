@@ -6,10 +6,9 @@ import json
 from typing import Any
 
 import pytest
-
-from infra.s3 import S3Store
-from producer.status import format_status, job_status
-from worker.finalize import build_summary, finalize_job, iso, percentiles
+from bucketvision.infra.s3 import S3Store
+from bucketvision.producer.status import format_status, job_status
+from bucketvision.worker.finalize import build_summary, finalize_job, iso, percentiles
 
 SUMMARY_FIELDS = {
     "job_id",
@@ -223,7 +222,7 @@ def test_finalize_job_loses_the_claim(store: S3Store) -> None:
 
 
 def test_finalize_job_releases_the_claim_when_writing_fails(store: S3Store) -> None:
-    from infra.s3 import StorageError
+    from bucketvision.infra.s3 import StorageError
 
     jobs = FakeJobs(record(output="s3://no-such-bucket/results/"), LINES)
     with pytest.raises(StorageError):

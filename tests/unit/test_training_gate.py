@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from models.registry import ModelRef
-from models.training import PROMOTE_MODES, TrainingRequest, promotion_decision
+from bucketvision.models.registry import ModelRef
+from bucketvision.models.training import PROMOTE_MODES, TrainingRequest, promotion_decision
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,11 +10,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from bucketvision.infra.logs import current_context
+from bucketvision.worker.hooks import TaskHooks
+from bucketvision.worker.metrics import WorkerMetrics
 from prometheus_client import CollectorRegistry
-
-from infra.logs import current_context
-from worker.hooks import TaskHooks
-from worker.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_000_000.0
@@ -209,8 +208,11 @@ def test_a_failing_metric_never_fails_the_task(
 def test_without_a_metrics_port_nothing_loads_prometheus() -> None:
     code = """
         import sys
-        import producer.cli, worker.command, worker.hooks, worker.tasks
-        from worker.hooks import TaskHooks
+        import bucketvision.producer.cli
+        import bucketvision.worker.command
+        import bucketvision.worker.hooks
+        import bucketvision.worker.tasks
+        from bucketvision.worker.hooks import TaskHooks
         TaskHooks().install()
         assert "prometheus_client" not in sys.modules, "prometheus_client was imported"
     """
@@ -224,9 +226,9 @@ def test_forked_children_are_summed_and_dead_ones_leave_live_gauges(tmp_path: Pa
     """Multiprocess mode as the worker runs it: two forked children, the parent serves."""
     code = """
         import os, urllib.request
-        from infra.metrics import start_multiprocess_exporter
+        from bucketvision.infra.metrics import start_multiprocess_exporter
         exporter = start_multiprocess_exporter(0)
-        from worker.metrics import WorkerMetrics
+        from bucketvision.worker.metrics import WorkerMetrics
         metrics = WorkerMetrics()
         children = []
         for index in range(2):

@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra.jobs import parse_jsonl
-from infra.local_services import local_stack
-from infra.s3 import S3Store, parse_s3_uri
-from infra.settings import DEFAULT_MODELS, Settings
+from bucketvision.infra.jobs import parse_jsonl
+from bucketvision.infra.local_services import local_stack
+from bucketvision.infra.outputs import JOB_FILES_FOLDER, MANIFEST_FILE, SUMMARY_FILE, job_file_key
+from bucketvision.infra.s3 import S3Store, parse_s3_uri
+from bucketvision.infra.settings import DEFAULT_MODELS, Settings
 
 DEMO_BUCKET = "bucketvision-demo"
 DATASETS = {  # task: (training items, items in the demo job, epochs: brief, not full quality)
@@ -39,7 +40,7 @@ def _start_worker(environment: dict[str, str], log_path: Path) -> subprocess.Pop
     command = [
         sys.executable,
         "-m",
-        "producer.cli",
+        "bucketvision.producer.cli",
         "worker",
         "--queues",
         "inference,training",
@@ -57,9 +58,9 @@ def _start_worker(environment: dict[str, str], log_path: Path) -> subprocess.Pop
 
 def _make_inputs(store: S3Store, images: int) -> None:
     """Job inputs, made with seeds the training data never used."""
-    from models.dataset_writers import png_bytes
-    from models.digits import make_digits
-    from models.scenes import make_scenes
+    from bucketvision.models.dataset_writers import png_bytes
+    from bucketvision.models.digits import make_digits
+    from bucketvision.models.scenes import make_scenes
 
     digits, labels = make_digits(images, seed=20261129)
     for index, (pixels, label) in enumerate(zip(digits, labels, strict=True)):
@@ -72,8 +73,8 @@ def _make_inputs(store: S3Store, images: int) -> None:
 
 
 def _train_all(cli: Any, epochs: int | None) -> None:
-    from infra.training_runs import TrainingRuns
-    from producer.train import format_run, wait_for_training
+    from bucketvision.infra.training_runs import TrainingRuns
+    from bucketvision.producer.train import format_run, wait_for_training
 
     settings = Settings.from_env()
     runs = TrainingRuns.from_url(settings.broker_url)
@@ -99,7 +100,7 @@ def _train_all(cli: Any, epochs: int | None) -> None:
 
 
 def _run_jobs(cli: Any) -> dict[str, str]:
-    from infra.jobs import JobStore
+    from bucketvision.infra.jobs import JobStore
 
     jobs = JobStore.from_url(Settings.from_env().broker_url)
     submitted = {}
@@ -168,8 +169,13 @@ def _run_jobs(cli: Any) -> dict[str, str]:
     return submitted
 
 
+def _job_file(task: str, job_id: str, filename: str) -> str:
+    """The key of a demo job's file (the demo writes task ``T``'s results to results/T/)."""
+    return job_file_key(parse_s3_uri(f"s3://{DEMO_BUCKET}/results/{task}/"), job_id, filename)
+
+
 def _accuracy(store: S3Store, job_id: str) -> float:
-    text = store.get_text(DEMO_BUCKET, f"results/classify/_jobs/{job_id}/manifest.jsonl")
+    text = store.get_text(DEMO_BUCKET, _job_file("classify", job_id, MANIFEST_FILE))
     lines = parse_jsonl(text)
     right = sum(
         1
@@ -185,25 +191,25 @@ def _copy_locally(store: S3Store, submitted: dict[str, str], folder: Path) -> No
         target = folder / task
         target.mkdir(parents=True, exist_ok=True)
         prefix = f"results/{task}/"
-        for name in ("summary.json", "manifest.jsonl"):
-            store.download_file(DEMO_BUCKET, f"{prefix}_jobs/{job_id}/{name}", str(target / name))
+        for name in (SUMMARY_FILE, MANIFEST_FILE):
+            store.download_file(DEMO_BUCKET, _job_file(task, job_id, name), str(target / name))
         wanted = {"detect": (".annotated.png",), "segment": (".mask.png",)}.get(task, (".png",))
         copied = 0
         for info in store.list_objects(parse_s3_uri(f"s3://{DEMO_BUCKET}/{prefix}")):
-            if copied < 6 and info.key.endswith(wanted) and "/_jobs/" not in info.key:
+            if copied < 6 and info.key.endswith(wanted) and f"/{JOB_FILES_FOLDER}/" not in info.key:
                 store.download_file(DEMO_BUCKET, info.key, str(target / info.key.split("/")[-1]))
                 copied += 1
 
 
 def _report(store: S3Store, settings: Settings, submitted: dict[str, str], endpoint: str) -> None:
-    from models.commands import format_model_list
-    from models.registry import ModelRegistry
+    from bucketvision.models.registry import ModelRegistry
+    from bucketvision.producer.model_views import format_model_list
 
     _step("models")
     print(format_model_list(ModelRegistry(store, settings.models_uri).summary()))
     _step("jobs")
     for task, job_id in submitted.items():
-        summary = store.get_json(DEMO_BUCKET, f"results/{task}/_jobs/{job_id}/summary.json")
+        summary = store.get_json(DEMO_BUCKET, _job_file(task, job_id, SUMMARY_FILE))
         print(
             f"{task:9} {summary['model']:24} {summary['ok']}/{summary['total']} ok, "
             f"{summary['images_per_second']:.1f} img/s  s3://{DEMO_BUCKET}/results/{task}/"
@@ -227,7 +233,7 @@ def run_demo(
     settings: Settings, *, images: int = 500, epochs: int | None = None, keep: bool = False
 ) -> int:
     """Run the demo; returns the exit code."""
-    from models.dataset_writers import SynthesisPlan, synthesize_dataset
+    from bucketvision.models.dataset_writers import SynthesisPlan, synthesize_dataset
 
     began = time.perf_counter()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -256,7 +262,7 @@ def run_demo(
             plan = SynthesisPlan(task=task, count=count, seed=1)
             synthesize_dataset(store, f"s3://{DEMO_BUCKET}/datasets/{task}/", plan)
         _make_inputs(store, images)
-        from producer.cli import main as cli
+        from bucketvision.producer.cli import main as cli
 
         _step("training the four default models through the training queue")
         _train_all(cli, epochs)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from infra.local_services import redis_answers
-from infra.s3 import S3Store, StorageError, parse_s3_uri
-from infra.settings import Settings
+from bucketvision.infra.local_services import redis_answers
+from bucketvision.infra.s3 import S3Store, StorageError, parse_s3_uri
+from bucketvision.infra.settings import Settings
 
 
 def run_doctor(settings: Settings) -> int:
@@ -29,7 +29,7 @@ def run_doctor(settings: Settings) -> int:
             print(
                 f"ok    s3 {settings.describe()['s3_endpoint_url']}: models bucket {models.bucket}"
             )
-            from models.registry import ModelRegistry
+            from bucketvision.models.registry import ModelRegistry
 
             rows = ModelRegistry(store, settings.models_uri).summary()
             names = ", ".join(f"{r['name']}@{r['current']}" for r in rows) or "none registered"

@@ -19,9 +19,8 @@ import struct
 from dataclasses import dataclass, replace
 
 import numpy as np
+from bucketvision.models.imaging import Placement, fit_image
 from PIL import Image, UnidentifiedImageError
-
-from models.imaging import Placement, fit_image
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 MAX_JPEG_SCANS = 500  # libjpeg-turbo's suggested scan limit; a normal progressive JPEG has ~10

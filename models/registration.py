@@ -1,4 +1,7 @@
-"""``bucketvision models ...``: register, list, show and promote model versions."""
+"""Adding a user's model file to the registry after validating it, and reading a card back.
+
+The CLI formatting of these lives in :mod:`bucketvision.producer.model_views`.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,8 @@ import json
 import os
 from typing import Any
 
-from models.pixels import PREPROCESS_MODES
-from models.registry import (
+from bucketvision.models.pixels import PREPROCESS_MODES
+from bucketvision.models.registry import (
     ModelRef,
     ModelRegistry,
     RegistryError,
@@ -58,7 +61,7 @@ def register_model(
     A model that needs unsafe loading is recorded as such on its card; workers still
     refuse it unless the operator lists its name in ``BV_UNSAFE_MODELS``.
     """
-    from models.loading import describe_model, load_keras_model
+    from bucketvision.models.loading import describe_model, load_keras_model
 
     parse_model_ref(name)
     if preprocess not in PREPROCESS_MODES:
@@ -101,47 +104,3 @@ def show_model(registry: ModelRegistry, reference: str) -> dict[str, Any]:
         "model_file": f"s3://{bucket}/{key}",
         "file_uris": files,
     }
-
-
-def format_model_card(shown: dict[str, Any]) -> str:
-    """``models show``: the card a person reads, with where the plots are."""
-    metrics = shown.get("metrics") or {}
-    main = shown.get("main_metric")
-    lines = [
-        f"{shown['name']}@{shown['version']}  {shown.get('task')}  {shown.get('status')}"
-        f"  (CURRENT {shown.get('current') or '-'}; versions {', '.join(shown['versions'])})",
-        f"  input      {shown.get('input_shape')}  preprocess {shown.get('preprocess', '-')}"
-        f"  {shown.get('architecture', '')}",
-        f"  labels     {', '.join(map(str, shown.get('labels') or [])) or '-'}",
-        f"  dataset    {shown.get('dataset') or '-'}  {shown.get('dataset_counts') or ''}",
-        f"  trained    {shown.get('trained_at') or '-'}  in {shown.get('training_seconds', '-')} s,"
-        f" {shown.get('epochs_run', '-')} epochs",
-    ]
-    scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-    if scalars:
-        text = ", ".join(
-            f"{'*' if k == main else ''}{k}={v:.4g}" for k, v in sorted(scalars.items())
-        )
-        lines.append(f"  metrics    {text}  (on {shown.get('evaluated_on', '?')})")
-    if shown.get("decision"):
-        lines.append(f"  decision   {shown['decision']}")
-    lines.append(f"  model      {shown['model_file']}")
-    for filename, uri in sorted(shown.get("file_uris", {}).items()):
-        lines.append(f"  {filename:<10} {uri}" if len(filename) <= 10 else f"  {filename} {uri}")
-    return "\n".join(lines)
-
-
-def format_model_list(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "no models registered (try `bucketvision demo` or `bucketvision models register`)"
-    lines = [f"{'NAME':24} {'TASK':9} {'CURRENT':8} VERSIONS  METRICS"]
-    for row in rows:
-        scalars = {k: v for k, v in row["metrics"].items() if isinstance(v, int | float)}
-        main = row.get("main_metric")
-        ordered = sorted(scalars.items(), key=lambda item: (item[0] != main, item[0]))
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in ordered[:3])
-        lines.append(
-            f"{row['name']:24} {row['task'] or '?':9} {row['current'] or '-':8}"
-            f" {len(row['versions']):<9} {metrics}"
-        )
-    return "\n".join(lines)

@@ -1,15 +1,16 @@
-"""Where results go: mirrored output keys and manifest lines.
+"""The output layout, a contract of worker and producer: item keys, job files, manifest lines.
 
 An item's outputs mirror its key relative to the input prefix under the output
 prefix (``incoming/a/cat.jpg`` -> ``<output>/a/cat.jpg.json``), so re-running
-an item overwrites the same keys. Keys are confined to the output prefix.
+an item overwrites the same keys. Keys are confined to the output prefix. A
+job's own files live under ``<output>/_jobs/<job_id>/`` (docs/output-layout.md).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from infra.s3 import S3Uri
+from bucketvision.infra.s3 import S3Uri
 
 
 def relative_key(input_prefix: S3Uri, key: str) -> str:
@@ -24,8 +25,25 @@ def item_output_key(input_prefix: S3Uri, output_prefix: S3Uri, key: str, suffix:
     return output_prefix.key(relative_key(input_prefix, key) + suffix)
 
 
+JOB_FILES_FOLDER = "_jobs"
+MANIFEST_FILE = "manifest.jsonl"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
+
+
 def job_file_key(output_prefix: S3Uri, job_id: str, filename: str) -> str:
-    return output_prefix.key("_jobs", job_id, filename)
+    """The key of one of a job's files (``MANIFEST_FILE``, ``SUMMARY_FILE``, ...)."""
+    return output_prefix.key(JOB_FILES_FOLDER, job_id, filename)
+
+
+def job_folder_uri(output_prefix: S3Uri, job_id: str) -> str:
+    """``s3://bucket/<output>/_jobs/<job_id>/``: where a job's files are."""
+    return f"s3://{output_prefix.bucket}/{output_prefix.key(JOB_FILES_FOLDER, job_id)}/"
+
+
+def job_file_uri(output_prefix: S3Uri, job_id: str, filename: str) -> str:
+    """``s3://bucket/<output>/_jobs/<job_id>/<filename>``."""
+    return f"s3://{output_prefix.bucket}/{job_file_key(output_prefix, job_id, filename)}"
 
 
 def manifest_line(
@@ -39,7 +57,7 @@ def manifest_line(
     latency_ms: float,
     attempts: int,
 ) -> dict[str, Any]:
-    """One line of ``manifest.jsonl``, with exactly the fields of DESIGN."""
+    """One line of ``manifest.jsonl`` (docs/schemas/manifest-line.schema.json)."""
     return {
         "key": key,
         "status": status,
