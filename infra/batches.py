@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bucketvision.infra.jobs import FINAL_STATES, JobNotFound, JobStore, job_key
+from bucketvision.infra import keys
+from bucketvision.infra.jobs import FINAL_STATES, JobNotFound, JobStore
 from bucketvision.infra.outages import OUTAGE_ERRORS
 from bucketvision.infra.queue import INFERENCE_QUEUE, TASK_NAMES
 from celery import Celery
@@ -124,7 +125,7 @@ class LostBatchAudit:
             moments = ("submitted_at", "started_at", "updated_at", "audited_at")
             last = max(float(record.get(name) or 0) for name in moments)
             if self.clock() - last >= self.quiet_seconds:
-                self.jobs.redis.hset(job_key(job_id), "audited_at", self.clock())
+                self.jobs.redis.hset(keys.job(job_id), "audited_at", self.clock())
                 yield job_id, self.jobs.planned_batches(job_id) - self.jobs.recorded_batches(job_id)
 
     def _held_by_broker(self, job_ids: set[str]) -> dict[str, set[int]] | None:
@@ -160,7 +161,7 @@ class LostBatchAudit:
     def _send_again(self, job_id: str, batches: list[int]) -> None:
         plan = self.jobs.plan(job_id, batches)
         sent = send_batches(self.app, self.jobs, [plan[index] for index in sorted(plan)])
-        self.jobs.redis.hincrby(job_key(job_id), "resent_batches", sent)
+        self.jobs.redis.hincrby(keys.job(job_id), "resent_batches", sent)
         log.warning(
             "job %s: batches %s were in no queue, not unacknowledged and not recorded after "
             "%.0f s without progress (lost by the broker); sent again",
@@ -186,7 +187,9 @@ def start_lost_batch_audit(
     def loop() -> None:
         while not stop.wait(interval):
             try:
-                if jobs.redis.set("bv:lost-batch-audit", owner, nx=True, ex=int(interval) or 1):
+                if jobs.redis.set(
+                    keys.LOST_BATCH_AUDIT_LOCK, owner, nx=True, ex=int(interval) or 1
+                ):
                     audit.run_once()
             except OUTAGE_ERRORS as error:
                 log.info("lost-batch audit skipped: %s", error)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from bucketvision.infra import keys
+from bucketvision.infra.errors import UserError
 
 JOB_TTL_SECONDS = 30 * 24 * 3600
 FINAL_STATES = ("finished", "failed")  # a job in either state changes no more
@@ -55,7 +57,6 @@ redis.call('SREM', KEYS[2], ARGV[3])
 redis.call('DEL', KEYS[3])
 return 1
 """
-ACTIVE_JOBS_KEY = "bv:jobs:active"
 
 _FIELDS_INT = (
     "total",
@@ -98,7 +99,7 @@ def parse_jsonl(text: str) -> list[dict[str, Any]]:
     return [json.loads(row) for row in text.split("\n") if row.strip()]
 
 
-class JobNotFound(LookupError):
+class JobNotFound(UserError):
     """No job with that id is known to Redis."""
 
 
@@ -129,10 +130,6 @@ class BatchStart:
     @property
     def worker_deaths(self) -> int:
         return self.attempt - 1
-
-
-def job_key(job_id: str) -> str:
-    return f"bv:job:{job_id}"
 
 
 class JobStore:
@@ -167,10 +164,10 @@ class JobStore:
             if value is not None
         }
         pipe = self.redis.pipeline()
-        pipe.hset(job_key(job_id), mapping=encoded)
-        pipe.expire(job_key(job_id), JOB_TTL_SECONDS)
-        pipe.zadd("bv:jobs", {job_id: float(record["submitted_at"])})
-        pipe.sadd(ACTIVE_JOBS_KEY, job_id)
+        pipe.hset(keys.job(job_id), mapping=encoded)
+        pipe.expire(keys.job(job_id), JOB_TTL_SECONDS)
+        pipe.zadd(keys.JOBS_BY_SUBMISSION, {job_id: float(record["submitted_at"])})
+        pipe.sadd(keys.ACTIVE_JOBS, job_id)
         pipe.execute()
 
     def store_plan(self, job_id: str, messages: Iterable[dict[str, Any]]) -> None:
@@ -178,32 +175,32 @@ class JobStore:
         mapping = {str(message["batch"]): json.dumps(message) for message in messages}
         if mapping:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(f"{job_key(job_id)}:plan", mapping=mapping)
-            pipe.expire(f"{job_key(job_id)}:plan", JOB_TTL_SECONDS)
+            pipe.hset(keys.job_plan(job_id), mapping=mapping)
+            pipe.expire(keys.job_plan(job_id), JOB_TTL_SECONDS)
             pipe.execute()
 
     def planned_batches(self, job_id: str) -> set[int]:
-        return {int(index) for index in self.redis.hkeys(f"{job_key(job_id)}:plan")}
+        return {int(index) for index in self.redis.hkeys(keys.job_plan(job_id))}
 
     def plan(self, job_id: str, batches: list[int]) -> dict[int, dict[str, Any]]:
         """The stored task bodies of these batches, by batch index."""
-        bodies = self.redis.hmget(f"{job_key(job_id)}:plan", [str(index) for index in batches])
+        bodies = self.redis.hmget(keys.job_plan(job_id), [str(index) for index in batches])
         pairs = zip(batches, bodies, strict=True)
         return {index: json.loads(body) for index, body in pairs if body}
 
     def recorded_batches(self, job_id: str) -> set[int]:
-        return {int(index) for index in self.redis.hkeys(f"{job_key(job_id)}:manifest")}
+        return {int(index) for index in self.redis.hkeys(keys.job_manifest(job_id))}
 
     def active_jobs(self) -> list[str]:
         """Jobs created and not yet finished (those created before this set existed are not)."""
-        return sorted(item.decode() for item in self.redis.smembers(ACTIVE_JOBS_KEY))
+        return sorted(item.decode() for item in self.redis.smembers(keys.ACTIVE_JOBS))
 
     def forget_active(self, job_id: str) -> None:
-        self.redis.srem(ACTIVE_JOBS_KEY, job_id)
+        self.redis.srem(keys.ACTIVE_JOBS, job_id)
 
     def get(self, job_id: str) -> dict[str, Any]:
         """The job record with numbers decoded; raises JobNotFound."""
-        raw = self.redis.hgetall(job_key(job_id))
+        raw = self.redis.hgetall(keys.job(job_id))
         if not raw:
             raise JobNotFound(
                 f"no job {job_id!r} in Redis; check the id (`bucketvision status` takes the id"
@@ -223,9 +220,9 @@ class JobStore:
 
     def begin_batch(self, job_id: str, batch_index: int) -> BatchStart:
         """Mark the job running and count an attempt of this batch, in one round trip."""
-        key = job_key(job_id)
+        key = keys.job(job_id)
         attempt, recorded = self._begin_batch(
-            keys=[key, f"{key}:attempts", f"{key}:manifest"],
+            keys=[key, keys.job_attempts(job_id), keys.job_manifest(job_id)],
             args=[batch_index, time.time()],
         )
         if int(attempt) < 0:
@@ -247,7 +244,7 @@ class JobStore:
             counts[line["status"]] += 1
         manifest = jsonl(lines)
         first, done, batches = self._record_batch(
-            keys=[job_key(job_id), f"{job_key(job_id)}:manifest"],
+            keys=[keys.job(job_id), keys.job_manifest(job_id)],
             args=[
                 batch_index,
                 manifest,
@@ -268,7 +265,7 @@ class JobStore:
 
     def manifest_lines(self, job_id: str) -> list[dict[str, Any]]:
         """All recorded manifest lines, in batch order."""
-        raw = self.redis.hgetall(f"{job_key(job_id)}:manifest")
+        raw = self.redis.hgetall(keys.job_manifest(job_id))
         lines: list[dict[str, Any]] = []
         for _, text in sorted(raw.items(), key=lambda item: int(item[0])):
             lines.extend(parse_jsonl(text.decode()))
@@ -277,20 +274,20 @@ class JobStore:
     def claim_finalization(self, job_id: str, owner: str) -> bool:
         """True for the one worker that may write the job's manifest and summary now."""
         return bool(
-            self.redis.set(f"{job_key(job_id)}:finalize", owner, nx=True, ex=FINALIZE_LOCK_SECONDS)
+            self.redis.set(keys.job_finalize_lock(job_id), owner, nx=True, ex=FINALIZE_LOCK_SECONDS)
         )
 
     def release_finalization(self, job_id: str) -> None:
-        self.redis.delete(f"{job_key(job_id)}:finalize")
+        self.redis.delete(keys.job_finalize_lock(job_id))
 
     def mark_finished(self, job_id: str, state: str, finished_at: float) -> None:
         """Record the final state; the per-batch data is kept until the TTL expires."""
         pipe = self.redis.pipeline()
-        pipe.hset(job_key(job_id), mapping={"state": state, "finished_at": finished_at})
-        for suffix in ("", ":manifest", ":attempts"):
-            pipe.expire(job_key(job_id) + suffix, JOB_TTL_SECONDS)
-        pipe.delete(f"{job_key(job_id)}:plan")
-        pipe.srem(ACTIVE_JOBS_KEY, job_id)
+        pipe.hset(keys.job(job_id), mapping={"state": state, "finished_at": finished_at})
+        for key in (keys.job(job_id), keys.job_manifest(job_id), keys.job_attempts(job_id)):
+            pipe.expire(key, JOB_TTL_SECONDS)
+        pipe.delete(keys.job_plan(job_id))
+        pipe.srem(keys.ACTIVE_JOBS, job_id)
         pipe.execute()
 
     def abandon(self, job_id: str, reason: str) -> bool:
@@ -299,8 +296,10 @@ class JobStore:
         Only an unfinished job changes; a job that does not exist (its record was
         never written) is left absent. True when the record changed.
         """
-        keys = [job_key(job_id), ACTIVE_JOBS_KEY, f"{job_key(job_id)}:plan"]
-        return bool(self._abandon(keys=keys, args=[reason, time.time(), job_id]))
+        touched = [keys.job(job_id), keys.ACTIVE_JOBS, keys.job_plan(job_id)]
+        return bool(self._abandon(keys=touched, args=[reason, time.time(), job_id]))
 
     def recent_jobs(self, count: int = 20) -> list[str]:
-        return [item.decode() for item in self.redis.zrevrange("bv:jobs", 0, count - 1)]
+        return [
+            item.decode() for item in self.redis.zrevrange(keys.JOBS_BY_SUBMISSION, 0, count - 1)
+        ]

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import redis
+from bucketvision.infra.errors import UserError
 
 
-class ServiceError(RuntimeError):
+class ServiceError(UserError):
     """A local service could not be started."""
 
 

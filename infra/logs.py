@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import IO, Any, ParamSpec, TypeVar
 
+from bucketvision.infra.errors import UserError
 from bucketvision.infra.settings import LOG_FORMATS
 
 CONTEXT_FIELDS = ("job_id", "batch", "task", "run_id", "task_id")
@@ -125,7 +126,7 @@ def configure_logging(
 ) -> None:
     """One handler on the root logger, in ``fmt`` (text or json); Python warnings included."""
     if fmt not in LOG_FORMATS:
-        raise ValueError(f"log format {fmt!r}: use one of {', '.join(LOG_FORMATS)}")
+        raise UserError(f"log format {fmt!r}: use one of {', '.join(LOG_FORMATS)}")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(ContextFilter())

@@ -23,10 +23,11 @@ from botocore.exceptions import (
     IncompleteReadError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from bucketvision.infra.errors import UserError
 from bucketvision.infra.settings import Settings
 
 
-class StorageError(RuntimeError):
+class StorageError(UserError):
     """An S3 operation failed in a way the caller should report to the user."""
 
 
@@ -62,13 +63,17 @@ class S3Uri:
         return base + "/".join(part.strip("/") for part in parts if part)
 
 
+class UriError(UserError, ValueError):
+    """Not an ``s3://BUCKET/PREFIX`` URI (a ValueError too, for parsers of messages)."""
+
+
 def parse_s3_uri(uri: str, *, directory: bool = True) -> S3Uri:
     """Parse ``s3://bucket/prefix``; a directory prefix always ends with ``/``."""
     if not uri.startswith("s3://"):
-        raise ValueError(f"{uri!r} is not an S3 URI; write it as s3://BUCKET/PREFIX/")
+        raise UriError(f"{uri!r} is not an S3 URI; write it as s3://BUCKET/PREFIX/")
     bucket, _, prefix = uri[len("s3://") :].partition("/")
     if not bucket:
-        raise ValueError(f"{uri!r} names no bucket; write it as s3://BUCKET/PREFIX/")
+        raise UriError(f"{uri!r} names no bucket; write it as s3://BUCKET/PREFIX/")
     if directory and prefix and not prefix.endswith("/"):
         prefix += "/"
     return S3Uri(bucket, prefix)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
+from bucketvision.infra.errors import UserError
 from bucketvision.infra.queue import TASK_NAMES, TRAINING_QUEUE
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -26,7 +27,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 TASKS = ("classify", "detect", "segment", "generate")
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UserError):
     """The schedule file is unusable; the message names the entry and the field."""
 
 

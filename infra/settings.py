@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit, urlunsplit
 
+from bucketvision.infra.errors import UserError
+
 LOG_FORMATS = ("text", "json")
 MAX_PORT = 65535
 DEFAULT_MODELS = {
@@ -22,7 +24,7 @@ DEFAULT_MODELS = {
 }
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError):
     """An environment variable holds a value the service cannot use."""
 
 

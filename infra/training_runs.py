@@ -14,6 +14,8 @@ import time
 from typing import Any
 
 import redis
+from bucketvision.infra import keys
+from bucketvision.infra.errors import UserError
 
 RUN_TTL_SECONDS = 30 * 24 * 3600
 TERMINAL_STATES = ("finished", "failed", "skipped")
@@ -26,12 +28,8 @@ return 0
 """
 
 
-class RunNotFound(LookupError):
+class RunNotFound(UserError):
     """No training run with this id."""
-
-
-def run_key(run_id: str) -> str:
-    return f"bv:train:{run_id}"
 
 
 def new_run_id(name: str) -> str:
@@ -58,7 +56,7 @@ class TrainingRuns:
         now = time.time()
         pipe = self.redis.pipeline()
         pipe.hset(
-            run_key(run_id),
+            keys.training_run(run_id),
             mapping={
                 "run_id": run_id,
                 "state": "queued",
@@ -67,8 +65,8 @@ class TrainingRuns:
                 "epoch": 0,
             },
         )
-        pipe.expire(run_key(run_id), RUN_TTL_SECONDS)
-        pipe.zadd("bv:trains", {run_id: now})
+        pipe.expire(keys.training_run(run_id), RUN_TTL_SECONDS)
+        pipe.zadd(keys.TRAINING_RUNS_BY_SUBMISSION, {run_id: now})
         pipe.execute()
 
     def update(self, run_id: str, **fields: Any) -> None:
@@ -79,10 +77,10 @@ class TrainingRuns:
             if value is not None
         }
         if encoded:
-            self.redis.hset(run_key(run_id), mapping=encoded)
+            self.redis.hset(keys.training_run(run_id), mapping=encoded)
 
     def get(self, run_id: str) -> dict[str, Any]:
-        raw = self.redis.hgetall(run_key(run_id))
+        raw = self.redis.hgetall(keys.training_run(run_id))
         if not raw:
             raise RunNotFound(
                 f"no training run {run_id!r} in Redis; check the id that `train` printed"
@@ -107,19 +105,22 @@ class TrainingRuns:
         every epoch) is not started. A dead worker's lock expires after LOCK_TTL_SECONDS,
         well before the broker redelivers its message.
         """
-        key = f"bv:train:lock:{name}"
+        key = keys.training_lock(name)
         if self.redis.set(key, run_id, nx=True, ex=LOCK_TTL_SECONDS):
             return None
         holder = self.redis.get(key)
         return holder.decode() if holder is not None else "(a run that just ended)"
 
     def renew(self, name: str, run_id: str) -> None:
-        key = f"bv:train:lock:{name}"
+        key = keys.training_lock(name)
         if self.redis.get(key) == run_id.encode():
             self.redis.expire(key, LOCK_TTL_SECONDS)
 
     def unlock(self, name: str, run_id: str) -> None:
-        self._release(keys=[f"bv:train:lock:{name}"], args=[run_id])
+        self._release(keys=[keys.training_lock(name)], args=[run_id])
 
     def recent(self, count: int = 20) -> list[str]:
-        return [item.decode() for item in self.redis.zrevrange("bv:trains", 0, count - 1)]
+        return [
+            item.decode()
+            for item in self.redis.zrevrange(keys.TRAINING_RUNS_BY_SUBMISSION, 0, count - 1)
+        ]

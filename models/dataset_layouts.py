@@ -20,13 +20,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bucketvision.infra.errors import UserError
 from bucketvision.infra.s3 import ObjectMissing, S3Store, S3Uri
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """The dataset does not follow its task's layout; the message says what is expected."""
 
 

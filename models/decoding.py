@@ -19,6 +19,7 @@ import struct
 from dataclasses import dataclass, replace
 
 import numpy as np
+from bucketvision.infra.errors import UserError
 from bucketvision.models.imaging import Placement, fit_image
 from PIL import Image, UnidentifiedImageError
 
@@ -55,7 +56,7 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 )
 
 
-class DecodeError(ValueError):
+class DecodeError(UserError):
     """The bytes are not an image this service will decode; ``kind`` names why."""
 
     def __init__(self, kind: str, message: str) -> None:

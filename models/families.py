@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bucketvision.infra.errors import UserError
 from bucketvision.models.family import DatasetInfo, TrainedModel, TrainOptions
 
 
@@ -80,5 +81,5 @@ FAMILIES: dict[str, FamilyEntry] = {
 
 def family(task: str) -> FamilyEntry:
     if task not in FAMILIES:
-        raise ValueError(f"task must be one of {', '.join(FAMILIES)}, not {task!r}")
+        raise UserError(f"task must be one of {', '.join(FAMILIES)}, not {task!r}")
     return FAMILIES[task]

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bucketvision.infra.errors import UserError
 
-class ModelLoadError(RuntimeError):
+
+class ModelLoadError(UserError):
     """A model file could not be loaded or does not fit its card."""
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bucketvision.infra.errors import UserError
 from bucketvision.infra.s3 import ObjectInfo, ObjectMissing, S3Store, S3Uri, parse_s3_uri
 
 TASKS = ("classify", "detect", "segment", "generate")
@@ -27,11 +28,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION = re.compile(r"^v(\d+)$")
 
 
-class ModelNotFound(LookupError):
+class ModelNotFound(UserError):
     """The named model or version is not in the registry."""
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError):
     """A registry request that cannot be carried out as asked."""
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bucketvision.infra.errors import UserError
 from bucketvision.infra.s3 import S3Store
 from bucketvision.models.datasets import load_dataset
 from bucketvision.models.families import family
@@ -153,7 +154,7 @@ def run_training(
     """Train, evaluate and register a new version of ``request.name``."""
     report = progress or (lambda event: None)
     if request.promote not in PROMOTE_MODES:
-        raise ValueError(f"--promote must be one of {', '.join(PROMOTE_MODES)}")
+        raise UserError(f"--promote must be one of {', '.join(PROMOTE_MODES)}")
     entry = family(request.task)
     current = _current(registry, request.name, request.task)
     started = time.perf_counter()

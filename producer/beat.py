@@ -13,16 +13,17 @@ import socket
 import threading
 
 import redis
+from bucketvision.infra import keys
+from bucketvision.infra.errors import UserError
 from bucketvision.infra.queue import make_celery
 from bucketvision.infra.schedule import ScheduleError, beat_schedule, load_schedule
 from bucketvision.infra.settings import Settings
 
 log = logging.getLogger("bucketvision.beat")
 LEASE_SECONDS = 30
-LOCK_KEY = "bv:beat:lock"
 
 
-class BeatAlreadyRunning(RuntimeError):
+class BeatAlreadyRunning(UserError):
     """Another beat holds the lock on this broker."""
 
 
@@ -34,8 +35,8 @@ class BeatLease:
         self._stop = threading.Event()
 
     def acquire(self) -> None:
-        if not self.redis.set(LOCK_KEY, self.identity, nx=True, ex=LEASE_SECONDS):
-            holder = self.redis.get(LOCK_KEY)
+        if not self.redis.set(keys.BEAT_LOCK, self.identity, nx=True, ex=LEASE_SECONDS):
+            holder = self.redis.get(keys.BEAT_LOCK)
             raise BeatAlreadyRunning(
                 f"another beat is running ({holder.decode() if holder else 'just ended'}); "
                 "only one beat may run per broker"
@@ -44,16 +45,16 @@ class BeatLease:
 
     def _renew(self) -> None:
         while not self._stop.wait(LEASE_SECONDS / 3):
-            if self.redis.get(LOCK_KEY) == self.identity.encode():
-                self.redis.expire(LOCK_KEY, LEASE_SECONDS)
+            if self.redis.get(keys.BEAT_LOCK) == self.identity.encode():
+                self.redis.expire(keys.BEAT_LOCK, LEASE_SECONDS)
             else:
                 log.error("the beat lease was lost; stopping this beat")
                 os._exit(3)
 
     def release(self) -> None:
         self._stop.set()
-        if self.redis.get(LOCK_KEY) == self.identity.encode():
-            self.redis.delete(LOCK_KEY)
+        if self.redis.get(keys.BEAT_LOCK) == self.identity.encode():
+            self.redis.delete(keys.BEAT_LOCK)
 
 
 def run_beat(settings: Settings, *, loglevel: str = "INFO", quiet: bool = False) -> int:

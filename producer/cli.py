@@ -13,10 +13,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 import redis
+from bucketvision.infra.errors import EXIT_USAGE, UserError
 from bucketvision.infra.logs import configure_logging, leave_logging_to_us
-from bucketvision.infra.settings import Settings, SettingsError
+from bucketvision.infra.settings import Settings
 from bucketvision.producer.cli_models import add_model_commands
-from bucketvision.producer.cli_support import EXIT_USAGE, CommandError, clients, report_job
+from bucketvision.producer.cli_support import clients, report_job
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
@@ -220,58 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from bucketvision.infra.jobs import JobNotFound
-    from bucketvision.infra.local_services import ServiceError
-    from bucketvision.infra.s3 import StorageError
-    from bucketvision.infra.training_runs import RunNotFound
-    from bucketvision.models.dataset_layouts import DatasetError
-    from bucketvision.models.loading import ModelLoadError
-    from bucketvision.models.registry import ModelNotFound, RegistryError
-    from bucketvision.producer.beat import BeatAlreadyRunning
-    from bucketvision.producer.submit import SubmitError
-
-    return (
-        SettingsError,
-        JobNotFound,
-        ServiceError,
-        StorageError,
-        ModelNotFound,
-        RegistryError,
-        ModelLoadError,
-        SubmitError,
-        DatasetError,
-        RunNotFound,
-        BeatAlreadyRunning,
-        ValueError,
-        TimeoutError,
-        redis.exceptions.ConnectionError,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler
     try:
         return handler(args, Settings.from_env())
-    except CommandError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return error.code
+        return error.exit_code
+    except redis.exceptions.ConnectionError as error:
+        print(
+            f"error: cannot reach Redis ({error}); is it running, and is BV_BROKER_URL right?",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as error:
-        if isinstance(error, _known_errors()):
-            message = str(error)
-            if type(error).__module__.startswith("redis"):
-                message = (
-                    f"cannot reach Redis ({error}); is it running, and is BV_BROKER_URL right?"
-                )
-            print(f"error: {message}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
-
-
-if __name__ == "__main__":
-    sys.exit(main())

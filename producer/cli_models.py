@@ -7,8 +7,9 @@ import json
 import sys
 from typing import Any
 
+from bucketvision.infra.errors import EXIT_FAILED
 from bucketvision.infra.settings import Settings
-from bucketvision.producer.cli_support import EXIT_FAILED, CommandError, clients, report_job
+from bucketvision.producer.cli_support import CommandError, clients, report_job
 
 TASKS = ["classify", "detect", "segment", "generate"]
 

@@ -6,18 +6,16 @@ import argparse
 import sys
 from typing import Any
 
+from bucketvision.infra.errors import EXIT_FAILED, EXIT_USAGE, UserError
 from bucketvision.infra.settings import Settings
 
-EXIT_USAGE = 2
-EXIT_FAILED = 1
 
+class CommandError(UserError):
+    """A command that cannot go on as asked, reported as ``error: ...`` with ``exit_code``."""
 
-class CommandError(RuntimeError):
-    """A failure to report as ``error: ...`` with an exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
-        self.code = code
+        self.exit_code = exit_code
 
 
 def clients(settings: Settings) -> dict[str, Any]:

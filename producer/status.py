@@ -6,6 +6,7 @@ import sys
 import time
 from typing import Any
 
+from bucketvision.infra.errors import WaitTimedOut
 from bucketvision.infra.jobs import FINAL_STATES, JobStore
 from bucketvision.infra.outages import OUTAGE_ERRORS, Backoff
 from bucketvision.infra.outputs import MANIFEST_FILE, SUMMARY_FILE, job_file_uri
@@ -122,7 +123,7 @@ def wait_for_job(
                     "`bucketvision worker` running on this broker?)"
                 )
             if timeout_seconds is not None and now - began > timeout_seconds:
-                raise TimeoutError(f"job {job_id} did not finish within {timeout_seconds:.0f} s")
+                raise WaitTimedOut(f"job {job_id} did not finish within {timeout_seconds:.0f} s")
             time.sleep(poll_seconds)
     finally:
         bar.close()

@@ -16,6 +16,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from bucketvision.infra.batches import send_batches
+from bucketvision.infra.errors import UserError
 from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
@@ -26,7 +27,7 @@ IMAGE_PATTERNS = ("*.jpg", "*.jpeg", "*.png", "*.gif", "*.webp", "*.bmp", "*.tif
 INFERENCE_TASKS = ("classify", "detect", "segment")
 
 
-class SubmitError(ValueError):
+class SubmitError(UserError):
     """The job cannot be submitted as asked; the message says what to change."""
 
 

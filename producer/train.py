@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from bucketvision.infra.errors import UserError, WaitTimedOut
 from bucketvision.infra.queue import TASK_NAMES, TRAINING_QUEUE
 from bucketvision.infra.s3 import S3Store, parse_s3_uri
 from bucketvision.infra.training_runs import TERMINAL_STATES, TrainingRuns, new_run_id
@@ -41,9 +42,9 @@ def submit_training(
             f"train takes a model NAME, not {request.name!r}; versions are made for you"
         )
     if request.promote not in PROMOTE_MODES:
-        raise ValueError(f"--promote must be one of {', '.join(PROMOTE_MODES)}")
+        raise UserError(f"--promote must be one of {', '.join(PROMOTE_MODES)}")
     if request.epochs is not None and request.epochs < 1:
-        raise ValueError(f"--epochs must be at least 1, not {request.epochs}")
+        raise UserError(f"--epochs must be at least 1, not {request.epochs}")
     try:
         existing = registry.resolve(name)
     except ModelNotFound:
@@ -118,7 +119,7 @@ def wait_for_training(
                     "training queue (`bucketvision worker --queues training`)?"
                 )
             if timeout_seconds is not None and now - began > timeout_seconds:
-                raise TimeoutError(
+                raise WaitTimedOut(
                     f"training run {run_id} did not finish in {timeout_seconds:.0f} s"
                 )
             time.sleep(poll_seconds)

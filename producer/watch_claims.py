@@ -15,10 +15,10 @@ claims at once.
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import redis
+from bucketvision.infra import keys
 from bucketvision.infra.s3 import ObjectInfo, S3Uri
 
 # KEYS[1] = claims hash; ARGV = now, stale_before, key1, etag1, key2, etag2, ...
@@ -63,8 +63,7 @@ class Claims:
 
     def __init__(self, client: redis.Redis, prefix: S3Uri, *, stale_seconds: float = 300) -> None:
         self.redis = client
-        digest = hashlib.sha1(str(prefix).encode(), usedforsecurity=False).hexdigest()[:16]
-        self.key = f"bv:watch:{digest}"
+        self.key = keys.watch_claims(str(prefix))
         self.stale_seconds = stale_seconds
         self._claim = client.register_script(_CLAIM)
         self._settle = client.register_script(_SETTLE)

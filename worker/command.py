@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 
 from bucketvision.infra.batches import start_lost_batch_audit
+from bucketvision.infra.errors import UserError
 from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.logs import configure_logging, leave_logging_to_us
 from bucketvision.infra.metrics import Exporter, start_multiprocess_exporter
@@ -72,13 +73,13 @@ def plan_placement(gpus: str | None, cpu: bool, concurrency: int | None) -> Plac
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
     if gpus and cpu:
-        raise ValueError("give either --gpus or --cpu, not both")
+        raise UserError("give either --gpus or --cpu, not both")
     if not gpus and not cpu:
         gpus = detect_gpus()
     if gpus:
         devices = tuple(part.strip() for part in gpus.split(",") if part.strip())
         if not devices or not all(device.isdigit() for device in devices):
-            raise ValueError(f"--gpus {gpus!r}: give GPU indexes like 0,1")
+            raise UserError(f"--gpus {gpus!r}: give GPU indexes like 0,1")
         children = concurrency or len(devices)
         return Placement(devices, children, max(1, cores // children))
     children = concurrency or min(2, cores)
@@ -117,7 +118,7 @@ def run_worker(
     wanted = [queue.strip() for queue in queues.split(",") if queue.strip()]
     unknown = sorted(set(wanted) - {INFERENCE_QUEUE, TRAINING_QUEUE})
     if unknown:
-        raise ValueError(f"unknown queue(s) {', '.join(unknown)}; use inference and/or training")
+        raise UserError(f"unknown queue(s) {', '.join(unknown)}; use inference and/or training")
     app = make_celery(settings)
     register_tasks(app)
     configure_logging(loglevel, settings.log_format)

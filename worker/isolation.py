@@ -23,7 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from bucketvision.infra.jobs import JOB_TTL_SECONDS, job_key
+from bucketvision.infra import keys
+from bucketvision.infra.jobs import JOB_TTL_SECONDS
 from bucketvision.worker.generation import GenerateMessage
 from bucketvision.worker.pipeline import BatchMessage, BatchOutcome, dead_letter
 
@@ -45,7 +46,7 @@ class IsolationLedger:
 
     def __init__(self, client: redis.Redis, job_id: str, batch: int) -> None:
         self.redis = client
-        self.key = f"{job_key(job_id)}:isolate:{batch}"
+        self.key = keys.job_isolation(job_id, batch)
         self._charge = client.register_script(_CHARGE)
 
     def charge_death(self) -> int | None:

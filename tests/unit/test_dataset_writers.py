@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bucketvision.infra.errors import UserError
 from bucketvision.infra.s3 import S3Store, parse_s3_uri
 from bucketvision.models.dataset_layouts import DatasetLayout, read_layout
 from bucketvision.models.dataset_writers import SynthesisPlan, png_bytes, synthesize_dataset
@@ -198,5 +199,5 @@ def test_synthesize_is_deterministic(store: S3Store) -> None:
 
 
 def test_synthesize_refuses_an_unknown_task(store: S3Store) -> None:
-    with pytest.raises(ValueError, match="--task must be one of"):
+    with pytest.raises(UserError, match="--task must be one of"):
         synthesize_dataset(store, URI, SynthesisPlan("translate", count=5))

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
+from bucketvision.infra.errors import UserError
 from bucketvision.infra.logs import (
     ContextThreadPool,
     bind_context,
@@ -109,5 +110,5 @@ def test_text_lines_name_the_job_and_batch(restore_logging: None) -> None:
 
 
 def test_an_unknown_format_is_refused() -> None:
-    with pytest.raises(ValueError, match="yaml"):
+    with pytest.raises(UserError, match="yaml"):
         configure_logging("INFO", "yaml")

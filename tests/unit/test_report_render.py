@@ -290,7 +290,7 @@ def test_locate_output_from_the_job_record() -> None:
     assert str(locate_output("zz", jobs=jobs, output="s3://c/x")) == "s3://c/x/"
     with pytest.raises(CommandError, match=r"no job 'zz' in Redis.*--output") as unknown:
         locate_output("zz", jobs=jobs, output=None)
-    assert unknown.value.code == 2
+    assert unknown.value.exit_code == 2
     with pytest.raises(CommandError, match=r"is running \(1/3 batches"):
         locate_output("r", jobs=jobs, output=None)
 

@@ -1,0 +1,63 @@
+"""Every Redis key the service writes, named in one place.
+
+Jobs, training runs, watcher claims and the locks of beat and the lost-batch
+audit all live under ``bv:``; Celery's own keys (the ``inference`` and
+``training`` lists, kombu's ``unacked`` hash) are kombu's. ``docs/design.md``
+lists what each key holds and how long it lives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+JOBS_BY_SUBMISSION = "bv:jobs"  # sorted set: job id scored by submission time
+ACTIVE_JOBS = "bv:jobs:active"  # set: jobs created and not yet finished
+TRAINING_RUNS_BY_SUBMISSION = "bv:trains"  # sorted set: run id scored by submission time
+BEAT_LOCK = "bv:beat:lock"  # one beat per broker
+LOST_BATCH_AUDIT_LOCK = "bv:lost-batch-audit"  # one audit per interval among the workers
+
+
+def job(job_id: str) -> str:
+    """Hash: the job record (state, counts, stage seconds, timestamps)."""
+    return f"bv:job:{job_id}"
+
+
+def job_manifest(job_id: str) -> str:
+    """Hash: batch index -> that batch's manifest lines (JSON Lines), recorded once."""
+    return f"{job(job_id)}:manifest"
+
+
+def job_attempts(job_id: str) -> str:
+    """Hash: batch index -> deliveries of that batch."""
+    return f"{job(job_id)}:attempts"
+
+
+def job_plan(job_id: str) -> str:
+    """Hash: batch index -> its task message, kept until the job ends (to resend lost ones)."""
+    return f"{job(job_id)}:plan"
+
+
+def job_finalize_lock(job_id: str) -> str:
+    """String: the worker writing the job's manifest and summary."""
+    return f"{job(job_id)}:finalize"
+
+
+def job_isolation(job_id: str, batch: int) -> str:
+    """Hash: a batch run one item at a time after a worker death (done lines, item in flight)."""
+    return f"{job(job_id)}:isolate:{batch}"
+
+
+def training_run(run_id: str) -> str:
+    """Hash: a training run's record (request, state, epoch, metrics)."""
+    return f"bv:train:{run_id}"
+
+
+def training_lock(model_name: str) -> str:
+    """String: the run training ``model_name`` now (one run per model at a time)."""
+    return f"bv:train:lock:{model_name}"
+
+
+def watch_claims(prefix: str) -> str:
+    """Hash: the watcher's claims on the objects of one watched prefix (``s3://B/P/``)."""
+    digest = hashlib.sha1(prefix.encode(), usedforsecurity=False).hexdigest()[:16]
+    return f"bv:watch:{digest}"
