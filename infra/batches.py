@@ -21,13 +21,14 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 from bucketvision.infra import keys
-from bucketvision.infra.jobs import FINAL_STATES, JobNotFound, JobStore
+from bucketvision.infra.jobs import JobNotFound, JobStore
+from bucketvision.infra.messages import JobMessage, parse_job_message
 from bucketvision.infra.outages import OUTAGE_ERRORS
-from bucketvision.infra.queue import INFERENCE_QUEUE, TASK_NAMES
+from bucketvision.infra.queue import INFERENCE_QUEUE
+from bucketvision.infra.vocabulary import FINAL_STATES, TASK_NAMES
 from celery import Celery
 from kombu.transport.redis import Channel
 
@@ -48,28 +49,28 @@ def batch_of_task_id(task_id: str) -> tuple[str, int] | None:
     return parts[0], int(parts[1])
 
 
-def send_batches(app: Celery, jobs: JobStore, messages: Iterable[dict[str, Any]]) -> int:
-    """Store every task body in its job's plan, then send each; returns how many were sent.
+def send_batches(app: Celery, jobs: JobStore, messages: Iterable[JobMessage]) -> int:
+    """Store every task message in its job's plan, then send each; returns how many were sent.
 
     The whole plan is stored first, so a send cut short (Redis gone mid-job) leaves
     batches that the lost-batch audit sends later rather than a job that never ends.
-    Each body is stamped with ``enqueued_at`` just before it is sent.
+    Each message is stamped with ``enqueued_at`` just before it is sent.
     """
-    bodies = list(messages)
-    for start in range(0, len(bodies), _GROUP):
-        group = bodies[start : start + _GROUP]
-        jobs.store_plan(group[0]["job_id"], group)
+    planned = list(messages)
+    for start in range(0, len(planned), _GROUP):
+        group = planned[start : start + _GROUP]
+        jobs.store_plan(group[0].job_id, [message.to_json() for message in group])
     with app.producer_or_acquire() as producer:
-        for message in bodies:
-            message["enqueued_at"] = time.time()
+        for message in planned:
+            stamped = replace(message, enqueued_at=time.time())
             app.send_task(
-                TASK_NAMES[message["task"]],
-                args=[message],
+                TASK_NAMES[message.task],
+                args=[stamped.to_json()],
                 queue=INFERENCE_QUEUE,
                 producer=producer,
-                task_id=task_id_for(message["job_id"], message["batch"]),
+                task_id=task_id_for(message.job_id, message.batch),
             )
-    return len(bodies)
+    return len(planned)
 
 
 def _task_ids(raws: Iterable[bytes], unacked: bool) -> Iterator[str]:
@@ -160,7 +161,8 @@ class LostBatchAudit:
 
     def _send_again(self, job_id: str, batches: list[int]) -> None:
         plan = self.jobs.plan(job_id, batches)
-        sent = send_batches(self.app, self.jobs, [plan[index] for index in sorted(plan)])
+        messages = [parse_job_message(plan[index]) for index in sorted(plan)]
+        sent = send_batches(self.app, self.jobs, messages)
         self.jobs.redis.hincrby(keys.job(job_id), "resent_batches", sent)
         log.warning(
             "job %s: batches %s were in no queue, not unacknowledged and not recorded after "

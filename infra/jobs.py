@@ -19,7 +19,6 @@ from bucketvision.infra import keys
 from bucketvision.infra.errors import UserError
 
 JOB_TTL_SECONDS = 30 * 24 * 3600
-FINAL_STATES = ("finished", "failed")  # a job in either state changes no more
 FINALIZE_LOCK_SECONDS = 600
 
 _RECORD_BATCH = """

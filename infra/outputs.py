@@ -36,6 +36,11 @@ def job_file_key(output_prefix: S3Uri, job_id: str, filename: str) -> str:
     return output_prefix.key(JOB_FILES_FOLDER, job_id, filename)
 
 
+def generated_image_key(output_prefix: S3Uri, job_id: str, index: int, seed: int) -> str:
+    """``<output>/generated/<job_id>/<index>-seed<seed>.png``: stable for a job and item."""
+    return output_prefix.key("generated", job_id, f"{index:06d}-seed{seed}.png")
+
+
 def job_folder_uri(output_prefix: S3Uri, job_id: str) -> str:
     """``s3://bucket/<output>/_jobs/<job_id>/``: where a job's files are."""
     return f"s3://{output_prefix.bucket}/{output_prefix.key(JOB_FILES_FOLDER, job_id)}/"

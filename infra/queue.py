@@ -7,19 +7,12 @@ task code (nor TensorFlow); the worker registers its tasks on the same app.
 from __future__ import annotations
 
 from bucketvision.infra.settings import Settings
+from bucketvision.infra.vocabulary import TASK_NAMES
 from celery import Celery
 from kombu import Exchange, Queue
 
 INFERENCE_QUEUE = "inference"
 TRAINING_QUEUE = "training"
-TASK_NAMES = {
-    "classify": "bucketvision.classify",
-    "detect": "bucketvision.detect",
-    "segment": "bucketvision.segment",
-    "generate": "bucketvision.generate",
-    "train": "bucketvision.train",
-    "scheduled_train": "bucketvision.scheduled_train",
-}
 
 
 def _transport_options(visibility_timeout: int) -> dict[str, object]:

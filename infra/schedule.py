@@ -9,40 +9,32 @@ every = "6h"            # or: cron = "0 3 * * *"  (minute hour day month weekday
 epochs = 10             # optional: the family's default otherwise
 min_new_items = 500     # optional: retrain only when the dataset grew by this much
 ```
+
+Any field of a training request (``epochs``, ``minibatch_size``, ``learning_rate``,
+``image_size``, ``seed``, ``tolerance``, ``promote``, ``steps_per_epoch``) may be
+set on an entry. An entry is an :class:`infra.messages.ScheduledTraining`, which is
+also the ``scheduled_train`` message beat sends.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import fields
 from datetime import timedelta
 from typing import Any
 
 from bucketvision.infra.errors import UserError
-from bucketvision.infra.queue import TASK_NAMES, TRAINING_QUEUE
+from bucketvision.infra.messages import MessageError, ScheduledTraining, TrainingRequest
+from bucketvision.infra.queue import TRAINING_QUEUE
+from bucketvision.infra.vocabulary import FAMILY_TASKS, TASK_NAMES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-TASKS = ("classify", "detect", "segment", "generate")
 
 
 class ScheduleError(UserError):
     """The schedule file is unusable; the message names the entry and the field."""
-
-
-@dataclass(frozen=True)
-class TrainEntry:
-    name: str
-    task: str
-    dataset: str
-    every_seconds: float | None = None
-    cron: str | None = None
-    epochs: int | None = None
-    min_new_items: int = 0
-
-    def as_message(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def parse_duration(text: str) -> float:
@@ -53,12 +45,16 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def _entry(raw: dict[str, Any], where: str) -> TrainEntry:
+_SCHEDULE_FIELDS = ("every", "cron", "min_new_items")
+_REQUEST_FIELDS = tuple(item.name for item in fields(TrainingRequest) if item.name != "extra")
+
+
+def _entry(raw: dict[str, Any], where: str) -> ScheduledTraining:
     missing = [name for name in ("name", "task", "dataset") if not raw.get(name)]
     if missing:
         raise ScheduleError(f"{where}: missing {', '.join(missing)}")
-    if raw["task"] not in TASKS:
-        raise ScheduleError(f"{where}: task must be one of {', '.join(TASKS)}")
+    if raw["task"] not in FAMILY_TASKS:
+        raise ScheduleError(f"{where}: task must be one of {', '.join(FAMILY_TASKS)}")
     if not str(raw["dataset"]).startswith("s3://"):
         raise ScheduleError(f"{where}: dataset must be an s3:// URI")
     if ("every" in raw) == ("cron" in raw):
@@ -69,21 +65,22 @@ def _entry(raw: dict[str, Any], where: str) -> TrainEntry:
     every = parse_duration(str(raw["every"])) if "every" in raw else None
     if every is not None and every < 1:
         raise ScheduleError(f"{where}: every must be at least 1s")
-    unknown = set(raw) - {"name", "task", "dataset", "every", "cron", "epochs", "min_new_items"}
+    unknown = set(raw) - {*_SCHEDULE_FIELDS, *_REQUEST_FIELDS}
     if unknown:
         raise ScheduleError(f"{where}: unknown fields {', '.join(sorted(unknown))}")
-    return TrainEntry(
-        name=str(raw["name"]),
-        task=str(raw["task"]),
-        dataset=str(raw["dataset"]),
+    try:
+        request = TrainingRequest.from_json({k: raw[k] for k in _REQUEST_FIELDS if k in raw})
+    except MessageError as error:
+        raise ScheduleError(f"{where}: {error}") from None
+    return ScheduledTraining(
+        request=request,
         every_seconds=every,
         cron=str(cron) if cron is not None else None,
-        epochs=int(raw["epochs"]) if raw.get("epochs") is not None else None,
         min_new_items=int(raw.get("min_new_items", 0)),
     )
 
 
-def load_schedule(path: str) -> list[TrainEntry]:
+def load_schedule(path: str) -> list[ScheduledTraining]:
     """The ``[[train]]`` entries of the TOML file at ``path``."""
     try:
         with open(path, "rb") as handle:
@@ -103,7 +100,7 @@ def load_schedule(path: str) -> list[TrainEntry]:
     return entries
 
 
-def beat_schedule(entries: list[TrainEntry]) -> dict[str, dict[str, Any]]:
+def beat_schedule(entries: list[ScheduledTraining]) -> dict[str, dict[str, Any]]:
     """Celery's ``beat_schedule`` for the entries: one ``scheduled_train`` each."""
     from celery.schedules import crontab
 
@@ -117,7 +114,7 @@ def beat_schedule(entries: list[TrainEntry]) -> dict[str, dict[str, Any]]:
         schedule[f"train {entry.name}"] = {
             "task": TASK_NAMES["scheduled_train"],
             "schedule": when,
-            "args": [entry.as_message()],
+            "args": [entry.to_json()],
             "options": {"queue": TRAINING_QUEUE},
         }
     return schedule

@@ -18,7 +18,6 @@ from bucketvision.infra import keys
 from bucketvision.infra.errors import UserError
 
 RUN_TTL_SECONDS = 30 * 24 * 3600
-TERMINAL_STATES = ("finished", "failed", "skipped")
 LOCK_TTL_SECONDS = 15 * 60  # renewed on every progress report; a dead worker frees it
 
 # Release the lock only if this run still holds it.

@@ -22,8 +22,8 @@ from typing import Any
 
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.s3 import ObjectMissing, S3Store, S3Uri
+from bucketvision.infra.vocabulary import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
 
 

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
+from bucketvision.infra.vocabulary import FAMILY_TASKS
 from bucketvision.models.digits import make_digits
 from bucketvision.models.scenes import Scenes, make_scenes
 from PIL import Image
-
-DATASET_TASKS = ("classify", "detect", "segment", "generate")
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -133,8 +132,8 @@ class SynthesisPlan:
 
 def synthesize_dataset(store: S3Store, uri_text: str, plan: SynthesisPlan) -> dict[str, int]:
     """Generate and upload a dataset for ``plan.task``; returns items written per split."""
-    if plan.task not in DATASET_TASKS:
-        raise UserError(f"--task must be one of {', '.join(DATASET_TASKS)}")
+    if plan.task not in FAMILY_TASKS:
+        raise UserError(f"--task must be one of {', '.join(FAMILY_TASKS)}")
     uri = parse_s3_uri(uri_text)
     store.ensure_bucket(uri.bucket)
     written = {}

@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from bucketvision.infra.errors import UserError
+from bucketvision.infra.vocabulary import ALLOWED_FORMATS
 from bucketvision.models.imaging import Placement, fit_image
 from PIL import Image, UnidentifiedImageError
 
-ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 MAX_JPEG_SCANS = 500  # libjpeg-turbo's suggested scan limit; a normal progressive JPEG has ~10
 MAX_TIFF_VALUES = 1 << 18  # numbers in one TIFF tag (strip/tile tables); Pillow unpacks each
 MAX_RLE_PIXELS = 1 << 23  # RLE BMPs are decoded in pure Python by Pillow (~0.1 us a pixel)
@@ -142,7 +142,7 @@ def _source_format(image: Image.Image) -> str:
 def _open(data: bytes) -> Image.Image:
     """``Image.open`` restricted to ALLOWED_FORMATS, with its failures as DecodeErrors."""
     try:
-        return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        return Image.open(io.BytesIO(data), formats=tuple(ALLOWED_FORMATS))
     except UnidentifiedImageError:
         claimed = next((name for name in ALLOWED_FORMATS if _accepts(name, data)), None)
         if claimed:

@@ -21,8 +21,8 @@ from typing import Any
 
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.s3 import ObjectInfo, ObjectMissing, S3Store, S3Uri, parse_s3_uri
+from bucketvision.infra.vocabulary import FAMILY_TASKS
 
-TASKS = ("classify", "detect", "segment", "generate")
 STATUSES = ("candidate", "promoted", "rejected")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION = re.compile(r"^v(\d+)$")
@@ -172,8 +172,8 @@ class ModelRegistry:
         """
         if parse_model_ref(name)[1] is not None:
             raise RegistryError(f"{name!r}: give the model name without @version")
-        if card_fields.get("task") not in TASKS:
-            raise RegistryError(f"task must be one of {', '.join(TASKS)}")
+        if card_fields.get("task") not in FAMILY_TASKS:
+            raise RegistryError(f"task must be one of {', '.join(FAMILY_TASKS)}")
         self.store.ensure_bucket(self.root.bucket)
         parent = self.current(name)
         version = self.next_version(name)

@@ -17,10 +17,11 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bucketvision.infra.errors import UserError
+from bucketvision.infra.messages import TrainingRequest
 from bucketvision.infra.s3 import S3Store
 from bucketvision.models.datasets import load_dataset
 from bucketvision.models.families import family
@@ -38,29 +39,6 @@ log = logging.getLogger("bucketvision.training")
 
 Progress = Callable[[dict[str, Any]], None]
 PROMOTE_MODES = ("auto", "always", "never")
-
-
-@dataclass(frozen=True)
-class TrainingRequest:
-    """What to train; ``None`` fields take the family's tuned defaults."""
-
-    name: str
-    task: str
-    dataset: str
-    epochs: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    image_size: int | None = None
-    seed: int = 0
-    tolerance: float = 0.0
-    promote: str = "auto"
-    steps_per_epoch: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> TrainingRequest:
-        known = {name for name in cls.__dataclass_fields__}
-        return cls(**{key: value for key, value in body.items() if key in known})
 
 
 @dataclass(frozen=True)
@@ -166,7 +144,7 @@ def run_training(
     report({"stage": "training", "epoch": 0, "counts": loaded.layout.counts()})
     options = TrainOptions(
         epochs=request.epochs,
-        batch_size=request.batch_size,
+        batch_size=request.minibatch_size,
         learning_rate=request.learning_rate,
         seed=request.seed,
         callbacks=[_progress_callback(report)],

@@ -73,7 +73,13 @@ def run_beat(settings: Settings, *, loglevel: str = "INFO", quiet: bool = False)
     os.makedirs(settings.model_cache_dir, exist_ok=True)
     for entry in entries:
         when = f"every {entry.every_seconds:g} s" if entry.every_seconds else f"cron {entry.cron}"
-        log.info("scheduled: train %s (%s) on %s, %s", entry.name, entry.task, entry.dataset, when)
+        log.info(
+            "scheduled: train %s (%s) on %s, %s",
+            entry.name,
+            entry.request.task,
+            entry.request.dataset,
+            when,
+        )
     try:
         Beat(
             app=app,

@@ -16,6 +16,7 @@ import redis
 from bucketvision.infra.errors import EXIT_USAGE, UserError
 from bucketvision.infra.logs import configure_logging, leave_logging_to_us
 from bucketvision.infra.settings import Settings
+from bucketvision.infra.vocabulary import INFERENCE_TASKS
 from bucketvision.producer.cli_models import add_model_commands
 from bucketvision.producer.cli_support import clients, report_job
 
@@ -146,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     submit = sub.add_parser("submit", help="run a task over every image under an S3 prefix")
-    submit.add_argument("--task", required=True, choices=["classify", "detect", "segment"])
+    submit.add_argument("--task", required=True, choices=INFERENCE_TASKS)
     submit.add_argument("--input", required=True, help="s3://BUCKET/PREFIX/")
     submit.add_argument("--output", help="s3://BUCKET/PREFIX/ (default s3://BUCKET/results/...)")
     submit.add_argument("--model", help="NAME[@VERSION] (default: the task's default model)")
@@ -166,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = sub.add_parser("watch", help="process every object that lands under a prefix, once")
     watch.add_argument("input", help="s3://BUCKET/incoming/")
-    watch.add_argument("--task", required=True, choices=["classify", "detect", "segment"])
+    watch.add_argument("--task", required=True, choices=INFERENCE_TASKS)
     watch.add_argument("--output", required=True, help="s3://BUCKET/results/")
     watch.add_argument("--model", help="NAME (CURRENT is pinned per cycle)")
     watch.add_argument("--interval", type=float, default=5.0, help="seconds between cycles")

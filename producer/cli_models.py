@@ -9,15 +9,14 @@ from typing import Any
 
 from bucketvision.infra.errors import EXIT_FAILED
 from bucketvision.infra.settings import Settings
+from bucketvision.infra.vocabulary import FAMILY_TASKS
 from bucketvision.producer.cli_support import CommandError, clients, report_job
-
-TASKS = ["classify", "detect", "segment", "generate"]
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from bucketvision.infra.messages import TrainingRequest
     from bucketvision.infra.queue import make_celery
     from bucketvision.infra.training_runs import TrainingRuns
-    from bucketvision.models.training import TrainingRequest
     from bucketvision.producer.train import format_run, submit_training, wait_for_training
 
     request = TrainingRequest(
@@ -25,7 +24,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         task=args.task,
         dataset=args.dataset,
         epochs=args.epochs,
-        batch_size=args.batch_size,
+        minibatch_size=args.batch_size,
         learning_rate=args.learning_rate,
         image_size=args.image_size,
         seed=args.seed,
@@ -144,7 +143,7 @@ def cmd_datasets(args: argparse.Namespace, settings: Settings) -> int:
 def _add_train(sub: Any) -> None:
     train = sub.add_parser("train", help="train a new model version from a dataset in S3")
     train.add_argument("name", help="model name; each run adds a version")
-    train.add_argument("--task", required=True, choices=TASKS)
+    train.add_argument("--task", required=True, choices=FAMILY_TASKS)
     train.add_argument("--dataset", required=True, help="s3://BUCKET/datasets/X/ (DESIGN layout)")
     train.add_argument("--epochs", type=int, help="default: the family's tuned default")
     train.add_argument("--batch-size", type=int)
@@ -219,7 +218,7 @@ def add_model_commands(sub: Any) -> None:
     datasets = sub.add_parser("datasets", help="synthetic datasets for demos and tests")
     datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True)
     make = datasets_sub.add_parser("make", help="write digits or shape scenes in a task's layout")
-    make.add_argument("--task", required=True, choices=TASKS)
+    make.add_argument("--task", required=True, choices=FAMILY_TASKS)
     make.add_argument("--output", required=True, help="s3://BUCKET/datasets/NAME/")
     make.add_argument("--count", type=int, default=1000)
     make.add_argument("--seed", type=int, default=1)

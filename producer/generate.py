@@ -8,15 +8,22 @@ turn (or only ``--label``).
 from __future__ import annotations
 
 import secrets
-import time
 from dataclasses import dataclass
 
-from bucketvision.infra.batches import send_batches
 from bucketvision.infra.jobs import JobStore
+from bucketvision.infra.messages import GenerateItem, GenerateMessage
 from bucketvision.infra.s3 import S3Store, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
 from bucketvision.models.registry import ModelRegistry
-from bucketvision.producer.submit import SubmitError, SubmittedJob, chunk, new_job_id
+from bucketvision.producer.submit import (
+    JobPlan,
+    SubmitError,
+    SubmittedJob,
+    check_bucket,
+    chunk,
+    new_job_id,
+    start_job,
+)
 from celery import Celery
 
 MAX_COUNT = 1_000_000
@@ -59,14 +66,8 @@ def submit_generate(
     """Validate, pin the generator, record the job and enqueue its batches."""
     if not 1 <= request.count <= MAX_COUNT:
         raise SubmitError(f"--count must be between 1 and {MAX_COUNT}, not {request.count}")
-    try:
-        output = parse_s3_uri(request.output)
-    except ValueError as error:
-        raise SubmitError(str(error)) from None
-    if not store.bucket_exists(output.bucket):
-        raise SubmitError(
-            f"bucket {output.bucket!r} does not exist (or is not visible with these credentials)"
-        )
+    output = parse_s3_uri(request.output)
+    check_bucket(store, output.bucket)
     model = registry.resolve(request.model or DEFAULT_MODELS["generate"], task="generate")
     conditional = bool(model.card.get("conditional"))
     labels = _labels_for(
@@ -74,35 +75,20 @@ def submit_generate(
     )
     first_seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
     items = [
-        {"index": index, "seed": first_seed + index, "label": labels[index]}
-        for index in range(request.count)
+        GenerateItem(index, first_seed + index, labels[index]) for index in range(request.count)
     ]
-    batches = chunk(items, request.batch_size)
     job_id = new_job_id()
-    jobs.create(
+    messages = [
+        GenerateMessage(job_id, index, output, str(model), tuple(batch))
+        for index, batch in enumerate(chunk(items, request.batch_size))
+    ]
+    job = JobPlan(
         job_id,
-        {
-            "task": "generate",
-            "model": str(model),
-            "input": f"seed {first_seed}",
-            "output": str(output),
-            "total": request.count,
-            "batches": len(batches),
-            "batch_size": request.batch_size,
-            "item_outputs": 0,
-        },
+        "generate",
+        str(model),
+        f"seed {first_seed}",
+        output,
+        request.count,
+        request.batch_size,
     )
-    messages = (
-        {
-            "job_id": job_id,
-            "batch": index,
-            "task": "generate",
-            "output": str(output),
-            "model": str(model),
-            "items": batch,
-            "enqueued_at": time.time(),
-        }
-        for index, batch in enumerate(batches)
-    )
-    send_batches(app, jobs, messages)
-    return SubmittedJob(job_id, request.count, len(batches), str(model), str(output))
+    return start_job(app, jobs, job, messages, item_outputs=False)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bucketvision.infra.jobs import FINAL_STATES, JobNotFound, parse_jsonl
+from bucketvision.infra.jobs import JobNotFound, parse_jsonl
 from bucketvision.infra.outputs import (
     MANIFEST_FILE,
     REPORT_FILE,
@@ -27,6 +27,7 @@ from bucketvision.infra.outputs import (
 )
 from bucketvision.infra.s3 import ObjectMissing, S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import Settings
+from bucketvision.infra.vocabulary import FINAL_STATES
 from bucketvision.producer.cli_support import CommandError
 from bucketvision.producer.report_thumbs import Tile, label_colours, make_tile
 

@@ -7,10 +7,11 @@ import time
 from typing import Any
 
 from bucketvision.infra.errors import WaitTimedOut
-from bucketvision.infra.jobs import FINAL_STATES, JobStore
+from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.outages import OUTAGE_ERRORS, Backoff
 from bucketvision.infra.outputs import MANIFEST_FILE, SUMMARY_FILE, job_file_uri
 from bucketvision.infra.s3 import parse_s3_uri
+from bucketvision.infra.vocabulary import FINAL_STATES
 
 
 def job_status(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:

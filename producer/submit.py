@@ -13,18 +13,16 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
 
 from bucketvision.infra.batches import send_batches
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.jobs import JobStore
+from bucketvision.infra.messages import BatchMessage, JobMessage
 from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
+from bucketvision.infra.vocabulary import IMAGE_PATTERNS, INFERENCE_TASKS
 from bucketvision.models.registry import ModelRegistry
 from celery import Celery
-
-IMAGE_PATTERNS = ("*.jpg", "*.jpeg", "*.png", "*.gif", "*.webp", "*.bmp", "*.tif", "*.tiff")
-INFERENCE_TASKS = ("classify", "detect", "segment")
 
 
 class SubmitError(UserError):
@@ -91,52 +89,39 @@ def new_job_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
-def batch_messages(
-    job_id: str,
-    task: str,
-    batches: list[list[str]],
-    input_uri: S3Uri,
-    output_uri: S3Uri,
-    model: str,
-    item_outputs: bool,
-) -> Iterator[dict[str, Any]]:
-    """The task bodies; ``enqueued_at`` is stamped again just before each is sent."""
-    for index, keys in enumerate(batches):
-        yield {
-            "job_id": job_id,
-            "batch": index,
-            "task": task,
-            "keys": keys,
-            "input": str(input_uri),
-            "output": str(output_uri),
-            "model": model,
-            "item_outputs": item_outputs,
-            "enqueued_at": time.time(),
-        }
+def check_target(store: S3Store, task: str, input: str, output: str | None) -> tuple[S3Uri, S3Uri]:
+    """The input and output prefixes of an inference job (submit or watch), checked.
+
+    The task must be an inference task, both URIs well formed, the output apart from
+    the input (results would mix with inputs), and both buckets visible.
+    """
+    if task not in INFERENCE_TASKS:
+        raise SubmitError(f"--task must be one of {', '.join(INFERENCE_TASKS)}")
+    input_uri = parse_s3_uri(input)
+    output_uri = parse_s3_uri(output) if output else default_output(input_uri)
+    if (output_uri.bucket, output_uri.prefix) == (input_uri.bucket, input_uri.prefix):
+        raise SubmitError(
+            "--output must differ from --input (results would mix with inputs); "
+            "use a sibling prefix such as s3://BUCKET/results/"
+        )
+    for bucket in sorted({input_uri.bucket, output_uri.bucket}):
+        check_bucket(store, bucket)
+    return input_uri, output_uri
+
+
+def check_bucket(store: S3Store, bucket: str) -> None:
+    if not store.bucket_exists(bucket):
+        raise SubmitError(
+            f"bucket {bucket!r} does not exist (or is not visible with these "
+            "credentials); check the URI and BV_S3_ENDPOINT_URL"
+        )
 
 
 def submit_job(
     request: JobRequest, *, app: Celery, store: S3Store, jobs: JobStore, registry: ModelRegistry
 ) -> SubmittedJob:
     """Validate, list, pin the model, record the job and enqueue its batches."""
-    if request.task not in INFERENCE_TASKS:
-        raise SubmitError(f"--task must be one of {', '.join(INFERENCE_TASKS)}")
-    try:
-        input_uri = parse_s3_uri(request.input)
-        output_uri = parse_s3_uri(request.output) if request.output else default_output(input_uri)
-    except ValueError as error:
-        raise SubmitError(str(error)) from None
-    if (output_uri.bucket, output_uri.prefix) == (input_uri.bucket, input_uri.prefix):
-        raise SubmitError(
-            "--output must differ from --input (results would mix with inputs); "
-            "use a sibling prefix such as s3://BUCKET/results/"
-        )
-    for bucket in {input_uri.bucket, output_uri.bucket}:
-        if not store.bucket_exists(bucket):
-            raise SubmitError(
-                f"bucket {bucket!r} does not exist (or is not visible with these "
-                "credentials); check the URI and BV_S3_ENDPOINT_URL"
-            )
+    input_uri, output_uri = check_target(store, request.task, request.input, request.output)
     model = registry.resolve(request.model or DEFAULT_MODELS[request.task], task=request.task)
     if not store.exists(*registry.model_key(model.name, model.version)):
         raise SubmitError(
@@ -181,21 +166,49 @@ def enqueue_job(
 
     A caller that must clean up after a failed send (the watcher) passes its own ``job_id``.
     """
-    batches = chunk(keys, batch_size)
     job_id = job_id or new_job_id()
+    messages = [
+        BatchMessage(job_id, index, task, tuple(batch), input_uri, output_uri, model, item_outputs)
+        for index, batch in enumerate(chunk(keys, batch_size))
+    ]
+    job = JobPlan(job_id, task, model, str(input_uri), output_uri, len(keys), batch_size)
+    return start_job(app, jobs, job, messages, item_outputs=item_outputs)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What the job record says of a job before its first batch runs."""
+
+    job_id: str
+    task: str
+    model: str
+    input: str  # the input prefix, or what a generate job starts from ("seed N")
+    output: S3Uri
+    total: int
+    batch_size: int
+
+
+def start_job(
+    app: Celery,
+    jobs: JobStore,
+    job: JobPlan,
+    messages: Sequence[JobMessage],
+    *,
+    item_outputs: bool,
+) -> SubmittedJob:
+    """Record the job (state ``queued``), then send its batch messages (submit and generate)."""
     jobs.create(
-        job_id,
+        job.job_id,
         {
-            "task": task,
-            "model": model,
-            "input": str(input_uri),
-            "output": str(output_uri),
-            "total": len(keys),
-            "batches": len(batches),
-            "batch_size": batch_size,
+            "task": job.task,
+            "model": job.model,
+            "input": job.input,
+            "output": str(job.output),
+            "total": job.total,
+            "batches": len(messages),
+            "batch_size": job.batch_size,
             "item_outputs": int(item_outputs),
         },
     )
-    messages = batch_messages(job_id, task, batches, input_uri, output_uri, model, item_outputs)
     send_batches(app, jobs, messages)
-    return SubmittedJob(job_id, len(keys), len(batches), model, str(output_uri))
+    return SubmittedJob(job.job_id, job.total, len(messages), job.model, str(job.output))

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict
 from typing import Any
 
 from bucketvision.infra.errors import UserError, WaitTimedOut
-from bucketvision.infra.queue import TASK_NAMES, TRAINING_QUEUE
+from bucketvision.infra.messages import TrainingMessage, TrainingRequest
+from bucketvision.infra.queue import TRAINING_QUEUE
 from bucketvision.infra.s3 import S3Store, parse_s3_uri
-from bucketvision.infra.training_runs import TERMINAL_STATES, TrainingRuns, new_run_id
+from bucketvision.infra.training_runs import TrainingRuns, new_run_id
+from bucketvision.infra.vocabulary import FINAL_STATES, TASK_NAMES
 from bucketvision.models.dataset_layouts import read_layout
 from bucketvision.models.registry import (
     ModelNotFound,
@@ -23,7 +24,7 @@ from bucketvision.models.registry import (
     RegistryError,
     parse_model_ref,
 )
-from bucketvision.models.training import PROMOTE_MODES, TrainingRequest
+from bucketvision.models.training import PROMOTE_MODES
 from celery import Celery
 
 
@@ -56,11 +57,10 @@ def submit_training(
         )
     layout = read_layout(store, parse_s3_uri(request.dataset), request.task)
     run_id = new_run_id(name)
-    body = asdict(request)
-    runs.create(run_id, body)
+    runs.create(run_id, request.to_json())
     runs.update(run_id, counts=layout.counts())
-    message = {"run_id": run_id, "request": body, "enqueued_at": time.time()}
-    app.send_task(TASK_NAMES["train"], args=[message], queue=TRAINING_QUEUE)
+    message = TrainingMessage(run_id, request, enqueued_at=time.time())
+    app.send_task(TASK_NAMES["train"], args=[message.to_json()], queue=TRAINING_QUEUE)
     return run_id, layout.counts()
 
 
@@ -107,7 +107,7 @@ def wait_for_training(
             logs = record.get("logs") or {}
             bar.set_description_str(f"{run_id} {record.get('stage') or record['state']}")
             bar.set_postfix({k: f"{v:.4g}" for k, v in list(logs.items())[:4]}, refresh=True)
-            if record["state"] in TERMINAL_STATES:
+            if record["state"] in FINAL_STATES:
                 return record
             now = time.monotonic()
             state = (record["state"], record.get("stage"), record.get("epoch"))

@@ -26,11 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bucketvision.infra.jobs import FINAL_STATES, JobStore
+from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.outages import OUTAGE_ERRORS, Backoff
 from bucketvision.infra.outputs import relative_key
 from bucketvision.infra.s3 import ObjectInfo, S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
+from bucketvision.infra.vocabulary import FINAL_STATES
 from bucketvision.models.registry import ModelRegistry
 from bucketvision.producer.submit import (
     IMAGE_PATTERNS,

@@ -10,59 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import Any
 
+from bucketvision.infra.messages import GenerateItem, GenerateMessage
 from bucketvision.infra.outputs import manifest_line
-from bucketvision.infra.s3 import S3Store, S3Uri, StorageError, StorageUnavailable, parse_s3_uri
+from bucketvision.infra.s3 import S3Store, StorageError, StorageUnavailable
 from bucketvision.worker.pipeline import BatchOutcome
-
-
-@dataclass(frozen=True)
-class GenerateItem:
-    index: int
-    seed: int
-    label: int | None = None
-
-
-@dataclass(frozen=True)
-class GenerateMessage:
-    """The JSON body of a generate task (see producer.generate)."""
-
-    job_id: str
-    batch: int
-    output: S3Uri
-    model: str
-    items: list[GenerateItem]
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> GenerateMessage:
-        try:
-            return cls(
-                job_id=str(body["job_id"]),
-                batch=int(body["batch"]),
-                output=parse_s3_uri(body["output"]),
-                model=str(body["model"]),
-                items=[
-                    GenerateItem(
-                        int(item["index"]),
-                        int(item["seed"]),
-                        None if item.get("label") is None else int(item["label"]),
-                    )
-                    for item in body["items"]
-                ],
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ValueError(f"malformed generate message: {error}") from None
-
-    @property
-    def keys(self) -> list[str]:
-        return [image_key(self.output, self.job_id, item) for item in self.items]
-
-
-def image_key(output: S3Uri, job_id: str, item: GenerateItem) -> str:
-    """``<output>/generated/<job_id>/<index>-seed<seed>.png``: stable for a job and item."""
-    return output.key("generated", job_id, f"{item.index:06d}-seed{item.seed}.png")
 
 
 def run_generate_batch(

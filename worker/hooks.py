@@ -19,20 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bucketvision.infra.logs import bind_context, reset_context
+from bucketvision.infra.vocabulary import BATCH_TASKS, TRAINING_TASKS, short_task_name
+from bucketvision.worker.reports import BatchReport, TrainingReport
 from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 
 if TYPE_CHECKING:  # importing it loads prometheus_client: only with BV_METRICS_PORT
     from bucketvision.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("bucketvision.worker")
-
-INFERENCE_TASKS = ("classify", "detect", "segment", "generate")
-TRAINING_TASKS = ("train", "scheduled_train")
-
-
-def short_name(task_name: str) -> str:
-    """``bucketvision.classify`` -> ``classify``."""
-    return task_name.rsplit(".", 1)[-1]
 
 
 def message_body(args: Sequence[Any] | None) -> Mapping[str, Any]:
@@ -68,7 +62,7 @@ class TaskHooks:
     def before(
         self, task_id: str = "", task: Any = None, args: Sequence[Any] | None = None, **_: Any
     ) -> None:
-        name = short_name(getattr(task, "name", "") or "")
+        name = short_task_name(getattr(task, "name", "") or "")
         body = message_body(args)
         token = bind_context(
             task_id=task_id or None,
@@ -100,7 +94,8 @@ class TaskHooks:
         try:
             if self.metrics is not None:
                 seconds = self.timer() - started if started is not None else 0.0
-                self.record(short_name(getattr(task, "name", "") or ""), retval, state, seconds)
+                name = short_task_name(getattr(task, "name", "") or "")
+                self.record(name, retval, state, seconds)
         except Exception:
             log.exception("could not record the metrics of task %s", task_id)
         finally:
@@ -115,37 +110,36 @@ class TaskHooks:
         if metrics is None:
             return
         try:
-            if isinstance(result, Mapping) and name in INFERENCE_TASKS:
-                self._record_batch(metrics, name, result, seconds)
-            elif isinstance(result, Mapping) and name in TRAINING_TASKS and result.get("outcome"):
-                metrics.record_training(
-                    str(result.get("model")),
-                    str(result.get("task")),
-                    str(result["outcome"]),
-                    result.get("metrics"),
-                )
+            if isinstance(result, Mapping) and name in BATCH_TASKS:
+                self._record_batch(metrics, name, BatchReport.from_json(dict(result)), seconds)
+            elif isinstance(result, Mapping) and name in TRAINING_TASKS:
+                training = TrainingReport.from_json(dict(result))
+                if training.outcome:
+                    metrics.record_training(
+                        training.model, training.task, training.outcome, training.metrics
+                    )
         finally:  # last: once a task is counted, everything it reported is recorded
             metrics.record_task(name, state or "unknown")
 
     def _record_batch(
-        self, metrics: WorkerMetrics, name: str, result: Mapping[str, Any], seconds: float
+        self, metrics: WorkerMetrics, name: str, report: BatchReport, seconds: float
     ) -> None:
-        if int(result.get("attempt") or 1) > 1:
+        if report.attempt > 1:
             metrics.record_redelivery(name)
-        if result.get("job_finished"):
-            metrics.record_job_finished(name, str(result["job_finished"]))
-        if "items" not in result:  # dropped, or recorded by an earlier attempt
+        if report.job_finished:
+            metrics.record_job_finished(name, report.job_finished)
+        if report.items is None:  # dropped, or recorded by an earlier attempt
             return
         metrics.record_batch(
             name,
-            size=int(result["items"]),
+            size=report.items,
             seconds=seconds,
-            stage_seconds=result.get("stage_seconds") or {},
-            counts=result.get("counts") if result.get("recorded") else None,
-            dead_letter=bool(result.get("dead_letter")),
+            stage_seconds=report.stage_seconds,
+            counts=report.counts if report.recorded else None,
+            dead_letter=report.dead_letter,
         )
-        model = result.get("model")
-        if isinstance(model, str) and "@" in model and not result.get("dead_letter"):
+        model = report.model
+        if "@" in model and not report.dead_letter:
             loaded = self.loaded_models() if self.loaded_models else [model]
             metrics.record_models({model: name} if model in loaded else {}, loaded)
 

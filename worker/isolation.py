@@ -25,10 +25,8 @@ from typing import Any
 import redis
 from bucketvision.infra import keys
 from bucketvision.infra.jobs import JOB_TTL_SECONDS
-from bucketvision.worker.generation import GenerateMessage
-from bucketvision.worker.pipeline import BatchMessage, BatchOutcome, dead_letter
-
-Message = BatchMessage | GenerateMessage
+from bucketvision.infra.messages import GenerateMessage, JobMessage
+from bucketvision.worker.pipeline import BatchOutcome, dead_letter
 
 # KEYS[1] = the ledger: the item in flight when the last delivery's worker died
 # takes the blame for that death, once (a concurrent delivery finds nothing left).
@@ -83,21 +81,21 @@ class IsolationLedger:
         self.redis.delete(self.key)
 
 
-def single_items(message: Message) -> list[Message]:
+def single_items(message: JobMessage) -> list[JobMessage]:
     """The message split into one message per item (same job, batch and model)."""
     if isinstance(message, GenerateMessage):
-        return [dataclasses.replace(message, items=[item]) for item in message.items]
-    return [dataclasses.replace(message, keys=[key]) for key in message.keys]
+        return [dataclasses.replace(message, items=(item,)) for item in message.items]
+    return [dataclasses.replace(message, keys=(key,)) for key in message.keys]
 
 
 def run_isolated(
-    message: Message,
+    message: JobMessage,
     *,
     attempt: int,
     deaths: int,
     max_attempts: int,
     ledger: IsolationLedger,
-    run_one: Callable[[Message], BatchOutcome],
+    run_one: Callable[[JobMessage], BatchOutcome],
 ) -> BatchOutcome:
     """Run a batch whose worker died ``deaths`` times one item at a time (see module doc).
 

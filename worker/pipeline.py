@@ -17,42 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from bucketvision.infra.messages import BatchMessage
 from bucketvision.infra.outputs import item_output_key, manifest_line
-from bucketvision.infra.s3 import S3Store, S3Uri, StorageError, StorageUnavailable, parse_s3_uri
+from bucketvision.infra.s3 import S3Store, StorageError, StorageUnavailable
 from bucketvision.models.decoding import DecodedImage, DecodeError, decode_image
 from bucketvision.models.family import ItemFile, ServedModel
-
-BatchModel = ServedModel
-
-
-@dataclass(frozen=True)
-class BatchMessage:
-    """The JSON body of an inference task (see producer.submit)."""
-
-    job_id: str
-    batch: int
-    task: str
-    keys: list[str]
-    input: S3Uri
-    output: S3Uri
-    model: str
-    item_outputs: bool = True
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> BatchMessage:
-        try:
-            return cls(
-                job_id=str(body["job_id"]),
-                batch=int(body["batch"]),
-                task=str(body["task"]),
-                keys=[str(key) for key in body["keys"]],
-                input=parse_s3_uri(body["input"]),
-                output=parse_s3_uri(body["output"]),
-                model=str(body["model"]),
-                item_outputs=bool(body.get("item_outputs", True)),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ValueError(f"malformed batch message: {error}") from None
 
 
 @dataclass
@@ -96,7 +65,7 @@ class BatchOutcome:
 
 
 def _fetch_and_decode(
-    store: S3Store, bucket: str, item: ItemState, model: BatchModel, limits: Limits
+    store: S3Store, bucket: str, item: ItemState, model: ServedModel, limits: Limits
 ) -> ItemState:
     start = time.perf_counter()
     try:
@@ -151,7 +120,7 @@ def _upload_result(store: S3Store, message: BatchMessage, item: ItemState) -> It
     return item
 
 
-def _post_process(model: BatchModel, item: ItemState, output: Any) -> None:
+def _post_process(model: ServedModel, item: ItemState, output: Any) -> None:
     """The item's result and files from its raw output (encoding PNGs runs in threads)."""
     try:
         produced = model.result(output, item.decoded)
@@ -164,7 +133,7 @@ def _post_process(model: BatchModel, item: ItemState, output: Any) -> None:
 def _stream(
     message: BatchMessage,
     items: list[ItemState],
-    model: BatchModel,
+    model: ServedModel,
     *,
     store: S3Store,
     pool: Executor,
@@ -201,7 +170,7 @@ def _stream(
     return infer_seconds
 
 
-def _infer_group(model: BatchModel, group: list[ItemState], pool: Executor) -> float:
+def _infer_group(model: ServedModel, group: list[ItemState], pool: Executor) -> float:
     """One forward pass over ``group``, then its post-processing in threads."""
     started = time.perf_counter()
     try:
@@ -220,7 +189,7 @@ def run_batch(
     message: BatchMessage,
     *,
     store: S3Store,
-    load_model: Callable[[str], BatchModel],
+    load_model: Callable[[str], ServedModel],
     pool: Executor,
     limits: Limits,
     attempt: int,

@@ -4,24 +4,27 @@ Outages (Redis or S3 unreachable) are ridden out around the plain functions by
 :func:`infra.outages.ride_out`, not inside them; at-least-once delivery and the
 idempotent job store make a repeated or redelivered batch safe.
 
-What a task returns says what happened (task, model, attempt, items and their
-counts, stage seconds, whether this run recorded the batch or finished the job);
-the task hooks (:mod:`worker.hooks`) turn it into metrics.
+What a task returns says what happened, as a typed report
+(:mod:`bucketvision.worker.reports`); the task hooks (:mod:`bucketvision.worker.hooks`)
+turn it into metrics.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
-from bucketvision.infra.jobs import JobNotFound
+from bucketvision.infra.jobs import BatchStart, JobNotFound
+from bucketvision.infra.messages import GenerateMessage, JobMessage, parse_job_message
 from bucketvision.infra.outages import OUTAGE_ERRORS, ride_out
-from bucketvision.infra.queue import TASK_NAMES
+from bucketvision.infra.vocabulary import BATCH_TASKS, TASK_NAMES
 from bucketvision.worker.finalize import finalize_job
-from bucketvision.worker.generation import GenerateMessage, run_generate_batch
+from bucketvision.worker.generation import run_generate_batch
 from bucketvision.worker.isolation import IsolationLedger, run_isolated
-from bucketvision.worker.pipeline import BatchMessage, BatchOutcome, gave_up, run_batch
+from bucketvision.worker.pipeline import BatchOutcome, gave_up, run_batch
+from bucketvision.worker.reports import BatchReport
 from bucketvision.worker.runtime import WorkerRuntime, get_runtime
 from bucketvision.worker.training_task import handle_training
 from celery import Celery
@@ -45,9 +48,7 @@ def _finalize(runtime: WorkerRuntime, job_id: str) -> str | None:
     return str(summary["state"]) if summary else None
 
 
-def _run(
-    runtime: WorkerRuntime, message: BatchMessage | GenerateMessage, attempt: int
-) -> BatchOutcome:
+def _run(runtime: WorkerRuntime, message: JobMessage, attempt: int) -> BatchOutcome:
     if isinstance(message, GenerateMessage):
         return run_generate_batch(
             message,
@@ -66,7 +67,7 @@ def _run(
     )
 
 
-def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
+def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
     """Run one batch of a job (classify, detect, segment or generate) and record it once.
 
     An outage (S3 or Redis unreachable) is ridden out in process for
@@ -76,18 +77,9 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
     the broker's visibility timeout.
     """
     runtime = get_runtime()
-    message: BatchMessage | GenerateMessage = (
-        GenerateMessage.from_json(body)
-        if body.get("task") == "generate"
-        else BatchMessage.from_json(body)
-    )
+    message = parse_job_message(body)
     where = f"batch {message.batch} of job {message.job_id}"
-    about = {
-        "job_id": message.job_id,
-        "batch": message.batch,
-        "task": getattr(message, "task", "generate"),
-        "model": message.model,
-    }
+    report = BatchReport(message.job_id, message.batch, message.task, message.model)
     within = runtime.settings.outage_seconds
     try:
         start = _ride_out_or_requeue(
@@ -95,8 +87,8 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
         )
     except JobNotFound as error:
         log.warning("dropping %s: %s", where, error)
-        return {**about, "dropped": True}
-    attempt = start.attempt
+        return replace(report, dropped=True)
+    report = replace(report, attempt=start.attempt)
     if start.already_recorded:
         # Redelivered after its results were recorded (e.g. the ack was lost): only make
         # sure the job gets finalised.
@@ -104,33 +96,8 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
         finished = _ride_out_or_requeue(
             lambda: finalize_if_complete(runtime, message.job_id), where, within
         )
-        return {**about, "recorded": False, "attempt": attempt, "job_finished": finished}
-    ledger = None
-    if start.worker_deaths:
-        ledger = IsolationLedger(runtime.jobs.redis, message.job_id, message.batch)
-        _ride_out_or_requeue(ledger.charge_death, where, within)
-
-    def run() -> BatchOutcome:
-        if ledger is None:
-            return _run(runtime, message, attempt)
-        log.warning(
-            "%s: its worker died %d times; running it one item at a time",
-            where,
-            start.worker_deaths,
-        )
-        return run_isolated(
-            message,
-            attempt=attempt,
-            deaths=start.worker_deaths,
-            max_attempts=runtime.settings.max_attempts,
-            ledger=ledger,
-            run_one=lambda part: _run(runtime, part, attempt),
-        )
-
-    try:
-        outcome = ride_out(run, where, within_seconds=within)
-    except OUTAGE_ERRORS as error:
-        outcome = gave_up(message, attempt, error, within)
+        return replace(report, job_finished=finished)
+    outcome, ledger = _run_delivery(runtime, message, start, where)
 
     def record() -> tuple[bool, str | None]:
         recorded = runtime.jobs.record_batch(
@@ -142,17 +109,48 @@ def handle_inference_batch(body: dict[str, Any]) -> dict[str, Any]:
         return recorded.first_time, finished
 
     first_time, finished = _ride_out_or_requeue(record, where, within)
-    return {
-        **about,
-        "recorded": first_time,
-        "attempt": attempt,
-        "items": len(outcome.lines),
-        "counts": outcome.counts(),
-        "stage_seconds": outcome.stage_seconds,
-        "dead_letter": outcome.dead_lettered() > 0,
-        "dead_lettered_items": outcome.dead_lettered(),
-        "job_finished": finished,
-    }
+    return replace(
+        report,
+        recorded=first_time,
+        items=len(outcome.lines),
+        counts=outcome.counts(),
+        stage_seconds=outcome.stage_seconds,
+        dead_lettered_items=outcome.dead_lettered(),
+        job_finished=finished,
+    )
+
+
+def _run_delivery(
+    runtime: WorkerRuntime, message: JobMessage, start: BatchStart, where: str
+) -> tuple[BatchOutcome, IsolationLedger | None]:
+    """This delivery's outcome: whole, or one item at a time after a worker death."""
+    within = runtime.settings.outage_seconds
+    ledger = None
+    if start.worker_deaths:
+        ledger = IsolationLedger(runtime.jobs.redis, message.job_id, message.batch)
+        _ride_out_or_requeue(ledger.charge_death, where, within)
+
+    def run() -> BatchOutcome:
+        if ledger is None:
+            return _run(runtime, message, start.attempt)
+        log.warning(
+            "%s: its worker died %d times; running it one item at a time",
+            where,
+            start.worker_deaths,
+        )
+        return run_isolated(
+            message,
+            attempt=start.attempt,
+            deaths=start.worker_deaths,
+            max_attempts=runtime.settings.max_attempts,
+            ledger=ledger,
+            run_one=lambda part: _run(runtime, part, start.attempt),
+        )
+
+    try:
+        return ride_out(run, where, within_seconds=within), ledger
+    except OUTAGE_ERRORS as error:
+        return gave_up(message, start.attempt, error, within), ledger
 
 
 def _ride_out_or_requeue(call: Callable[[], T], where: str, within: float) -> T:
@@ -165,7 +163,7 @@ def _ride_out_or_requeue(call: Callable[[], T], where: str, within: float) -> T:
 
 def register_tasks(app: Celery) -> None:
     """Register the worker's tasks on ``app`` under their stable names."""
-    for task in ("classify", "detect", "segment", "generate"):
+    for task in BATCH_TASKS:
         app.task(name=TASK_NAMES[task])(_inference_task)
 
     # Training is not retried on infrastructure errors: the run is recorded as failed.
@@ -174,14 +172,14 @@ def register_tasks(app: Celery) -> None:
 
 
 def _inference_task(message: dict[str, Any]) -> dict[str, Any]:
-    return handle_inference_batch(message)
+    return handle_inference_batch(message).to_json()
 
 
 def _training_task(body: dict[str, Any]) -> dict[str, Any]:
-    return handle_training(body)
+    return handle_training(body).to_json()
 
 
 def _scheduled_training_task(body: dict[str, Any]) -> dict[str, Any]:
     from bucketvision.worker.scheduled import handle_scheduled_train
 
-    return handle_scheduled_train(body)
+    return handle_scheduled_train(body).to_json()

@@ -12,38 +12,42 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
-from bucketvision.infra.training_runs import TERMINAL_STATES, RunNotFound, TrainingRuns
-from bucketvision.models.training import TrainingRequest, run_training
+from bucketvision.infra.messages import TrainingMessage
+from bucketvision.infra.training_runs import RunNotFound, TrainingRuns
+from bucketvision.infra.vocabulary import FINAL_STATES
+from bucketvision.models.training import run_training
+from bucketvision.worker.reports import TrainingReport
 from bucketvision.worker.runtime import get_runtime
 
 log = logging.getLogger("bucketvision.training")
 
 
-def handle_training(body: dict[str, Any]) -> dict[str, Any]:
-    """Train as ``body["request"]`` asks and record the outcome under ``body["run_id"]``."""
+def handle_training(body: dict[str, Any]) -> TrainingReport:
+    """Train as the :class:`TrainingMessage` in ``body`` asks and record the outcome."""
     runtime = get_runtime()
-    run_id = str(body["run_id"])
+    message = TrainingMessage.from_json(body)
+    run_id, request = message.run_id, message.request
     runs = TrainingRuns(runtime.jobs.redis)
-    request = TrainingRequest.from_json(dict(body["request"]))
-    about = {"run_id": run_id, "model": request.name, "task": request.task}
+    about = TrainingReport(request.name, request.task, "queued", run_id=run_id)
     try:
-        ended = runs.get(run_id).get("state") in TERMINAL_STATES
+        ended = runs.get(run_id).get("state") in FINAL_STATES
     except RunNotFound:  # the record expired or was never made: run it and record it
         ended = False
     if ended:
         log.info("training run %s already ended; not running it again", run_id)
-        return {**about, "state": "ended"}
+        return replace(about, state="ended")
     holder = runs.lock(request.name, run_id)
     if holder == run_id:
         log.warning("training run %s is still going on another worker; redelivery dropped", run_id)
-        return {**about, "state": "running elsewhere"}
+        return replace(about, state="running elsewhere")
     if holder is not None:
         reason = f"another training run of {request.name} is going ({holder}); not started twice"
         log.warning("training run %s skipped: %s", run_id, reason)
         runs.update(run_id, state="skipped", error=reason, finished_at=time.time())
-        return {**about, "state": "skipped", "outcome": "skipped"}
+        return replace(about, state="skipped", outcome="skipped", reason=reason)
     runs.update(run_id, state="running", started_at=time.time(), worker=runtime.identity)
 
     def progress(event: dict[str, Any]) -> None:
@@ -65,7 +69,7 @@ def handle_training(body: dict[str, Any]) -> dict[str, Any]:
             error=f"{type(error).__name__}: {error}",
             finished_at=time.time(),
         )
-        return {**about, "state": "failed", "outcome": "failed"}
+        return replace(about, state="failed", outcome="failed", reason=str(error))
     finally:
         runs.unlock(request.name, run_id)
     runs.update(
@@ -79,10 +83,10 @@ def handle_training(body: dict[str, Any]) -> dict[str, Any]:
         seconds=round(outcome.seconds, 1),
         finished_at=time.time(),
     )
-    return {
-        **about,
-        "state": "finished",
-        "version": str(outcome.ref),
-        "outcome": "promoted" if outcome.promoted else "rejected",
-        "metrics": outcome.metrics,
-    }
+    return replace(
+        about,
+        state="finished",
+        version=str(outcome.ref),
+        outcome="promoted" if outcome.promoted else "rejected",
+        metrics=outcome.metrics,
+    )

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import redis
+from bucketvision.infra.messages import BatchMessage, GenerateItem, GenerateMessage
 from bucketvision.infra.s3 import S3Uri
-from bucketvision.worker.generation import GenerateItem, GenerateMessage
 from bucketvision.worker.isolation import IsolationLedger, run_isolated, single_items
-from bucketvision.worker.pipeline import BatchMessage, BatchOutcome
+from bucketvision.worker.pipeline import BatchOutcome
 
 pytestmark = pytest.mark.integration
 

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import json
 import re
-import time
+from dataclasses import replace
 
 import pytest
+from bucketvision.infra.messages import BatchMessage, MessageError
 from bucketvision.infra.outputs import item_output_key, job_file_key, manifest_line, relative_key
 from bucketvision.infra.s3 import S3Uri
+from bucketvision.infra.vocabulary import IMAGE_PATTERNS
 from bucketvision.producer.submit import (
-    IMAGE_PATTERNS,
     SubmitError,
-    batch_messages,
     chunk,
     default_output,
     matches,
     new_job_id,
     select_keys,
 )
-from bucketvision.worker.pipeline import BatchMessage
 
 INPUT = S3Uri("photos", "incoming/")
 OUTPUT = S3Uri("photos", "results/")
@@ -174,47 +173,29 @@ def test_new_job_id_is_sortable_and_unique() -> None:
         assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", job_id)
 
 
-def test_batch_messages_fields() -> None:
-    batches = [["incoming/a.png", "incoming/b.png"], ["incoming/c.png"]]
-    messages = list(
-        batch_messages("J1", "classify", batches, INPUT, OUTPUT, "digits@v2", item_outputs=False)
-    )
-    assert len(messages) == 2
-    assert [m["batch"] for m in messages] == [0, 1]
-    assert [m["keys"] for m in messages] == batches
-    for message in messages:
-        assert set(message) == {
-            "job_id",
-            "batch",
-            "task",
-            "keys",
-            "input",
-            "output",
-            "model",
-            "item_outputs",
-            "enqueued_at",
-        }
-        assert abs(message["enqueued_at"] - time.time()) < 60
-        assert message["job_id"] == "J1"
-        assert message["task"] == "classify"
-        assert message["input"] == "s3://photos/incoming/"
-        assert message["output"] == "s3://photos/results/"
-        assert message["model"] == "digits@v2"
-        assert message["item_outputs"] is False
+def test_batch_message_json_has_the_documented_fields() -> None:
+    message = BatchMessage("J1", 0, "classify", ("incoming/a.png",), INPUT, OUTPUT, "digits@v2")
+    body = replace(message, item_outputs=False, enqueued_at=1.5).to_json()
+    assert body == {
+        "version": 1,
+        "job_id": "J1",
+        "batch": 0,
+        "task": "classify",
+        "keys": ["incoming/a.png"],
+        "input": "s3://photos/incoming/",
+        "output": "s3://photos/results/",
+        "model": "digits@v2",
+        "item_outputs": False,
+        "enqueued_at": 1.5,
+    }
 
 
 def test_batch_messages_survive_json_and_parse_in_the_worker() -> None:
     """The producer/worker contract: JSON on the wire, parsed by BatchMessage.from_json."""
-    (message,) = batch_messages("J2", "detect", [["incoming/a.png"]], INPUT, OUTPUT, "m@v1", True)
-    parsed = BatchMessage.from_json(json.loads(json.dumps(message)))
-    assert parsed.job_id == "J2"
-    assert parsed.batch == 0
-    assert parsed.task == "detect"
-    assert parsed.keys == ["incoming/a.png"]
-    assert parsed.input == INPUT
-    assert parsed.output == OUTPUT
-    assert parsed.model == "m@v1"
-    assert parsed.item_outputs is True
+    message = BatchMessage("J2", 0, "detect", ("incoming/a.png",), INPUT, OUTPUT, "m@v1")
+    parsed = BatchMessage.from_json(json.loads(json.dumps(message.to_json())))
+    assert parsed == message
+    assert parsed.keys == ("incoming/a.png",)
 
 
 @pytest.mark.parametrize(
@@ -241,8 +222,8 @@ def test_batch_messages_survive_json_and_parse_in_the_worker() -> None:
         },
     ],
 )
-def test_malformed_batch_messages_are_value_errors(body: dict) -> None:
-    with pytest.raises(ValueError, match="malformed batch message"):
+def test_malformed_batch_messages_are_message_errors(body: dict) -> None:
+    with pytest.raises(MessageError, match="malformed batch message"):
         BatchMessage.from_json(body)
 
 

@@ -30,10 +30,15 @@ def _output(peaks: list[tuple[int, int, int, float, float, float]], size: int = 
 
 def test_modules_import_without_tensorflow() -> None:
     code = (
-        "import sys, models.detection.builders, models.detection.targets, "
-        "models.detection.decode, models.detection.train, models.detection.metrics, "
-        "models.detection.serve, models.detection.losses; "
-        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+        "import sys\n"
+        "import bucketvision.models.detection.builders\n"
+        "import bucketvision.models.detection.targets\n"
+        "import bucketvision.models.detection.decode\n"
+        "import bucketvision.models.detection.train\n"
+        "import bucketvision.models.detection.metrics\n"
+        "import bucketvision.models.detection.serve\n"
+        "import bucketvision.models.detection.losses\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

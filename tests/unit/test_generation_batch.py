@@ -9,13 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bucketvision.infra.s3 import S3Store, StorageError, parse_s3_uri
-from bucketvision.worker.generation import (
-    GenerateItem,
-    GenerateMessage,
-    image_key,
-    run_generate_batch,
-)
+from bucketvision.infra.messages import GenerateItem, GenerateMessage, MessageError
+from bucketvision.infra.outputs import generated_image_key
+from bucketvision.infra.s3 import S3Store, S3Uri, StorageError, parse_s3_uri
+from bucketvision.worker.generation import run_generate_batch
 from PIL import Image
 
 BUCKET = "unit-bucket"
@@ -105,11 +102,11 @@ def test_from_json_reads_a_message() -> None:
     assert message.output == parse_s3_uri(OUTPUT)
     assert message.output.prefix == "out/run/"
     assert message.model == MODEL
-    assert message.items == [
+    assert message.items == (
         GenerateItem(0, 11, 1),
         GenerateItem(1, 12, None),
         GenerateItem(2, 13, None),
-    ]
+    )
 
 
 def test_from_json_converts_numbers_given_as_text() -> None:
@@ -118,12 +115,12 @@ def test_from_json_converts_numbers_given_as_text() -> None:
     )
     assert message.job_id == "7"
     assert message.batch == 0
-    assert message.items == [GenerateItem(4, 99, 2)]
+    assert message.items == (GenerateItem(4, 99, 2),)
 
 
 def test_from_json_with_no_items() -> None:
     message = GenerateMessage.from_json(body(items=[]))
-    assert message.items == []
+    assert message.items == ()
     assert message.keys == []
 
 
@@ -147,14 +144,18 @@ def test_from_json_with_no_items() -> None:
     ],
 )
 def test_from_json_refuses_a_malformed_message(broken: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="malformed generate message"):
+    with pytest.raises(MessageError, match="malformed generate message"):
         GenerateMessage.from_json(broken)
 
 
 @pytest.mark.parametrize("output", [None, 42])
 def test_from_json_refuses_an_output_that_is_not_text(output: Any) -> None:
-    with pytest.raises(ValueError, match="malformed generate message"):
+    with pytest.raises(MessageError, match="malformed generate message"):
         GenerateMessage.from_json(body(output=output))
+
+
+def image_key(output: S3Uri, job_id: str, item: GenerateItem) -> str:
+    return generated_image_key(output, job_id, item.index, item.seed)
 
 
 def test_image_key_is_stable_and_under_the_job() -> None:

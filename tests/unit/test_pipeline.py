@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bucketvision.infra.messages import BatchMessage
 from bucketvision.infra.s3 import S3Store, S3Uri, StorageUnavailable
 from bucketvision.models.family import ItemResult
-from bucketvision.worker.pipeline import BatchMessage, BatchOutcome, Limits, dead_letter, run_batch
+from bucketvision.worker.pipeline import BatchOutcome, Limits, dead_letter, run_batch
 from PIL import Image
 
 BUCKET = "unit-bucket"

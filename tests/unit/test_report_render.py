@@ -333,8 +333,11 @@ def test_cli_s3_unreachable(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> Non
 
 def test_report_modules_never_import_tensorflow() -> None:
     code = (
-        "import sys, producer.report, producer.report_html, producer.report_thumbs;"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))"
+        "import sys\n"
+        "import bucketvision.producer.report\n"
+        "import bucketvision.producer.report_html\n"
+        "import bucketvision.producer.report_thumbs\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))\n"
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"

@@ -6,14 +6,21 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from bucketvision.infra.messages import ScheduledTraining, TrainingRequest
 from bucketvision.infra.schedule import (
     ScheduleError,
-    TrainEntry,
     beat_schedule,
     load_schedule,
     parse_duration,
 )
 from bucketvision.worker.scheduled import grown_enough
+
+
+def entry(name: str, task: str, dataset: str, every: float, **fields: object) -> ScheduledTraining:
+    schedule = {key: fields.pop(key) for key in ("cron", "min_new_items") if key in fields}
+    request = TrainingRequest(name, task, dataset, **fields)  # type: ignore[arg-type]
+    return ScheduledTraining(request, every_seconds=every, **schedule)  # type: ignore[arg-type]
+
 
 GOOD = """
 [[train]]
@@ -40,13 +47,15 @@ def write(tmp_path: Path, text: str) -> str:
 
 def test_a_schedule_parses_into_entries_and_beat_entries(tmp_path: Path) -> None:
     entries = load_schedule(write(tmp_path, GOOD))
-    assert entries[0] == TrainEntry("digits", "classify", "s3://data/digits/", 45.0, None, 3, 100)
+    assert entries[0] == entry(
+        "digits", "classify", "s3://data/digits/", 45.0, epochs=3, min_new_items=100
+    )
     assert entries[1].cron == "30 3 * * 1" and entries[1].every_seconds is None
     schedule = beat_schedule(entries)
     assert schedule["train digits"]["schedule"] == timedelta(seconds=45)
     assert schedule["train digits"]["task"] == "bucketvision.scheduled_train"
     assert schedule["train digits"]["options"] == {"queue": "training"}
-    assert schedule["train digits"]["args"] == [entries[0].as_message()]
+    assert schedule["train digits"]["args"] == [entries[0].to_json()]
     cron = schedule["train shapes"]["schedule"]
     assert cron.minute == {30} and cron.hour == {3} and cron.day_of_week == {1}
 
@@ -91,8 +100,8 @@ def test_file_level_errors(tmp_path: Path) -> None:
 
 
 def test_min_new_items_gate() -> None:
-    entry = TrainEntry("d", "classify", "s3://b/d/", 60.0, min_new_items=100)
-    assert grown_enough(entry, 1000, None)  # never trained: train
-    assert not grown_enough(entry, 1099, 1000)
-    assert grown_enough(entry, 1100, 1000)
-    assert grown_enough(TrainEntry("d", "classify", "s3://b/d/", 60.0), 5, 5)  # no minimum
+    gated = entry("d", "classify", "s3://b/d/", 60.0, min_new_items=100)
+    assert grown_enough(gated, 1000, None)  # never trained: train
+    assert not grown_enough(gated, 1099, 1000)
+    assert grown_enough(gated, 1100, 1000)
+    assert grown_enough(entry("d", "classify", "s3://b/d/", 60.0), 5, 5)  # no minimum

@@ -36,9 +36,12 @@ class IdsModel:
 
 def test_modules_import_without_tensorflow() -> None:
     code = (
-        "import sys, models.segmentation.builders, models.segmentation.train, "
-        "models.segmentation.metrics, models.segmentation.serve; "
-        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+        "import sys\n"
+        "import bucketvision.models.segmentation.builders\n"
+        "import bucketvision.models.segmentation.train\n"
+        "import bucketvision.models.segmentation.metrics\n"
+        "import bucketvision.models.segmentation.serve\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

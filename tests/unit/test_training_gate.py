@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bucketvision.infra.messages import MessageError, TrainingRequest
 from bucketvision.models.registry import ModelRef
-from bucketvision.models.training import PROMOTE_MODES, TrainingRequest, promotion_decision
+from bucketvision.models.training import PROMOTE_MODES, promotion_decision
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,8 +26,9 @@ def current(metrics: dict[str, Any] | None = None, version: str = "v3") -> Model
 def test_importing_the_module_does_not_load_tensorflow() -> None:
     # in a fresh interpreter: other test modules may have imported TensorFlow already
     code = (
-        "import sys, models.training; "
-        "sys.exit(sorted({'tensorflow', 'keras'} & set(sys.modules)) and 1 or 0)"
+        "import sys\n"
+        "import bucketvision.models.training\n"
+        "sys.exit(sorted({'tensorflow', 'keras'} & set(sys.modules)) and 1 or 0)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, check=False)
     assert done.returncode == 0, done.stderr.decode()
@@ -149,7 +151,7 @@ def test_from_json_ignores_unknown_keys() -> None:
 def test_from_json_fills_the_defaults() -> None:
     request = TrainingRequest.from_json({"name": "n", "task": "detect", "dataset": "s3://b/d/"})
     assert request.epochs is None
-    assert request.batch_size is None
+    assert request.minibatch_size is None
     assert request.learning_rate is None
     assert request.image_size is None
     assert request.steps_per_epoch is None
@@ -165,7 +167,7 @@ def test_from_json_round_trips_every_field() -> None:
         task="segment",
         dataset="s3://b/d/",
         epochs=2,
-        batch_size=8,
+        minibatch_size=8,
         learning_rate=0.01,
         image_size=96,
         seed=5,
@@ -179,5 +181,5 @@ def test_from_json_round_trips_every_field() -> None:
 
 
 def test_from_json_needs_the_required_fields() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(MessageError, match="malformed training request"):
         TrainingRequest.from_json({"name": "n", "task": "classify", "bogus": 1})

@@ -13,6 +13,7 @@ import pytest
 from bucketvision.infra.logs import current_context
 from bucketvision.worker.hooks import TaskHooks
 from bucketvision.worker.metrics import WorkerMetrics
+from bucketvision.worker.reports import BatchReport
 from prometheus_client import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,11 +67,11 @@ def _batch_result(**changes: Any) -> dict[str, Any]:
         "items": 16,
         "counts": {"ok": 13, "error": 3, "skipped": 0},
         "stage_seconds": {"download": 0.4, "decode": 0.1, "infer": 0.25, "upload": 0.3},
-        "dead_letter": False,
+        "dead_lettered_items": 0,
         "job_finished": None,
     }
     result.update(changes)
-    return result
+    return BatchReport.from_json(result).to_json()
 
 
 def _run(hooks: TaskHooks, timer: Clock, body: dict[str, Any], result: Any, **kw: Any) -> None:
@@ -130,7 +131,7 @@ def test_dead_letters_and_finished_jobs(
     result = _batch_result(
         counts={"ok": 0, "error": 16, "skipped": 0},
         stage_seconds={},
-        dead_letter=True,
+        dead_lettered_items=16,
         attempt=6,
         job_finished="failed",
     )

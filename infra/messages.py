@@ -1,0 +1,289 @@
+"""The queue messages, each defined once: built by the producer, parsed by the worker.
+
+Every message is a frozen dataclass whose ``to_json`` is the Celery task's one
+JSON argument and whose ``from_json`` parses it back, so sender and receiver
+cannot drift apart. Each body carries ``version``. A body without it was sent
+before the field existed and parses as version 1; a version newer than
+``MESSAGE_VERSION`` is refused with a :class:`MessageError` that says to
+upgrade the worker. Unknown fields are ignored, so a field added later does
+not break an older worker. ``docs/queue-messages.md`` describes the bodies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from bucketvision.infra.errors import UserError
+from bucketvision.infra.outputs import generated_image_key
+from bucketvision.infra.s3 import S3Uri, parse_s3_uri
+from bucketvision.infra.vocabulary import FAMILY_TASKS, INFERENCE_TASKS
+
+MESSAGE_VERSION = 1
+
+
+class MessageError(UserError):
+    """A task body that cannot be parsed: malformed, or from a newer release."""
+
+
+def _check_version(body: dict[str, Any], kind: str) -> None:
+    version = body.get("version", 1)
+    if not isinstance(version, int) or version < 1:
+        raise MessageError(f"malformed {kind} message: version {version!r}")
+    if version > MESSAGE_VERSION:
+        raise MessageError(
+            f"{kind} message version {version} is newer than this worker understands "
+            f"({MESSAGE_VERSION}); upgrade the worker to the producer's release"
+        )
+
+
+def _parse(kind: str, body: Any, build: Any) -> Any:
+    """``build(body)`` with any failure as a MessageError naming the message kind."""
+    if not isinstance(body, dict):
+        raise MessageError(f"malformed {kind} message: a JSON object expected, not {body!r:.80}")
+    _check_version(body, kind)
+    try:
+        return build(body)
+    except MessageError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise MessageError(f"malformed {kind} message: {error!r}") from None
+
+
+@dataclass(frozen=True)
+class BatchMessage:
+    """One batch of a classify, detect or segment job: which keys, where to, which model."""
+
+    job_id: str
+    batch: int
+    task: str
+    keys: tuple[str, ...]
+    input: S3Uri
+    output: S3Uri
+    model: str  # pinned NAME@VERSION
+    item_outputs: bool = True
+    enqueued_at: float | None = None  # Unix seconds, stamped just before sending
+    version: int = MESSAGE_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "job_id": self.job_id,
+            "batch": self.batch,
+            "task": self.task,
+            "keys": list(self.keys),
+            "input": str(self.input),
+            "output": str(self.output),
+            "model": self.model,
+            "item_outputs": self.item_outputs,
+            "enqueued_at": self.enqueued_at,
+        }
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> BatchMessage:
+        def build(body: dict[str, Any]) -> BatchMessage:
+            task = str(body["task"])
+            if task not in INFERENCE_TASKS:
+                raise ValueError(f"task {task!r} is not one of {', '.join(INFERENCE_TASKS)}")
+            return cls(
+                job_id=str(body["job_id"]),
+                batch=int(body["batch"]),
+                task=task,
+                keys=tuple(str(key) for key in body["keys"]),
+                input=parse_s3_uri(body["input"]),
+                output=parse_s3_uri(body["output"]),
+                model=str(body["model"]),
+                item_outputs=bool(body.get("item_outputs", True)),
+                enqueued_at=_optional_float(body.get("enqueued_at")),
+            )
+
+        parsed: BatchMessage = _parse("batch", body, build)
+        return parsed
+
+
+@dataclass(frozen=True)
+class GenerateItem:
+    """One image to generate: its index in the job, its seed and (conditional) class id."""
+
+    index: int
+    seed: int
+    label: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "seed": self.seed, "label": self.label}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> GenerateItem:
+        label = body.get("label")
+        return cls(int(body["index"]), int(body["seed"]), None if label is None else int(label))
+
+
+@dataclass(frozen=True)
+class GenerateMessage:
+    """One batch of a generate job: seeds (and classes) to sample, where to write them."""
+
+    job_id: str
+    batch: int
+    output: S3Uri
+    model: str
+    items: tuple[GenerateItem, ...]
+    enqueued_at: float | None = None
+    version: int = MESSAGE_VERSION
+    task: str = field(default="generate", init=False)
+
+    @property
+    def keys(self) -> list[str]:
+        """The output key of each item, in order (the manifest's ``key``)."""
+        return [
+            generated_image_key(self.output, self.job_id, item.index, item.seed)
+            for item in self.items
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "job_id": self.job_id,
+            "batch": self.batch,
+            "task": self.task,
+            "output": str(self.output),
+            "model": self.model,
+            "items": [item.to_json() for item in self.items],
+            "enqueued_at": self.enqueued_at,
+        }
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> GenerateMessage:
+        def build(body: dict[str, Any]) -> GenerateMessage:
+            return cls(
+                job_id=str(body["job_id"]),
+                batch=int(body["batch"]),
+                output=parse_s3_uri(body["output"]),
+                model=str(body["model"]),
+                items=tuple(GenerateItem.from_json(item) for item in body["items"]),
+                enqueued_at=_optional_float(body.get("enqueued_at")),
+            )
+
+        parsed: GenerateMessage = _parse("generate", body, build)
+        return parsed
+
+
+JobMessage = BatchMessage | GenerateMessage
+
+
+def parse_job_message(body: dict[str, Any]) -> JobMessage:
+    """The batch or generate message in ``body``, by its ``task``."""
+    if isinstance(body, dict) and body.get("task") == "generate":
+        return GenerateMessage.from_json(body)
+    return BatchMessage.from_json(body)
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """What to train; ``None`` fields take the family's tuned defaults."""
+
+    name: str
+    task: str
+    dataset: str
+    epochs: int | None = None
+    minibatch_size: int | None = None
+    learning_rate: float | None = None
+    image_size: int | None = None
+    seed: int = 0
+    tolerance: float = 0.0
+    promote: str = "auto"
+    steps_per_epoch: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> TrainingRequest:
+        def build(body: dict[str, Any]) -> TrainingRequest:
+            values = dict(body)
+            if "batch_size" in values:  # the minibatch's name before version 1 was fixed
+                values.setdefault("minibatch_size", values.pop("batch_size"))
+            known = {item.name for item in fields(cls)}
+            request = cls(**{key: value for key, value in values.items() if key in known})
+            if request.task not in FAMILY_TASKS:
+                raise ValueError(f"task {request.task!r} is not one of {', '.join(FAMILY_TASKS)}")
+            return request
+
+        parsed: TrainingRequest = _parse("training request", body, build)
+        return parsed
+
+
+@dataclass(frozen=True)
+class TrainingMessage:
+    """The ``train`` task's body: a recorded run and what it trains."""
+
+    run_id: str
+    request: TrainingRequest
+    enqueued_at: float | None = None
+    version: int = MESSAGE_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "run_id": self.run_id,
+            "request": self.request.to_json(),
+            "enqueued_at": self.enqueued_at,
+        }
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> TrainingMessage:
+        def build(body: dict[str, Any]) -> TrainingMessage:
+            return cls(
+                run_id=str(body["run_id"]),
+                request=TrainingRequest.from_json(dict(body["request"])),
+                enqueued_at=_optional_float(body.get("enqueued_at")),
+            )
+
+        parsed: TrainingMessage = _parse("train", body, build)
+        return parsed
+
+
+@dataclass(frozen=True)
+class ScheduledTraining:
+    """One ``[[train]]`` entry of the schedule: a request, its clock and its data threshold.
+
+    It is also the ``scheduled_train`` task's body, sent by beat on every tick.
+    """
+
+    request: TrainingRequest
+    every_seconds: float | None = None
+    cron: str | None = None
+    min_new_items: int = 0
+    version: int = MESSAGE_VERSION
+
+    @property
+    def name(self) -> str:
+        return self.request.name
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "request": self.request.to_json(),
+            "every_seconds": self.every_seconds,
+            "cron": self.cron,
+            "min_new_items": self.min_new_items,
+        }
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ScheduledTraining:
+        def build(body: dict[str, Any]) -> ScheduledTraining:
+            # Bodies sent before version 1 was written down had the request's fields inline.
+            request = body.get("request", body)
+            return cls(
+                request=TrainingRequest.from_json(dict(request)),
+                every_seconds=_optional_float(body.get("every_seconds")),
+                cron=None if body.get("cron") is None else str(body["cron"]),
+                min_new_items=int(body.get("min_new_items") or 0),
+            )
+
+        parsed: ScheduledTraining = _parse("scheduled_train", body, build)
+        return parsed
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

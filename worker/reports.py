@@ -1,0 +1,72 @@
+"""What a task reports to the task hooks: one typed record per kind of task.
+
+The plain task functions return these; the thin Celery tasks hand Celery their
+``to_json()`` (a task's return value must be JSON), and the hooks
+(:mod:`bucketvision.worker.hooks`) read it back with ``from_json``, so both
+ends share one definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What one delivery of a job's batch did.
+
+    ``recorded`` is True for the delivery that recorded the batch; ``items`` is
+    None when this delivery ran nothing (dropped, or recorded by an earlier one).
+    """
+
+    job_id: str
+    batch: int
+    task: str
+    model: str
+    attempt: int = 1
+    dropped: bool = False
+    recorded: bool = False
+    items: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    dead_lettered_items: int = 0
+    job_finished: str | None = None  # the job's final state, if this delivery finalised it
+
+    @property
+    def dead_letter(self) -> bool:
+        return self.dead_lettered_items > 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> BatchReport:
+        known = {item.name for item in fields(cls)}
+        return cls(**{key: value for key, value in body.items() if key in known})
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    """What a training (or scheduled training) task did.
+
+    ``outcome`` (promoted, rejected, failed, skipped) is None when the task ran
+    nothing new (the run had ended, or runs elsewhere): such a task is not counted.
+    """
+
+    model: str
+    task: str
+    state: str
+    run_id: str | None = None
+    outcome: str | None = None
+    version: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> TrainingReport:
+        known = {item.name for item in fields(cls)}
+        return cls(**{key: value for key, value in body.items() if key in known})
