@@ -31,12 +31,11 @@ from bucketvision.infra.outages import OUTAGE_ERRORS, Backoff
 from bucketvision.infra.outputs import relative_key
 from bucketvision.infra.s3 import ObjectInfo, S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
-from bucketvision.infra.vocabulary import FINAL_STATES
+from bucketvision.infra.vocabulary import FINAL_STATES, IMAGE_PATTERNS
 from bucketvision.models.registry import ModelRegistry
 from bucketvision.producer.submit import (
-    IMAGE_PATTERNS,
-    INFERENCE_TASKS,
     SubmitError,
+    check_target,
     enqueue_job,
     new_job_id,
     select_keys,
@@ -87,21 +86,10 @@ class Watcher:
         registry: ModelRegistry,
         report: Callable[[str], None] = print,
     ) -> None:
-        if request.task not in INFERENCE_TASKS:
-            raise SubmitError(f"--task must be one of {', '.join(INFERENCE_TASKS)}")
         if request.interval <= 0:
             raise SubmitError("--interval must be above 0 seconds")
-        try:
-            self.input = parse_s3_uri(request.input)
-            self.output = parse_s3_uri(request.output)
-            self.move_to = parse_s3_uri(request.move_to) if request.move_to else None
-        except ValueError as error:
-            raise SubmitError(str(error)) from None
-        if (self.output.bucket, self.output.prefix) == (self.input.bucket, self.input.prefix):
-            raise SubmitError("--output must differ from the watched prefix")
-        for bucket in {self.input.bucket, self.output.bucket}:
-            if not store.bucket_exists(bucket):
-                raise SubmitError(f"bucket {bucket!r} does not exist (or is not visible)")
+        self.input, self.output = check_target(store, request.task, request.input, request.output)
+        self.move_to = parse_s3_uri(request.move_to) if request.move_to else None
         self.request = request
         self.app, self.store, self.jobs, self.registry = app, store, jobs, registry
         self.claims = Claims(jobs.redis, self.input)

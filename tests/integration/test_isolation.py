@@ -23,7 +23,7 @@ class Died(Exception):
 
 
 def _message(count: int) -> BatchMessage:
-    keys = [f"in/{index}.png" for index in range(count)]
+    keys = tuple(f"in/{index}.png" for index in range(count))
     uri = S3Uri("b", "in/")
     return BatchMessage("J-iso", 0, "classify", keys, uri, S3Uri("b", "out/"), "m@v1")
 
@@ -93,12 +93,12 @@ def test_a_delivery_without_an_item_in_flight_blames_nobody(ledger: IsolationLed
 def test_messages_split_into_one_item_each() -> None:
     message = _message(3)
     assert [part.keys for part in single_items(message)] == [
-        ["in/0.png"],
-        ["in/1.png"],
-        ["in/2.png"],
+        ("in/0.png",),
+        ("in/1.png",),
+        ("in/2.png",),
     ]
-    items = [GenerateItem(index, 10 + index, None) for index in range(2)]
+    items = tuple(GenerateItem(index, 10 + index, None) for index in range(2))
     generate = GenerateMessage("J-gen", 4, S3Uri("b", "gen/"), "gan@v1", items)
     parts = single_items(generate)
-    assert [part.items for part in parts] == [[items[0]], [items[1]]]
+    assert [part.items for part in parts] == [(items[0],), (items[1],)]
     assert all(part.batch == 4 and part.job_id == "J-gen" for part in parts)
