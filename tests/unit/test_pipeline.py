@@ -59,7 +59,7 @@ def message(keys: list[str], **changes: Any) -> BatchMessage:
         "job_id": "J1",
         "batch": 0,
         "task": "classify",
-        "keys": keys,
+        "keys": tuple(keys),
         "input": INPUT,
         "output": OUTPUT,
         "model": "digits@v1",
