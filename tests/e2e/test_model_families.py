@@ -2,8 +2,9 @@
 
 Each family trains for one short epoch on a tiny synthetic dataset (the
 full-quality runs are `make bench-quality`), through a real worker on the
-`training` queue; then detect, segment and generate jobs run through the same
-worker and their outputs are checked against the result schemas of DESIGN.
+`training` queue; then classify, detect, segment and generate jobs run through
+the same worker, and every manifest line, summary and item result they write is
+checked against the published JSON Schemas (docs/schemas/, tests/contracts.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import pytest
 from bucketvision.models.scenes import make_scenes
 from PIL import Image
 
-from tests.helpers import png_bytes, printed_job_id, read_job, run_cli
+from tests.contracts import check_job_outputs
+from tests.helpers import bad_files, png_bytes, printed_job_id, run_cli, upload_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -248,7 +250,9 @@ def scene_inputs(s3_client: Any) -> dict[str, tuple[int, int]]:
     return sizes
 
 
-def _submit(service_env: dict[str, str], task: str, output: str) -> str:
+def _submit(
+    service_env: dict[str, str], task: str, output: str, input_prefix: str = "incoming/scenes/"
+) -> str:
     done = run_cli(
         service_env,
         "submit",
@@ -257,7 +261,7 @@ def _submit(service_env: dict[str, str], task: str, output: str) -> str:
         "--model",
         NAMES[task],
         "--input",
-        f"s3://{BUCKET}/incoming/scenes/",
+        f"s3://{BUCKET}/{input_prefix}",
         "--output",
         f"s3://{BUCKET}/{output}",
         "--wait",
@@ -267,6 +271,36 @@ def _submit(service_env: dict[str, str], task: str, output: str) -> str:
     return printed_job_id(done)
 
 
+def test_classify_job_outputs_match_the_schemas_with_errors_for_bad_files(
+    service_env: dict[str, str], trained: Any, s3_client: Any
+) -> None:
+    labels = upload_digits(s3_client, BUCKET, "incoming/digits/", 12, seed=77)
+    bad = {name: bad_files()[name] for name in ("empty.png", "notes.jpg", "truncated.png")}
+    for name, (body, _) in bad.items():
+        s3_client.put_object(Bucket=BUCKET, Key=f"incoming/digits/bad/{name}", Body=body)
+    job_id = _submit(service_env, "classify", "classified/", "incoming/digits/")
+    lines, summary = check_job_outputs(s3_client, BUCKET, "classified/", job_id, "classify")
+    assert summary["state"] == "finished"
+    assert (summary["ok"], summary["error"]) == (len(labels), len(bad))
+    assert summary["errors_by_type"] == {
+        "CorruptImage": 1,
+        "EmptyObject": 1,
+        "UnsupportedFormat": 1,
+    }
+    by_key = {line["key"]: line for line in lines}
+    assert set(by_key) == set(labels) | {f"incoming/digits/bad/{name}" for name in bad}
+    for name, (_, kind) in bad.items():
+        assert by_key[f"incoming/digits/bad/{name}"]["error"]["type"] == kind
+    classes = set(trained["classify"]["labels"])
+    for key in labels:
+        result = by_key[key]["result"]
+        assert result["label"] in classes and result["top_k"][0]["label"] == result["label"]
+        assert (
+            by_key[key]["output"]
+            == f"s3://{BUCKET}/classified/{key[len('incoming/digits/') :]}.json"
+        )
+
+
 def test_detect_job_writes_boxes_in_original_pixels_and_annotated_images(
     service_env: dict[str, str],
     trained: Any,
@@ -274,7 +308,7 @@ def test_detect_job_writes_boxes_in_original_pixels_and_annotated_images(
     s3_client: Any,
 ) -> None:
     job_id = _submit(service_env, "detect", "detected/")
-    lines, summary = read_job(s3_client, BUCKET, "detected/", job_id)
+    lines, summary = check_job_outputs(s3_client, BUCKET, "detected/", job_id, "detect")
     assert summary["state"] == "finished" and summary["ok"] == len(scene_inputs)
     labels = set(trained["detect"]["labels"])
     for line in lines:
@@ -300,7 +334,7 @@ def test_segment_job_writes_masks_at_the_original_size(
     s3_client: Any,
 ) -> None:
     job_id = _submit(service_env, "segment", "segmented/")
-    lines, summary = read_job(s3_client, BUCKET, "segmented/", job_id)
+    lines, summary = check_job_outputs(s3_client, BUCKET, "segmented/", job_id, "segment")
     assert summary["state"] == "finished" and summary["ok"] == len(scene_inputs)
     classes = trained["segment"]["labels"]
     for line in lines:
@@ -334,8 +368,8 @@ def test_generate_job_writes_images_and_is_reproducible(
         )
         assert done.returncode == 0, done.stderr
         jobs.append(printed_job_id(done))
-    first, summary = read_job(s3_client, BUCKET, "gen-a/", jobs[0])
-    second, _ = read_job(s3_client, BUCKET, "gen-b/", jobs[1])
+    first, summary = check_job_outputs(s3_client, BUCKET, "gen-a/", jobs[0], "generate")
+    second, _ = check_job_outputs(s3_client, BUCKET, "gen-b/", jobs[1], "generate")
     assert summary["task"] == "generate" and summary["ok"] == 12
     assert [line["result"]["seed"] for line in first] == list(range(5, 17))
     for one, two in zip(first, second, strict=True):
