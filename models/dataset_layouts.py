@@ -1,4 +1,4 @@
-"""Reading the training-dataset layouts of DESIGN from S3 into records (no TensorFlow).
+"""Reading training datasets from S3 in their layouts (docs/dataset-layouts.md); no TensorFlow.
 
 - classify: ``train/<label>/*`` with optional ``val/<label>/*`` and ``test/<label>/*``
 - detect:   ``images/*`` + ``annotations.json`` (COCO: images, annotations with ``bbox``

@@ -1,4 +1,4 @@
-"""Writing the project's synthetic data to S3 in the dataset layouts of DESIGN.
+"""Writing the project's synthetic data to S3 in the dataset layouts of docs/dataset-layouts.md.
 
 Used by ``make demo``, the tests, the quality benchmark and
 ``bucketvision datasets make``: digits (for classify and generate) and shape

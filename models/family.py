@@ -72,7 +72,7 @@ class ItemFile:
 
 @dataclass
 class ItemResult:
-    """One item's result (the task's JSON of DESIGN) and its files."""
+    """One item's result (docs/schemas/result-<task>.schema.json) and its files."""
 
     result: dict[str, Any]
     files: list[ItemFile] = field(default_factory=list)

@@ -144,7 +144,11 @@ def _add_train(sub: Any) -> None:
     train = sub.add_parser("train", help="train a new model version from a dataset in S3")
     train.add_argument("name", help="model name; each run adds a version")
     train.add_argument("--task", required=True, choices=FAMILY_TASKS)
-    train.add_argument("--dataset", required=True, help="s3://BUCKET/datasets/X/ (DESIGN layout)")
+    train.add_argument(
+        "--dataset",
+        required=True,
+        help="s3://BUCKET/datasets/X/, in its task's layout (docs/dataset-layouts.md)",
+    )
     train.add_argument("--epochs", type=int, help="default: the family's tuned default")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--learning-rate", type=float)

@@ -34,7 +34,7 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 def build_summary(
     record: dict[str, Any], lines: list[dict[str, Any]], finished_at: float
 ) -> dict[str, Any]:
-    """The summary of DESIGN from the job record and its manifest lines."""
+    """The job's summary (docs/schemas/summary.schema.json) from its record and manifest lines."""
     counts = {"ok": 0, "error": 0, "skipped": 0}
     errors_by_type: dict[str, int] = {}
     for line in lines:

@@ -1,4 +1,4 @@
-"""infra.settings: defaults of DESIGN, BV_* parsing, errors naming the variable, no secrets."""
+"""infra.settings: docs/settings.md defaults, BV_* parsing, errors that name the variable."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ SUMMARY_FIELDS = {
     "latency_ms",
     "stage_seconds",
 }
-# Added by bucketvision beyond DESIGN's list: why items failed, and redeliveries.
+# Beyond the first summary's fields: why items failed, and redeliveries.
 EXTRA_FIELDS = {"errors_by_type", "redelivered_items"}
 BUCKET = "unit-bucket"
 
