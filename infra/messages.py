@@ -12,7 +12,7 @@ not break an older worker. ``docs/queue-messages.md`` describes the bodies.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.outputs import generated_image_key
@@ -37,21 +37,37 @@ def _check_version(body: dict[str, Any], kind: str) -> None:
         )
 
 
-def _parse(kind: str, body: Any, build: Any) -> Any:
-    """``build(body)`` with any failure as a MessageError naming the message kind."""
-    if not isinstance(body, dict):
-        raise MessageError(f"malformed {kind} message: a JSON object expected, not {body!r:.80}")
-    _check_version(body, kind)
-    try:
-        return build(body)
-    except MessageError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise MessageError(f"malformed {kind} message: {error!r}") from None
+class Message:
+    """What every message shares: parsing with the version check and one kind of error.
+
+    A message class names its ``KIND`` (for errors) and builds itself from a checked
+    body in ``_from_body``; ``from_json`` wraps any failure there in a MessageError.
+    """
+
+    KIND: ClassVar[str]
+
+    @classmethod
+    def from_json(cls, body: Any) -> Self:
+        """Parse a task body; raises MessageError saying what is wrong with it."""
+        if not isinstance(body, dict):
+            raise MessageError(
+                f"malformed {cls.KIND} message: a JSON object expected, not {body!r:.80}"
+            )
+        _check_version(body, cls.KIND)
+        try:
+            return cls._from_body(body)
+        except MessageError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise MessageError(f"malformed {cls.KIND} message: {error!r}") from None
+
+    @classmethod
+    def _from_body(cls, body: dict[str, Any]) -> Self:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class BatchMessage:
+class BatchMessage(Message):
     """One batch of a classify, detect or segment job: which keys, where to, which model."""
 
     job_id: str
@@ -79,26 +95,24 @@ class BatchMessage:
             "enqueued_at": self.enqueued_at,
         }
 
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> BatchMessage:
-        def build(body: dict[str, Any]) -> BatchMessage:
-            task = str(body["task"])
-            if task not in INFERENCE_TASKS:
-                raise ValueError(f"task {task!r} is not one of {', '.join(INFERENCE_TASKS)}")
-            return cls(
-                job_id=str(body["job_id"]),
-                batch=int(body["batch"]),
-                task=task,
-                keys=tuple(str(key) for key in body["keys"]),
-                input=parse_s3_uri(body["input"]),
-                output=parse_s3_uri(body["output"]),
-                model=str(body["model"]),
-                item_outputs=bool(body.get("item_outputs", True)),
-                enqueued_at=_optional_float(body.get("enqueued_at")),
-            )
+    KIND = "batch"
 
-        parsed: BatchMessage = _parse("batch", body, build)
-        return parsed
+    @classmethod
+    def _from_body(cls, body: dict[str, Any]) -> BatchMessage:
+        task = str(body["task"])
+        if task not in INFERENCE_TASKS:
+            raise ValueError(f"task {task!r} is not one of {', '.join(INFERENCE_TASKS)}")
+        return cls(
+            job_id=str(body["job_id"]),
+            batch=int(body["batch"]),
+            task=task,
+            keys=tuple(str(key) for key in body["keys"]),
+            input=parse_s3_uri(body["input"]),
+            output=parse_s3_uri(body["output"]),
+            model=str(body["model"]),
+            item_outputs=bool(body.get("item_outputs", True)),
+            enqueued_at=_optional_float(body.get("enqueued_at")),
+        )
 
 
 @dataclass(frozen=True)
@@ -119,7 +133,7 @@ class GenerateItem:
 
 
 @dataclass(frozen=True)
-class GenerateMessage:
+class GenerateMessage(Message):
     """One batch of a generate job: seeds (and classes) to sample, where to write them."""
 
     job_id: str
@@ -151,20 +165,18 @@ class GenerateMessage:
             "enqueued_at": self.enqueued_at,
         }
 
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> GenerateMessage:
-        def build(body: dict[str, Any]) -> GenerateMessage:
-            return cls(
-                job_id=str(body["job_id"]),
-                batch=int(body["batch"]),
-                output=parse_s3_uri(body["output"]),
-                model=str(body["model"]),
-                items=tuple(GenerateItem.from_json(item) for item in body["items"]),
-                enqueued_at=_optional_float(body.get("enqueued_at")),
-            )
+    KIND = "generate"
 
-        parsed: GenerateMessage = _parse("generate", body, build)
-        return parsed
+    @classmethod
+    def _from_body(cls, body: dict[str, Any]) -> GenerateMessage:
+        return cls(
+            job_id=str(body["job_id"]),
+            batch=int(body["batch"]),
+            output=parse_s3_uri(body["output"]),
+            model=str(body["model"]),
+            items=tuple(GenerateItem.from_json(item) for item in body["items"]),
+            enqueued_at=_optional_float(body.get("enqueued_at")),
+        )
 
 
 JobMessage = BatchMessage | GenerateMessage
@@ -178,7 +190,7 @@ def parse_job_message(body: dict[str, Any]) -> JobMessage:
 
 
 @dataclass(frozen=True)
-class TrainingRequest:
+class TrainingRequest(Message):
     """What to train; ``None`` fields take the family's tuned defaults."""
 
     name: str
@@ -197,24 +209,22 @@ class TrainingRequest:
     def to_json(self) -> dict[str, Any]:
         return {item.name: getattr(self, item.name) for item in fields(self)}
 
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> TrainingRequest:
-        def build(body: dict[str, Any]) -> TrainingRequest:
-            values = dict(body)
-            if "batch_size" in values:  # the minibatch's name before version 1 was fixed
-                values.setdefault("minibatch_size", values.pop("batch_size"))
-            known = {item.name for item in fields(cls)}
-            request = cls(**{key: value for key, value in values.items() if key in known})
-            if request.task not in FAMILY_TASKS:
-                raise ValueError(f"task {request.task!r} is not one of {', '.join(FAMILY_TASKS)}")
-            return request
+    KIND = "training request"
 
-        parsed: TrainingRequest = _parse("training request", body, build)
-        return parsed
+    @classmethod
+    def _from_body(cls, body: dict[str, Any]) -> TrainingRequest:
+        values = dict(body)
+        if "batch_size" in values:  # the minibatch's name before version 1 was fixed
+            values.setdefault("minibatch_size", values.pop("batch_size"))
+        known = {item.name for item in fields(cls)}
+        request = cls(**{key: value for key, value in values.items() if key in known})
+        if request.task not in FAMILY_TASKS:
+            raise ValueError(f"task {request.task!r} is not one of {', '.join(FAMILY_TASKS)}")
+        return request
 
 
 @dataclass(frozen=True)
-class TrainingMessage:
+class TrainingMessage(Message):
     """The ``train`` task's body: a recorded run and what it trains."""
 
     run_id: str
@@ -230,21 +240,19 @@ class TrainingMessage:
             "enqueued_at": self.enqueued_at,
         }
 
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> TrainingMessage:
-        def build(body: dict[str, Any]) -> TrainingMessage:
-            return cls(
-                run_id=str(body["run_id"]),
-                request=TrainingRequest.from_json(dict(body["request"])),
-                enqueued_at=_optional_float(body.get("enqueued_at")),
-            )
+    KIND = "train"
 
-        parsed: TrainingMessage = _parse("train", body, build)
-        return parsed
+    @classmethod
+    def _from_body(cls, body: dict[str, Any]) -> TrainingMessage:
+        return cls(
+            run_id=str(body["run_id"]),
+            request=TrainingRequest.from_json(dict(body["request"])),
+            enqueued_at=_optional_float(body.get("enqueued_at")),
+        )
 
 
 @dataclass(frozen=True)
-class ScheduledTraining:
+class ScheduledTraining(Message):
     """One ``[[train]]`` entry of the schedule: a request, its clock and its data threshold.
 
     It is also the ``scheduled_train`` task's body, sent by beat on every tick.
@@ -269,20 +277,18 @@ class ScheduledTraining:
             "min_new_items": self.min_new_items,
         }
 
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> ScheduledTraining:
-        def build(body: dict[str, Any]) -> ScheduledTraining:
-            # Bodies sent before version 1 was written down had the request's fields inline.
-            request = body.get("request", body)
-            return cls(
-                request=TrainingRequest.from_json(dict(request)),
-                every_seconds=_optional_float(body.get("every_seconds")),
-                cron=None if body.get("cron") is None else str(body["cron"]),
-                min_new_items=int(body.get("min_new_items") or 0),
-            )
+    KIND = "scheduled_train"
 
-        parsed: ScheduledTraining = _parse("scheduled_train", body, build)
-        return parsed
+    @classmethod
+    def _from_body(cls, body: dict[str, Any]) -> ScheduledTraining:
+        # Bodies sent before version 1 was written down had the request's fields inline.
+        request = body.get("request", body)
+        return cls(
+            request=TrainingRequest.from_json(dict(request)),
+            every_seconds=_optional_float(body.get("every_seconds")),
+            cron=None if body.get("cron") is None else str(body["cron"]),
+            min_new_items=int(body.get("min_new_items") or 0),
+        )
 
 
 def _optional_float(value: Any) -> float | None:

@@ -6,12 +6,11 @@ import sys
 import time
 from typing import Any
 
-from bucketvision.infra.errors import WaitTimedOut
 from bucketvision.infra.jobs import JobStore
-from bucketvision.infra.outages import OUTAGE_ERRORS, Backoff
 from bucketvision.infra.outputs import MANIFEST_FILE, SUMMARY_FILE, job_file_uri
 from bucketvision.infra.s3 import parse_s3_uri
 from bucketvision.infra.vocabulary import FINAL_STATES
+from bucketvision.producer.follow import Followed, follow
 
 
 def job_status(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
@@ -95,36 +94,32 @@ def wait_for_job(
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    began = time.monotonic()
-    last_done, last_change = 0, began
-    backoff = Backoff(cap=10.0)
+    label = f"{record['task']} {job_id}"
+
+    def show(status: dict[str, Any]) -> None:
+        bar.set_description_str(label)
+        bar.update(status["done"] - bar.n)
+        bar.set_postfix(ok=status["ok"], error=status["error"], refresh=False)
+
+    def hint(status: dict[str, Any], quiet: float) -> str | None:
+        worker = "is `bucketvision worker` running on this broker?"
+        return f"no progress for {quiet:.0f} s: {worker}" if progress else None
+
+    followed = Followed(
+        f"job {job_id}",
+        read=lambda: job_status(jobs.get(job_id)),
+        is_final=lambda status: status["state"] in FINAL_STATES,
+        progress=lambda status: status["done"],
+        stalled_hint=hint,
+    )
     try:
-        while True:
-            try:
-                status = job_status(jobs.get(job_id))
-            except OUTAGE_ERRORS as error:  # Redis restarting: the job goes on without us
-                bar.set_description_str(f"{record['task']} {job_id} (Redis unavailable: {error})")
-                if timeout_seconds is not None and time.monotonic() - began > timeout_seconds:
-                    raise
-                time.sleep(backoff.next_delay())
-                continue
-            if backoff.failures:
-                backoff.reset()
-                bar.set_description_str(f"{record['task']} {job_id}")
-            bar.update(status["done"] - bar.n)
-            bar.set_postfix(ok=status["ok"], error=status["error"], refresh=False)
-            if status["state"] in FINAL_STATES:
-                return status
-            now = time.monotonic()
-            if status["done"] != last_done:
-                last_done, last_change = status["done"], now
-            elif now - last_change > stall_hint_seconds and progress:
-                bar.set_description_str(
-                    f"{record['task']} {job_id} (no progress for {now - last_change:.0f} s: is "
-                    "`bucketvision worker` running on this broker?)"
-                )
-            if timeout_seconds is not None and now - began > timeout_seconds:
-                raise WaitTimedOut(f"job {job_id} did not finish within {timeout_seconds:.0f} s")
-            time.sleep(poll_seconds)
+        return follow(
+            followed,
+            show=show,
+            tell=lambda news: bar.set_description_str(f"{label} ({news})"),
+            poll_seconds=poll_seconds,
+            stall_hint_seconds=stall_hint_seconds,
+            timeout_seconds=timeout_seconds,
+        )
     finally:
         bar.close()

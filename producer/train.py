@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from bucketvision.infra.errors import UserError, WaitTimedOut
+from bucketvision.infra.errors import UserError
 from bucketvision.infra.messages import TrainingMessage, TrainingRequest
 from bucketvision.infra.queue import TRAINING_QUEUE
 from bucketvision.infra.s3 import S3Store, parse_s3_uri
@@ -25,6 +25,7 @@ from bucketvision.models.registry import (
     parse_model_ref,
 )
 from bucketvision.models.training import PROMOTE_MODES
+from bucketvision.producer.follow import Followed, follow
 from celery import Celery
 
 
@@ -96,32 +97,38 @@ def wait_for_training(
     from tqdm import tqdm
 
     bar = tqdm(total=None, unit="epoch", desc=run_id, disable=not progress, file=sys.stderr)
-    began = last_change = time.monotonic()
-    seen: tuple[Any, ...] = ()
+
+    def show(record: dict[str, Any]) -> None:
+        if record.get("epochs") and bar.total != record["epochs"]:
+            bar.total = record["epochs"]
+        bar.update(int(record.get("epoch") or 0) - bar.n)
+        logs = record.get("logs") or {}
+        bar.set_description_str(f"{run_id} {record.get('stage') or record['state']}")
+        bar.set_postfix({k: f"{v:.4g}" for k, v in list(logs.items())[:4]}, refresh=True)
+
+    def hint(record: dict[str, Any], quiet: float) -> str | None:
+        if record["state"] != "queued":
+            return None
+        return (
+            f"queued for {quiet:.0f} s: is a worker consuming the training queue "
+            "(`bucketvision worker --queues training`)?"
+        )
+
+    followed = Followed(
+        f"training run {run_id}",
+        read=lambda: runs.get(run_id),
+        is_final=lambda record: record["state"] in FINAL_STATES,
+        progress=lambda record: (record["state"], record.get("stage"), record.get("epoch")),
+        stalled_hint=hint,
+    )
     try:
-        while True:
-            record = runs.get(run_id)
-            if record.get("epochs") and bar.total != record["epochs"]:
-                bar.total = record["epochs"]
-            bar.update(int(record.get("epoch") or 0) - bar.n)
-            logs = record.get("logs") or {}
-            bar.set_description_str(f"{run_id} {record.get('stage') or record['state']}")
-            bar.set_postfix({k: f"{v:.4g}" for k, v in list(logs.items())[:4]}, refresh=True)
-            if record["state"] in FINAL_STATES:
-                return record
-            now = time.monotonic()
-            state = (record["state"], record.get("stage"), record.get("epoch"))
-            if state != seen:
-                seen, last_change = state, now
-            elif record["state"] == "queued" and now - last_change > stall_hint_seconds:
-                bar.set_description_str(
-                    f"{run_id} queued for {now - last_change:.0f} s: is a worker consuming the "
-                    "training queue (`bucketvision worker --queues training`)?"
-                )
-            if timeout_seconds is not None and now - began > timeout_seconds:
-                raise WaitTimedOut(
-                    f"training run {run_id} did not finish in {timeout_seconds:.0f} s"
-                )
-            time.sleep(poll_seconds)
+        return follow(
+            followed,
+            show=show,
+            tell=lambda news: bar.set_description_str(f"{run_id} {news}"),
+            poll_seconds=poll_seconds,
+            stall_hint_seconds=stall_hint_seconds,
+            timeout_seconds=timeout_seconds,
+        )
     finally:
         bar.close()
