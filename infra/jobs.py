@@ -17,6 +17,7 @@ from typing import Any
 import redis
 from bucketvision.infra import keys
 from bucketvision.infra.errors import UserError
+from bucketvision.infra.outputs import jsonl, parse_jsonl
 
 JOB_TTL_SECONDS = 30 * 24 * 3600
 FINALIZE_LOCK_SECONDS = 600
@@ -78,24 +79,6 @@ _FIELDS_FLOAT = (
     "stage_infer",
     "stage_upload",
 )
-
-
-def jsonl(records: Iterable[dict[str, Any]]) -> str:
-    """JSON Lines that any reader splits right: U+0085, U+2028 and U+2029 (line breaks
-    to ``str.splitlines`` and others) are escaped; other characters stay as they are."""
-    return "".join(
-        json.dumps(record, ensure_ascii=False)
-        .replace("\u0085", "\\u0085")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
-        + "\n"
-        for record in records
-    )
-
-
-def parse_jsonl(text: str) -> list[dict[str, Any]]:
-    """The records of a JSON Lines text; only ``\\n`` separates records."""
-    return [json.loads(row) for row in text.split("\n") if row.strip()]
 
 
 class JobNotFound(UserError):

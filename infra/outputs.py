@@ -8,6 +8,8 @@ job's own files live under ``<output>/_jobs/<job_id>/`` (docs/output-layout.md).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import Any
 
 from bucketvision.infra.s3 import S3Uri
@@ -73,3 +75,21 @@ def manifest_line(
         "latency_ms": round(latency_ms, 3),
         "attempts": attempts,
     }
+
+
+def jsonl(records: Iterable[dict[str, Any]]) -> str:
+    """JSON Lines that any reader splits right: U+0085, U+2028 and U+2029 (line breaks
+    to ``str.splitlines`` and others) are escaped; other characters stay as they are."""
+    return "".join(
+        json.dumps(record, ensure_ascii=False)
+        .replace("\u0085", "\\u0085")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+        + "\n"
+        for record in records
+    )
+
+
+def parse_jsonl(text: str) -> list[dict[str, Any]]:
+    """The records of a JSON Lines text; only ``\\n`` separates records."""
+    return [json.loads(row) for row in text.split("\n") if row.strip()]

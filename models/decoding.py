@@ -15,18 +15,18 @@
 from __future__ import annotations
 
 import io
-import struct
 from dataclasses import dataclass, replace
 
 import numpy as np
-from bucketvision.infra.errors import UserError
 from bucketvision.infra.vocabulary import ALLOWED_FORMATS
+from bucketvision.models.decode_limits import (
+    DecodeError,
+    check_header,
+    check_structure,
+    format_of,
+)
 from bucketvision.models.imaging import Placement, fit_image
 from PIL import Image, UnidentifiedImageError
-
-MAX_JPEG_SCANS = 500  # libjpeg-turbo's suggested scan limit; a normal progressive JPEG has ~10
-MAX_TIFF_VALUES = 1 << 18  # numbers in one TIFF tag (strip/tile tables); Pillow unpacks each
-MAX_RLE_PIXELS = 1 << 23  # RLE BMPs are decoded in pure Python by Pillow (~0.1 us a pixel)
 
 Size = tuple[int, int] | None  # (width, height) of the model input; None keeps the original
 _ORIENTATION = 0x0112
@@ -39,9 +39,7 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_FORMAT_ALIASES = {"MPO": "JPEG"}  # a JPEG with extra pictures (phones); its first is decoded
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-_TIFF_NUMERIC_TYPES = frozenset((3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 16, 17, 18))
+
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"%PDF", "a PDF document"),
     (b"%!PS", "a PostScript/EPS document"),
@@ -54,14 +52,6 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x00\x00\x01\x00", "a Windows icon (ICO)"),
     (b"RIFF", "a RIFF file that is not WebP"),
 )
-
-
-class DecodeError(UserError):
-    """The bytes are not an image this service will decode; ``kind`` names why."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -93,13 +83,13 @@ def decode_image(
     """
     if not data:
         raise DecodeError("EmptyObject", "the object is empty (0 bytes)")
-    _check_structure(data)
+    check_structure(data)
     limit, limit_name = max_pixels, "BV_MAX_IMAGE_PIXELS"
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
         limit, limit_name = Image.MAX_IMAGE_PIXELS, "PIL.Image.MAX_IMAGE_PIXELS"
     with _open(data) as image:
         try:
-            _check_header(image, limit, limit_name)
+            check_header(image, limit, limit_name)
             return _decode(image, mode, size, resize, preview_size)
         except DecodeError:
             raise
@@ -114,7 +104,7 @@ def _decode(
 ) -> DecodedImage:
     """Load the first frame, apply the orientation, convert, fit (see decode_image)."""
     width, height = image.size
-    source_format = _source_format(image)
+    source_format = format_of(image)
     if size is not None and source_format == "JPEG" and preview_size is None:
         transposed = _orientation(image) in (5, 6, 7, 8)
         image.draft(mode, (size[1], size[0]) if transposed else size)
@@ -133,10 +123,6 @@ def _decode(
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
     return DecodedImage(pixels, width, height, source_format, placement, preview)
-
-
-def _source_format(image: Image.Image) -> str:
-    return _FORMAT_ALIASES.get(image.format or "", image.format or "unknown")
 
 
 def _open(data: bytes) -> Image.Image:
@@ -158,73 +144,6 @@ def _open(data: bytes) -> Image.Image:
         raise _bomb(error) from None
     except Exception as error:  # a plugin failing on a broken header
         raise DecodeError("CorruptImage", f"cannot read the image header: {_why(error)}") from None
-
-
-def _check_structure(data: bytes) -> None:
-    """Refuse files whose decoding cost is not in the header (before Pillow parses them)."""
-    if data.startswith(b"\xff\xd8"):
-        # FF DA (start of scan) cannot occur inside entropy-coded data (FF is stuffed)
-        scans = data.count(b"\xff\xda")
-        if scans > MAX_JPEG_SCANS:
-            raise DecodeError(
-                "TooComplex",
-                f"the JPEG has {scans} scans, above the limit of {MAX_JPEG_SCANS} "
-                "(each scan re-reads every block: a decoding-time bomb)",
-            )
-    elif data[:4] in _TIFF_MAGIC:
-        _check_tiff_directory(data)
-
-
-def _check_tiff_directory(data: bytes) -> None:
-    """Refuse a first TIFF directory with a numeric tag of more than MAX_TIFF_VALUES values."""
-    order = "<" if data[:2] == b"II" else ">"
-    big = data[2:4] in (b"+\x00", b"\x00+")  # BigTIFF: 64-bit offsets and counts
-    pointer, number, entry, layout = ("Q", "Q", 20, "HHQ") if big else ("I", "H", 12, "HHI")
-    try:
-        (offset,) = struct.unpack_from(order + pointer, data, 8 if big else 4)
-        (count,) = struct.unpack_from(order + number, data, offset)
-    except struct.error:
-        return  # Pillow reports the broken header
-    start, layout = offset + struct.calcsize(number), order + layout
-    for index in range(min(count, max(0, len(data) - start) // entry)):
-        tag, kind, values = struct.unpack_from(layout, data, start + index * entry)
-        if kind in _TIFF_NUMERIC_TYPES and values > MAX_TIFF_VALUES:
-            raise DecodeError(
-                "TooComplex",
-                f"the TIFF tag {tag} holds {values} values, above the limit of {MAX_TIFF_VALUES} "
-                "(a strip or tile table this long is a decoding-time bomb)",
-            )
-
-
-def _check_header(image: Image.Image, limit: int, limit_name: str) -> None:
-    """Format, size and per-format cost checks that need only the parsed header."""
-    width, height = image.size
-    source_format = _source_format(image)
-    if source_format not in ALLOWED_FORMATS:
-        raise DecodeError("UnsupportedFormat", f"the {source_format} format is not allowed")
-    if width <= 0 or height <= 0:
-        raise DecodeError("CorruptImage", f"the image has no pixels ({width}x{height})")
-    if width * height > limit:
-        raise DecodeError(
-            "TooManyPixels",
-            f"the image is {width}x{height} = {width * height} pixels, above {limit_name}="
-            f"{limit} (a decompression bomb or an oversized image)",
-        )
-    tags = getattr(image, "tag_v2", None)
-    if source_format == "TIFF" and tags is not None and 322 in tags and 323 in tags:
-        tile_width, tile_height = int(tags[322]), int(tags[323])
-        if tile_width * tile_height > limit:
-            raise DecodeError(
-                "TooManyPixels",
-                f"the TIFF tiles are {tile_width}x{tile_height} = {tile_width * tile_height} "
-                f"pixels each, above {limit_name}={limit} (a bomb inside a small image)",
-            )
-    if any(tile[0] == "bmp_rle" for tile in image.tile) and width * height > MAX_RLE_PIXELS:
-        raise DecodeError(
-            "TooManyPixels",
-            f"the RLE-compressed BMP is {width}x{height} = {width * height} pixels, above "
-            f"the limit of {MAX_RLE_PIXELS} for this slow decoder",
-        )
 
 
 def _orientation(image: Image.Image) -> int:

@@ -17,9 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bucketvision.infra.jobs import parse_jsonl
 from bucketvision.infra.local_services import local_stack
-from bucketvision.infra.outputs import JOB_FILES_FOLDER, MANIFEST_FILE, SUMMARY_FILE, job_file_key
+from bucketvision.infra.outputs import (
+    JOB_FILES_FOLDER,
+    MANIFEST_FILE,
+    SUMMARY_FILE,
+    job_file_key,
+    parse_jsonl,
+)
 from bucketvision.infra.s3 import S3Store, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS, Settings
 

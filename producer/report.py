@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bucketvision.infra.jobs import JobNotFound, parse_jsonl
+from bucketvision.infra.jobs import JobNotFound
 from bucketvision.infra.outputs import (
     MANIFEST_FILE,
     REPORT_FILE,
@@ -24,6 +24,7 @@ from bucketvision.infra.outputs import (
     job_file_key,
     job_file_uri,
     job_folder_uri,
+    parse_jsonl,
 )
 from bucketvision.infra.s3 import ObjectMissing, S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import Settings

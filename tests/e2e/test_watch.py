@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bucketvision.infra.jobs import parse_jsonl
+from bucketvision.infra.outputs import parse_jsonl
 from bucketvision.models.digits import make_digits
 
 from tests.helpers import png_bytes, run_cli, start_cli

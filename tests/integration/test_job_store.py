@@ -6,8 +6,8 @@ import json
 import secrets
 
 import pytest
-from bucketvision.infra.jobs import JobNotFound, JobStore, jsonl, parse_jsonl
-from bucketvision.infra.outputs import manifest_line
+from bucketvision.infra.jobs import JobNotFound, JobStore
+from bucketvision.infra.outputs import jsonl, manifest_line, parse_jsonl
 from bucketvision.infra.s3 import S3Store
 from bucketvision.worker.finalize import finalize_job
 

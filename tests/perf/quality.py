@@ -22,8 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bucketvision.infra.jobs import parse_jsonl
 from bucketvision.infra.local_services import local_stack
+from bucketvision.infra.outputs import parse_jsonl
 from bucketvision.infra.s3 import S3Store
 from bucketvision.infra.settings import Settings
 

@@ -8,17 +8,13 @@ import subprocess
 import zlib
 from collections.abc import Callable
 
+import bucketvision.models.decode_limits as limits_module
 import bucketvision.models.decoding as decode_module
 import numpy as np
 import pytest
-from bucketvision.models.decoding import (
-    ALLOWED_FORMATS,
-    MAX_JPEG_SCANS,
-    MAX_TIFF_VALUES,
-    DecodedImage,
-    DecodeError,
-    decode_image,
-)
+from bucketvision.infra.vocabulary import ALLOWED_FORMATS
+from bucketvision.models.decode_limits import MAX_JPEG_SCANS, MAX_TIFF_VALUES
+from bucketvision.models.decoding import DecodedImage, DecodeError, decode_image
 from PIL import EpsImagePlugin, Image, ImageFile
 
 from tests.hostile_corpus import bmp_rle8, grey_tiff_tags, tiff
@@ -426,7 +422,7 @@ def test_a_small_tiff_with_a_huge_tile_is_refused() -> None:
 
 def test_rle_bmps_have_a_pixel_limit_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pillow decodes RLE BMPs in Python: ~0.1 us a pixel, however small the file."""
-    monkeypatch.setattr(decode_module, "MAX_RLE_PIXELS", 100)
+    monkeypatch.setattr(limits_module, "MAX_RLE_PIXELS", 100)
     assert decode(bmp_rle8(10, 10, b"\x0a\x07\x00\x00" * 10 + b"\x00\x01")).pixels.size
     error = decode_error(bmp_rle8(11, 10, b"\x0b\x07\x00\x00" * 10 + b"\x00\x01"))
     assert error.kind == "TooManyPixels"

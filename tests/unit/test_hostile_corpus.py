@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bucketvision.models.decoding import ALLOWED_FORMATS, DecodedImage, DecodeError, decode_image
+from bucketvision.infra.vocabulary import ALLOWED_FORMATS
+from bucketvision.models.decoding import DecodedImage, DecodeError, decode_image
 from PIL import EpsImagePlugin, Image, PdfImagePlugin
 
 from tests.hostile_corpus import CORNERS, CorpusFile, categories, hostile_corpus
