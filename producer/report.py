@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,32 +29,12 @@ from bucketvision.infra.s3 import ObjectMissing, S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import Settings
 from bucketvision.infra.vocabulary import FINAL_STATES
 from bucketvision.producer.cli_support import CommandError
+from bucketvision.producer.report_data import ErrorGroup, ReportData
 from bucketvision.producer.report_thumbs import Tile, label_colours, make_tile
 
 DEFAULT_LIMIT = 48
 EXAMPLES_PER_ERROR = 3
 MAX_THREADS = 8  # each may hold one decoded image of up to BV_MAX_IMAGE_PIXELS
-
-
-@dataclass(frozen=True)
-class ErrorGroup:
-    """Error lines of one type: how many, and a few ``(key, message)`` examples."""
-
-    type: str
-    count: int
-    examples: list[tuple[str, str]]
-
-
-@dataclass
-class ReportData:
-    """Everything the page shows."""
-
-    summary: dict[str, Any]
-    lines: list[dict[str, Any]]
-    errors: list[ErrorGroup]
-    tiles: list[Tile]
-    colours: dict[str, tuple[int, int, int]] = field(default_factory=dict)
-    uri: str = ""
 
 
 def locate_output(job_id: str, *, jobs: Any | None, output: str | None) -> S3Uri:
