@@ -22,8 +22,6 @@ from bucketvision.infra.s3 import S3Store, S3Uri, StorageError, StorageUnavailab
 from bucketvision.models.decoding import DecodedImage, DecodeError, decode_image
 from bucketvision.models.family import ItemFile, ServedModel
 
-BatchModel = ServedModel
-
 
 @dataclass(frozen=True)
 class BatchMessage:
@@ -96,7 +94,7 @@ class BatchOutcome:
 
 
 def _fetch_and_decode(
-    store: S3Store, bucket: str, item: ItemState, model: BatchModel, limits: Limits
+    store: S3Store, bucket: str, item: ItemState, model: ServedModel, limits: Limits
 ) -> ItemState:
     start = time.perf_counter()
     try:
@@ -115,8 +113,8 @@ def _fetch_and_decode(
             mode=model.mode,
             size=model.size,
             max_pixels=limits.max_pixels,
-            resize=getattr(model, "resize", "stretch"),
-            preview_size=getattr(model, "preview_size", None),
+            resize=model.resize,
+            preview_size=model.preview_size,
         )
     except DecodeError as error:
         item.error = (error.kind, str(error))
@@ -151,7 +149,7 @@ def _upload_result(store: S3Store, message: BatchMessage, item: ItemState) -> It
     return item
 
 
-def _post_process(model: BatchModel, item: ItemState, output: Any) -> None:
+def _post_process(model: ServedModel, item: ItemState, output: Any) -> None:
     """The item's result and files from its raw output (encoding PNGs runs in threads)."""
     try:
         produced = model.result(output, item.decoded)
@@ -164,7 +162,7 @@ def _post_process(model: BatchModel, item: ItemState, output: Any) -> None:
 def _stream(
     message: BatchMessage,
     items: list[ItemState],
-    model: BatchModel,
+    model: ServedModel,
     *,
     store: S3Store,
     pool: Executor,
@@ -173,12 +171,12 @@ def _stream(
     """Download, decode, infer and upload ``items`` as a stream; returns the infer seconds.
 
     Every download starts at once; the forward pass runs on each group of
-    ``model.batch_size`` decoded items as soon as it is complete, and that group's
+    ``model.forward_batch`` decoded items as soon as it is complete, and that group's
     uploads start while the next group is still downloading, so a child's CPU and
     S3 wait overlap. Every task is waited for before returning, also on an error.
     """
     bucket = message.input.bucket
-    group_size = max(1, int(getattr(model, "batch_size", len(items)) or len(items)))
+    forward_batch = max(1, model.forward_batch)
     fetches = [pool.submit(_fetch_and_decode, store, bucket, item, model, limits) for item in items]
     writes: list[Future[Any]] = []
     infer_seconds = 0.0
@@ -188,7 +186,7 @@ def _stream(
             item = fetched.result()
             if item.decoded is not None:
                 ready.append(item)
-            if ready and (len(ready) == group_size or index == len(fetches)):
+            if ready and (len(ready) == forward_batch or index == len(fetches)):
                 infer_seconds += _infer_group(model, ready, pool)
                 if message.item_outputs or any(item.files for item in ready):
                     done = [item for item in ready if item.result is not None]
@@ -201,7 +199,7 @@ def _stream(
     return infer_seconds
 
 
-def _infer_group(model: BatchModel, group: list[ItemState], pool: Executor) -> float:
+def _infer_group(model: ServedModel, group: list[ItemState], pool: Executor) -> float:
     """One forward pass over ``group``, then its post-processing in threads."""
     started = time.perf_counter()
     try:
@@ -220,7 +218,7 @@ def run_batch(
     message: BatchMessage,
     *,
     store: S3Store,
-    load_model: Callable[[str], BatchModel],
+    load_model: Callable[[str], ServedModel],
     pool: Executor,
     limits: Limits,
     attempt: int,

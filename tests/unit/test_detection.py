@@ -160,7 +160,7 @@ def trained() -> Any:
 
     scenes = make_scenes(12, seed=3)
     info = DatasetInfo("detect", LABELS, (128, 128, 3), 8, 4)
-    options = TrainOptions(epochs=1, batch_size=4, steps_per_epoch=2, verbose=0)
+    options = TrainOptions(epochs=1, minibatch_size=4, steps_per_epoch=2, verbose=0)
     return train_detector(scenes_dataset(scenes, 0, 8), scenes_dataset(scenes, 8), info, options)
 
 
@@ -185,7 +185,7 @@ def test_smoke_fit_saves_and_reloads_in_safe_mode(trained: Any, tmp_path: Any) -
 def test_served_result_maps_boxes_back_to_a_letterboxed_image(trained: Any) -> None:
     from bucketvision.models.detection.serve import ServedDetector
 
-    served = ServedDetector(trained.model, trained.card, batch_size=2)
+    served = ServedDetector(trained.model, trained.card, forward_batch=2)
     assert (served.task, served.mode, served.size, served.resize) == (
         "detect",
         "RGB",
