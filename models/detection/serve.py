@@ -6,7 +6,9 @@ of ``forward_batch`` images (pixels are scaled inside it, by the card's
 zero-padded. The raw stride-4 output of each image is decoded in NumPy
 (:mod:`models.detection.decode`) with the card's serving parameters, boxes go
 back to the original image through the decoded image's letterbox ``placement``,
-and an annotated PNG is drawn on the image's preview.
+and the annotated PNG is drawn on the original image: the decoder keeps a copy
+of it (``preview``, long side at most ``preview_size``) because the model input
+is letterboxed and small.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from bucketvision.models.serving import ServedImageModel
 DEFAULT_SCORE_THRESHOLD = 0.3
 DEFAULT_NMS_IOU = 0.5
 DEFAULT_MAX_DETECTIONS = 100
+PREVIEW_SIZE = 640  # long side of the annotated PNG (the original's, when it is smaller)
 
 
 class ServedDetector(ServedImageModel):
@@ -32,6 +35,7 @@ class ServedDetector(ServedImageModel):
 
     task = "detect"
     resize = "letterbox"
+    preview_size = PREVIEW_SIZE
 
     def __init__(self, model: Any, card: dict[str, Any], forward_batch: int = 32) -> None:
         super().__init__(model, card, forward_batch)

@@ -28,7 +28,7 @@ def test_the_served_class_of_every_family_implements_its_protocol(task: str) -> 
     assert served.task == task and served.forward_batch == 4
     if task != "generate":
         assert served.resize in ("stretch", "letterbox")
-        assert served.preview_size is None
+        assert served.preview_size == (640 if task == "detect" else None)
 
 
 @pytest.mark.parametrize("task", sorted(FAMILIES))
