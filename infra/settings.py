@@ -71,7 +71,7 @@ class Settings:
     aws_secret_access_key: str | None = field(default=None, repr=False)
     models_uri: str = "s3://bucketvision/models/"
     batch_size: int = 32
-    forward_batch: int | None = None
+    requested_forward_batch: int | None = None  # BV_FORWARD_BATCH; None: half a batch
     max_image_pixels: int = 40_000_000
     max_object_bytes: int = 50 * 1024 * 1024
     metrics_port: int | None = None
@@ -117,7 +117,7 @@ class Settings:
             aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
             models_uri=models_uri if models_uri.endswith("/") else models_uri + "/",
             batch_size=_integer(env, "BV_BATCH_SIZE", defaults.batch_size),
-            forward_batch=_optional_integer(env, "BV_FORWARD_BATCH") or None,
+            requested_forward_batch=_optional_integer(env, "BV_FORWARD_BATCH") or None,
             max_image_pixels=_integer(env, "BV_MAX_IMAGE_PIXELS", defaults.max_image_pixels),
             max_object_bytes=_integer(env, "BV_MAX_OBJECT_BYTES", defaults.max_object_bytes),
             metrics_port=metrics_port,
@@ -140,13 +140,13 @@ class Settings:
         )
 
     @property
-    def forward_group(self) -> int:
+    def forward_batch(self) -> int:
         """Images per compiled forward pass: ``BV_FORWARD_BATCH``, else half a batch.
 
         Half a batch lets a child run the forward pass on the first half while the
         second half downloads, and upload the first while the second runs.
         """
-        return self.forward_batch or max(1, self.batch_size // 2)
+        return self.requested_forward_batch or max(1, self.batch_size // 2)
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed (used by commands with flags)."""

@@ -8,8 +8,8 @@
   decoded (Pillow opens at frame 0; nothing here seeks or counts frames), and
   what costs time without showing in the pixel count is capped: JPEG scans,
   TIFF tables and tile sizes, RLE BMPs (which Pillow decodes in pure Python).
-* JPEG is decoded in draft mode when the model wants a smaller image, and the
-  EXIF orientation is applied, so the pixels are the image as displayed.
+* JPEG is decoded in draft mode when the model (and the preview) want a smaller
+  image; the EXIF orientation is applied, so the pixels are the image as displayed.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from bucketvision.models.decode_limits import (
     check_structure,
     format_of,
 )
-from bucketvision.models.imaging import Placement, fit_image
+from bucketvision.models.imaging import Placement, draft_size, fit_image
 from PIL import Image, UnidentifiedImageError
 
 Size = tuple[int, int] | None  # (width, height) of the model input; None keeps the original
@@ -105,9 +105,9 @@ def _decode(
     """Load the first frame, apply the orientation, convert, fit (see decode_image)."""
     width, height = image.size
     source_format = format_of(image)
-    if size is not None and source_format == "JPEG" and preview_size is None:
-        transposed = _orientation(image) in (5, 6, 7, 8)
-        image.draft(mode, (size[1], size[0]) if transposed else size)
+    if size is not None and source_format == "JPEG":
+        target = (size[1], size[0]) if _orientation(image) in (5, 6, 7, 8) else size
+        image.draft("RGB" if preview_size else mode, draft_size(image.size, target, preview_size))
     image.load()
     orientation = _orientation(image)
     if orientation in (5, 6, 7, 8):

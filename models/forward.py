@@ -1,7 +1,7 @@
-"""A model's forward pass compiled once for a fixed uint8 batch shape.
+"""A model's forward pass compiled once for a fixed uint8 shape of ``forward_batch`` images.
 
 Every served image model (classify, detect, segment) runs ``model(scale(x))``
-through a ``tf.function`` with one input signature, so a partial batch is
+through a ``tf.function`` with one input signature, so a partial chunk is
 padded instead of triggering a retrace, and ``model.predict()``'s per-call
 overhead is never paid.
 """
@@ -15,19 +15,19 @@ from bucketvision.models.pixels import check_preprocess, scale_pixels
 
 
 class FixedBatchForward:
-    """``model(scale_pixels(x, preprocess))`` over batches of exactly ``batch_size``."""
+    """``model(scale_pixels(x, preprocess))`` over chunks of exactly ``forward_batch`` images."""
 
     def __init__(
-        self, model: Any, input_shape: tuple[int, int, int], batch_size: int, preprocess: str
+        self, model: Any, input_shape: tuple[int, int, int], forward_batch: int, preprocess: str
     ) -> None:
         import tensorflow as tf
 
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if forward_batch < 1:
+            raise ValueError(f"forward_batch must be >= 1, got {forward_batch}")
         self.model = model
         self.preprocess = check_preprocess(preprocess)
-        self.batch_size = int(batch_size)
-        self.shape = (self.batch_size, *(int(v) for v in input_shape))
+        self.forward_batch = int(forward_batch)
+        self.shape = (self.forward_batch, *(int(v) for v in input_shape))
         self._forward = tf.function(
             self._call,
             input_signature=[tf.TensorSpec(self.shape, tf.uint8)],
@@ -38,7 +38,7 @@ class FixedBatchForward:
         return self.model(scale_pixels(pixels, self.preprocess), training=False)
 
     def warm_up(self) -> None:
-        """Trace and run once so the first real batch does not pay for it."""
+        """Trace and run once so the first real images do not pay for it."""
         self._forward(np.zeros(self.shape, dtype=np.uint8))
 
     def __call__(self, pixels: np.ndarray) -> list[np.ndarray]:
@@ -47,8 +47,8 @@ class FixedBatchForward:
         if pixels.ndim != 4 or pixels.shape[1:] != self.shape[1:]:
             raise ValueError(f"expected N x {self.shape[1:]} pixels, got {pixels.shape}")
         outputs: list[np.ndarray] = []
-        for start in range(0, len(pixels), self.batch_size):
-            chunk = pixels[start : start + self.batch_size]
+        for start in range(0, len(pixels), self.forward_batch):
+            chunk = pixels[start : start + self.forward_batch]
             padded = np.zeros(self.shape, dtype=np.uint8)
             padded[: len(chunk)] = chunk
             outputs.extend(np.asarray(self._forward(padded))[: len(chunk)])

@@ -8,6 +8,7 @@ records the transform so boxes and masks go back to original pixels.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,3 +129,20 @@ def fit_mask(mask: Image.Image, placement: Placement) -> Image.Image:
     canvas = Image.new("L", target, 0)
     canvas.paste(content, (placement.pad_x, placement.pad_y))
     return canvas
+
+
+def draft_size(
+    stored: tuple[int, int], target: tuple[int, int], preview_size: int | None
+) -> tuple[int, int]:
+    """The least (width, height) a JPEG of size ``stored`` may be draft-decoded to.
+
+    It covers the model's ``target`` and, with ``preview_size``, a preview whose long
+    side is that many pixels (or the whole image, when it is smaller), so keeping a
+    preview does not make a large photo decode at full size.
+    """
+    if not preview_size:
+        return target
+    width, height = stored
+    shrink = min(1.0, preview_size / max(width, height))
+    preview = (math.ceil(width * shrink), math.ceil(height * shrink))
+    return max(target[0], preview[0]), max(target[1], preview[1])

@@ -25,7 +25,7 @@ from bucketvision.infra.messages import TrainingRequest
 from bucketvision.infra.s3 import S3Store
 from bucketvision.models.datasets import load_dataset
 from bucketvision.models.families import family
-from bucketvision.models.family import TrainOptions
+from bucketvision.models.family import TrainedModel, TrainOptions
 from bucketvision.models.plots import training_curves_png
 from bucketvision.models.registry import (
     ModelNotFound,
@@ -144,17 +144,18 @@ def run_training(
     report({"stage": "training", "epoch": 0, "counts": loaded.layout.counts()})
     options = TrainOptions(
         epochs=request.epochs,
-        batch_size=request.minibatch_size,
+        minibatch_size=request.minibatch_size,
         learning_rate=request.learning_rate,
         seed=request.seed,
         callbacks=[_progress_callback(report)],
         steps_per_epoch=request.steps_per_epoch,
         extra=dict(request.extra),
     )
-    trained = entry.fit(loaded.train, loaded.val, loaded.info, options)
+    trained: TrainedModel = entry.resolve("fit")(loaded.train, loaded.val, loaded.info, options)
     training_seconds = time.perf_counter() - started
     report({"stage": "evaluating", "split": loaded.layout.evaluation_split})
-    metrics = entry.score(trained, loaded.evaluation)
+    score = entry.resolve("score")
+    metrics = score(trained.model, trained.card, loaded.evaluation, **trained.scoring_inputs())
     raw_value = metrics.get(entry.main_metric)
     value = float(raw_value) if isinstance(raw_value, int | float) else None
     promote, decision = promotion_decision(

@@ -52,7 +52,7 @@ def run_generate_batch(
         key, item, image = entry
         try:
             store.put_bytes(message.output.bucket, key, model.encode_png(image), "image/png")
-            labels = getattr(model, "labels", [])
+            labels = model.labels
             result: dict[str, Any] = {"image": key, "seed": item.seed}
             if item.label is not None:
                 result["label"] = labels[item.label] if item.label < len(labels) else item.label

@@ -84,8 +84,8 @@ def _fetch_and_decode(
             mode=model.mode,
             size=model.size,
             max_pixels=limits.max_pixels,
-            resize=getattr(model, "resize", "stretch"),
-            preview_size=getattr(model, "preview_size", None),
+            resize=model.resize,
+            preview_size=model.preview_size,
         )
     except DecodeError as error:
         item.error = (error.kind, str(error))
@@ -142,12 +142,12 @@ def _stream(
     """Download, decode, infer and upload ``items`` as a stream; returns the infer seconds.
 
     Every download starts at once; the forward pass runs on each group of
-    ``model.batch_size`` decoded items as soon as it is complete, and that group's
+    ``model.forward_batch`` decoded items as soon as it is complete, and that group's
     uploads start while the next group is still downloading, so a child's CPU and
     S3 wait overlap. Every task is waited for before returning, also on an error.
     """
     bucket = message.input.bucket
-    group_size = max(1, int(getattr(model, "batch_size", len(items)) or len(items)))
+    forward_batch = max(1, model.forward_batch)
     fetches = [pool.submit(_fetch_and_decode, store, bucket, item, model, limits) for item in items]
     writes: list[Future[Any]] = []
     infer_seconds = 0.0
@@ -157,7 +157,7 @@ def _stream(
             item = fetched.result()
             if item.decoded is not None:
                 ready.append(item)
-            if ready and (len(ready) == group_size or index == len(fetches)):
+            if ready and (len(ready) == forward_batch or index == len(fetches)):
                 infer_seconds += _infer_group(model, ready, pool)
                 if message.item_outputs or any(item.files for item in ready):
                     done = [item for item in ready if item.result is not None]

@@ -40,7 +40,7 @@ class ModelCache:
         registry: ModelRegistry,
         store: S3Store,
         cache_dir: str,
-        batch_size: int,
+        forward_batch: int,
         *,
         refresh_seconds: float = 30.0,
         keep_versions: int = 2,
@@ -50,7 +50,7 @@ class ModelCache:
         self.store = store
         self.cache_dir = cache_dir
         self.unsafe_models = unsafe_models
-        self.batch_size = batch_size
+        self.forward_batch = forward_batch
         self.refresh_seconds = refresh_seconds
         self.keep_versions = keep_versions
         self.current: dict[str, str] = {}
@@ -146,7 +146,8 @@ class ModelCache:
         if name in self.unsafe_models:
             log.warning("loaded %s with Keras safe mode OFF (BV_UNSAFE_MODELS)", reference)
         try:
-            served = family(str(card.get("task"))).serve(model, card, self.batch_size)
+            serve = family(str(card.get("task"))).resolve("serve")
+            served = serve(model, card, self.forward_batch)
         except (KeyError, ValueError) as error:
             raise ModelLoadError(
                 f"{reference}: its card does not describe a servable model: {error}"
@@ -168,7 +169,7 @@ class WorkerRuntime:
             self.registry,
             self.store,
             settings.model_cache_dir,
-            settings.forward_group,
+            settings.forward_batch,
             refresh_seconds=settings.model_refresh_seconds,
             unsafe_models=settings.unsafe_models,
         )

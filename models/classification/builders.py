@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bucketvision.models.classification.backbones import build_backbone_classifier
-from bucketvision.models.cnn import build_seed_cnn
+from bucketvision.models.cnn import build_mnist_cnn
 
 # Faster-moving batch-norm statistics than Keras' 0.99: with the few hundred steps of a
 # small dataset, 0.99 leaves the inference statistics lagging and validation erratic.
@@ -32,7 +32,7 @@ BN_MOMENTUM = 0.9
 __all__ = [
     "build_backbone_classifier",
     "build_compact_classifier",
-    "build_seed_cnn",
+    "build_mnist_cnn",
     "build_seed_digit_classifier",
 ]
 
@@ -55,7 +55,7 @@ def build_seed_digit_classifier(
     import keras
     from keras import layers
 
-    seed = build_seed_cnn(
+    seed = build_mnist_cnn(
         input_shape,
         num_classes,
         conv_filters=conv_filters,

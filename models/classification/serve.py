@@ -1,8 +1,9 @@
 """Serving a classifier in the worker: a fixed-shape compiled forward pass and top-k results.
 
-The forward pass is one ``tf.function`` with a fixed ``(batch, H, W, C)`` uint8
-signature, traced once at warm-up; partial batches are zero-padded to that shape
-so nothing is retraced at run time. Scaling follows the card's ``preprocess``.
+The forward pass is one ``tf.function`` with a fixed ``(forward_batch, H, W, C)``
+uint8 signature, traced once at warm-up (:mod:`models.serving`); partial chunks
+are zero-padded to that shape so nothing is retraced at run time. Scaling
+follows the card's ``preprocess``.
 """
 
 from __future__ import annotations
@@ -10,39 +11,28 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from bucketvision.models.classification.preprocess import as_probabilities, check_preprocess
+from bucketvision.models.classification.preprocess import as_probabilities
 from bucketvision.models.family import ItemResult
-from bucketvision.models.forward import FixedBatchForward
+from bucketvision.models.serving import ServedImageModel
 
 TOP_K = 5
 
 
-class ServedClassifier:
+class ServedClassifier(ServedImageModel):
     """A loaded classification model and its card (implements ``ServedModel``)."""
 
     task = "classify"
     resize = "stretch"
+    default_preprocess = "raw"
 
-    def __init__(self, model: Any, card: dict[str, Any], batch_size: int) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        height, width, channels = (int(v) for v in card["input_shape"])
+    def __init__(self, model: Any, card: dict[str, Any], forward_batch: int) -> None:
+        super().__init__(model, card, forward_batch)
+        self.outputs: str | None = card.get("outputs")
+
+    def check_input(self, channels: int, labels: list[str]) -> None:
+        """1 (grey) or 3 (RGB) channels: the two modes the decoder makes."""
         if channels not in (1, 3):
             raise ValueError(f"a classifier takes 1 or 3 channels, the card says {channels}")
-        self.model = model
-        self.labels: list[str] = [str(label) for label in card["labels"]]
-        self.preprocess = check_preprocess(str(card.get("preprocess", "raw")))
-        self.outputs: str | None = card.get("outputs")
-        self.mode = "L" if channels == 1 else "RGB"
-        self.size = (width, height)
-        self.batch_size = batch_size
-        self._forward = FixedBatchForward(
-            model, (height, width, channels), batch_size, self.preprocess
-        )
-
-    def warm_up(self) -> None:
-        """Trace and run once so the first real batch does not pay for it."""
-        self._forward.warm_up()
 
     def infer(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities (N x classes) for ``pixels`` (N x H x W x C uint8)."""

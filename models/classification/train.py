@@ -137,7 +137,7 @@ def _settings(architecture: str, info: DatasetInfo, options: TrainOptions) -> di
     image_bytes = math.prod(int(v) for v in info.input_shape)
     settings: dict[str, Any] = {
         "epochs": options.epochs or defaults["epochs"],
-        "batch_size": options.batch_size or defaults["batch_size"],
+        "batch_size": options.minibatch_size or defaults["batch_size"],
         "learning_rate": options.learning_rate or defaults["learning_rate"],
         "optimizer": "adam",
         "schedule": "cosine",

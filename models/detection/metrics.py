@@ -125,12 +125,12 @@ def best_score_threshold(
 
 
 def predict(
-    model: Any, card: dict[str, Any], dataset: Any, *, batch_size: int = 32
+    model: Any, card: dict[str, Any], dataset: Any, *, forward_batch: int = 32
 ) -> tuple[list[Detections], list[Truth]]:
     """Detections (down to ``EVAL_SCORE_THRESHOLD``) and truths of an unbatched dataset."""
     from bucketvision.models.detection.serve import ServedDetector
 
-    served = ServedDetector(model, card, batch_size)
+    served = ServedDetector(model, card, forward_batch)
     detections: list[Detections] = []
     truths: list[Truth] = []
     images: list[np.ndarray] = []
@@ -145,7 +145,7 @@ def predict(
     for image, boxes, classes in elements:
         images.append(image)
         truths.append((np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes)))
-        if len(images) == batch_size:
+        if len(images) == forward_batch:
             flush()
     flush()
     return detections, truths

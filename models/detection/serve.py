@@ -1,11 +1,14 @@
-"""Serving a detector in the worker: a compiled fixed-batch forward pass and item results.
+"""Serving a detector in the worker: a compiled fixed-shape forward pass and item results.
 
-Why a fixed batch: one ``tf.function`` traced once with a uint8 input signature
-(pixels are scaled inside it, by the card's ``preprocess``) never retraces, and
-a partial batch is zero-padded. The raw stride-4 output of each image is
-decoded in NumPy (:mod:`models.detection.decode`) with the card's serving
-parameters, boxes go back to the original image through the decoded image's
-letterbox ``placement``, and an annotated PNG is drawn on the image's preview.
+Why a fixed shape: one ``tf.function`` traced once with a uint8 input signature
+of ``forward_batch`` images (pixels are scaled inside it, by the card's
+``preprocess``; :mod:`models.serving`) never retraces, and a partial chunk is
+zero-padded. The raw stride-4 output of each image is decoded in NumPy
+(:mod:`models.detection.decode`) with the card's serving parameters, boxes go
+back to the original image through the decoded image's letterbox ``placement``,
+and the annotated PNG is drawn on the original image: the decoder keeps a copy
+of it (``preview``, long side at most ``preview_size``) because the model input
+is letterboxed and small.
 """
 
 from __future__ import annotations
@@ -16,45 +19,35 @@ import numpy as np
 from bucketvision.models.detection.annotate import draw_detections, png_bytes
 from bucketvision.models.detection.decode import Detections, decode_output
 from bucketvision.models.family import ItemFile, ItemResult
-from bucketvision.models.forward import FixedBatchForward
+from bucketvision.models.serving import ServedImageModel
 
 DEFAULT_SCORE_THRESHOLD = 0.3
 DEFAULT_NMS_IOU = 0.5
 DEFAULT_MAX_DETECTIONS = 100
+PREVIEW_SIZE = 640  # long side of the annotated PNG (the original's, when it is smaller)
 
 
-class ServedDetector:
-    """A loaded detection model with its card, ready for batches of uint8 pixels."""
+class ServedDetector(ServedImageModel):
+    """A loaded detection model with its card, ready for batches of uint8 pixels.
+
+    ``infer`` gives the raw ``[H/stride, W/stride, C + 4]`` output of each image.
+    """
 
     task = "detect"
     resize = "letterbox"
+    preview_size = PREVIEW_SIZE
 
-    def __init__(self, model: Any, card: dict[str, Any], batch_size: int = 32) -> None:
-        height, width, channels = (int(v) for v in card["input_shape"])
-        if channels != 3:
-            raise ValueError(f"a detector takes RGB input, the card says {channels} channels")
-        self.model = model
-        self.card = card
-        self.labels: list[str] = list(card["labels"])
-        self.preprocess: str = card.get("preprocess", "unit")
+    def __init__(self, model: Any, card: dict[str, Any], forward_batch: int = 32) -> None:
+        super().__init__(model, card, forward_batch)
         self.stride = int(card.get("stride", 4))
         self.score_threshold = float(card.get("score_threshold", DEFAULT_SCORE_THRESHOLD))
         self.nms_iou = float(card.get("nms_iou", DEFAULT_NMS_IOU))
         self.max_detections = int(card.get("max_detections", DEFAULT_MAX_DETECTIONS))
-        self.mode = "RGB"
-        self.size = (width, height)
-        self.batch_size = batch_size
-        self._forward = FixedBatchForward(
-            model, (height, width, channels), batch_size, self.preprocess
-        )
 
-    def warm_up(self) -> None:
-        """Trace and run once so the first real batch does not pay for it."""
-        self._forward.warm_up()
-
-    def infer(self, pixels: np.ndarray) -> list[np.ndarray]:
-        """Raw ``[H/stride, W/stride, C + 4]`` outputs, one per image of ``pixels`` (uint8)."""
-        return self._forward(pixels)
+    def check_input(self, channels: int, labels: list[str]) -> None:
+        """Only RGB: the detectors here are trained on colour scenes."""
+        if channels != 3:
+            raise ValueError(f"a detector takes RGB input, the card says {channels} channels")
 
     def detect(self, output: np.ndarray, *, score_threshold: float | None = None) -> Detections:
         """Decode one raw output with the card's parameters (boxes in input pixels)."""

@@ -51,10 +51,7 @@ def hyperparameters(options: TrainOptions) -> dict[str, Any]:
     unknown = set(options.extra) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown detection options {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    chosen = {**DEFAULTS, **options.extra}
-    for key in ("epochs", "batch_size", "learning_rate"):
-        if getattr(options, key) is not None:
-            chosen[key] = getattr(options, key)
+    chosen = {**DEFAULTS, **options.extra, **options.overrides()}
     for key in ("widths", "blocks"):
         chosen[key] = tuple(int(v) for v in chosen[key])
     return chosen
@@ -220,7 +217,7 @@ def train_detector(
         "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()},
     }
     if validation is not None:
-        detections, truths = predict(served, card, val_ds, batch_size=hp["batch_size"])
+        detections, truths = predict(served, card, val_ds, forward_batch=hp["batch_size"])
         card["score_threshold"] = best_score_threshold(detections, truths, num_classes)
     return TrainedModel(
         model=served,

@@ -53,7 +53,7 @@ def train_judge(
     """
     import keras
     import tensorflow as tf
-    from bucketvision.models.cnn import build_seed_cnn, compile_classifier
+    from bucketvision.models.cnn import build_mnist_cnn, compile_classifier
 
     def prepare(ds: Any, shuffle: bool) -> Any:
         """Labelled elements scaled x/255, cached, shuffled element by element (datasets
@@ -73,7 +73,7 @@ def train_judge(
     keras.utils.set_random_seed(seed)
     image_shape = tuple(int(v) for v in dataset.element_spec[0].shape)
     judge = compile_classifier(
-        build_seed_cnn(image_shape, num_classes, name="judge"), learning_rate=learning_rate
+        build_mnist_cnn(image_shape, num_classes, name="judge"), learning_rate=learning_rate
     )
     train = prepare(dataset, shuffle=True).prefetch(2)
     judge.fit(train, epochs=epochs, verbose=verbose, shuffle=False)

@@ -6,9 +6,9 @@ A request names a seed per image; the latent vector is
 one compiled fixed-batch ``tf.function`` (padded like the classifier's), never
 ``model.predict`` per call.
 
-The decode side of :class:`models.family.ServedModel` (``mode``, ``size``,
-``resize``, ``infer``, ``result``) does not apply to generation - there is no
-input image - so this class only shares ``task`` and ``warm_up``.
+There is no input image, so this class implements
+:class:`models.family.ServedGenerativeModel`, not the decoder's side of
+:class:`models.family.ServedModel`.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ def latent_for_seed(seed: int, latent_dim: int) -> np.ndarray:
 
 
 class ServedGenerator:
-    """A loaded generator with its card, ready to turn seeds into images."""
+    """A loaded generator and its card: seeds in, images out (``ServedGenerativeModel``)."""
 
     task = "generate"
 
-    def __init__(self, model: Any, card: dict[str, Any], batch_size: int) -> None:
+    def __init__(self, model: Any, card: dict[str, Any], forward_batch: int) -> None:
         import tensorflow as tf
 
         self.model = model
@@ -43,10 +43,10 @@ class ServedGenerator:
         self.conditional = bool(card.get("conditional"))
         if self.conditional and not self.labels:
             raise ValueError("a conditional generator's card must list its labels")
-        self.batch_size = int(batch_size)
-        signature = [tf.TensorSpec((self.batch_size, self.latent_dim), tf.float32)]
+        self.forward_batch = int(forward_batch)
+        signature = [tf.TensorSpec((self.forward_batch, self.latent_dim), tf.float32)]
         if self.conditional:
-            signature.append(tf.TensorSpec((self.batch_size, 1), tf.int32))
+            signature.append(tf.TensorSpec((self.forward_batch, 1), tf.int32))
         self._forward = tf.function(self._call, input_signature=signature, jit_compile=False)
 
     def _call(self, z: Any, labels: Any = None) -> Any:
@@ -69,8 +69,8 @@ class ServedGenerator:
     def warm_up(self) -> None:
         """Trace and run once so the first real request does not pay for it."""
         self._run(
-            np.zeros((self.batch_size, self.latent_dim), np.float32),
-            np.zeros((self.batch_size, 1), np.int32),
+            np.zeros((self.forward_batch, self.latent_dim), np.float32),
+            np.zeros((self.forward_batch, 1), np.int32),
         )
 
     def resolve_label(self, seed: int, label: int | None) -> int:
@@ -102,11 +102,11 @@ class ServedGenerator:
             dtype=np.int32,
         )
         images: list[np.ndarray] = []
-        for start in range(0, len(seeds), self.batch_size):
-            count = min(self.batch_size, len(seeds) - start)
-            z_batch = np.zeros((self.batch_size, self.latent_dim), np.float32)
-            label_batch = np.zeros((self.batch_size, 1), np.int32)
-            z_batch[:count] = z[start : start + count]  # type: ignore[index]
-            label_batch[:count, 0] = np.maximum(classes[start : start + count], 0)
-            images.extend(self._run(z_batch, label_batch)[:count])
+        for start in range(0, len(seeds), self.forward_batch):
+            count = min(self.forward_batch, len(seeds) - start)
+            z_chunk = np.zeros((self.forward_batch, self.latent_dim), np.float32)
+            label_chunk = np.zeros((self.forward_batch, 1), np.int32)
+            z_chunk[:count] = z[start : start + count]  # type: ignore[index]
+            label_chunk[:count, 0] = np.maximum(classes[start : start + count], 0)
+            images.extend(self._run(z_chunk, label_chunk)[:count])
         return images

@@ -17,7 +17,7 @@ Tuned defaults (``DEFAULTS``; ``tests/perf/tune_generation.py``): on 4,000
 synthetic digits, 30 epochs (1,860 steps at batch 64) take about 1.5 minutes on
 2 idle CPU cores, and an independent seed-CNN judge gives 200 samples a mean
 confidence of 0.998-0.999 with all 10 digits (training seeds 0 and 1).
-Every default may be overridden through ``TrainOptions`` (epochs, batch_size,
+Every default may be overridden through ``TrainOptions`` (epochs, minibatch_size,
 learning_rate) or by name in ``TrainOptions.extra``.
 """
 
@@ -62,18 +62,17 @@ class TrainedGenerator(TrainedModel):
 
     judge: Any = None
 
+    def scoring_inputs(self) -> dict[str, Any]:
+        """The judge, when there is one: it scores the generated samples."""
+        return {} if self.judge is None else {"judge": self.judge}
+
 
 def resolve_hyperparameters(options: TrainOptions) -> dict[str, Any]:
     """DEFAULTS, overridden by ``options.extra`` and then the explicit TrainOptions fields."""
     unknown = set(options.extra) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown generation options {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    hyper = {**DEFAULTS, **options.extra}
-    for key in ("epochs", "batch_size", "learning_rate"):
-        value = getattr(options, key)
-        if value is not None:
-            hyper[key] = value
-    return hyper
+    return {**DEFAULTS, **options.extra, **options.overrides()}
 
 
 def default_epochs(steps_per_epoch: int, max_steps: int, most: int = 30) -> int:

@@ -1,4 +1,4 @@
-"""Serving a segmenter: a fixed-batch compiled forward pass and masks at the original size.
+"""Serving a segmenter: a fixed-shape compiled forward pass and masks at the original size.
 
 The worker letterboxes every image into the model input (``image.placement``
 records how). :meth:`ServedSegmenter.result` crops the padding away, resizes the
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from bucketvision.models.family import ItemFile, ItemResult
-from bucketvision.models.forward import FixedBatchForward
+from bucketvision.models.serving import ServedImageModel
 from PIL import Image
 
 MAX_SMOOTH_SIDE = 1024  # longest side up to which probabilities are resized bilinearly
@@ -59,34 +59,22 @@ def encode_mask(ids: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-class ServedSegmenter:
+class ServedSegmenter(ServedImageModel):
     """A loaded segmentation model with its card, ready for batches of uint8 pixels."""
 
     task = "segment"
     resize = "letterbox"
 
-    def __init__(self, model: Any, card: dict[str, Any], batch_size: int) -> None:
-        height, width, channels = (int(v) for v in card["input_shape"])
-        self.model = model
-        self.labels: list[str] = list(card["labels"])
-        if len(self.labels) > 256:
+    def check_input(self, channels: int, labels: list[str]) -> None:
+        """At most 256 classes: the mask PNG holds one 8-bit class id per pixel."""
+        if len(labels) > 256:
             raise ValueError("an 8-bit mask holds at most 256 classes")
-        self.preprocess: str = card.get("preprocess", "unit")
-        self.size = (width, height)
-        self.mode = "L" if channels == 1 else "RGB"
-        self.batch_size = int(batch_size)
-        self._forward = FixedBatchForward(
-            model, (height, width, channels), self.batch_size, self.preprocess
-        )
-
-    def warm_up(self) -> None:
-        """Trace and run once so the first real batch does not pay for it."""
-        self._forward.warm_up()
 
     def infer(self, pixels: np.ndarray) -> list[np.ndarray]:
         """Per-pixel class probabilities (float32 [H, W, classes]) for each image of ``pixels``.
 
-        Partial batches are padded to the fixed batch shape the forward pass was traced for.
+        A partial chunk is padded to the fixed ``forward_batch`` shape the forward pass was
+        traced for.
         """
         return [output.astype(np.float32) for output in self._forward(pixels)]
 

@@ -49,10 +49,7 @@ def hyperparameters(options: TrainOptions, train_count: int) -> dict[str, Any]:
     unknown = set(options.extra) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown segmentation options: {sorted(unknown)}")
-    params = {**DEFAULTS, **options.extra}
-    for key in ("epochs", "batch_size", "learning_rate"):
-        if getattr(options, key) is not None:
-            params[key] = getattr(options, key)
+    params = {**DEFAULTS, **options.extra, **options.overrides()}
     if params["epochs"] is None:
         passes = math.ceil(params["train_images"] / max(1, train_count))
         params["epochs"] = max(1, min(int(params["max_epochs"]), passes))

@@ -2,7 +2,7 @@
 
 ``python -m tests.perf.bench_models --out DIR --models cnn,mobilenet``
 
-* ``cnn``: the seed CNN (``models.cnn.build_seed_cnn``) for 28x28 grey digits,
+* ``cnn``: the seed CNN (``models.cnn.build_mnist_cnn``) for 28x28 grey digits,
   untrained (throughput does not depend on the weights), preprocess ``unit``.
 * ``mobilenet``: ``keras.applications.MobileNetV2(weights=None)`` at 224x224x3
   with 10 classes, preprocess ``symmetric``.
@@ -39,11 +39,11 @@ LABELS = [str(digit) for digit in range(10)]
 
 def build(key: str) -> object:
     import keras
-    from bucketvision.models.cnn import build_seed_cnn
+    from bucketvision.models.cnn import build_mnist_cnn
 
     keras.utils.set_random_seed(0)
     if key == "cnn":
-        return build_seed_cnn(PLANS["cnn"].input_shape, len(LABELS))
+        return build_mnist_cnn(PLANS["cnn"].input_shape, len(LABELS))
     if key == "mobilenet":
         return keras.applications.MobileNetV2(
             weights=None, input_shape=PLANS["mobilenet"].input_shape, classes=len(LABELS)

@@ -49,7 +49,7 @@ def _served_accuracy(
     with tempfile.TemporaryDirectory() as directory:
         path = str(Path(directory) / "model.keras")
         model.save(path)
-        served = ServedClassifier(load_keras_model(path), card, batch_size=32)
+        served = ServedClassifier(load_keras_model(path), card, forward_batch=32)
     served.warm_up()
     probabilities = served.infer(images[..., np.newaxis])
     predicted = [

@@ -52,7 +52,7 @@ def save_sample(model: Any, card: dict[str, Any], scenes: Scenes, count: int = 6
     from bucketvision.models.detection.serve import ServedDetector
     from PIL import Image
 
-    served = ServedDetector(model, card, batch_size=count)
+    served = ServedDetector(model, card, forward_batch=count)
     outputs = served.infer(scenes.images[:count])
     tiles = []
     for pixels, output in zip(scenes.images[:count], outputs, strict=True):

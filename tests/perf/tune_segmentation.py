@@ -42,9 +42,9 @@ def _dataset(scenes: Scenes, start: int = 0, stop: int | None = None) -> Any:
 
 
 def _options(overrides: dict[str, Any]) -> TrainOptions:
-    explicit = {
-        k: overrides.pop(k) for k in ("epochs", "batch_size", "learning_rate") if k in overrides
-    }
+    explicit = {k: overrides.pop(k) for k in ("epochs", "learning_rate") if k in overrides}
+    if "batch_size" in overrides:  # the card's name for the training minibatch
+        explicit["minibatch_size"] = overrides.pop("batch_size")
     return TrainOptions(verbose=2, extra=overrides, **explicit)
 
 

@@ -118,7 +118,7 @@ def test_smoke_train_saves_and_reloads_in_safe_mode(tmp_path: Path) -> None:
     images, labels = make_digits(40, seed=3)
     images = images[..., np.newaxis]
     info = DatasetInfo("classify", DIGIT_LABELS, (28, 28, 1), 32, 8)
-    options = TrainOptions(epochs=2, batch_size=8, steps_per_epoch=2, verbose=0)
+    options = TrainOptions(epochs=2, minibatch_size=8, steps_per_epoch=2, verbose=0)
     trained = train_classifier(
         _dataset(images[:32], labels[:32]), _dataset(images[32:], labels[32:]), info, options
     )
@@ -152,7 +152,11 @@ def test_smoke_train_of_the_compact_rgb_model() -> None:
     labels = np.arange(12) % 3
     info = DatasetInfo("classify", ["a", "b", "c"], (32, 32, 3), 12, 0)
     options = TrainOptions(
-        epochs=1, batch_size=4, steps_per_epoch=1, verbose=0, extra={"width": 8, "blocks": [1, 1]}
+        epochs=1,
+        minibatch_size=4,
+        steps_per_epoch=1,
+        verbose=0,
+        extra={"width": 8, "blocks": [1, 1]},
     )
     trained = train_classifier(
         _dataset(images, labels), _dataset(images[:0], labels[:0]), info, options
@@ -197,7 +201,7 @@ def test_served_result_schema_top_k_order_and_padding() -> None:
 
     labels = ["a", "b", "c", "d", "e", "f", "g"]
     card = {"input_shape": [1, 7, 1], "labels": labels, "preprocess": "unit", "outputs": "logits"}
-    served = ServedClassifier(_identity_model((1, 7, 1)), card, batch_size=4)
+    served = ServedClassifier(_identity_model((1, 7, 1)), card, forward_batch=4)
     assert (served.task, served.mode, served.size, served.resize) == (
         "classify",
         "L",
@@ -227,7 +231,7 @@ def test_served_top_k_is_capped_by_the_label_count() -> None:
     from bucketvision.models.classification.serve import ServedClassifier
 
     card = {"input_shape": [1, 1, 3], "labels": ["x", "y", "z"], "outputs": "probabilities"}
-    served = ServedClassifier(_identity_model((1, 1, 3)), card, batch_size=2)
+    served = ServedClassifier(_identity_model((1, 1, 3)), card, forward_batch=2)
     assert served.mode == "RGB" and served.preprocess == "raw"
     result = served.result(np.array([0.2, 0.7, 0.1]), None).result
     assert result == {

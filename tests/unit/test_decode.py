@@ -108,6 +108,29 @@ def test_large_jpeg_reports_the_header_size_not_the_draft_size(encode: Encoder) 
     assert (decoded.original_width, decoded.original_height) == (640, 480)
 
 
+def test_a_large_jpeg_with_a_preview_is_drafted_no_smaller_than_the_preview(
+    encode: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A preview does not cost a full-size decode: the draft still covers it, in colour."""
+    from PIL.JpegImagePlugin import JpegImageFile
+
+    drafts: list[tuple[str, tuple[int, int]]] = []
+    draft = JpegImageFile.draft
+
+    def spy(self: JpegImageFile, mode: str, size: tuple[int, int]) -> object:
+        drafts.append((mode, size))
+        return draft(self, mode, size)
+
+    monkeypatch.setattr(JpegImageFile, "draft", spy)
+    red = solid("RGB", (2000, 1000), (200, 30, 30))
+    decoded = decode(encode(red, "JPEG"), mode="L", size=(28, 28), preview_size=300)
+    assert drafts == [("RGB", (300, 150))]  # a quarter of the file's size, not all of it
+    assert decoded.pixels.shape == (28, 28, 1)
+    assert decoded.preview is not None and decoded.preview.shape == (150, 300, 3)
+    assert abs(int(decoded.preview[75, 150, 0]) - 200) < 8  # the preview keeps its colour
+    assert (decoded.original_width, decoded.original_height) == (2000, 1000)
+
+
 def test_decoded_pixels_are_the_image_content(encode: Encoder) -> None:
     """Left half white, right half black survives a lossless decode and resize."""
     array = np.zeros((20, 40), dtype=np.uint8)

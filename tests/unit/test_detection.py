@@ -165,7 +165,7 @@ def trained() -> Any:
 
     scenes = make_scenes(12, seed=3)
     info = DatasetInfo("detect", LABELS, (128, 128, 3), 8, 4)
-    options = TrainOptions(epochs=1, batch_size=4, steps_per_epoch=2, verbose=0)
+    options = TrainOptions(epochs=1, minibatch_size=4, steps_per_epoch=2, verbose=0)
     return train_detector(scenes_dataset(scenes, 0, 8), scenes_dataset(scenes, 8), info, options)
 
 
@@ -190,7 +190,7 @@ def test_smoke_fit_saves_and_reloads_in_safe_mode(trained: Any, tmp_path: Any) -
 def test_served_result_maps_boxes_back_to_a_letterboxed_image(trained: Any) -> None:
     from bucketvision.models.detection.serve import ServedDetector
 
-    served = ServedDetector(trained.model, trained.card, batch_size=2)
+    served = ServedDetector(trained.model, trained.card, forward_batch=2)
     assert (served.task, served.mode, served.size, served.resize) == (
         "detect",
         "RGB",
@@ -220,3 +220,62 @@ def test_served_result_maps_boxes_back_to_a_letterboxed_image(trained: Any) -> N
     no_preview = served.result(output, SimpleNamespace(**{**vars(image), "preview": None}))
     drawn = Image.open(io.BytesIO(no_preview.files[0].data))
     assert drawn.size[0] / drawn.size[1] == 2.0  # the crop of the letterbox content
+
+
+def test_the_annotated_png_is_the_original_photo_with_boxes_in_its_pixels(
+    trained: Any, store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the worker's pipeline, a 640 x 427 photo: annotations on the photo itself.
+
+    The model sees a 128 x 128 letterbox of it; the annotated PNG must not be that (small,
+    padded) input but the photo at its own size and aspect ratio, untouched away from
+    the box, with the box drawn where the result says it is, in the photo's pixels.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bucketvision.infra.s3 import S3Uri
+    from bucketvision.models.detection.annotate import PALETTE
+    from bucketvision.models.detection.serve import ServedDetector
+    from bucketvision.worker.pipeline import BatchMessage, Limits, run_batch
+    from sklearn.datasets import load_sample_images
+
+    path = next(name for name in load_sample_images().filenames if name.endswith("china.jpg"))
+    with open(path, "rb") as file:
+        data = file.read()
+    photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert photo.shape == (427, 640, 3)  # non-square: letterboxed with pad_y 21 at 128 x 128
+    store.put_bytes("unit-bucket", "in/china.jpg", data, "image/jpeg")
+
+    served = ServedDetector(trained.model, trained.card, forward_batch=2)
+    # Cell (x 6, y 8) + offset 0.5, size 8 x 4 cells: input box (10, 26)-(42, 42) pixels;
+    # in the photo (x / 0.2, (y - 21) / 0.2): (50, 25)-(210, 105), in its top-left corner.
+    output = _output([(2, 8, 6, 0.9, 8, 4)])
+    monkeypatch.setattr(served, "infer", lambda pixels: [output] * len(pixels))
+    message = BatchMessage(
+        "J1", 0, "detect", ["in/china.jpg"], S3Uri("unit-bucket", "in/"),
+        S3Uri("unit-bucket", "out/"), "detector@v1",
+    )  # fmt: skip
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcome = run_batch(
+            message,
+            store=store,
+            load_model=lambda reference: served,
+            pool=pool,
+            limits=Limits(max_pixels=10_000_000, max_bytes=10_000_000),
+            attempt=1,
+        )
+
+    (line,) = outcome.lines
+    assert line["status"] == "ok", line["error"]
+    (found,) = line["result"]["detections"]
+    np.testing.assert_allclose(found["box"], [50, 25, 210, 105], atol=1.0)
+    annotated = store.get_bytes("unit-bucket", line["result"]["annotated"])
+    drawn = np.asarray(Image.open(io.BytesIO(annotated)).convert("RGB"))
+    assert drawn.shape == photo.shape  # the photo's size, not the model's 128 x 128 input
+    # Away from the box and its caption, the photo's own pixels.
+    np.testing.assert_array_equal(drawn[130:], photo[130:])
+    np.testing.assert_array_equal(drawn[:, 300:], photo[:, 300:])
+    # The box's left edge is drawn at x = 50 of the photo, in the class's colour.
+    x0 = round(found["box"][0])
+    assert (drawn[40:90, x0 + 1] == PALETTE[2]).all()
+    assert not (photo[40:90, x0 + 1] == PALETTE[2]).all()

@@ -58,7 +58,7 @@ def _train(labelled: bool, watch: WeightWatch | None = None) -> Any:
     info = DatasetInfo("generate", DIGITS if labelled else [], (28, 28, 1), 40, 20)
     options = TrainOptions(
         epochs=1,
-        batch_size=16,
+        minibatch_size=16,
         steps_per_epoch=2,
         verbose=0,
         callbacks=[watch] if watch else [],
@@ -144,7 +144,7 @@ def test_generator_saves_and_reloads_safely(
 
 def test_served_generator_is_deterministic_per_seed(watched: tuple[Any, WeightWatch]) -> None:
     trained = watched[0]
-    served = ServedGenerator(trained.model, trained.card, batch_size=4)
+    served = ServedGenerator(trained.model, trained.card, forward_batch=4)
     served.warm_up()
     first = served.generate([11, 12, 11, 13, 14, 15], [2, 2, 2, None, 0, 9])
     assert len(first) == 6 and first[0].dtype == np.uint8 and first[0].shape == (28, 28, 1)

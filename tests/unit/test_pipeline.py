@@ -24,13 +24,17 @@ PROBABILITIES = np.array([0.1, 0.7, 0.2], dtype=np.float32)
 
 
 class FakeModel:
-    """A classify model: 28x28 grey in, fixed probabilities out."""
+    """A classify model (a ``ServedModel``): 28x28 grey in, fixed probabilities out."""
 
     task = "classify"
     mode = "L"
     size = (28, 28)
+    resize = "stretch"
+    preview_size = None
+    forward_batch = 32  # more than any batch here: one forward pass per batch
 
     def __init__(self) -> None:
+        self.labels = ["0", "1", "2"]
         self.batches: list[np.ndarray] = []
 
     def infer(self, pixels: np.ndarray) -> np.ndarray:
@@ -428,9 +432,9 @@ def test_empty_batch(store: S3Store, pool: ThreadPoolExecutor) -> None:
 
 
 class GroupedModel(FakeModel):
-    """A model whose compiled forward takes ``batch_size`` images at a time."""
+    """A model whose compiled forward takes ``forward_batch`` images at a time."""
 
-    batch_size = 3
+    forward_batch = 3
 
 
 def test_a_batch_streams_through_the_forward_pass_in_groups(

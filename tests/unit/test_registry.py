@@ -309,11 +309,11 @@ def test_register_model_checks_before_loading(registry: ModelRegistry, tmp_path:
 def keras_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The seed CNN and a model holding a Lambda layer, saved as .keras files."""
     keras = pytest.importorskip("keras")
-    from bucketvision.models.cnn import build_seed_cnn
+    from bucketvision.models.cnn import build_mnist_cnn
 
     directory = tmp_path_factory.mktemp("keras")
     cnn = str(directory / "seed_cnn.keras")
-    build_seed_cnn().save(cnn)
+    build_mnist_cnn().save(cnn)
     inputs = keras.Input(shape=(4,))
     outputs = keras.layers.Lambda(lambda x: x * 2.0)(inputs)
     lam = str(directory / "lambda.keras")

@@ -105,7 +105,7 @@ def test_a_two_step_fit_saves_and_reloads_in_safe_mode(tmp_path: Any) -> None:
     info = DatasetInfo("segment", scenes.mask_labels, (32, 32, 3), train_count=4, val_count=2)
     options = TrainOptions(
         epochs=1,
-        batch_size=2,
+        minibatch_size=2,
         steps_per_epoch=2,
         verbose=0,
         extra={"base_filters": 4, "depth": 2},

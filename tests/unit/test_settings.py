@@ -228,9 +228,9 @@ def test_metrics_port_above_65535_is_refused() -> None:
 
 
 def test_the_forward_pass_takes_half_a_batch_unless_told() -> None:
-    assert Settings.from_env({}).forward_group == 16
-    assert Settings.from_env({"BV_BATCH_SIZE": "1"}).forward_group == 1
-    assert Settings.from_env({"BV_FORWARD_BATCH": "32"}).forward_group == 32
+    assert Settings.from_env({}).forward_batch == 16
+    assert Settings.from_env({"BV_BATCH_SIZE": "1"}).forward_batch == 1
+    assert Settings.from_env({"BV_FORWARD_BATCH": "32"}).forward_batch == 32
 
 
 @pytest.mark.parametrize(

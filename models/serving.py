@@ -1,0 +1,61 @@
+"""What the served image families (classify, detect, segment) share: set-up and forward pass.
+
+Each of them reads the same card fields (``input_shape``, ``labels``,
+``preprocess``), decodes images to the same ``mode`` and ``size``, and runs
+``model(scale(x))`` through one compiled fixed-batch forward pass
+(:class:`~models.forward.FixedBatchForward`) that is traced once at warm-up.
+Only what a family does with the raw outputs differs, so that is all a family
+class writes: :meth:`ServedImageModel.result` and, when needed, ``infer``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from bucketvision.models.family import ItemResult
+from bucketvision.models.forward import FixedBatchForward
+from bucketvision.models.pixels import check_preprocess
+
+
+class ServedImageModel:
+    """The shared part of every served image family (implements ``models.family.ServedModel``).
+
+    A subclass sets ``task``, ``resize``, ``preview_size`` and ``default_preprocess``,
+    may refuse an input in :meth:`check_input`, and writes :meth:`result`.
+    """
+
+    task: ClassVar[str]
+    resize: ClassVar[str]  # "stretch" or "letterbox": how the decoder fits an image
+    default_preprocess: ClassVar[str] = "unit"  # when the card names none
+    preview_size: int | None = None  # no copy of the original is needed to make a result
+
+    def __init__(self, model: Any, card: dict[str, Any], forward_batch: int) -> None:
+        height, width, channels = (int(v) for v in card["input_shape"])
+        labels = [str(label) for label in card["labels"]]
+        self.check_input(channels, labels)
+        self.model = model
+        self.card = card
+        self.labels: list[str] = labels
+        self.preprocess = check_preprocess(str(card.get("preprocess", self.default_preprocess)))
+        self.mode = "L" if channels == 1 else "RGB"
+        self.size = (width, height)
+        self.forward_batch = int(forward_batch)
+        self._forward = FixedBatchForward(
+            model, (height, width, channels), self.forward_batch, self.preprocess
+        )
+
+    def check_input(self, channels: int, labels: list[str]) -> None:
+        """Raise ValueError when the card describes a model this family cannot serve."""
+
+    def warm_up(self) -> None:
+        """Trace and run once so the first real batch does not pay for it."""
+        self._forward.warm_up()
+
+    def infer(self, pixels: np.ndarray) -> Any:
+        """One raw output per image of ``pixels`` (N x H x W x C uint8), in order."""
+        return self._forward(pixels)
+
+    def result(self, output: Any, image: Any) -> ItemResult:
+        """The item result for one raw output; ``image`` is the worker's DecodedImage."""
+        raise NotImplementedError
