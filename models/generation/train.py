@@ -93,31 +93,19 @@ def _pipeline(dataset: Any, batch_size: int, seed: int, shuffle: int) -> Any:
     return ds.batch(batch_size, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE)
 
 
-def train_generator(
-    train_ds: Any, val_ds: Any, info: DatasetInfo, options: TrainOptions
-) -> TrainedGenerator:
-    """Fit the GAN on ``train_ds``; ``val_ds`` only measures the judge (see module doc)."""
+def _compiled_gan(
+    hyper: dict[str, Any],
+    image_shape: tuple[int, ...],
+    num_classes: int | None,
+    conditional: bool,
+    seed: int,
+) -> Any:
+    """The GAN of ``hyper``'s generator and discriminator, compiled with two Adams."""
     import keras
     from bucketvision.models.generation.builders import build_discriminator, build_generator
     from bucketvision.models.generation.gan import gan_class
 
-    hyper = resolve_hyperparameters(options)
-    keras.utils.set_random_seed(options.seed)
-    image_shape = tuple(int(v) for v in info.input_shape)
-    labelled = len(info.labels) >= 2
-    conditional = labelled and bool(hyper["conditional"])
-    num_classes = len(info.labels) if conditional else None
-    if labelled:
-        train_ds = train_ds.filter(lambda _image, label: label >= 0)
-    batch_size = max(1, min(int(hyper["batch_size"]), int(info.train_count) or 1))
     latent_dim = int(hyper["latent_dim"])
-    # Repeated with a fixed epoch length: the filter above hides the cardinality from Keras.
-    data = _pipeline(train_ds, batch_size, options.seed, max(1, min(info.train_count, 20_000)))
-    natural_steps = max(1, int(info.train_count) // batch_size)
-    steps_per_epoch = options.steps_per_epoch or natural_steps
-    if hyper["epochs"] is None:
-        hyper["epochs"] = default_epochs(natural_steps, int(hyper["max_default_steps"]))
-
     generator = build_generator(
         latent_dim,
         image_shape,
@@ -140,13 +128,40 @@ def train_generator(
         conditional=conditional,
         real_label=float(hyper["real_label"]),
         ema_decay=hyper["ema_decay"],
-        seed=options.seed,
+        seed=seed,
     )
     learning_rate, beta_1 = float(hyper["learning_rate"]), float(hyper["beta_1"])
     gan.compile(
         d_optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1),
         g_optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1),
     )
+    return gan
+
+
+def train_generator(
+    train_ds: Any, val_ds: Any, info: DatasetInfo, options: TrainOptions
+) -> TrainedGenerator:
+    """Fit the GAN on ``train_ds``; ``val_ds`` only measures the judge (see module doc)."""
+    import keras
+
+    hyper = resolve_hyperparameters(options)
+    keras.utils.set_random_seed(options.seed)
+    image_shape = tuple(int(v) for v in info.input_shape)
+    labelled = len(info.labels) >= 2
+    conditional = labelled and bool(hyper["conditional"])
+    num_classes = len(info.labels) if conditional else None
+    if labelled:
+        train_ds = train_ds.filter(lambda _image, label: label >= 0)
+    batch_size = max(1, min(int(hyper["batch_size"]), int(info.train_count) or 1))
+    latent_dim = int(hyper["latent_dim"])
+    # Repeated with a fixed epoch length: the filter above hides the cardinality from Keras.
+    data = _pipeline(train_ds, batch_size, options.seed, max(1, min(info.train_count, 20_000)))
+    natural_steps = max(1, int(info.train_count) // batch_size)
+    steps_per_epoch = options.steps_per_epoch or natural_steps
+    if hyper["epochs"] is None:
+        hyper["epochs"] = default_epochs(natural_steps, int(hyper["max_default_steps"]))
+
+    gan = _compiled_gan(hyper, image_shape, num_classes, conditional, options.seed)
     fitted = gan.fit(
         data,
         epochs=int(hyper["epochs"]),
