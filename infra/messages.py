@@ -11,7 +11,7 @@ not break an older worker. ``docs/queue-messages.md`` describes the bodies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar, Self
 
 from bucketvision.infra.errors import UserError
@@ -65,10 +65,18 @@ class Message:
     def _from_body(cls, body: dict[str, Any]) -> Self:
         raise NotImplementedError
 
+    def to_json(self) -> dict[str, Any]:
+        """The task body: every field, URIs as text, tuples as lists, nested messages too."""
+        body = _plain(self)
+        assert isinstance(body, dict)  # nosec B101: a dataclass becomes a dict
+        return body
+
 
 @dataclass(frozen=True)
 class BatchMessage(Message):
     """One batch of a classify, detect or segment job: which keys, where to, which model."""
+
+    KIND = "batch"
 
     job_id: str
     batch: int
@@ -80,22 +88,6 @@ class BatchMessage(Message):
     item_outputs: bool = True
     enqueued_at: float | None = None  # Unix seconds, stamped just before sending
     version: int = MESSAGE_VERSION
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "job_id": self.job_id,
-            "batch": self.batch,
-            "task": self.task,
-            "keys": list(self.keys),
-            "input": str(self.input),
-            "output": str(self.output),
-            "model": self.model,
-            "item_outputs": self.item_outputs,
-            "enqueued_at": self.enqueued_at,
-        }
-
-    KIND = "batch"
 
     @classmethod
     def _from_body(cls, body: dict[str, Any]) -> BatchMessage:
@@ -123,9 +115,6 @@ class GenerateItem:
     seed: int
     label: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "seed": self.seed, "label": self.label}
-
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> GenerateItem:
         label = body.get("label")
@@ -135,6 +124,8 @@ class GenerateItem:
 @dataclass(frozen=True)
 class GenerateMessage(Message):
     """One batch of a generate job: seeds (and classes) to sample, where to write them."""
+
+    KIND = "generate"
 
     job_id: str
     batch: int
@@ -152,20 +143,6 @@ class GenerateMessage(Message):
             generated_image_key(self.output, self.job_id, item.index, item.seed)
             for item in self.items
         ]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "job_id": self.job_id,
-            "batch": self.batch,
-            "task": self.task,
-            "output": str(self.output),
-            "model": self.model,
-            "items": [item.to_json() for item in self.items],
-            "enqueued_at": self.enqueued_at,
-        }
-
-    KIND = "generate"
 
     @classmethod
     def _from_body(cls, body: dict[str, Any]) -> GenerateMessage:
@@ -193,6 +170,8 @@ def parse_job_message(body: dict[str, Any]) -> JobMessage:
 class TrainingRequest(Message):
     """What to train; ``None`` fields take the family's tuned defaults."""
 
+    KIND = "training request"
+
     name: str
     task: str
     dataset: str
@@ -205,11 +184,6 @@ class TrainingRequest(Message):
     promote: str = "auto"
     steps_per_epoch: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {item.name: getattr(self, item.name) for item in fields(self)}
-
-    KIND = "training request"
 
     @classmethod
     def _from_body(cls, body: dict[str, Any]) -> TrainingRequest:
@@ -227,20 +201,12 @@ class TrainingRequest(Message):
 class TrainingMessage(Message):
     """The ``train`` task's body: a recorded run and what it trains."""
 
+    KIND = "train"
+
     run_id: str
     request: TrainingRequest
     enqueued_at: float | None = None
     version: int = MESSAGE_VERSION
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "run_id": self.run_id,
-            "request": self.request.to_json(),
-            "enqueued_at": self.enqueued_at,
-        }
-
-    KIND = "train"
 
     @classmethod
     def _from_body(cls, body: dict[str, Any]) -> TrainingMessage:
@@ -258,6 +224,8 @@ class ScheduledTraining(Message):
     It is also the ``scheduled_train`` task's body, sent by beat on every tick.
     """
 
+    KIND = "scheduled_train"
+
     request: TrainingRequest
     every_seconds: float | None = None
     cron: str | None = None
@@ -267,17 +235,6 @@ class ScheduledTraining(Message):
     @property
     def name(self) -> str:
         return self.request.name
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "request": self.request.to_json(),
-            "every_seconds": self.every_seconds,
-            "cron": self.cron,
-            "min_new_items": self.min_new_items,
-        }
-
-    KIND = "scheduled_train"
 
     @classmethod
     def _from_body(cls, body: dict[str, Any]) -> ScheduledTraining:
@@ -289,6 +246,19 @@ class ScheduledTraining(Message):
             cron=None if body.get("cron") is None else str(body["cron"]),
             min_new_items=int(body.get("min_new_items") or 0),
         )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-ready data (dataclasses as dicts of their fields)."""
+    if isinstance(value, S3Uri):
+        return str(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return {item.name: _plain(getattr(value, item.name)) for item in fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 def _optional_float(value: Any) -> float | None:

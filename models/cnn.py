@@ -19,9 +19,13 @@ def build_mnist_cnn(
     conv_filters: tuple[int, int] = (32, 64),
     dense_units: int = 128,
     dropout: tuple[float, float] = (0.25, 0.5),
+    rescale: bool = False,
     name: str = "seed_cnn",
 ) -> Any:
     """The Keras MNIST example CNN, uncompiled, for inputs already scaled to [0, 1].
+
+    With ``rescale`` it takes raw 0-255 pixels instead: a ``Rescaling(1/255)`` layer
+    (``unit_scale``) comes first, so a saved model carries its own preprocessing.
 
     Named for what it is rather than where it came from: the seed document's model is
     the Keras ``mnist_cnn`` example. Its default Keras name stays ``seed_cnn``, the name
@@ -31,7 +35,8 @@ def build_mnist_cnn(
     from keras import layers
 
     inputs = keras.Input(shape=input_shape, name="image")
-    x = layers.Conv2D(conv_filters[0], (3, 3), activation="relu")(inputs)
+    x = layers.Rescaling(1.0 / 255.0, name="unit_scale")(inputs) if rescale else inputs
+    x = layers.Conv2D(conv_filters[0], (3, 3), activation="relu")(x)
     x = layers.Conv2D(conv_filters[1], (3, 3), activation="relu")(x)
     x = layers.MaxPooling2D(pool_size=(2, 2))(x)
     x = layers.Dropout(dropout[0])(x)

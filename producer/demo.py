@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def _make_inputs(store: S3Store, images: int) -> None:
 
 def _train_all(cli: Any, epochs: int | None) -> None:
     from bucketvision.infra.training_runs import TrainingRuns
-    from bucketvision.producer.train import format_run, wait_for_training
+    from bucketvision.producer.train import TRAINING_PATIENCE, format_run, wait_for_training
 
     settings = Settings.from_env()
     runs = TrainingRuns.from_url(settings.broker_url)
@@ -98,7 +99,9 @@ def _train_all(cli: Any, epochs: int | None) -> None:
             raise RuntimeError(f"could not submit the {task} training")
     run_ids = [run for run in runs.recent(100) if run not in before]
     for run_id in sorted(run_ids):
-        record = wait_for_training(runs, run_id, timeout_seconds=1800)
+        record = wait_for_training(
+            runs, run_id, patience=replace(TRAINING_PATIENCE, timeout_seconds=1800)
+        )
         print(format_run(record), file=sys.stderr)
         if record["state"] != "finished":
             raise RuntimeError(f"training {run_id} failed: {record.get('error')}")

@@ -8,6 +8,7 @@ timeout, and ride out a Redis restart (the work goes on without us).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -17,6 +18,15 @@ from bucketvision.infra.errors import WaitTimedOut
 from bucketvision.infra.outages import OUTAGE_ERRORS, Backoff
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How a wait polls: how often, when to hint that nothing moves, when to give up."""
+
+    poll_seconds: float
+    stall_hint_seconds: float
+    timeout_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -30,14 +40,26 @@ class Followed(Generic[T]):
     stalled_hint: Callable[[T, float], str | None]  # what to check after N quiet seconds
 
 
+def progress_bar(description: str, *, total: int | None, unit: str, enabled: bool) -> Any:
+    """A progress bar on stderr (tqdm), or one that draws nothing when not ``enabled``."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit=unit,
+        desc=description,
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+
 def follow(
     followed: Followed[T],
     *,
     show: Callable[[T], None],
     tell: Callable[[str], None],
-    poll_seconds: float,
-    stall_hint_seconds: float,
-    timeout_seconds: float | None = None,
+    patience: Patience,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Any] = time.sleep,
 ) -> T:
@@ -45,9 +67,10 @@ def follow(
 
     ``show`` draws each record (a progress bar); ``tell`` replaces the bar's
     description with news: Redis unavailable, or the stall hint. Raises
-    WaitTimedOut after ``timeout_seconds``, and the outage error itself when Redis
-    is still down at the timeout.
+    WaitTimedOut after ``patience.timeout_seconds``, and the outage error itself
+    when Redis is still down at the timeout.
     """
+    timeout_seconds = patience.timeout_seconds
     began = last_change = clock()
     last_progress: Hashable = None
     backoff = Backoff(cap=10.0)
@@ -67,7 +90,7 @@ def follow(
         now = clock()
         if followed.progress(record) != last_progress:
             last_progress, last_change = followed.progress(record), now
-        elif now - last_change > stall_hint_seconds:
+        elif now - last_change > patience.stall_hint_seconds:
             hint = followed.stalled_hint(record, now - last_change)
             if hint:
                 tell(hint)
@@ -76,4 +99,4 @@ def follow(
                 f"{followed.name} did not finish within {timeout_seconds:.0f} s "
                 "(it goes on without this command)"
             )
-        sleep(poll_seconds)
+        sleep(patience.poll_seconds)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -10,7 +9,9 @@ from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.outputs import MANIFEST_FILE, SUMMARY_FILE, job_file_uri
 from bucketvision.infra.s3 import parse_s3_uri
 from bucketvision.infra.vocabulary import FINAL_STATES
-from bucketvision.producer.follow import Followed, follow
+from bucketvision.producer.follow import Followed, Patience, follow, progress_bar
+
+JOB_PATIENCE = Patience(poll_seconds=0.5, stall_hint_seconds=30.0)
 
 
 def job_status(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
@@ -78,23 +79,12 @@ def wait_for_job(
     job_id: str,
     *,
     progress: bool = True,
-    poll_seconds: float = 0.5,
-    stall_hint_seconds: float = 30.0,
-    timeout_seconds: float | None = None,
+    patience: Patience = JOB_PATIENCE,
 ) -> dict[str, Any]:
     """Follow a job until it finishes; returns its final status."""
-    from tqdm import tqdm
-
     record = jobs.get(job_id)
-    bar = tqdm(
-        total=int(record["total"]),
-        unit="img",
-        desc=f"{record['task']} {job_id}",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
     label = f"{record['task']} {job_id}"
+    bar = progress_bar(label, total=int(record["total"]), unit="img", enabled=progress)
 
     def show(status: dict[str, Any]) -> None:
         bar.set_description_str(label)
@@ -117,9 +107,7 @@ def wait_for_job(
             followed,
             show=show,
             tell=lambda news: bar.set_description_str(f"{label} ({news})"),
-            poll_seconds=poll_seconds,
-            stall_hint_seconds=stall_hint_seconds,
-            timeout_seconds=timeout_seconds,
+            patience=patience,
         )
     finally:
         bar.close()

@@ -7,7 +7,6 @@ clear message instead of minutes later in a worker.
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -25,8 +24,10 @@ from bucketvision.models.registry import (
     parse_model_ref,
 )
 from bucketvision.models.training import PROMOTE_MODES
-from bucketvision.producer.follow import Followed, follow
+from bucketvision.producer.follow import Followed, Patience, follow, progress_bar
 from celery import Celery
+
+TRAINING_PATIENCE = Patience(poll_seconds=1.0, stall_hint_seconds=60.0)
 
 
 def submit_training(
@@ -89,14 +90,10 @@ def wait_for_training(
     run_id: str,
     *,
     progress: bool = True,
-    poll_seconds: float = 1.0,
-    stall_hint_seconds: float = 60.0,
-    timeout_seconds: float | None = None,
+    patience: Patience = TRAINING_PATIENCE,
 ) -> dict[str, Any]:
     """Follow a run epoch by epoch until it finishes or fails; returns its record."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=None, unit="epoch", desc=run_id, disable=not progress, file=sys.stderr)
+    bar = progress_bar(run_id, total=None, unit="epoch", enabled=progress)
 
     def show(record: dict[str, Any]) -> None:
         if record.get("epochs") and bar.total != record["epochs"]:
@@ -126,9 +123,7 @@ def wait_for_training(
             followed,
             show=show,
             tell=lambda news: bar.set_description_str(f"{run_id} {news}"),
-            poll_seconds=poll_seconds,
-            stall_hint_seconds=stall_hint_seconds,
-            timeout_seconds=timeout_seconds,
+            patience=patience,
         )
     finally:
         bar.close()

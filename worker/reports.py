@@ -9,11 +9,24 @@ ends share one definition.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Self
+
+
+class Report:
+    """A report as JSON (what Celery carries) and back; unknown fields are ignored."""
+
+    def to_json(self) -> dict[str, Any]:
+        report: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
+        return report
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Self:
+        known = {item.name for item in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{key: value for key, value in body.items() if key in known})
 
 
 @dataclass(frozen=True)
-class BatchReport:
+class BatchReport(Report):
     """What one delivery of a job's batch did.
 
     ``recorded`` is True for the delivery that recorded the batch; ``items`` is
@@ -37,17 +50,9 @@ class BatchReport:
     def dead_letter(self) -> bool:
         return self.dead_lettered_items > 0
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> BatchReport:
-        known = {item.name for item in fields(cls)}
-        return cls(**{key: value for key, value in body.items() if key in known})
-
 
 @dataclass(frozen=True)
-class TrainingReport:
+class TrainingReport(Report):
     """What a training (or scheduled training) task did.
 
     ``outcome`` (promoted, rejected, failed, skipped) is None when the task ran
@@ -62,11 +67,3 @@ class TrainingReport:
     version: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> TrainingReport:
-        known = {item.name for item in fields(cls)}
-        return cls(**{key: value for key, value in body.items() if key in known})

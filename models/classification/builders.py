@@ -6,8 +6,8 @@ preprocess): the scaling is a layer inside the model, so a saved model carries
 its own preprocessing and the card cannot disagree with it. Only standard Keras
 layers are used (no ``Lambda``), so the models load in Keras safe mode.
 
-- :func:`build_seed_digit_classifier`: the seed MNIST CNN (:mod:`models.cnn`) behind
-  a ``Rescaling(1/255)``; with augmentation it reaches the digit target, so no
+- :func:`build_mnist_cnn` with ``rescale=True``: the seed MNIST CNN (:mod:`models.cnn`)
+  behind a ``Rescaling(1/255)``; with augmentation it reaches the digit target, so no
   bigger digit model is needed.
 - :func:`build_compact_classifier`: a small residual depthwise-separable network
   for larger RGB (or grey) images, trained from scratch.
@@ -33,40 +33,7 @@ __all__ = [
     "build_backbone_classifier",
     "build_compact_classifier",
     "build_mnist_cnn",
-    "build_seed_digit_classifier",
 ]
-
-
-def build_seed_digit_classifier(
-    input_shape: tuple[int, int, int] = (28, 28, 1),
-    num_classes: int = 10,
-    *,
-    conv_filters: tuple[int, int] = (32, 64),
-    dense_units: int = 128,
-    dropout: tuple[float, float] = (0.25, 0.5),
-    name: str = "seed_cnn",
-) -> Any:
-    """The seed CNN taking raw 0-255 pixels: ``Rescaling(1/255)`` then the seed's layers.
-
-    The seed builder expects inputs already in [0, 1]; its layers form a single chain,
-    so they are re-applied after the rescaling to give one flat model (no nested model),
-    with exactly the seed's layer configuration and softmax output.
-    """
-    import keras
-    from keras import layers
-
-    seed = build_mnist_cnn(
-        input_shape,
-        num_classes,
-        conv_filters=conv_filters,
-        dense_units=dense_units,
-        dropout=dropout,
-    )
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = layers.Rescaling(1.0 / 255.0, name="unit_scale")(inputs)
-    for layer in seed.layers[1:]:  # layers[0] is the seed's InputLayer
-        x = layer(x)
-    return keras.Model(inputs, x, name=name)
 
 
 def _conv_bn(x: Any, filters: int, kernel: int, strides: int, name: str) -> Any:

@@ -68,14 +68,14 @@ def build_model(architecture: str, info: DatasetInfo, settings: dict[str, Any]) 
     from bucketvision.models.classification.builders import (
         build_backbone_classifier,
         build_compact_classifier,
-        build_seed_digit_classifier,
+        build_mnist_cnn,
     )
 
     height, width, channels = (int(v) for v in info.input_shape)
     shape = (height, width, channels)
     classes = len(info.labels)
     if architecture == "seed_cnn":
-        return build_seed_digit_classifier(shape, classes)
+        return build_mnist_cnn(shape, classes, rescale=True)
     if architecture == "compact":
         return build_compact_classifier(
             shape, classes, width=settings["width"], blocks=tuple(settings["blocks"])

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from bucketvision.infra.jobs import JobStore
+from bucketvision.infra.outputs import SUMMARY_FILE, job_file_key
 from bucketvision.infra.queue import INFERENCE_QUEUE, make_celery
 from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import Settings
 from bucketvision.models.registry import ModelRegistry
+from bucketvision.producer.follow import Patience
 from bucketvision.producer.status import wait_for_job
 from bucketvision.producer.submit import (
     IMAGE_PATTERNS,
@@ -92,9 +94,8 @@ def warm_up(
             JobRequest("classify", warm_input, f"{output}{attempt}/", reference, batch_size),
             **service.clients(),
         )
-        status = wait_for_job(
-            service.jobs, job.job_id, progress=False, poll_seconds=0.1, timeout_seconds=600
-        )
+        patience = Patience(poll_seconds=0.1, stall_hint_seconds=30.0, timeout_seconds=600)
+        status = wait_for_job(service.jobs, job.job_id, progress=False, patience=patience)
         if status["state"] != "finished":
             raise RuntimeError(f"warm-up job {job.job_id} ended {status}")
         if len(loaded_in(worker, reference)) >= concurrency:
@@ -125,14 +126,11 @@ def run_pipeline(
         service.jobs,
         job.job_id,
         progress=progress,
-        poll_seconds=0.02,
-        timeout_seconds=JOB_TIMEOUT_SECONDS,
+        patience=Patience(0.02, stall_hint_seconds=30.0, timeout_seconds=JOB_TIMEOUT_SECONDS),
     )
     seconds = time.perf_counter() - start
     output = parse_s3_uri(output_uri)
-    summary = service.store.get_json(
-        output.bucket, f"{output.prefix}_jobs/{job.job_id}/summary.json"
-    )
+    summary = service.store.get_json(output.bucket, job_file_key(output, job.job_id, SUMMARY_FILE))
     if status["state"] != "finished" or summary["ok"] != job.total:
         raise RuntimeError(
             f"job {job.job_id} ended {status['state']} with ok={summary['ok']} of {job.total}: "

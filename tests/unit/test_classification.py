@@ -50,10 +50,10 @@ def test_importing_the_family_does_not_import_tensorflow() -> None:
 def test_builders_give_the_right_shapes_and_probabilities() -> None:
     from bucketvision.models.classification.builders import (
         build_compact_classifier,
-        build_seed_digit_classifier,
+        build_mnist_cnn,
     )
 
-    digits = build_seed_digit_classifier()
+    digits = build_mnist_cnn(rescale=True)
     assert tuple(digits.input_shape) == (None, 28, 28, 1)
     assert tuple(digits.output_shape) == (None, 10)
     assert digits.layers[1].name == "unit_scale"  # raw 0-255 in, the seed's layers after

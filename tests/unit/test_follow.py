@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import redis
 from bucketvision.infra.errors import WaitTimedOut
-from bucketvision.producer.follow import Followed, follow
+from bucketvision.producer.follow import Followed, Patience, follow
 
 
 class FakeTime:
@@ -47,9 +47,7 @@ def run(states: list[Any], timeout: float | None = None) -> tuple[Any, list[str]
         followed,
         show=shown.append,
         tell=told.append,
-        poll_seconds=1.0,
-        stall_hint_seconds=2.5,
-        timeout_seconds=timeout,
+        patience=Patience(poll_seconds=1.0, stall_hint_seconds=2.5, timeout_seconds=timeout),
         clock=time.clock,
         sleep=time.sleep,
     )
