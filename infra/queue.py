@@ -13,6 +13,11 @@ from kombu import Exchange, Queue
 
 INFERENCE_QUEUE = "inference"
 TRAINING_QUEUE = "training"
+# How long a new pool child may take to report itself up. Each child imports TensorFlow
+# and initialises its GPU first, which takes seconds on a busy CPU machine and tens of
+# seconds with CUDA; Celery's default of 4 s kills such a child and starts another that
+# takes as long, so a pool whose child died was never whole again.
+CHILD_START_SECONDS = 180.0
 
 
 def _transport_options(visibility_timeout: int) -> dict[str, object]:
@@ -48,6 +53,7 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        worker_proc_alive_timeout=CHILD_START_SECONDS,
         task_ignore_result=True,
         result_backend=None,
         broker_transport_options=_transport_options(settings.visibility_timeout),

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from tests.helpers import bad_files, printed_job_id, read_job, run_cli, submit_cli, upload_digits
+from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -111,3 +112,44 @@ def test_sigkill_pool_child_mid_job_loses_nothing(
     assert summary["ok"] == len(truth) and summary["total"] == len(truth)
     assert max(line["attempts"] for line in lines) >= 2, "no batch was redelivered"
     assert set(worker.children()).isdisjoint(victims)
+
+
+def test_pool_children_that_start_slowly_are_not_killed(
+    service_env, s3_client, digits_model, tmp_path
+) -> None:
+    """A replacement child that takes longer than 4 s to come up is not killed for it.
+
+    Celery kills a pool child that has not reported itself up within
+    ``worker_proc_alive_timeout`` (4 s by default) and starts another, which takes as
+    long. Where importing TensorFlow and initialising the GPU takes longer (a GPU
+    machine, or a busy one), a child that died is never replaced and the pool
+    dwindles to nothing: no job runs again.
+    """
+    bucket = "e2e-slow-start"
+    s3_client.create_bucket(Bucket=bucket)
+    truth = upload_digits(s3_client, bucket, "in/", 32, seed=79)
+    worker = WorkerProcess(
+        {**service_env, "BV_TEST_CHILD_START_SECONDS": "6"},
+        tmp_path / "slow-worker.log",
+        "--cpu",
+        "--concurrency",
+        "2",
+        module="tests.e2e.slow_start_worker",
+    )
+    try:
+        for round_ in ("first", "after the children were killed"):
+            done = submit_cli(
+                service_env,
+                f"s3://{bucket}/in/",
+                f"s3://{bucket}/out/{round_[:5]}/",
+                "--wait",
+                timeout=150,
+            )
+            assert done.returncode == 0, f"{round_}: {done.stderr}\n{worker.log()}"
+            lines, summary = read_job(s3_client, bucket, f"out/{round_[:5]}/", printed_job_id(done))
+            assert summary["ok"] == len(truth) == len(lines)
+            for pid in worker.children():
+                os.kill(pid, signal.SIGKILL)
+        assert "Timed out waiting for UP message" not in worker.full_log()
+    finally:
+        worker.stop()
