@@ -23,14 +23,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
+from celery import Celery
+from kombu.transport.redis import Channel
+
 from bucketvision.infra import keys
 from bucketvision.infra.jobs import JobNotFound, JobStore
 from bucketvision.infra.messages import JobMessage, parse_job_message
 from bucketvision.infra.outages import OUTAGE_ERRORS
 from bucketvision.infra.queue import INFERENCE_QUEUE
 from bucketvision.infra.vocabulary import FINAL_STATES, TASK_NAMES
-from celery import Celery
-from kombu.transport.redis import Channel
 
 log = logging.getLogger("bucketvision.batches")
 

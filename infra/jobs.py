@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+
 from bucketvision.infra import keys
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.outputs import jsonl, parse_jsonl

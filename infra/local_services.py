@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import redis
+
 from bucketvision.infra.errors import UserError
 
 

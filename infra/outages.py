@@ -16,8 +16,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import redis
-from bucketvision.infra.s3 import StorageUnavailable
 from kombu.exceptions import OperationalError
+
+from bucketvision.infra.s3 import StorageUnavailable
 
 log = logging.getLogger("bucketvision.outages")
 T = TypeVar("T")

@@ -6,10 +6,11 @@ task code (nor TensorFlow); the worker registers its tasks on the same app.
 
 from __future__ import annotations
 
-from bucketvision.infra.settings import Settings
-from bucketvision.infra.vocabulary import TASK_NAMES
 from celery import Celery
 from kombu import Exchange, Queue
+
+from bucketvision.infra.settings import Settings
+from bucketvision.infra.vocabulary import TASK_NAMES
 
 INFERENCE_QUEUE = "inference"
 TRAINING_QUEUE = "training"

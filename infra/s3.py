@@ -23,6 +23,7 @@ from botocore.exceptions import (
     IncompleteReadError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.settings import Settings
 

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import redis
+
 from bucketvision.infra import keys
 from bucketvision.infra.errors import UserError
 

@@ -13,12 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
+
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.vocabulary import FAMILY_TASKS
 from bucketvision.models.digits import make_digits
 from bucketvision.models.scenes import Scenes, make_scenes
-from PIL import Image
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
 from bucketvision.infra.s3 import S3Store, StorageError, parse_s3_uri
 from bucketvision.models.dataset_layouts import DatasetLayout, Record, read_layout
 from bucketvision.models.decoding import DecodeError, decode_image
 from bucketvision.models.family import DatasetInfo
 from bucketvision.models.imaging import fit_mask
-from PIL import Image
 
 log = logging.getLogger("bucketvision.training")
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import struct
 
+from PIL import Image
+
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.vocabulary import ALLOWED_FORMATS
-from PIL import Image
 
 MAX_JPEG_SCANS = 500  # libjpeg-turbo's suggested scan limit; a normal progressive JPEG has ~10
 MAX_TIFF_VALUES = 1 << 18  # numbers in one TIFF tag (strip/tile tables); Pillow unpacks each

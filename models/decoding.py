@@ -18,6 +18,8 @@ import io
 from dataclasses import dataclass, replace
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
 from bucketvision.infra.vocabulary import ALLOWED_FORMATS
 from bucketvision.models.decode_limits import (
     DecodeError,
@@ -26,7 +28,6 @@ from bucketvision.models.decode_limits import (
     format_of,
 )
 from bucketvision.models.imaging import Placement, draft_size, fit_image
-from PIL import Image, UnidentifiedImageError
 
 Size = tuple[int, int] | None  # (width, height) of the model input; None keeps the original
 _ORIENTATION = 0x0112

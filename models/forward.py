@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from bucketvision.models.pixels import check_preprocess, scale_pixels
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+
 from bucketvision.models.family import ItemResult
 from bucketvision.models.forward import FixedBatchForward
 from bucketvision.models.pixels import check_preprocess

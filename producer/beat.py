@@ -13,6 +13,7 @@ import socket
 import threading
 
 import redis
+
 from bucketvision.infra import keys
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.queue import make_celery

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import redis
+
 from bucketvision.infra.errors import EXIT_USAGE, UserError
 from bucketvision.infra.logs import configure_logging, leave_logging_to_us
 from bucketvision.infra.settings import Settings

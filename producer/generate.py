@@ -10,6 +10,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from celery import Celery
+
 from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.messages import GenerateItem, GenerateMessage
 from bucketvision.infra.s3 import S3Store, parse_s3_uri
@@ -24,7 +26,6 @@ from bucketvision.producer.submit import (
     new_job_id,
     start_job,
 )
-from celery import Celery
 
 MAX_COUNT = 1_000_000
 

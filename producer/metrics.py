@@ -15,11 +15,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from celery.signals import after_task_publish
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
 from bucketvision.infra.metrics import Exporter, start_exporter
 from bucketvision.infra.settings import Settings
 from bucketvision.producer.watch import Watcher
-from celery.signals import after_task_publish
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 CYCLE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
+
 from bucketvision.models.decoding import DecodeError, decode_image
 from bucketvision.models.detection.annotate import PALETTE, legible_font
-from PIL import Image, ImageDraw
 
 TILE = 176  # the long side of a thumbnail, in pixels
 MAX_BOXES = 25  # the highest-scoring detections drawn on a tile

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from celery import Celery
+
 from bucketvision.infra.batches import send_batches
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.jobs import JobStore
@@ -22,7 +24,6 @@ from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
 from bucketvision.infra.vocabulary import IMAGE_PATTERNS, INFERENCE_TASKS
 from bucketvision.models.registry import ModelRegistry
-from celery import Celery
 
 
 class SubmitError(UserError):

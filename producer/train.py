@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from celery import Celery
+
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.messages import TrainingMessage, TrainingRequest
 from bucketvision.infra.queue import TRAINING_QUEUE
@@ -25,7 +27,6 @@ from bucketvision.models.registry import (
 )
 from bucketvision.models.training import PROMOTE_MODES
 from bucketvision.producer.follow import Followed, Patience, follow, progress_bar
-from celery import Celery
 
 TRAINING_PATIENCE = Patience(poll_seconds=1.0, stall_hint_seconds=60.0)
 

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from celery import Celery
+
 from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.outages import OUTAGE_ERRORS, Backoff
 from bucketvision.infra.outputs import relative_key
@@ -41,7 +43,6 @@ from bucketvision.producer.submit import (
     select_keys,
 )
 from bucketvision.producer.watch_claims import Claims
-from celery import Celery
 
 log = logging.getLogger("bucketvision.watch")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 
 import redis
+
 from bucketvision.infra import keys
 from bucketvision.infra.s3 import ObjectInfo, S3Uri
 

@@ -16,10 +16,10 @@ import boto3
 import pytest
 import redis
 from botocore.config import Config
+
 from bucketvision.infra.local_services import ManagedProcess, redis_answers, start_moto, start_redis
 from bucketvision.infra.s3 import S3Store
 from bucketvision.infra.settings import Settings
-
 from tests.helpers import train_and_register_digits
 from tests.workers import WorkerProcess
 

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
 from bucketvision.infra.outputs import parse_jsonl
 from bucketvision.models.digits import make_digits
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,6 +122,7 @@ def upload_digits(client: Any, bucket: str, prefix: str, count: int, seed: int) 
 def train_digits(images: np.ndarray, labels: np.ndarray, *, epochs: int, seed: int = 0) -> Any:
     """The classify family's default model fitted on in-memory digits (10% for validation)."""
     import tensorflow as tf
+
     from bucketvision.models.classification.train import train_classifier
     from bucketvision.models.family import DatasetInfo, TrainOptions
 

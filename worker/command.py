@@ -20,6 +20,10 @@ import subprocess
 import threading
 from dataclasses import dataclass
 
+from celery import Celery
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.utils.log import current_process_index
+
 from bucketvision.infra.batches import start_lost_batch_audit
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.jobs import JobStore
@@ -28,9 +32,6 @@ from bucketvision.infra.metrics import Exporter, start_multiprocess_exporter
 from bucketvision.infra.queue import INFERENCE_QUEUE, TRAINING_QUEUE, make_celery
 from bucketvision.infra.settings import Settings
 from bucketvision.worker.hooks import TaskHooks
-from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
-from celery.utils.log import current_process_index
 
 log = logging.getLogger("bucketvision.worker")
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+
 from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.outputs import MANIFEST_FILE, SUMMARY_FILE, job_file_key, jsonl
 from bucketvision.infra.s3 import S3Store, parse_s3_uri

@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from celery.signals import task_postrun, task_prerun, worker_process_shutdown
+
 from bucketvision.infra.logs import bind_context, reset_context
 from bucketvision.infra.vocabulary import BATCH_TASKS, TRAINING_TASKS, short_task_name
 from bucketvision.worker.reports import BatchReport, TrainingReport
-from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 
 if TYPE_CHECKING:  # importing it loads prometheus_client: only with BV_METRICS_PORT
     from bucketvision.worker.metrics import WorkerMetrics

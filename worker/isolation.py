@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+
 from bucketvision.infra import keys
 from bucketvision.infra.jobs import JOB_TTL_SECONDS
 from bucketvision.infra.messages import GenerateMessage, JobMessage

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from bucketvision.infra.messages import BatchMessage
 from bucketvision.infra.outputs import item_output_key, manifest_line
 from bucketvision.infra.s3 import S3Store, StorageError, StorageUnavailable

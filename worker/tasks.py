@@ -16,6 +16,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from celery import Celery
+from celery.exceptions import Reject
+
 from bucketvision.infra.jobs import BatchStart, JobNotFound
 from bucketvision.infra.messages import GenerateMessage, JobMessage, parse_job_message
 from bucketvision.infra.outages import OUTAGE_ERRORS, ride_out
@@ -27,8 +30,6 @@ from bucketvision.worker.pipeline import BatchOutcome, gave_up, run_batch
 from bucketvision.worker.reports import BatchReport
 from bucketvision.worker.runtime import WorkerRuntime, get_runtime
 from bucketvision.worker.training_task import handle_training
-from celery import Celery
-from celery.exceptions import Reject
 
 log = logging.getLogger("bucketvision.worker")
 

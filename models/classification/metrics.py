@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from bucketvision.models.classification.preprocess import scale_pixels
 
 MAIN_METRIC = "accuracy"

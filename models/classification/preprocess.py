@@ -10,6 +10,7 @@ kept for cards of older models (the seed demo used ``"unit"``).
 from __future__ import annotations
 
 import numpy as np
+
 from bucketvision.models.pixels import PREPROCESS_MODES, check_preprocess, scale_pixels
 
 __all__ = ["PREPROCESS_MODES", "as_probabilities", "check_preprocess", "scale_pixels"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from bucketvision.models.classification.preprocess import as_probabilities
 from bucketvision.models.family import ItemResult
 from bucketvision.models.serving import ServedImageModel

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+
 from bucketvision.models.detection import MAIN_METRIC
 from bucketvision.models.detection.decode import Detections, box_iou
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from bucketvision.models.detection.annotate import draw_detections, png_bytes
 from bucketvision.models.detection.decode import Detections, decode_output
 from bucketvision.models.family import ItemFile, ItemResult

@@ -101,6 +101,7 @@ def make_pipeline(
 ) -> Any:
     """Batches of ``(scaled image, encoded target)``; training ones shuffled, augmented, endless."""
     import tensorflow as tf
+
     from bucketvision.models.pixels import scale_pixels
 
     height, width, channels = info.input_shape
@@ -149,6 +150,7 @@ def train_detector(
 ) -> TrainedModel:
     """Fit a CenterNet-style detector on unbatched ``(image, boxes, classes)`` datasets."""
     import keras
+
     from bucketvision.models.detection.builders import build_detector
     from bucketvision.models.detection.metrics import best_score_threshold, predict
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from bucketvision.models.generation.imaging import to_uint8
 
 MAIN_METRIC = "mean_confidence"
@@ -53,6 +54,7 @@ def train_judge(
     """
     import keras
     import tensorflow as tf
+
     from bucketvision.models.cnn import build_mnist_cnn, compile_classifier
 
     def prepare(ds: Any, shuffle: bool) -> Any:

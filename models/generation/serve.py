@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from bucketvision.models.generation.imaging import encode_png
 
 __all__ = ["ServedGenerator", "encode_png", "latent_for_seed"]

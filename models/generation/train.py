@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from bucketvision.models.family import DatasetInfo, TrainedModel, TrainOptions
 from bucketvision.models.generation.imaging import image_grid
 from bucketvision.models.generation.metrics import sample_images, train_judge
@@ -102,6 +103,7 @@ def _compiled_gan(
 ) -> Any:
     """The GAN of ``hyper``'s generator and discriminator, compiled with two Adams."""
     import keras
+
     from bucketvision.models.generation.builders import build_discriminator, build_generator
     from bucketvision.models.generation.gan import gan_class
 

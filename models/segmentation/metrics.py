@@ -51,6 +51,7 @@ def scores_from_confusion(matrix: np.ndarray, labels: list[str]) -> dict[str, An
 def predict_ids(model: Any, card: dict[str, Any], batch_size: int = EVAL_BATCH) -> Any:
     """A compiled ``uint8 [B, H, W, C] -> int32 [B, H, W]`` class-id forward pass."""
     import tensorflow as tf
+
     from bucketvision.models.pixels import scale_pixels
 
     preprocess = card.get("preprocess", "unit")

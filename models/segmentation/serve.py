@@ -14,9 +14,10 @@ import io
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
 from bucketvision.models.family import ItemFile, ItemResult
 from bucketvision.models.serving import ServedImageModel
-from PIL import Image
 
 MAX_SMOOTH_SIDE = 1024  # longest side up to which probabilities are resized bilinearly
 

@@ -144,6 +144,7 @@ def train_segmenter(
     so ``keras.saving.load_model(path, safe_mode=True)`` never needs the custom loss.
     """
     import keras
+
     from bucketvision.models.segmentation.builders import build_unet
 
     params = hyperparameters(options, info.train_count)

@@ -13,10 +13,10 @@ import time
 from typing import Any
 
 import pytest
+
 from bucketvision.infra.batches import batch_of_task_id
 from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.queue import INFERENCE_QUEUE
-
 from tests.chaos.conftest import assert_each_input_once
 from tests.helpers import printed_job_id, read_job, run_cli, submit_cli, upload_digits
 

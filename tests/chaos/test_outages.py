@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bucketvision.infra.jobs import JobStore
 
+from bucketvision.infra.jobs import JobStore
 from tests.chaos.conftest import REDIS_PASSWORD, assert_each_input_once
 from tests.helpers import read_job, start_cli, upload_digits
 from tests.services import RestartableRedis

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from bucketvision.infra.outputs import parse_jsonl
 
+from bucketvision.infra.outputs import parse_jsonl
 from tests.helpers import printed_job_id, submit_cli
 from tests.hostile_corpus import CorpusFile, hostile_corpus
 

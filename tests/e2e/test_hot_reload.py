@@ -8,10 +8,10 @@ from collections import Counter
 from typing import Any
 
 import pytest
+
 from bucketvision.infra.s3 import S3Store
 from bucketvision.models.registration import register_model
 from bucketvision.models.registry import ModelRegistry
-
 from tests.helpers import (
     printed_job_id,
     read_job,

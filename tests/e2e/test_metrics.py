@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import redis
-from bucketvision.infra.local_services import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
+from bucketvision.infra.local_services import free_port
 from tests.helpers import bad_files, printed_job_id, start_cli, submit_cli, upload_digits
 
 pytestmark = pytest.mark.e2e

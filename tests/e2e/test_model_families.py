@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bucketvision.models.scenes import make_scenes
 from PIL import Image
 
+from bucketvision.models.scenes import make_scenes
 from tests.contracts import check_job_outputs
 from tests.helpers import bad_files, png_bytes, printed_job_id, run_cli, upload_digits
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bucketvision.infra.outputs import parse_jsonl
 from bucketvision.models.digits import make_digits
-
 from tests.helpers import png_bytes, run_cli, start_cli
 
 pytestmark = pytest.mark.e2e

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.queue import make_celery
 from bucketvision.infra.s3 import S3Store

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from bucketvision.infra.local_services import free_port
-
 from tests.helpers import run_cli
 
 

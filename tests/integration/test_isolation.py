@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis
+
 from bucketvision.infra.messages import BatchMessage, GenerateItem, GenerateMessage
 from bucketvision.infra.s3 import S3Uri
 from bucketvision.worker.isolation import IsolationLedger, run_isolated, single_items

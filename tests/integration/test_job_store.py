@@ -6,6 +6,7 @@ import json
 import secrets
 
 import pytest
+
 from bucketvision.infra.jobs import JobNotFound, JobStore
 from bucketvision.infra.outputs import jsonl, manifest_line, parse_jsonl
 from bucketvision.infra.s3 import S3Store

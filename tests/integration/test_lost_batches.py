@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from kombu.transport.redis import Channel
+
 from bucketvision.infra.batches import LostBatchAudit, batch_of_task_id
 from bucketvision.infra.queue import INFERENCE_QUEUE
 from bucketvision.infra.settings import Settings
 from bucketvision.producer.submit import JobRequest, submit_job
-from kombu.transport.redis import Channel
-
 from tests.helpers import png_bytes
 
 pytestmark = pytest.mark.integration

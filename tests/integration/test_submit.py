@@ -6,10 +6,10 @@ import json
 
 import pytest
 import redis
+
 from bucketvision.infra.jobs import JobStore
 from bucketvision.models.registry import ModelNotFound, RegistryError
 from bucketvision.producer.submit import JobRequest, SubmitError, submit_job
-
 from tests.helpers import png_bytes, run_cli
 
 pytestmark = pytest.mark.integration

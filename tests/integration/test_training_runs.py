@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis
+
 from bucketvision.infra.training_runs import LOCK_TTL_SECONDS, TrainingRuns
 
 

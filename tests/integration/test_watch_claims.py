@@ -6,6 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import redis
+
 from bucketvision.infra.s3 import ObjectInfo, S3Uri
 from bucketvision.producer.watch_claims import Claims
 

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import pytest
 import redis
+
 from bucketvision.infra.outages import OUTAGE_ERRORS
 from bucketvision.infra.settings import Settings
 from bucketvision.producer.watch import Watcher, WatchRequest
-
 from tests.helpers import png_bytes
 from tests.tcp_proxy import TcpProxy
 

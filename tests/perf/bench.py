@@ -42,7 +42,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bucketvision.infra.local_services import ManagedProcess, start_moto, start_redis
 from bucketvision.infra.settings import Settings
-
 from tests.perf import bench_bounds, bench_ceilings, bench_peers, bench_report, bench_service
 from tests.perf.bench_cpu import CpuMeter
 from tests.perf.bench_data import upload_digit_pngs, upload_photos

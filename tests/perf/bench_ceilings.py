@@ -190,6 +190,7 @@ class ComputeCeiling:
 def _compute_child(options: argparse.Namespace) -> None:
     import numpy as np
     import tensorflow as tf
+
     from bucketvision.models.loading import load_keras_model
 
     tf.config.threading.set_intra_op_parallelism_threads(options.threads)

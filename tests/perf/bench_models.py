@@ -39,6 +39,7 @@ LABELS = [str(digit) for digit in range(10)]
 
 def build(key: str) -> object:
     import keras
+
     from bucketvision.models.cnn import build_mnist_cnn
 
     keras.utils.set_random_seed(0)

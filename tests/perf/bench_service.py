@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from celery import Celery
+
 from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.outputs import SUMMARY_FILE, job_file_key
 from bucketvision.infra.queue import INFERENCE_QUEUE, make_celery
@@ -30,8 +32,6 @@ from bucketvision.producer.submit import (
     select_keys,
     submit_job,
 )
-from celery import Celery
-
 from tests.workers import WorkerProcess
 
 JOB_TIMEOUT_SECONDS = 1800

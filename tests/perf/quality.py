@@ -26,7 +26,6 @@ from bucketvision.infra.local_services import local_stack
 from bucketvision.infra.outputs import parse_jsonl
 from bucketvision.infra.s3 import S3Store
 from bucketvision.infra.settings import Settings
-
 from tests.helpers import run_cli
 
 BUCKET = "quality"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from bucketvision.models.classification.metrics import evaluate_classifier
 from bucketvision.models.classification.serve import ServedClassifier
 from bucketvision.models.classification.train import train_classifier

@@ -49,8 +49,9 @@ def save_sample(model: Any, card: dict[str, Any], scenes: Scenes, count: int = 6
     """Annotate ``count`` held-out scenes the way the worker does and tile them into a PNG."""
     import io
 
-    from bucketvision.models.detection.serve import ServedDetector
     from PIL import Image
+
+    from bucketvision.models.detection.serve import ServedDetector
 
     served = ServedDetector(model, card, forward_batch=count)
     outputs = served.infer(scenes.images[:count])

@@ -39,10 +39,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import keras
+
     from bucketvision.models.digits import make_digits
     from bucketvision.models.family import DatasetInfo, TrainOptions
     from bucketvision.models.generation import MAIN_METRIC, evaluate_generator, train_generator
-
     from tests.helpers import train_digits
 
     start = time.perf_counter()

@@ -19,9 +19,10 @@ import time
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
 from bucketvision.models.family import DatasetInfo, TrainOptions
 from bucketvision.models.scenes import Scenes, make_scenes
-from PIL import Image
 
 TRAIN_SCENES = 2000
 HELD_OUT = ((2026, 500), (7777, 500))

@@ -8,8 +8,9 @@ from typing import Any
 
 import boto3
 import pytest
-from bucketvision.infra.s3 import S3Store
 from PIL import Image
+
+from bucketvision.infra.s3 import S3Store
 
 BUCKET = "unit-bucket"
 

@@ -7,6 +7,7 @@ import re
 from dataclasses import replace
 
 import pytest
+
 from bucketvision.infra.messages import BatchMessage, MessageError
 from bucketvision.infra.outputs import item_output_key, job_file_key, manifest_line, relative_key
 from bucketvision.infra.s3 import S3Uri

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from bucketvision.models.classification.backbones import backbone_preprocessing
 from bucketvision.models.classification.metrics import MAIN_METRIC, classification_metrics
 from bucketvision.models.classification.train import choose_architecture

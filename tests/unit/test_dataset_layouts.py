@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from bucketvision.infra.s3 import S3Store, parse_s3_uri
 from bucketvision.models.dataset_layouts import (
     DatasetError,

@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.s3 import S3Store, parse_s3_uri
 from bucketvision.models.dataset_layouts import DatasetLayout, read_layout
 from bucketvision.models.dataset_writers import SynthesisPlan, png_bytes, synthesize_dataset
 from bucketvision.models.digits import make_digits
 from bucketvision.models.scenes import SHAPE_CLASSES, make_scenes
-from PIL import Image
 
 BUCKET = "unit-bucket"
 URI = f"s3://{BUCKET}/synthetic/set/"

@@ -8,15 +8,15 @@ import subprocess
 import zlib
 from collections.abc import Callable
 
-import bucketvision.models.decode_limits as limits_module
-import bucketvision.models.decoding as decode_module
 import numpy as np
 import pytest
+from PIL import EpsImagePlugin, Image, ImageFile
+
+import bucketvision.models.decode_limits as limits_module
+import bucketvision.models.decoding as decode_module
 from bucketvision.infra.vocabulary import ALLOWED_FORMATS
 from bucketvision.models.decode_limits import MAX_JPEG_SCANS, MAX_TIFF_VALUES
 from bucketvision.models.decoding import DecodedImage, DecodeError, decode_image
-from PIL import EpsImagePlugin, Image, ImageFile
-
 from tests.hostile_corpus import bmp_rle8, grey_tiff_tags, tiff
 
 DEFAULT_MAX_PIXELS = 40_000_000

@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from bucketvision.models.detection.decode import Detections, box_iou, decode_output
 from bucketvision.models.detection.metrics import average_precisions, best_score_threshold
 from bucketvision.models.family import DatasetInfo, TrainOptions
 from bucketvision.models.imaging import Placement
-from PIL import Image
 
 LABELS = ["circle", "square", "triangle"]
 
@@ -160,7 +161,6 @@ def trained() -> Any:
     """A detector fitted for two steps on a few scenes (a smoke fit, not a useful model)."""
     from bucketvision.models.detection.train import train_detector
     from bucketvision.models.scenes import make_scenes
-
     from tests.perf.tune_detection import scenes_dataset
 
     scenes = make_scenes(12, seed=3)
@@ -233,11 +233,12 @@ def test_the_annotated_png_is_the_original_photo_with_boxes_in_its_pixels(
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from sklearn.datasets import load_sample_images
+
     from bucketvision.infra.s3 import S3Uri
     from bucketvision.models.detection.annotate import PALETTE
     from bucketvision.models.detection.serve import ServedDetector
     from bucketvision.worker.pipeline import BatchMessage, Limits, run_batch
-    from sklearn.datasets import load_sample_images
 
     path = next(name for name in load_sample_images().filenames if name.endswith("china.jpg"))
     with open(path, "rb") as file:

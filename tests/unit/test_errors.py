@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from bucketvision.infra.errors import EXIT_FAILED, EXIT_USAGE, UserError, WaitTimedOut
 from bucketvision.infra.jobs import JobNotFound
 from bucketvision.infra.local_services import ServiceError

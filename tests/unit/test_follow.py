@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import redis
+
 from bucketvision.infra.errors import WaitTimedOut
 from bucketvision.producer.follow import Followed, Patience, follow
 

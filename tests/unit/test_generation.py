@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
+
 from bucketvision.models.digits import make_digits
 from bucketvision.models.family import DatasetInfo, TrainOptions
 from bucketvision.models.generation import (
@@ -25,7 +27,6 @@ from bucketvision.models.generation.builders import build_discriminator, build_g
 from bucketvision.models.generation.imaging import to_uint8
 from bucketvision.models.generation.metrics import judge_samples, train_judge
 from bucketvision.models.generation.train import default_epochs
-from PIL import Image
 
 DIGITS = [str(d) for d in range(10)]
 TINY = {"g_filters": 8, "d_filters": 8, "latent_dim": 8, "judge": False}

@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from bucketvision.infra.messages import GenerateItem, GenerateMessage, MessageError
 from bucketvision.infra.outputs import generated_image_key
 from bucketvision.infra.s3 import S3Store, S3Uri, StorageError, parse_s3_uri
 from bucketvision.worker.generation import run_generate_batch
-from PIL import Image
 
 BUCKET = "unit-bucket"
 OUTPUT = f"s3://{BUCKET}/out/run"

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bucketvision.infra.vocabulary import ALLOWED_FORMATS
-from bucketvision.models.decoding import DecodedImage, DecodeError, decode_image
 from PIL import EpsImagePlugin, Image, PdfImagePlugin
 
+from bucketvision.infra.vocabulary import ALLOWED_FORMATS
+from bucketvision.models.decoding import DecodedImage, DecodeError, decode_image
 from tests.hostile_corpus import CORNERS, CorpusFile, categories, hostile_corpus
 
 MAX_PIXELS = 40_000_000  # BV_MAX_IMAGE_PIXELS's default

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bucketvision.models.imaging import Placement, fit_image, fit_mask
 from PIL import Image
+
+from bucketvision.models.imaging import Placement, fit_image, fit_mask
 
 # --- Placement.plan ----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
+
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.logs import (
     ContextThreadPool,

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from bucketvision.infra.messages import (
     MESSAGE_VERSION,
     BatchMessage,

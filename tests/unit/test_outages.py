@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+
 from bucketvision.infra.outages import Backoff, ride_out
 from bucketvision.infra.s3 import StorageError, StorageUnavailable
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from bucketvision.infra.messages import BatchMessage
 from bucketvision.infra.s3 import S3Store, S3Uri, StorageUnavailable
 from bucketvision.models.family import ItemResult
 from bucketvision.worker.pipeline import BatchOutcome, Limits, dead_letter, run_batch
-from PIL import Image
 
 BUCKET = "unit-bucket"
 INPUT = S3Uri(BUCKET, "incoming/")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from bucketvision.producer.metrics import MeteredWatcher, ProducerMetrics, WatcherMetrics
-from bucketvision.producer.watch import Watcher, WatchState
 from celery.signals import after_task_publish
 from prometheus_client import CollectorRegistry
+
+from bucketvision.producer.metrics import MeteredWatcher, ProducerMetrics, WatcherMetrics
+from bucketvision.producer.watch import Watcher, WatchState
 
 
 def _value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:

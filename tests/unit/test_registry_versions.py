@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bucketvision.infra.s3 import S3Store
 from bucketvision.models.registration import show_model
 from bucketvision.models.registry import ModelNotFound, ModelRegistry, RegistryError

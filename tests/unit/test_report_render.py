@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from bucketvision.infra.jobs import JobNotFound
 from bucketvision.infra.s3 import S3Store
 from bucketvision.infra.settings import Settings
@@ -22,8 +24,6 @@ from bucketvision.producer.cli_support import CommandError
 from bucketvision.producer.report import gather, locate_output, pick_items, publish
 from bucketvision.producer.report_html import render_report
 from bucketvision.producer.report_thumbs import TILE, colour
-from PIL import Image
-
 from tests.helpers import png_bytes
 from tests.unit.conftest import BUCKET
 

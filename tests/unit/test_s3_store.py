@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+
 from bucketvision.infra.s3 import (
     ObjectMissing,
     ObjectTooLarge,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from bucketvision.models.scenes import SHAPE_CLASSES, Scenes, make_scenes
 
 COUNT = 24

@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from bucketvision.infra.messages import ScheduledTraining, TrainingRequest
 from bucketvision.infra.schedule import (
     ScheduleError,

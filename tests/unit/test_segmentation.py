@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from bucketvision.models.family import DatasetInfo, TrainOptions
 from bucketvision.models.imaging import Placement, fit_mask
 from bucketvision.models.segmentation.metrics import (
@@ -19,7 +21,6 @@ from bucketvision.models.segmentation.metrics import (
     scores_from_confusion,
 )
 from bucketvision.models.segmentation.serve import ServedSegmenter, mask_at_original
-from PIL import Image
 
 LABELS = ["background", "circle", "square", "triangle"]
 
@@ -97,6 +98,7 @@ def test_evaluate_accumulates_one_matrix_over_every_batch() -> None:
 def test_a_two_step_fit_saves_and_reloads_in_safe_mode(tmp_path: Any) -> None:
     import keras
     import tensorflow as tf
+
     from bucketvision.models.scenes import make_scenes
     from bucketvision.models.segmentation.train import train_segmenter
 

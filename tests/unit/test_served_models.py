@@ -8,6 +8,7 @@ nothing, so a placeholder stands in for the Keras model.
 from __future__ import annotations
 
 import pytest
+
 from bucketvision.models.families import FAMILIES
 from bucketvision.models.family import ServedGenerativeModel, ServedModel
 

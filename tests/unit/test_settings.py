@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from bucketvision.infra.settings import DEFAULT_MODELS, Settings, SettingsError, redact_url
 
 SECRET_ENV = {

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from bucketvision.infra.s3 import S3Store
 from bucketvision.producer.status import format_status, job_status
 from bucketvision.worker.finalize import build_summary, finalize_job, iso, percentiles

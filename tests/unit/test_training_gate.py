@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bucketvision.infra.messages import MessageError, TrainingRequest
 from bucketvision.models.registry import ModelRef
 from bucketvision.models.training import PROMOTE_MODES, promotion_decision

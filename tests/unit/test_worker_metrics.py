@@ -10,11 +10,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
+
 from bucketvision.infra.logs import current_context
 from bucketvision.worker.hooks import TaskHooks
 from bucketvision.worker.metrics import WorkerMetrics
 from bucketvision.worker.reports import BatchReport
-from prometheus_client import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_000_000.0
