@@ -17,7 +17,13 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from bucketvision.infra.messages import TrainingRequest
     from bucketvision.infra.queue import make_celery
     from bucketvision.infra.training_runs import TrainingRuns
-    from bucketvision.producer.train import format_run, submit_training, wait_for_training
+    from bucketvision.producer.follow import wait
+    from bucketvision.producer.train import (
+        TRAINING_PATIENCE,
+        followed_run,
+        format_run,
+        submit_training,
+    )
 
     request = TrainingRequest(
         name=args.name,
@@ -49,7 +55,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     )
     if not args.wait:
         return 0
-    record = wait_for_training(runs, run_id, progress=not args.quiet)
+    followed = followed_run(runs, run_id)
+    record = wait(followed, progress=not args.quiet, patience=TRAINING_PATIENCE)
     print(format_run(record), file=sys.stderr)
     return 0 if record["state"] == "finished" else EXIT_FAILED
 

@@ -34,12 +34,14 @@ def clients(settings: Settings) -> dict[str, Any]:
 
 def report_job(found: dict[str, Any], job: Any, args: argparse.Namespace, what: str) -> int:
     """Print the job id (stdout) and ``what`` (stderr); with ``--wait`` follow it to the end."""
-    from bucketvision.producer.status import format_status, wait_for_job
+    from bucketvision.producer.follow import wait
+    from bucketvision.producer.status import JOB_PATIENCE, followed_job, format_status
 
     print(job.job_id, flush=True)
     print(what, file=sys.stderr)
     if not args.wait:
         return 0
-    status = wait_for_job(found["jobs"], job.job_id, progress=not args.quiet)
+    followed = followed_job(found["jobs"], job.job_id)
+    status = wait(followed, progress=not args.quiet, patience=JOB_PATIENCE)
     print(format_status(status), file=sys.stderr)
     return 0 if status["state"] == "finished" else EXIT_FAILED

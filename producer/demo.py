@@ -80,7 +80,8 @@ def _make_inputs(store: S3Store, images: int) -> None:
 
 def _train_all(cli: Any, epochs: int | None) -> None:
     from bucketvision.infra.training_runs import TrainingRuns
-    from bucketvision.producer.train import TRAINING_PATIENCE, format_run, wait_for_training
+    from bucketvision.producer.follow import wait
+    from bucketvision.producer.train import TRAINING_PATIENCE, followed_run, format_run
 
     settings = Settings.from_env()
     runs = TrainingRuns.from_url(settings.broker_url)
@@ -99,9 +100,8 @@ def _train_all(cli: Any, epochs: int | None) -> None:
             raise RuntimeError(f"could not submit the {task} training")
     run_ids = [run for run in runs.recent(100) if run not in before]
     for run_id in sorted(run_ids):
-        record = wait_for_training(
-            runs, run_id, patience=replace(TRAINING_PATIENCE, timeout_seconds=1800)
-        )
+        patience = replace(TRAINING_PATIENCE, timeout_seconds=1800)
+        record = wait(followed_run(runs, run_id), patience=patience)
         print(format_run(record), file=sys.stderr)
         if record["state"] != "finished":
             raise RuntimeError(f"training {run_id} failed: {record.get('error')}")

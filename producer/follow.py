@@ -38,6 +38,26 @@ class Followed(Generic[T]):
     is_final: Callable[[T], bool]
     progress: Callable[[T], Hashable]  # changes whenever the work moves on
     stalled_hint: Callable[[T, float], str | None]  # what to check after N quiet seconds
+    show: Callable[[Any, T], None] = lambda bar, record: None  # draw a record on the bar
+    label: str = ""  # the bar's description
+    total: int | None = None  # the bar's length (items, epochs), None while unknown
+    unit: str = "it"
+
+
+def wait(followed: Followed[T], *, progress: bool = True, patience: Patience, **clocks: Any) -> T:
+    """Follow ``followed`` with a progress bar on stderr (when ``progress``) to its end."""
+    label = followed.label or followed.name
+    bar = progress_bar(label, total=followed.total, unit=followed.unit, enabled=progress)
+    try:
+        return follow(
+            followed,
+            show=lambda record: followed.show(bar, record),
+            tell=lambda news: bar.set_description_str(f"{label} ({news})"),
+            patience=patience,
+            **clocks,
+        )
+    finally:
+        bar.close()
 
 
 def progress_bar(description: str, *, total: int | None, unit: str, enabled: bool) -> Any:

@@ -9,7 +9,7 @@ from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.outputs import MANIFEST_FILE, SUMMARY_FILE, job_file_uri
 from bucketvision.infra.s3 import parse_s3_uri
 from bucketvision.infra.vocabulary import FINAL_STATES
-from bucketvision.producer.follow import Followed, Patience, follow, progress_bar
+from bucketvision.producer.follow import Followed, Patience
 
 JOB_PATIENCE = Patience(poll_seconds=0.5, stall_hint_seconds=30.0)
 
@@ -74,40 +74,27 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def wait_for_job(
-    jobs: JobStore,
-    job_id: str,
-    *,
-    progress: bool = True,
-    patience: Patience = JOB_PATIENCE,
-) -> dict[str, Any]:
-    """Follow a job until it finishes; returns its final status."""
+def followed_job(jobs: JobStore, job_id: str) -> Followed[dict[str, Any]]:
+    """A job to follow with :func:`bucketvision.producer.follow.wait` (``--wait``)."""
     record = jobs.get(job_id)
     label = f"{record['task']} {job_id}"
-    bar = progress_bar(label, total=int(record["total"]), unit="img", enabled=progress)
 
-    def show(status: dict[str, Any]) -> None:
+    def show(bar: Any, status: dict[str, Any]) -> None:
         bar.set_description_str(label)
         bar.update(status["done"] - bar.n)
         bar.set_postfix(ok=status["ok"], error=status["error"], refresh=False)
 
-    def hint(status: dict[str, Any], quiet: float) -> str | None:
-        worker = "is `bucketvision worker` running on this broker?"
-        return f"no progress for {quiet:.0f} s: {worker}" if progress else None
+    def hint(status: dict[str, Any], quiet: float) -> str:
+        return f"no progress for {quiet:.0f} s: is `bucketvision worker` running on this broker?"
 
-    followed = Followed(
+    return Followed(
         f"job {job_id}",
         read=lambda: job_status(jobs.get(job_id)),
         is_final=lambda status: status["state"] in FINAL_STATES,
         progress=lambda status: status["done"],
         stalled_hint=hint,
+        show=show,
+        label=label,
+        total=int(record["total"]),
+        unit="img",
     )
-    try:
-        return follow(
-            followed,
-            show=show,
-            tell=lambda news: bar.set_description_str(f"{label} ({news})"),
-            patience=patience,
-        )
-    finally:
-        bar.close()

@@ -26,7 +26,7 @@ from bucketvision.models.registry import (
     parse_model_ref,
 )
 from bucketvision.models.training import PROMOTE_MODES
-from bucketvision.producer.follow import Followed, Patience, follow, progress_bar
+from bucketvision.producer.follow import Followed, Patience
 
 TRAINING_PATIENCE = Patience(poll_seconds=1.0, stall_hint_seconds=60.0)
 
@@ -86,17 +86,10 @@ def format_run(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def wait_for_training(
-    runs: TrainingRuns,
-    run_id: str,
-    *,
-    progress: bool = True,
-    patience: Patience = TRAINING_PATIENCE,
-) -> dict[str, Any]:
-    """Follow a run epoch by epoch until it finishes or fails; returns its record."""
-    bar = progress_bar(run_id, total=None, unit="epoch", enabled=progress)
+def followed_run(runs: TrainingRuns, run_id: str) -> Followed[dict[str, Any]]:
+    """A training run to follow epoch by epoch with :func:`bucketvision.producer.follow.wait`."""
 
-    def show(record: dict[str, Any]) -> None:
+    def show(bar: Any, record: dict[str, Any]) -> None:
         if record.get("epochs") and bar.total != record["epochs"]:
             bar.total = record["epochs"]
         bar.update(int(record.get("epoch") or 0) - bar.n)
@@ -112,19 +105,13 @@ def wait_for_training(
             "(`bucketvision worker --queues training`)?"
         )
 
-    followed = Followed(
+    return Followed(
         f"training run {run_id}",
         read=lambda: runs.get(run_id),
         is_final=lambda record: record["state"] in FINAL_STATES,
         progress=lambda record: (record["state"], record.get("stage"), record.get("epoch")),
         stalled_hint=hint,
+        show=show,
+        label=run_id,
+        unit="epoch",
     )
-    try:
-        return follow(
-            followed,
-            show=show,
-            tell=lambda news: bar.set_description_str(f"{run_id} {news}"),
-            patience=patience,
-        )
-    finally:
-        bar.close()

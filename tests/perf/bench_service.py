@@ -2,7 +2,7 @@
 
 Everything goes through the product's own code: ``bucketvision worker --cpu
 --concurrency N`` in a subprocess, jobs sent with ``producer.submit.submit_job``
-(list, pin, enqueue) and followed with ``producer.status.wait_for_job``.
+(list, pin, enqueue) and followed with ``producer.follow.wait``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from bucketvision.infra.queue import INFERENCE_QUEUE, make_celery
 from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import Settings
 from bucketvision.models.registry import ModelRegistry
-from bucketvision.producer.follow import Patience
-from bucketvision.producer.status import wait_for_job
+from bucketvision.producer.follow import Patience, wait
+from bucketvision.producer.status import followed_job
 from bucketvision.producer.submit import (
     IMAGE_PATTERNS,
     JobRequest,
@@ -95,7 +95,7 @@ def warm_up(
             **service.clients(),
         )
         patience = Patience(poll_seconds=0.1, stall_hint_seconds=30.0, timeout_seconds=600)
-        status = wait_for_job(service.jobs, job.job_id, progress=False, patience=patience)
+        status = wait(followed_job(service.jobs, job.job_id), progress=False, patience=patience)
         if status["state"] != "finished":
             raise RuntimeError(f"warm-up job {job.job_id} ended {status}")
         if len(loaded_in(worker, reference)) >= concurrency:
@@ -122,9 +122,8 @@ def run_pipeline(
         **service.clients(),
     )
     submitted = time.perf_counter()
-    status = wait_for_job(
-        service.jobs,
-        job.job_id,
+    status = wait(
+        followed_job(service.jobs, job.job_id),
         progress=progress,
         patience=Patience(0.02, stall_hint_seconds=30.0, timeout_seconds=JOB_TIMEOUT_SECONDS),
     )

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from bucketvision.infra.errors import WaitTimedOut
-from bucketvision.producer.follow import Followed, Patience, follow
+from bucketvision.producer.follow import Followed, Patience, follow, wait
 
 
 class FakeTime:
@@ -77,3 +77,21 @@ def test_redis_going_away_is_ridden_out() -> None:
 def test_a_wait_that_runs_out_says_so() -> None:
     with pytest.raises(WaitTimedOut, match="job J did not finish within 3 s"):
         run([("running", index) for index in range(10)], timeout=3)
+
+
+def test_wait_draws_each_record_on_its_bar_and_closes_it() -> None:
+    time, drawn = FakeTime(), []
+    followed = Followed(
+        "job J",
+        read=reader([("running", 0), ("finished", 4)]),
+        is_final=lambda record: record["state"] == "finished",
+        progress=lambda record: record["done"],
+        stalled_hint=lambda record, quiet: None,
+        show=lambda bar, record: drawn.append((bar.total, record["done"])),
+        total=4,
+        unit="img",
+    )
+    patience = Patience(poll_seconds=1.0, stall_hint_seconds=30.0)
+    result = wait(followed, progress=False, patience=patience, clock=time.clock, sleep=time.sleep)
+    assert result["done"] == 4
+    assert drawn == [(4, 0), (4, 4)]
