@@ -32,12 +32,14 @@ MAX_COUNT = 1_000_000
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    count: int
-    output: str
-    model: str | None = None
-    seed: int | None = None
-    label: str | None = None
-    batch_size: int = 32
+    """``bucketvision generate``: how many images, from which generator, where to."""
+
+    count: int  # images to generate, 1 to MAX_COUNT
+    output: str  # s3://BUCKET/PREFIX/: images go to <output>/generated/<job_id>/
+    model: str | None = None  # NAME or NAME@VERSION; the default generator when None
+    seed: int | None = None  # the first item's seed (item i gets seed + i); random when None
+    label: str | None = None  # only this class of a class-conditional generator
+    batch_size: int = 32  # items per task message
 
 
 def _labels_for(

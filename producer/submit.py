@@ -32,6 +32,8 @@ class SubmitError(UserError):
 
 @dataclass(frozen=True)
 class JobRequest:
+    """``bucketvision submit``: a task over the images under an input prefix."""
+
     task: str
     input: str
     output: str | None = None
