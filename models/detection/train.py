@@ -145,6 +145,30 @@ def learning_rate_schedule(hp: dict[str, Any], steps_per_epoch: int) -> Any:
     )
 
 
+def _card(input_shape: tuple[int, ...], labels: list[str], hp: dict[str, Any]) -> dict[str, Any]:
+    """The served detector's card: its input, classes, decoding and output layout."""
+    num_classes = len(labels)
+    return {
+        "task": "detect",
+        "input_shape": list(input_shape),
+        "labels": list(labels),
+        "preprocess": PREPROCESS,
+        "resize": "letterbox",
+        "stride": STRIDE,
+        "score_threshold": 0.3,
+        "nms_iou": 0.5,
+        "max_detections": 100,
+        "architecture": "centernet: residual conv backbone to stride 16, FPN to stride 4, "
+        "heads heatmap (sigmoid per class) + size + offset",
+        "outputs": {
+            "heatmap": [0, num_classes],
+            "size": [num_classes, num_classes + 2],
+            "offset": [num_classes + 2, num_classes + 4],
+        },
+        "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()},
+    }
+
+
 def train_detector(
     train_ds: Any, val_ds: Any, info: DatasetInfo, options: TrainOptions
 ) -> TrainedModel:
@@ -199,25 +223,7 @@ def train_detector(
     )
     served = build_detector(input_shape, num_classes, **builder_options)
     served.set_weights(model.get_weights())
-    card: dict[str, Any] = {
-        "task": "detect",
-        "input_shape": list(input_shape),
-        "labels": list(info.labels),
-        "preprocess": PREPROCESS,
-        "resize": "letterbox",
-        "stride": STRIDE,
-        "score_threshold": 0.3,
-        "nms_iou": 0.5,
-        "max_detections": 100,
-        "architecture": "centernet: residual conv backbone to stride 16, FPN to stride 4, "
-        "heads heatmap (sigmoid per class) + size + offset",
-        "outputs": {
-            "heatmap": [0, num_classes],
-            "size": [num_classes, num_classes + 2],
-            "offset": [num_classes + 2, num_classes + 4],
-        },
-        "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in hp.items()},
-    }
+    card = _card(input_shape, info.labels, hp)
     if validation is not None:
         detections, truths = predict(served, card, val_ds, forward_batch=hp["batch_size"])
         card["score_threshold"] = best_score_threshold(detections, truths, num_classes)
