@@ -189,8 +189,7 @@ class TrainingRequest(Message):
         values = dict(body)
         if "batch_size" in values:  # the minibatch's name before version 1 was fixed
             values.setdefault("minibatch_size", values.pop("batch_size"))
-        known = {item.name for item in fields(cls)}
-        request = cls(**{key: value for key, value in values.items() if key in known})
+        request = cls(**known_fields(cls, values))
         if request.task not in FAMILY_TASKS:
             raise ValueError(f"task {request.task!r} is not one of {', '.join(FAMILY_TASKS)}")
         return request
@@ -245,6 +244,15 @@ class ScheduledTraining(Message):
             cron=None if body.get("cron") is None else str(body["cron"]),
             min_new_items=int(body.get("min_new_items") or 0),
         )
+
+
+def known_fields(kind: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``body`` that name a field of the dataclass ``kind``.
+
+    The rest are ignored: fields a newer sender added, which this reader predates.
+    """
+    names = {item.name for item in fields(kind)}
+    return {key: value for key, value in body.items() if key in names}
 
 
 def _plain(value: Any) -> Any:

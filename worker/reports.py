@@ -8,8 +8,10 @@ ends share one definition.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Self
+
+from bucketvision.infra.messages import known_fields
 
 
 class Report:
@@ -21,8 +23,7 @@ class Report:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Self:
-        known = {item.name for item in fields(cls)}  # type: ignore[arg-type]
-        return cls(**{key: value for key, value in body.items() if key in known})
+        return cls(**known_fields(cls, body))
 
 
 @dataclass(frozen=True)
