@@ -3,7 +3,9 @@
 Every served image model (classify, detect, segment) runs ``model(scale(x))``
 through a ``tf.function`` with one input signature, so a partial chunk is
 padded instead of triggering a retrace, and ``model.predict()``'s per-call
-overhead is never paid.
+overhead is never paid. A model may answer one tensor or a dict of them (a
+SavedModel signature read in the TF Object Detection API's format); each
+image then gets the dict of its own rows.
 """
 
 from __future__ import annotations
@@ -52,5 +54,13 @@ class FixedBatchForward:
             chunk = pixels[start : start + self.forward_batch]
             padded = np.zeros(self.shape, dtype=np.uint8)
             padded[: len(chunk)] = chunk
-            outputs.extend(np.asarray(self._forward(padded))[: len(chunk)])
+            outputs.extend(_per_image(self._forward(padded), len(chunk)))
         return outputs
+
+
+def _per_image(answer: Any, count: int) -> list[Any]:
+    """The first ``count`` rows of a batch answer: arrays, or dicts of arrays per image."""
+    if isinstance(answer, dict):
+        arrays = {name: np.asarray(value) for name, value in answer.items()}
+        return [{name: array[i] for name, array in arrays.items()} for i in range(count)]
+    return list(np.asarray(answer)[:count])

@@ -1,9 +1,11 @@
 """Fitting an image into a model's input and mapping results back.
 
-Two ways to fit: ``stretch`` (resize to the input, ignoring aspect; classifiers)
-and ``letterbox`` (scale to fit, keep the aspect, pad the rest; detectors and
-segmenters, whose boxes and masks must map back exactly). A :class:`Placement`
-records the transform so boxes and masks go back to original pixels.
+Three ways to fit: ``stretch`` (resize to the input, ignoring aspect; classifiers),
+``letterbox`` (scale to fit, keep the aspect, pad the rest; detectors and
+segmenters, whose boxes and masks must map back exactly) and ``center-crop``
+(scale to cover, keep the aspect, cut the overflow; classifiers trained the
+keras.applications way). A :class:`Placement` records the transform so boxes
+and masks go back to original pixels (a center-crop's pad is negative).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-RESIZE_MODES = ("stretch", "letterbox")
+RESIZE_MODES = ("stretch", "letterbox", "center-crop")
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,16 @@ class Placement:
                 0,
                 0,
             )
-        if resize != "letterbox":
+        if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, not {resize!r}")
-        scale = min(target_width / width, target_height / height)
-        content_width = max(1, min(target_width, round(width * scale)))
-        content_height = max(1, min(target_height, round(height * scale)))
+        if resize == "center-crop":
+            scale = max(target_width / width, target_height / height)
+            content_width = max(target_width, round(width * scale))
+            content_height = max(target_height, round(height * scale))
+        else:
+            scale = min(target_width / width, target_height / height)
+            content_width = max(1, min(target_width, round(width * scale)))
+            content_height = max(1, min(target_height, round(height * scale)))
         return cls(
             width,
             height,
@@ -117,6 +124,9 @@ def fit_image(
             image = image.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
         return image, placement
     content = image.resize(placement.content_size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if resize == "center-crop":
+        left, top = -placement.pad_x, -placement.pad_y
+        return content.crop((left, top, left + target[0], top + target[1])), placement
     canvas = Image.new(image.mode, target, fill if image.mode == "L" else (fill,) * len(image.mode))
     canvas.paste(content, (placement.pad_x, placement.pad_y))
     return canvas, placement

@@ -2,7 +2,8 @@
 
 Layout under ``BV_MODELS_URI``::
 
-    <name>/<version>/model.keras   the Keras 3 model
+    <name>/<version>/model.keras   the Keras 3 model, or
+    <name>/<version>/model.tar.gz  a TensorFlow SavedModel (card ``format: savedmodel``)
     <name>/<version>/card.json     task, input shape, labels, preprocessing, metrics, status
     <name>/<version>/history.json  per-epoch training history (trained versions)
     <name>/<version>/*.png         training curves, sample grid (trained versions)
@@ -62,6 +63,11 @@ def parse_model_ref(text: str) -> tuple[str, str | None]:
     if not _VERSION.match(version):
         raise RegistryError(f"{version!r} is not a version; versions look like v1, v2, ...")
     return name, version
+
+
+def model_filename(card: dict[str, Any]) -> str:
+    """The file a version's model is stored in, by the card's ``format``."""
+    return "model.tar.gz" if card.get("format") == "savedmodel" else "model.keras"
 
 
 def now_iso() -> str:
@@ -145,9 +151,12 @@ class ModelRegistry:
             )
         return ModelRef(name, version, card)
 
-    def model_key(self, name: str, version: str) -> tuple[str, str]:
-        """(bucket, key) of a version's ``model.keras``."""
-        return self.root.bucket, self._key(name, version, "model.keras")
+    def model_key(
+        self, name: str, version: str, card: dict[str, Any] | None = None
+    ) -> tuple[str, str]:
+        """(bucket, key) of a version's model file (``model_filename`` of its card)."""
+        filename = model_filename(card if card is not None else self.card(name, version))
+        return self.root.bucket, self._key(name, version, filename)
 
     def next_version(self, name: str) -> str:
         versions = self.versions(name)
@@ -198,7 +207,7 @@ class ModelRegistry:
             self.store.put_bytes(
                 self.root.bucket, self._key(name, version, filename), body, content_type
             )
-        self.store.upload_file(model_path, *self.model_key(name, version))
+        self.store.upload_file(model_path, *self.model_key(name, version, card))
         self.store.put_json(self.root.bucket, self._key(name, version, "card.json"), card)
         if should_promote:
             self._set_current(name, version)

@@ -1,7 +1,7 @@
 """What the served image families (classify, detect, segment) share: set-up and forward pass.
 
 Each of them reads the same card fields (``input_shape``, ``labels``,
-``preprocess``), decodes images to the same ``mode`` and ``size``, and runs
+``preprocess``, ``resize``, ``outputs``), decodes images to the same ``mode`` and ``size``, and runs
 ``model(scale(x))`` through one compiled fixed-batch forward pass
 (:class:`~models.forward.FixedBatchForward`) that is traced once at warm-up.
 Only what a family does with the raw outputs differs, so that is all a family
@@ -27,8 +27,9 @@ class ServedImageModel:
     """
 
     task: ClassVar[str]
-    resize: ClassVar[str]  # "stretch" or "letterbox": how the decoder fits an image
+    default_resize: ClassVar[str]  # how the decoder fits an image when the card names no way
     default_preprocess: ClassVar[str] = "unit"  # when the card names none
+    output_kinds: ClassVar[tuple[str, ...]]  # the card's ``outputs``; the first is the default
     preview_size: int | None = None  # no copy of the original is needed to make a result
 
     def __init__(self, model: Any, card: dict[str, Any], forward_batch: int) -> None:
@@ -38,13 +39,24 @@ class ServedImageModel:
         self.model = model
         self.card = card
         self.labels: list[str] = labels
-        self.preprocess = check_preprocess(str(card.get("preprocess", self.default_preprocess)))
+        self.preprocess = check_preprocess(
+            str(card.get("preprocess", self.default_preprocess)), channels
+        )
+        self.resize = str(card.get("resize") or self.default_resize)
+        kind = card.get("outputs")  # a trained detector's card holds its channel layout here
+        self.outputs = kind if isinstance(kind, str) and kind else self.output_kinds[0]
+        if self.outputs not in self.output_kinds:
+            raise ValueError(f"outputs {self.outputs!r}: expected one of {self.output_kinds}")
         self.mode = "L" if channels == 1 else "RGB"
         self.size = (width, height)
-        self.forward_batch = int(forward_batch)
+        # A signature that insists on a batch size (TF Object Detection API exports: 1) gets it.
+        self.forward_batch = int(getattr(model, "fixed_batch", None) or forward_batch)
         self._forward = FixedBatchForward(
             model, (height, width, channels), self.forward_batch, self.preprocess
         )
+
+    def check_output(self, output: Any) -> None:
+        """Raise ValueError when one image's raw output does not fit the card (at registration)."""
 
     def check_input(self, channels: int, labels: list[str]) -> None:
         """Raise ValueError when the card describes a model this family cannot serve."""

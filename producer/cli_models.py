@@ -10,6 +10,7 @@ from typing import Any
 from bucketvision.infra.errors import EXIT_FAILED
 from bucketvision.infra.settings import Settings
 from bucketvision.infra.vocabulary import FAMILY_TASKS
+from bucketvision.producer.cli_register import add_register, cmd_register
 from bucketvision.producer.cli_support import CommandError, clients, report_job
 
 
@@ -116,18 +117,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
             raise CommandError("rollback takes a model NAME; to pick a version use promote")
         print(f"{registry.rollback(name)} is now CURRENT")
     elif args.models_command == "register":
-        labels = registration.read_labels(args.labels, args.labels_file)
-        ref = registration.register_model(
-            registry,
-            args.name,
-            task=args.task,
-            path=args.file,
-            labels=labels,
-            preprocess=args.preprocess,
-            promote=True if args.promote else None,
-            allow_unsafe=args.allow_unsafe,
-        )
-        print(f"registered {ref} ({ref.card['status']})")
+        return cmd_register(args, settings)
     return 0
 
 
@@ -210,20 +200,7 @@ def add_model_commands(sub: Any) -> None:
     models_sub.add_parser(
         "rollback", help="CURRENT back to the previous promoted version"
     ).add_argument("name")
-    register = models_sub.add_parser("register", help="add a Keras model as a new version")
-    register.add_argument("name")
-    register.add_argument("--task", required=True, choices=["classify"])
-    register.add_argument("--file", required=True, help="a .keras file")
-    register.add_argument("--labels", help="comma-separated class labels, in output order")
-    register.add_argument("--labels-file", help="one label per line, or a JSON list")
-    register.add_argument("--preprocess", default="unit", choices=["unit", "symmetric", "raw"])
-    register.add_argument("--promote", action="store_true", help="make it CURRENT now")
-    register.add_argument(
-        "--allow-unsafe",
-        action="store_true",
-        help="accept a model that only loads with Keras safe mode off (e.g. a Lambda layer);"
-        " workers still refuse it unless BV_UNSAFE_MODELS names it",
-    )
+    add_register(models_sub)
     models.set_defaults(handler=cmd_models)
 
     datasets = sub.add_parser("datasets", help="synthetic datasets for demos and tests")

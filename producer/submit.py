@@ -23,7 +23,7 @@ from bucketvision.infra.messages import BatchMessage, JobMessage
 from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
 from bucketvision.infra.vocabulary import IMAGE_PATTERNS, INFERENCE_TASKS
-from bucketvision.models.registry import ModelRegistry
+from bucketvision.models.registry import ModelRegistry, model_filename
 
 
 class SubmitError(UserError):
@@ -126,9 +126,10 @@ def submit_job(
     """Validate, list, pin the model, record the job and enqueue its batches."""
     input_uri, output_uri = check_target(store, request.task, request.input, request.output)
     model = registry.resolve(request.model or DEFAULT_MODELS[request.task], task=request.task)
-    if not store.exists(*registry.model_key(model.name, model.version)):
+    if not store.exists(*registry.model_key(model.name, model.version, model.card)):
         raise SubmitError(
-            f"model {model} has a card but no model.keras in the registry; register it again "
+            f"model {model} has a card but no {model_filename(model.card)} in the registry;"
+            " register it again "
             "or promote another version (`bucketvision models list`)"
         )
     patterns = tuple(request.includes) or IMAGE_PATTERNS

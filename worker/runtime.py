@@ -129,7 +129,7 @@ class ModelCache:
 
     def _load(self, reference: str) -> Any:
         from bucketvision.models.families import family
-        from bucketvision.models.loading import ModelLoadError, load_keras_model
+        from bucketvision.models.loading import ModelLoadError, load_for_card
 
         name, version = parse_model_ref(reference)
         if version is None:
@@ -137,12 +137,13 @@ class ModelCache:
         card = self.registry.card(name, version)
         directory = os.path.join(self.cache_dir, "models", name, version)
         os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, "model.keras")
+        bucket, key = self.registry.model_key(name, version, card)
+        path = os.path.join(directory, key.rsplit("/", 1)[-1])
         if not os.path.exists(path):
             partial = f"{path}.{os.getpid()}.part"
-            self.store.download_file(*self.registry.model_key(name, version), partial)
+            self.store.download_file(bucket, key, partial)
             os.replace(partial, path)
-        model = load_keras_model(path, allow_unsafe=name in self.unsafe_models, name=name)
+        model = load_for_card(path, card, allow_unsafe=name in self.unsafe_models, name=name)
         if name in self.unsafe_models:
             log.warning("loaded %s with Keras safe mode OFF (BV_UNSAFE_MODELS)", reference)
         try:

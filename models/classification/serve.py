@@ -23,12 +23,9 @@ class ServedClassifier(ServedImageModel):
     """A loaded classification model and its card (implements ``ServedModel``)."""
 
     task = "classify"
-    resize = "stretch"
+    default_resize = "stretch"
     default_preprocess = "raw"
-
-    def __init__(self, model: Any, card: dict[str, Any], forward_batch: int) -> None:
-        super().__init__(model, card, forward_batch)
-        self.outputs: str | None = card.get("outputs")
+    output_kinds = ("probabilities", "logits")
 
     def check_input(self, channels: int, labels: list[str]) -> None:
         """1 (grey) or 3 (RGB) channels: the two modes the decoder makes."""
@@ -40,7 +37,17 @@ class ServedClassifier(ServedImageModel):
         outputs = self._forward(pixels)
         if not outputs:
             return np.zeros((0, len(self.labels)), dtype=np.float64)
-        return as_probabilities(np.stack(outputs), self.outputs)
+        # A card without ``outputs`` (hand-registered before it existed): softmax what is no
+        # distribution already.
+        return as_probabilities(np.stack(outputs), self.card.get("outputs"))
+
+    def check_output(self, output: Any) -> None:
+        """One score per label."""
+        size = np.asarray(output).size
+        if size != len(self.labels):
+            raise ValueError(
+                f"the model has {size} outputs but {len(self.labels)} labels were given"
+            )
 
     def result(self, output: Any, image: Any = None) -> ItemResult:
         """``{"label", "score", "top_k": [{"label", "score"}, ...]}`` for one image.

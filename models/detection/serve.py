@@ -19,6 +19,7 @@ import numpy as np
 
 from bucketvision.models.detection.annotate import draw_detections, png_bytes
 from bucketvision.models.detection.decode import Detections, decode_output
+from bucketvision.models.detection.tfod import check_tfod_output, decode_tfod
 from bucketvision.models.family import ItemFile, ItemResult
 from bucketvision.models.serving import ServedImageModel
 
@@ -31,11 +32,14 @@ PREVIEW_SIZE = 640  # long side of the annotated PNG (the original's, when it is
 class ServedDetector(ServedImageModel):
     """A loaded detection model with its card, ready for batches of uint8 pixels.
 
-    ``infer`` gives the raw ``[H/stride, W/stride, C + 4]`` output of each image.
+    ``infer`` gives the raw ``[H/stride, W/stride, C + 4]`` output of each image (the
+    project's own ``native`` outputs), or a dict in the TF Object Detection API's layout
+    (``outputs: tfod``).
     """
 
     task = "detect"
-    resize = "letterbox"
+    default_resize = "letterbox"
+    output_kinds = ("native", "tfod")
     preview_size = PREVIEW_SIZE
 
     def __init__(self, model: Any, card: dict[str, Any], forward_batch: int = 32) -> None:
@@ -50,8 +54,34 @@ class ServedDetector(ServedImageModel):
         if channels != 3:
             raise ValueError(f"a detector takes RGB input, the card says {channels} channels")
 
-    def detect(self, output: np.ndarray, *, score_threshold: float | None = None) -> Detections:
+    def check_output(self, output: Any) -> None:
+        """The TFOD layout, or the native ``[h, w, classes + 4]`` one."""
+        if self.outputs == "tfod":
+            check_tfod_output(output)
+            return
+        shape = np.asarray(output).shape
+        if len(shape) != 3 or shape[-1] != len(self.labels) + 4:
+            raise ValueError(
+                f"the model's output per image is {shape}; the native layout is [h, w,"
+                f" classes + 4] = [h, w, {len(self.labels) + 4}] for {len(self.labels)} labels"
+                " (for a TF Object Detection API export use --outputs tfod)"
+            )
+
+    def label(self, index: int) -> str:
+        """The label of a 0-based class; an id beyond the labels keeps its number."""
+        return self.labels[index] if 0 <= index < len(self.labels) else f"class_{index + 1}"
+
+    def detect(self, output: Any, *, score_threshold: float | None = None) -> Detections:
         """Decode one raw output with the card's parameters (boxes in input pixels)."""
+        if self.outputs == "tfod":
+            return decode_tfod(
+                output,
+                self.size,
+                score_threshold=self.score_threshold
+                if score_threshold is None
+                else score_threshold,
+                max_detections=self.max_detections,
+            )
         return decode_output(
             output,
             len(self.labels),
@@ -67,7 +97,7 @@ class ServedDetector(ServedImageModel):
         found = self.detect(output)
         placement = image.placement
         boxes = np.round(placement.boxes_to_original(found.boxes).astype(np.float64), 1)
-        names = [self.labels[int(c)] for c in found.classes]
+        names = [self.label(int(c)) for c in found.classes]
         scores = [round(float(s), 4) for s in found.scores]
         detections = [
             {"label": name, "score": score, "box": [float(v) for v in box]}

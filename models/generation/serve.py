@@ -39,7 +39,11 @@ class ServedGenerator:
         self.model = model
         self.card = card
         self.latent_dim = int(card["latent_dim"])
-        self.image_shape = tuple(int(v) for v in card["image_shape"])
+        # A registered generator's image shape is learnt from its first output.
+        self.image_shape = tuple(int(v) for v in card.get("image_shape") or ())
+        self.output_range = str(card.get("output_range") or "symmetric")
+        if self.output_range not in ("symmetric", "unit"):
+            raise ValueError(f"output_range must be symmetric or unit, not {self.output_range!r}")
         self.labels: list[str] = list(card.get("labels") or [])
         self.conditional = bool(card.get("conditional"))
         if self.conditional and not self.labels:
@@ -54,8 +58,9 @@ class ServedGenerator:
         import tensorflow as tf
 
         inputs = [z, labels] if self.conditional else z
-        images = self.model(inputs, training=False)
-        return tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
+        images = tf.cast(self.model(inputs, training=False), tf.float32)
+        pixels = images * 255.0 if self.output_range == "unit" else (images + 1.0) * 127.5
+        return tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8)
 
     def _run(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
         if self.conditional:
@@ -73,6 +78,14 @@ class ServedGenerator:
             np.zeros((self.forward_batch, self.latent_dim), np.float32),
             np.zeros((self.forward_batch, 1), np.int32),
         )
+
+    def check_output(self, image: np.ndarray) -> None:
+        """One generated image must be [height, width, 1 or 3]."""
+        shape = np.asarray(image).shape
+        if len(shape) != 3 or shape[-1] not in (1, 3):
+            raise ValueError(
+                f"the generator's output per image is {shape}; expected [H, W, 1 or 3]"
+            )
 
     def resolve_label(self, seed: int, label: int | None) -> int:
         """The class index for a request: ``label`` if given, else one drawn from the seed.

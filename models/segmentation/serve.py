@@ -60,11 +60,23 @@ def encode_mask(ids: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Per-pixel class probabilities from logits ``[H, W, C]``."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
 class ServedSegmenter(ServedImageModel):
-    """A loaded segmentation model with its card, ready for batches of uint8 pixels."""
+    """A loaded segmentation model with its card, ready for batches of uint8 pixels.
+
+    The card's ``outputs`` says what the model gives per image: ``probabilities`` or
+    ``logits`` [H, W, classes], or a ``class-map`` [H, W] of class ids.
+    """
 
     task = "segment"
-    resize = "letterbox"
+    default_resize = "letterbox"
+    output_kinds = ("probabilities", "logits", "class-map")
 
     def check_input(self, channels: int, labels: list[str]) -> None:
         """At most 256 classes: the mask PNG holds one 8-bit class id per pixel."""
@@ -77,13 +89,42 @@ class ServedSegmenter(ServedImageModel):
         A partial chunk is padded to the fixed ``forward_batch`` shape the forward pass was
         traced for.
         """
-        return [output.astype(np.float32) for output in self._forward(pixels)]
+        outputs = self._forward(pixels)
+        if self.outputs == "class-map":
+            return [
+                np.rint(
+                    output[..., 0] if output.ndim == 3 and output.shape[-1] == 1 else output
+                ).astype(np.int32)
+                for output in outputs
+            ]
+        if self.outputs == "logits":
+            return [softmax(output.astype(np.float32)) for output in outputs]
+        return [output.astype(np.float32) for output in outputs]
+
+    def check_output(self, output: Any) -> None:
+        """[H, W, classes] scores (as many as labels) or an [H, W] class map at the input size."""
+        shape = np.asarray(output).shape
+        height, width = self.size[1], self.size[0]
+        if self.outputs == "class-map":
+            if shape != (height, width):
+                raise ValueError(
+                    f"the class map of one image is {shape}; expected [{height}, {width}]"
+                )
+            return
+        if shape != (height, width, len(self.labels)):
+            raise ValueError(
+                f"the output of one image is {shape}; --outputs {self.outputs} expects"
+                f" [{height}, {width}, {len(self.labels)}] (height, width, one per label)"
+            )
 
     def result(self, output: np.ndarray, image: Any) -> ItemResult:
         """The mask PNG at the original size and the fraction of original pixels per class."""
         if image.placement is None:
             raise ValueError("a segmentation result needs the image's placement (letterbox)")
-        ids = mask_at_original(output, image.placement)
+        if self.outputs == "class-map":
+            ids = image.placement.mask_to_original(np.clip(output, 0, len(self.labels) - 1))
+        else:
+            ids = mask_at_original(output, image.placement)
         counts = np.bincount(ids.ravel(), minlength=len(self.labels))
         fractions = counts / max(1, ids.size)
         return ItemResult(
