@@ -79,7 +79,7 @@ def _fetch(store: S3Store, source: str, scratch: str) -> str:
         if not os.path.exists(source):
             raise RegistryError(f"--file {source}: no such file or directory")
         return source
-    uri = parse_s3_uri(source)
+    uri = parse_s3_uri(source, directory=False)
     name = uri.prefix.rstrip("/").rsplit("/", 1)[-1] or "model"
     if not uri.prefix.endswith("/") and store.exists(uri.bucket, uri.prefix):
         local = os.path.join(scratch, name)

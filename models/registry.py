@@ -95,8 +95,9 @@ class ModelRegistry:
         names: set[str] = set()
         for info in self._listed(self.root):
             relative = info.key[len(self.root.prefix) :]
-            if "/" in relative:
-                names.add(relative.split("/", 1)[0])
+            name = relative.split("/", 1)[0]
+            if "/" in relative and _NAME.match(name):  # not _weights/ and other service folders
+                names.add(name)
         return sorted(names)
 
     def versions(self, name: str) -> list[str]:
@@ -242,6 +243,10 @@ class ModelRegistry:
             f"{name}@{current} is the first promoted version; there is nothing to roll back to"
             f" (promote another version with `bucketvision models promote {name}@V`)"
         )
+
+    def weights_uri(self, digest: str, filename: str) -> str:
+        """Where the CLI puts a local pretrained-weights file for workers to read."""
+        return f"s3://{self.root.bucket}/{self._key('_weights', digest, filename)}"
 
     def file_uri(self, name: str, version: str, filename: str) -> str:
         """The s3:// URI of a file stored beside a version (plots, history)."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 from typing import Any
 
 from bucketvision.infra.errors import EXIT_FAILED
+from bucketvision.infra.s3 import parse_s3_uri
 from bucketvision.infra.settings import Settings
 from bucketvision.infra.vocabulary import FAMILY_TASKS
 from bucketvision.producer.cli_register import add_register, cmd_register
@@ -26,6 +29,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         submit_training,
     )
 
+    found = clients(settings)
     request = TrainingRequest(
         name=args.name,
         task=args.task,
@@ -38,9 +42,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         tolerance=args.tolerance,
         promote=args.promote,
         steps_per_epoch=args.steps_per_epoch,
-        extra=_backbone_options(args),
+        extra=_backbone_options(args, found),
     )
-    found = clients(settings)
     runs = TrainingRuns(found["jobs"].redis)
     run_id, counts = submit_training(
         request,
@@ -62,17 +65,41 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if record["state"] == "finished" else EXIT_FAILED
 
 
-def _backbone_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``--backbone`` / ``--pretrained`` as the classify family's options."""
+def _backbone_options(args: argparse.Namespace, found: dict[str, Any]) -> dict[str, Any]:
+    """``--backbone`` / ``--weights`` as the classify family's options.
+
+    A local weights file is uploaded beside the registry first, so a worker on another
+    machine reads it from S3.
+    """
+    from bucketvision.models.weights import check_weights_name
+
+    weights = args.weights or ("imagenet" if args.pretrained else None)
     if not args.backbone:
-        if args.pretrained:
-            raise CommandError("--pretrained needs --backbone (e.g. --backbone MobileNetV2)")
+        if weights:
+            raise CommandError("--weights needs --backbone (e.g. --backbone MobileNetV2)")
         return {}
     if args.task != "classify":
         raise CommandError("--backbone applies to classify models only")
     extra: dict[str, Any] = {"backbone": args.backbone}
-    if args.pretrained:
-        extra["weights"] = "imagenet"  # downloaded by Keras: needs internet on the worker
+    if weights is None:
+        return extra
+    weights = check_weights_name(weights)
+    store, registry = found["store"], found["registry"]
+    if weights.startswith("s3://"):
+        uri = parse_s3_uri(weights, directory=False)
+        if not store.exists(uri.bucket, uri.prefix):
+            raise CommandError(f"--weights {weights}: no such object")
+    elif weights != "imagenet":  # imagenet: downloaded by Keras, so the worker needs internet
+        if not os.path.isfile(weights):
+            raise CommandError(f"--weights {weights}: no such file")
+        with open(weights, "rb") as handle:
+            digest = hashlib.sha256(handle.read()).hexdigest()[:16]
+        uploaded = registry.weights_uri(digest, os.path.basename(weights))
+        target = parse_s3_uri(uploaded, directory=False)
+        store.ensure_bucket(target.bucket)
+        store.upload_file(weights, target.bucket, target.prefix)
+        weights = uploaded
+    extra["weights"] = weights
     return extra
 
 
@@ -162,10 +189,12 @@ def _add_train(sub: Any) -> None:
         "--backbone", help="classify: a keras.applications backbone, e.g. MobileNetV2"
     )
     train.add_argument(
-        "--pretrained",
-        action="store_true",
-        help="with --backbone: start from its ImageNet weights (the worker downloads them)",
+        "--weights",
+        help="with --backbone: start from these weights: imagenet (Keras downloads them, so the"
+        " worker needs internet), or a .weights.h5 file (local path or s3://) saved from the"
+        " same backbone without its top",
     )
+    train.add_argument("--pretrained", action="store_true", help=argparse.SUPPRESS)
     train.add_argument("--steps-per-epoch", type=int, help=argparse.SUPPRESS)
     train.add_argument("--wait", action="store_true", help="follow the run epoch by epoch")
     train.add_argument("--quiet", action="store_true", help="no progress bar with --wait")

@@ -19,6 +19,7 @@ from bucketvision.infra.messages import TrainingMessage
 from bucketvision.infra.training_runs import RunNotFound, TrainingRuns
 from bucketvision.infra.vocabulary import FINAL_STATES
 from bucketvision.models.training import run_training
+from bucketvision.models.weights import local_weights
 from bucketvision.worker.reports import TrainingReport
 from bucketvision.worker.runtime import get_runtime
 
@@ -58,9 +59,13 @@ def handle_training(body: dict[str, Any]) -> TrainingReport:
         runs.renew(request.name, run_id)
 
     try:
-        outcome = run_training(
-            request, store=runtime.store, registry=runtime.registry, progress=progress
-        )
+        with local_weights(runtime.store, dict(request.extra)) as extra:
+            outcome = run_training(
+                replace(request, extra=extra),
+                store=runtime.store,
+                registry=runtime.registry,
+                progress=progress,
+            )
     except Exception as error:
         log.exception("training run %s failed", run_id)
         runs.update(

@@ -389,3 +389,48 @@ def test_generate_job_writes_images_and_is_reproducible(
         NAMES["generate"],
     )
     assert bad.returncode == 2 and "--count must be between" in bad.stderr
+
+
+def test_a_backbone_starts_from_a_weights_file_the_test_made(
+    service_env: dict[str, str], trained: Any, family_worker: Any, s3_client: Any, tmp_path: Any
+) -> None:
+    """`train --backbone --weights FILE`: the CLI uploads the file, the worker loads it.
+
+    A pretrained backbone is frozen by default, so after training the registered model's
+    backbone holds exactly the file's weights.
+    """
+    import keras
+
+    keras.utils.set_random_seed(4)
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), include_top=False, weights=None, pooling="avg"
+    )
+    path = tmp_path / "mine.weights.h5"
+    backbone.save_weights(path)
+    done = _train(
+        service_env,
+        "classify",
+        "--backbone",
+        "MobileNetV2",
+        "--weights",
+        str(path),
+        "--image-size",
+        "32",
+        "--promote",
+        "never",
+    )
+    assert done.returncode == 0, done.stderr + family_worker.log()
+    card = json.loads(run_cli(service_env, "models", "show", NAMES["classify"], "--json").stdout)
+    version = sorted(card["versions"], key=lambda v: int(v[1:]))[-1]
+    shown = json.loads(
+        run_cli(service_env, "models", "show", f"{NAMES['classify']}@{version}", "--json").stdout
+    )
+    bucket, key = shown["model_file"][5:].split("/", 1)
+    local = tmp_path / "trained.keras"
+    s3_client.download_file(bucket, key, str(local))
+    model = keras.saving.load_model(local, compile=False)
+    inner = next(layer for layer in model.layers if layer.name.startswith("mobilenetv2"))
+    for mine, theirs in zip(backbone.get_weights(), inner.get_weights(), strict=True):
+        assert np.array_equal(mine, theirs)
+    missing = _train(service_env, "classify", "--backbone", "MobileNetV2", "--weights", "nope.h5")
+    assert missing.returncode == 2 and ".weights.h5 file" in missing.stderr

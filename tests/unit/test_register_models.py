@@ -182,3 +182,20 @@ def test_unknown_card_fields_are_refused(registry: ModelRegistry, saved: dict[st
     with pytest.raises(RegistryError, match="unknown card fields input_sise"):
         _register(registry, "classify", saved["classifier"], labels=["a"], input_sise="9x9")
     assert registry.names() == []
+
+
+def test_a_savedmodel_registers_from_s3_as_an_archive_or_a_folder(
+    registry: ModelRegistry, store: S3Store, saved: dict[str, Path]
+) -> None:
+    store.upload_file(str(saved["classifier_tgz"]), BUCKET, "in/classifier.tar.gz")
+    folder = saved["classifier"]
+    for path in folder.rglob("*"):
+        if path.is_file():
+            store.upload_file(str(path), BUCKET, f"in/exported/{path.relative_to(folder)}")
+    labels = user_models.CLASSIFIER_LABELS
+    for source in (f"s3://{BUCKET}/in/classifier.tar.gz", f"s3://{BUCKET}/in/exported/"):
+        ref = register_model(registry, "mine", task="classify", path=source, labels=labels)
+        assert ref.card["format"] == "savedmodel"
+    assert registry.versions("mine") == ["v1", "v2"]
+    with pytest.raises(RegistryError, match="no such object or folder"):
+        register_model(registry, "mine", task="classify", path=f"s3://{BUCKET}/nope", labels=labels)
