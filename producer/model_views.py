@@ -19,6 +19,11 @@ def format_model_card(shown: dict[str, Any]) -> str:
         f"  trained    {shown.get('trained_at') or '-'}  in {shown.get('training_seconds', '-')} s,"
         f" {shown.get('epochs_run', '-')} epochs",
     ]
+    if shown.get("stopped_because"):
+        lines[-1] += (
+            f", {shown.get('steps_trained', '?')} steps, stopped: {shown['stopped_because']}"
+        )
+    lines.insert(2, "  serving    " + _serving(shown))
     scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     if scalars:
         text = ", ".join(
@@ -31,6 +36,24 @@ def format_model_card(shown: dict[str, Any]) -> str:
     for filename, uri in sorted(shown.get("file_uris", {}).items()):
         lines.append(f"  {filename:<10} {uri}" if len(filename) <= 10 else f"  {filename} {uri}")
     return "\n".join(lines)
+
+
+def _serving(shown: dict[str, Any]) -> str:
+    """How a worker feeds and reads the model: format, signature, resize, dtype, outputs."""
+    parts = [str(shown.get("format", "keras"))]
+    if shown.get("signature"):
+        parts.append(f"signature {shown['signature']}")
+    if shown.get("resize"):
+        parts.append(f"resize {shown['resize']}")
+    if shown.get("input_dtype"):
+        parts.append(f"{shown['input_dtype']} input")
+    if isinstance(shown.get("outputs"), str):
+        parts.append(f"outputs {shown['outputs']}")
+    if shown.get("latent_dim"):
+        parts.append(
+            f"latent {shown['latent_dim']}, output {shown.get('output_range', 'symmetric')}"
+        )
+    return ", ".join(parts)
 
 
 def format_model_list(rows: list[dict[str, Any]]) -> str:

@@ -117,3 +117,27 @@ def generator(directory: Path, latent_dim: int = 16) -> Any:
     module = Generator()
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.sample})
     return module
+
+
+def conditional_generator(directory: Path, latent_dim: int = 8, classes: int = 3) -> Any:
+    """A class-conditional SavedModel generator: (z, label) in, 8x8 grey in -1..1 out."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    weights = tf.constant(rng.standard_normal((latent_dim, 64)).astype(np.float32))
+    offsets = tf.constant(np.linspace(-2.0, 2.0, classes, dtype=np.float32))
+
+    class Generator(tf.Module):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, latent_dim], tf.float32, name="noise"),
+                tf.TensorSpec([None], tf.int32, name="class_id"),
+            ]
+        )
+        def sample(self, noise: Any, class_id: Any) -> dict[str, Any]:
+            shift = tf.gather(offsets, class_id)[:, tf.newaxis]
+            return {"images": tf.reshape(tf.tanh(tf.matmul(noise, weights) + shift), [-1, 8, 8, 1])}
+
+    module = Generator()
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.sample})
+    return module

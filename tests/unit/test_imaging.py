@@ -333,3 +333,25 @@ def test_fit_mask_under_stretch_covers_everything() -> None:
     fitted = np.asarray(fit_mask(Image.new("L", (30, 10), 5), placement))
     assert fitted.shape == (20, 20)
     assert np.all(fitted == 5)
+
+
+def test_center_crop_covers_the_target_and_cuts_the_overflow_evenly() -> None:
+    pixels = np.zeros((200, 300, 3), np.uint8)
+    pixels[:, :25] = 255  # a band on the left edge: cut off
+    pixels[:, 140:160] = 128  # a band in the middle: kept, centred
+    fitted, placement = fit_image(Image.fromarray(pixels), (96, 96), "center-crop")
+    assert fitted.size == (96, 96)
+    assert placement.scale_x == placement.scale_y == pytest.approx(96 / 200)
+    assert placement.content_size == (144, 96) and (placement.pad_x, placement.pad_y) == (-24, 0)
+    out = np.asarray(fitted)
+    assert out[:, :5].max() < 30  # the left band is gone
+    assert 100 < out[48, 46:50, 0].mean() < 140  # the middle band sits in the middle
+    # a point of the original maps through the placement like any other
+    box = placement.boxes_to_target(np.array([[150, 100, 150, 100]], np.float32))[0]
+    assert box[:2] == pytest.approx([48, 48])
+
+
+def test_center_crop_of_a_tall_image_into_a_wide_target() -> None:
+    fitted, placement = fit_image(Image.new("L", (100, 400)), (120, 60), "center-crop")
+    assert fitted.size == (120, 60)
+    assert placement.content_size == (120, 480) and placement.pad_y == -210

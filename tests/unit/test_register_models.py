@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bucketvision.infra.errors import UserError
@@ -199,3 +200,33 @@ def test_a_savedmodel_registers_from_s3_as_an_archive_or_a_folder(
     assert registry.versions("mine") == ["v1", "v2"]
     with pytest.raises(RegistryError, match="no such object or folder"):
         register_model(registry, "mine", task="classify", path=f"s3://{BUCKET}/nope", labels=labels)
+
+
+def test_a_conditional_savedmodel_generator_is_served_as_its_card_says(
+    registry: ModelRegistry, store: S3Store, tmp_path: Path
+) -> None:
+    from bucketvision.models.generation.serve import ServedGenerator, latent_for_seed
+    from bucketvision.models.loading import load_for_card
+
+    module = user_models.conditional_generator(tmp_path / "cgan")
+    with pytest.raises(RegistryError, match="--labels"):
+        register_model(registry, "cgan", task="generate", path=str(tmp_path / "cgan"))
+    assert registry.names() == []
+    ref = register_model(
+        registry, "cgan", task="generate", path=str(tmp_path / "cgan"), labels=["a", "b", "c"]
+    )
+    card = ref.card
+    assert card["conditional"] and card["label_input"] == "class_id"
+    assert card["latent_input"] == "noise" and card["image_shape"] == [8, 8, 1]
+    # What a worker does: fetch the stored archive, load it through the card, generate.
+    bucket, key = registry.model_key("cgan", ref.version, card)
+    local = tmp_path / "cache" / "model.tar.gz"
+    local.parent.mkdir()
+    store.download_file(bucket, key, str(local))
+    served = ServedGenerator(load_for_card(str(local), card), card, forward_batch=4)
+    images = served.generate([7, 7, 7], [0, 1, 2])
+    for label, image in enumerate(images):
+        direct = module.sample(latent_for_seed(7, 8)[None], np.array([label], np.int32))["images"]
+        expected = np.clip(np.round((np.asarray(direct[0]) + 1.0) * 127.5), 0, 255)
+        assert np.abs(image.astype(int) - expected.astype(int)).max() <= 1
+    assert not np.array_equal(images[0], images[2])
