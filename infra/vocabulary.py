@@ -21,7 +21,8 @@ TASK_NAMES = {task: f"bucketvision.{task}" for task in (*BATCH_TASKS, *TRAINING_
 FINAL_STATES = ("finished", "failed", "skipped")
 
 # Image formats the decoder hands to Pillow (its format names) and the key suffixes that
-# select an object as an image by default.
+# select an object as an image by default. HEIF (phones' HEIC) is read with the `heif`
+# extra (pillow-heif); AVIF by Pillow itself (11.3 or newer, which the extra asks for).
 ALLOWED_FORMATS: dict[str, tuple[str, ...]] = {
     "JPEG": (".jpg", ".jpeg"),
     "PNG": (".png",),
@@ -29,6 +30,8 @@ ALLOWED_FORMATS: dict[str, tuple[str, ...]] = {
     "WEBP": (".webp",),
     "BMP": (".bmp",),
     "TIFF": (".tif", ".tiff"),
+    "HEIF": (".heic", ".heif", ".hif"),
+    "AVIF": (".avif",),
 }
 IMAGE_SUFFIXES = tuple(suffix for suffixes in ALLOWED_FORMATS.values() for suffix in suffixes)
 IMAGE_PATTERNS = tuple(f"*{suffix}" for suffix in IMAGE_SUFFIXES)

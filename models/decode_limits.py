@@ -2,15 +2,20 @@
 
 Decoding time must be bounded by the bytes and the pixel count. A JPEG's scans,
 a TIFF's tag tables and tile sizes and an RLE BMP cost time that the pixel
-count does not show, so each has its own cap; the pixel count itself is read
-from the header. :mod:`bucketvision.models.decoding` runs these checks.
+count does not show, so each has its own cap. The pixel count is read from the
+header and capped as it will be decoded: a baseline JPEG drafted to 1/2, 1/4 or
+1/8 of its size is judged at that size (so a 48 MP phone photo fits), anything
+else at its full size. HEIF and AVIF cannot decode at a reduced size, and libheif
+allocates an item at the size its ``ispe`` box declares, so the largest declared
+item counts too. :mod:`bucketvision.models.decoding` runs these checks.
 """
 
 from __future__ import annotations
 
 import struct
+import threading
 
-from PIL import Image
+from PIL import Image, features
 
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.vocabulary import ALLOWED_FORMATS
@@ -21,6 +26,14 @@ MAX_RLE_PIXELS = 1 << 23  # RLE BMPs are decoded in pure Python by Pillow (~0.1 
 _FORMAT_ALIASES = {"MPO": "JPEG"}  # a JPEG with extra pictures (phones); its first is decoded
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _TIFF_NUMERIC_TYPES = frozenset((3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 16, 17, 18))
+# ISO-BMFF brands (the ftyp box) of a HEIF/HEIC still image or sequence, and of AVIF.
+_HEIF_BRANDS = frozenset(
+    (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
+)
+_AVIF_BRANDS = frozenset((b"avif", b"avis"))
+HEIF_EXTRA = "install the heif extra: pip install 'bucketvision[heif]'"
+_heif_lock = threading.Lock()
+_heif_ready: bool | None = None  # None until the first HEIF file asks for pillow-heif
 
 
 class DecodeError(UserError):
@@ -35,9 +48,56 @@ def format_of(image: Image.Image) -> str:
     return _FORMAT_ALIASES.get(image.format or "", image.format or "unknown")
 
 
-def check_structure(data: bytes) -> None:
+def heif_support() -> bool:
+    """Whether HEIF/HEIC can be read: pillow-heif's opener, registered once on first need.
+
+    pillow-heif (libheif, a native library) is imported only when a HEIF file comes,
+    so importing the decoder costs nothing more (the producer's report imports it too).
+    """
+    global _heif_ready
+    with _heif_lock:
+        if _heif_ready is None:
+            try:
+                import pillow_heif
+            except ImportError:
+                _heif_ready = False
+            else:  # the primary image only: no thumbnails, depth maps or auxiliary images
+                pillow_heif.register_heif_opener(
+                    thumbnails=False, depth_images=False, aux_images=False
+                )
+                _heif_ready = True
+        return _heif_ready
+
+
+def iso_image_format(data: bytes) -> str | None:
+    """The format, "HEIF" or "AVIF", when the ftyp box names one of its brands; else None."""
+    if data[4:8] != b"ftyp":
+        return None
+    end = min(len(data), max(16, struct.unpack_from(">I", data)[0]), 1024)
+    brands = {data[8:12], *(data[at : at + 4] for at in range(16, end - 3, 4))}
+    if brands & _AVIF_BRANDS:
+        return "AVIF"
+    return "HEIF" if brands & _HEIF_BRANDS else None
+
+
+def check_codec(data: bytes) -> None:
+    """Refuse a HEIF or AVIF file this install cannot read, saying what to install."""
+    found = iso_image_format(data)
+    if found == "HEIF" and not heif_support():
+        raise DecodeError("UnsupportedFormat", f"a HEIF/HEIC image: {HEIF_EXTRA}")
+    if found == "AVIF" and not ("avif" in features.modules and features.check_module("avif")):
+        raise DecodeError(
+            "UnsupportedFormat",
+            f"an AVIF image, and this Pillow was built without AVIF: {HEIF_EXTRA} "
+            "(it brings Pillow 11.3 or newer, whose wheels read AVIF)",
+        )
+
+
+def check_structure(data: bytes, limit: int, limit_name: str) -> None:
     """Refuse files whose decoding cost is not in the header (before Pillow parses them)."""
-    if data.startswith(b"\xff\xd8"):
+    if data[4:8] == b"ftyp":
+        _check_iso_items(data, limit, limit_name)
+    elif data.startswith(b"\xff\xd8"):
         # FF DA (start of scan) cannot occur inside entropy-coded data (FF is stuffed)
         scans = data.count(b"\xff\xda")
         if scans > MAX_JPEG_SCANS:
@@ -71,19 +131,38 @@ def _check_tiff_directory(data: bytes) -> None:
             )
 
 
-def check_header(image: Image.Image, limit: int, limit_name: str) -> None:
-    """Format, size and per-format cost checks that need only the parsed header."""
-    width, height = image.size
+def check_header(
+    image: Image.Image, limit: int, limit_name: str, *, stored: tuple[int, int] | None = None
+) -> None:
+    """Format, size and per-format cost checks that need only the parsed header.
+
+    ``image.size`` is what will be decoded; ``stored``, when the image was drafted
+    (a JPEG decoded at a reduced size), is the size its header gives. The cap applies
+    to the decoded size, except for a progressive JPEG, which libjpeg holds whole.
+    """
+    width, height = stored or image.size
     source_format = format_of(image)
     if source_format not in ALLOWED_FORMATS:
         raise DecodeError("UnsupportedFormat", f"the {source_format} format is not allowed")
     if width <= 0 or height <= 0:
         raise DecodeError("CorruptImage", f"the image has no pixels ({width}x{height})")
-    if width * height > limit:
+    decoded_width, decoded_height = image.size
+    why = "a decompression bomb or an oversized image"
+    if source_format == "JPEG" and image.info.get("progressive"):
+        # libjpeg keeps every coefficient of a progressive JPEG, whatever the draft size
+        decoded_width, decoded_height = width, height
+        why += "; a progressive JPEG is held whole in memory while it decodes"
+    if decoded_width * decoded_height > limit:
+        drafted = (
+            f"; decoded at the least size the model needs it is still {decoded_width}x"
+            f"{decoded_height} = {decoded_width * decoded_height} pixels"
+            if (decoded_width, decoded_height) != (width, height)
+            else ""
+        )
         raise DecodeError(
             "TooManyPixels",
-            f"the image is {width}x{height} = {width * height} pixels, above {limit_name}="
-            f"{limit} (a decompression bomb or an oversized image)",
+            f"the image is {width}x{height} = {width * height} pixels{drafted}, above "
+            f"{limit_name}={limit} ({why})",
         )
     tags = getattr(image, "tag_v2", None)
     if source_format == "TIFF" and tags is not None and 322 in tags and 323 in tags:
@@ -100,3 +179,46 @@ def check_header(image: Image.Image, limit: int, limit_name: str) -> None:
             f"the RLE-compressed BMP is {width}x{height} = {width * height} pixels, above "
             f"the limit of {MAX_RLE_PIXELS} for this slow decoder",
         )
+
+
+def _check_iso_items(data: bytes, limit: int, limit_name: str) -> None:
+    """Refuse a HEIF/AVIF file whose ``meta/iprp/ipco`` declares an item above ``limit``.
+
+    libheif allocates a (grid) image at its ``ispe`` size before the crop (``clap``)
+    that gives the size Pillow reports, so the largest declared item is the cost.
+    """
+    largest = (0, 0)
+    for meta in _boxes(data, 0, len(data), b"meta"):
+        for iprp in _boxes(data, meta[0] + 4, meta[1], b"iprp"):  # meta is a full box
+            for ipco in _boxes(data, *iprp, b"ipco"):
+                for start, end in _boxes(data, *ipco, b"ispe"):
+                    if end - start >= 12:
+                        size = struct.unpack_from(">II", data, start + 4)
+                        largest = max(largest, size, key=lambda pair: pair[0] * pair[1])
+    width, height = largest
+    if width * height > limit:
+        raise DecodeError(
+            "TooManyPixels",
+            f"the image declares an item of {width}x{height} = {width * height} pixels, above "
+            f"{limit_name}={limit} (HEIF and AVIF are decoded at full size)",
+        )
+
+
+def _boxes(data: bytes, start: int, end: int, kind: bytes) -> list[tuple[int, int]]:
+    """(payload start, end) of each ISO-BMFF box of type ``kind`` in ``data[start:end]``.
+
+    The walk stops at the first malformed box: the decoder reports a broken file.
+    """
+    found = []
+    while start + 8 <= end:
+        size, header = struct.unpack_from(">I", data, start)[0], 8
+        if size == 1 and start + 16 <= end:
+            size, header = struct.unpack_from(">Q", data, start + 8)[0], 16
+        elif size == 0:  # the box runs to the end of its parent
+            size = end - start
+        if size < header or start + size > end:
+            break
+        if data[start + 4 : start + 8] == kind:
+            found.append((start + header, start + size))
+        start += size
+    return found

@@ -1,15 +1,20 @@
 """Safe image decoding for untrusted bytes: a DecodedImage or a DecodeError, nothing else.
 
 * Only an allow-list of raster formats is handed to Pillow (never EPS, PDF or
-  anything that would reach Ghostscript or another external program).
+  anything that would reach Ghostscript or another external program). HEIF/HEIC
+  needs the ``heif`` extra (pillow-heif, registered on the first HEIF file);
+  AVIF is Pillow's own. Without them such a file is an error naming the extra.
 * The pixel count is checked from the header before any pixel is decoded,
-  against ``max_pixels`` and Pillow's own ``Image.MAX_IMAGE_PIXELS``.
+  against ``max_pixels`` and Pillow's own ``Image.MAX_IMAGE_PIXELS``, as it will
+  be decoded: a baseline JPEG is drafted first (libjpeg decodes it at 1/2, 1/4 or
+  1/8 of its size, the least that still covers the model input and the preview),
+  so a 48 MP phone photo costs what its draft costs; every other image counts whole.
 * Decoding time is bounded by the bytes and the pixels: only the first frame is
   decoded (Pillow opens at frame 0; nothing here seeks or counts frames), and
   what costs time without showing in the pixel count is capped: JPEG scans,
   TIFF tables and tile sizes, RLE BMPs (which Pillow decodes in pure Python).
-* JPEG is decoded in draft mode when the model (and the preview) want a smaller
-  image; the EXIF orientation is applied, so the pixels are the image as displayed.
+* The EXIF orientation is applied, so the pixels are the image as displayed
+  (pillow-heif applies a HEIF's own rotation and reports orientation 1).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from bucketvision.infra.vocabulary import ALLOWED_FORMATS
 from bucketvision.models.decode_limits import (
     DecodeError,
+    check_codec,
     check_header,
     check_structure,
     format_of,
@@ -84,14 +90,17 @@ def decode_image(
     """
     if not data:
         raise DecodeError("EmptyObject", "the object is empty (0 bytes)")
-    check_structure(data)
     limit, limit_name = max_pixels, "BV_MAX_IMAGE_PIXELS"
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
         limit, limit_name = Image.MAX_IMAGE_PIXELS, "PIL.Image.MAX_IMAGE_PIXELS"
+    check_structure(data, limit, limit_name)
+    check_codec(data)
     with _open(data) as image:
         try:
-            check_header(image, limit, limit_name)
-            return _decode(image, mode, size, resize, preview_size)
+            stored = image.size
+            _draft(image, mode, size, preview_size)
+            check_header(image, limit, limit_name, stored=stored)
+            return _decode(image, stored, mode, size, resize, preview_size)
         except DecodeError:
             raise
         except (Image.DecompressionBombError, MemoryError) as error:
@@ -100,15 +109,32 @@ def decode_image(
             raise DecodeError("CorruptImage", f"the image data is corrupt: {_why(error)}") from None
 
 
+def _draft(image: Image.Image, mode: str, size: Size, preview_size: int | None) -> None:
+    """Set a JPEG to decode at 1/2, 1/4 or 1/8 of its size (``image.size`` becomes that).
+
+    The least size that still covers the model input and the preview is taken; any
+    other image (and a JPEG for no model size) is left to decode whole.
+    """
+    if size is None or format_of(image) != "JPEG" or min(image.size) <= 0:
+        return
+    target = (size[1], size[0]) if _orientation(image) in (5, 6, 7, 8) else size
+    image.draft("RGB" if preview_size else mode, draft_size(image.size, target, preview_size))
+
+
 def _decode(
-    image: Image.Image, mode: str, size: Size, resize: str, preview_size: int | None
+    image: Image.Image,
+    stored: tuple[int, int],
+    mode: str,
+    size: Size,
+    resize: str,
+    preview_size: int | None,
 ) -> DecodedImage:
-    """Load the first frame, apply the orientation, convert, fit (see decode_image)."""
-    width, height = image.size
+    """Load the first frame, apply the orientation, convert, fit (see decode_image).
+
+    ``stored`` is the size the header gives (``image.size`` may be a JPEG's draft).
+    """
+    width, height = stored
     source_format = format_of(image)
-    if size is not None and source_format == "JPEG":
-        target = (size[1], size[0]) if _orientation(image) in (5, 6, 7, 8) else size
-        image.draft("RGB" if preview_size else mode, draft_size(image.size, target, preview_size))
     image.load()
     orientation = _orientation(image)
     if orientation in (5, 6, 7, 8):
@@ -127,14 +153,20 @@ def _decode(
 
 
 def _open(data: bytes) -> Image.Image:
-    """``Image.open`` restricted to ALLOWED_FORMATS, with its failures as DecodeErrors."""
+    """``Image.open`` restricted to ALLOWED_FORMATS, with its failures as DecodeErrors.
+
+    Only the allowed formats that have a plugin here are tried (HEIF needs the extra).
+    """
+    Image.init()
+    formats = tuple(name for name in ALLOWED_FORMATS if name in Image.OPEN)
     try:
-        return Image.open(io.BytesIO(data), formats=tuple(ALLOWED_FORMATS))
+        return Image.open(io.BytesIO(data), formats=formats)
     except UnidentifiedImageError:
         claimed = next((name for name in ALLOWED_FORMATS if _accepts(name, data)), None)
         if claimed:
             raise DecodeError(
-                "CorruptImage", f"the bytes start like a {claimed} file but its header is broken"
+                "CorruptImage",
+                f"the bytes start like a file of the {claimed} format but its header is broken",
             ) from None
         raise DecodeError(
             "UnsupportedFormat",
@@ -170,7 +202,7 @@ def _describe_unknown(data: bytes) -> str:
         if head.startswith(signature):
             return name
     if head[4:8] == b"ftyp":
-        return "an ISO media file (HEIC/AVIF/MP4)"
+        return "an ISO media file (MP4/QuickTime video, not a HEIF or AVIF image)"
     lowered = head[:64].lower()
     if lowered.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg")):
         return "HTML/XML text"

@@ -61,7 +61,16 @@ def _split(uri_or_key: str, bucket: str) -> tuple[str, str]:
 
 def _thumbnail(data: bytes, max_pixels: int) -> tuple[Image.Image, int, int]:
     """An RGB thumbnail that fits TILE x TILE, and the original (oriented) size."""
-    decoded = decode_image(data, mode="RGB", size=None, max_pixels=max_pixels, preview_size=TILE)
+    # A model-sized target lets a large JPEG decode at a reduced size (draft mode), so a
+    # 48 MP photo is shown at the same pixel cap as the worker read it; only the preview is used.
+    decoded = decode_image(
+        data,
+        mode="RGB",
+        size=(TILE, TILE),
+        max_pixels=max_pixels,
+        resize="letterbox",
+        preview_size=TILE,
+    )
     preview = decoded.preview if decoded.preview is not None else decoded.pixels
     image = Image.fromarray(np.ascontiguousarray(preview[:, :, :3]), "RGB")
     scale = TILE / max(image.size)
@@ -171,7 +180,9 @@ def make_tile(
             image = draw_detections(image, found, width, height, colours)
         if status == "ok" and task == "segment" and result.get("mask"):
             mask_bytes = fetch(*_split(str(result["mask"]), output_bucket))
-            mask = decode_image(mask_bytes, mode="L", size=None, max_pixels=max_pixels)
+            # The mask is at the original's size, which the cap may only have allowed drafted.
+            mask_cap = max(max_pixels, width * height)
+            mask = decode_image(mask_bytes, mode="L", size=None, max_pixels=mask_cap)
             image = overlay_mask(image, mask.pixels[:, :, 0])
     except DecodeError as error:
         return Tile(key, status, caption, f"cannot show the image: {error.kind}")

@@ -6,7 +6,9 @@ valid images in every allowed format and mode, truncations and bit flips, empty
 files, decompression bombs and huge dimensions in tiny files, decoding-time bombs
 (JPEG scans, TIFF strip tables, RLE BMPs), EXIF orientations 1-8, animations,
 1x1 and extreme aspect ratios, progressive/interlaced encodings, other formats and
-documents named as images, and unicode or odd names.
+documents named as images, and unicode or odd names. HEIF files (made with
+pillow-heif, whose opener importing this module registers) and AVIF files are in
+it when this install reads them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
+
+from bucketvision.models.decode_limits import heif_support
 
 Expect = Literal["ok", "error", "either"]
 EXTENSIONS = {
@@ -35,6 +39,12 @@ EXTENSIONS = {
     "TIFF": "tif",
 }
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+# The formats of phone photos this install reads: HEIF with the `heif` extra, AVIF with a
+# Pillow built with libavif. Registering the HEIF opener here lets the corpus write HEIF.
+ISO_FORMATS = {
+    "HEIF": ("heic", heif_support()),
+    "AVIF": ("avif", "avif" in features.modules and features.check_module("avif")),
+}
 
 
 @dataclass(frozen=True)
@@ -284,6 +294,7 @@ def hostile_corpus(seed: int = 0) -> list[CorpusFile]:
         _huge_headers,
         _costly,
         _not_images,
+        _iso_media,
         _names,
     ):
         files.extend(build(rng))
@@ -876,10 +887,28 @@ def _huge_headers(rng: np.random.Generator) -> Iterator[CorpusFile]:
         )
 
     small_jpeg = encode(gradient(16, 16), "JPEG")
-    for width, height in ((65500, 65500), (65535, 1000), (7000, 6000)):
-        yield huge(f"jpeg-{width}x{height}.jpg", jpeg_with_size(small_jpeg, width, height))
+    yield huge("jpeg-65500x65500.jpg", jpeg_with_size(small_jpeg, 65500, 65500))
     progressive = encode(gradient(16, 16), "JPEG", progressive=True)
     yield huge("jpeg-progressive-60000x60000.jpg", jpeg_with_size(progressive, 60000, 60000))
+    # A progressive JPEG counts whole (libjpeg holds all its coefficients, even for a draft)
+    yield huge("jpeg-progressive-7000x6000.jpg", jpeg_with_size(progressive, 7000, 6000))
+    # A baseline JPEG counts at its draft size, 1/8 here (875 x 750 and 8192 x 125): under
+    # the cap. What is left is 16 x 16 pixels of data, which libjpeg pads out with grey ...
+    yield _ok(
+        "huge-dimensions/jpeg-7000x6000.jpg",
+        jpeg_with_size(small_jpeg, 7000, 6000),
+        "huge-dimensions",
+        "JPEG",
+        size=(7000, 6000),
+    )
+    # ... or, 8192 pixels wide, gives up on as a broken stream.
+    yield CorpusFile(
+        "huge-dimensions/jpeg-65535x1000.jpg",
+        jpeg_with_size(small_jpeg, 65535, 1000),
+        "huge-dimensions",
+        "error",
+        "CorruptImage",
+    )
     for width, height in ((2**31 - 1, 2**31 - 1), (100000, 100000), (1, 50_000_000), (7000, 6000)):
         yield huge(f"png-{width}x{height}.png", png(width, height, zlib.compress(b"\x00" * 17)))
     yield huge(
@@ -1065,7 +1094,6 @@ def _not_images(rng: np.random.Generator) -> Iterator[CorpusFile]:
         ("DDS", "png"),
         ("SGI", "gif"),
         ("QOI", "webp"),
-        ("AVIF", "jpg"),
         ("BLP", "png"),
         ("MSP", "tif"),
         ("SPIDER", "jpg"),
@@ -1078,10 +1106,15 @@ def _not_images(rng: np.random.Generator) -> Iterator[CorpusFile]:
     yield refused(
         "movie.jpg", b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(64), "ISO media"
     )
-    yield refused(
-        "photo.heic.jpg",
+    # A HEIF header and nothing else: broken when HEIF is read here, else refused as HEIF
+    reads_heif = ISO_FORMATS["HEIF"][1]
+    yield CorpusFile(
+        "not-an-image/photo.heic.jpg",
         b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64),
-        "ISO media",
+        "not-an-image",
+        "error",
+        "CorruptImage" if reads_heif else "UnsupportedFormat",
+        words="HEIF",
     )
     yield refused("program.gif", b"\x7fELF\x02\x01\x01" + bytes(57))
     yield refused("setup.png", b"MZ\x90\x00\x03" + bytes(59))
@@ -1091,6 +1124,68 @@ def _not_images(rng: np.random.Generator) -> Iterator[CorpusFile]:
 
 
 _SAVE_MODE = {"XBM": "1", "MSP": "1", "SPIDER": "F", "BLP": "P"}  # what each can write
+
+
+def with_item_size(data: bytes, width: int, height: int) -> bytes:
+    """The HEIF/AVIF ``data`` with every ``ispe`` box (the declared item size) patched."""
+    patched = bytearray(data)
+    at = patched.find(b"ispe")
+    while at != -1:
+        patched[at + 8 : at + 16] = struct.pack(">II", width, height)
+        at = patched.find(b"ispe", at + 4)
+    return bytes(patched)
+
+
+def _iso_media(rng: np.random.Generator) -> Iterator[CorpusFile]:
+    """HEIF (phones' HEIC) and AVIF: valid, rotated, truncated, flipped, oversized, refused."""
+    for fmt, (ext, readable) in ISO_FORMATS.items():
+        if not readable:  # refused by its brand, saying what to install
+            brand = b"heic" if fmt == "HEIF" else b"avif"
+            yield CorpusFile(
+                f"not-an-image/unreadable.{ext}",
+                b"\x00\x00\x00\x18ftyp" + brand + b"\x00\x00\x00\x00mif1" + brand + bytes(64),
+                "not-an-image",
+                "error",
+                "UnsupportedFormat",
+                words="install the heif extra",
+            )
+            continue
+        yield _ok(f"valid/gradient.{ext}", encode(gradient(64, 48), fmt, quality=80), "valid", fmt)
+        data = encode(marker(40, 30, "bottom-right"), fmt, quality=90)
+        yield _ok(f"valid/marker.{ext}", data, "valid", fmt, size=(40, 30), corner="bottom-right")
+        stored = stored_for(marker(48, 32), 6)
+        rotated = encode(stored, fmt, quality=90, exif=exif_bytes(6))
+        yield _ok(
+            f"orientation/{fmt.lower()}-exif-6.{ext}",
+            rotated,
+            "orientation",
+            fmt,
+            size=(48, 32),
+            corner="top-left",
+        )
+        base = encode(noise(64, 48, rng), fmt, quality=80)
+        for label, cut in (
+            ("40-bytes", 40),
+            ("50pct", len(base) // 2),
+            ("90pct", len(base) * 9 // 10),
+        ):
+            name = f"truncated/{fmt.lower()}-{label}.{ext}"
+            yield CorpusFile(name, base[:cut], "truncated", "error", "CorruptImage")
+        for index in range(3):
+            flipped = bytearray(base)
+            for position in rng.integers(32, len(base), 8):
+                flipped[position] ^= 1 << int(rng.integers(0, 8))
+            name = f"corrupt/{fmt.lower()}-bit-flips-{index}.{ext}"
+            yield CorpusFile(name, bytes(flipped), "corrupt", "either")
+        for width, height in ((100_000, 100_000), (8000, 6000)):
+            yield CorpusFile(
+                f"huge-dimensions/{fmt.lower()}-{width}x{height}.{ext}",
+                with_item_size(base, width, height),
+                "huge-dimensions",
+                "error",
+                "TooManyPixels",
+                words="pixels",
+            )
 
 
 ODD_NAMES = (

@@ -125,7 +125,11 @@ def _post_process(model: ServedModel, item: ItemState, output: Any) -> None:
     """The item's result and files from its raw output (encoding PNGs runs in threads)."""
     try:
         produced = model.result(output, item.decoded)
-        item.result, item.files = produced.result, list(produced.files)
+        decoded = item.decoded
+        # The original's size as displayed (EXIF orientation applied): boxes and masks are in it.
+        size = [decoded.original_width, decoded.original_height] if decoded is not None else None
+        item.result = {**produced.result, "image_size": size} if size else produced.result
+        item.files = list(produced.files)
     except Exception as error:
         item.error = ("PostprocessError", f"{type(error).__name__}: {error}")
     item.decoded = None

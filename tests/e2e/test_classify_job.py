@@ -54,7 +54,8 @@ def test_classify_job_with_bad_files(service_env, s3_client, digits_model, start
         line = by_key[key]
         assert line["status"] == "ok", line
         assert line["model"] == digits_model
-        assert set(line["result"]) == {"label", "score", "top_k"}
+        assert set(line["result"]) == {"label", "score", "top_k", "image_size"}
+        assert line["result"]["image_size"] == [28, 28]
         assert line["output"] == f"s3://{bucket}/out/{key[len('incoming/') :]}.json"
         item = json.loads(
             s3_client.get_object(Bucket=bucket, Key=line["output"].split("/", 3)[3])["Body"].read()

@@ -99,7 +99,7 @@ def test_hostile_corpus_job(service_env, s3_client, digits_model, start_worker) 
             assert line["error"]["type"] and line["error"]["message"], line
             assert line["result"] is None and line["output"] is None, line
         else:
-            assert set(line["result"]) == {"label", "score", "top_k"}, line
+            assert set(line["result"]) == {"label", "score", "top_k", "image_size"}, line
             assert line["output"] and line["output"].startswith(f"s3://{BUCKET}/{OUTPUT}")
         if file.expect != "either" and line["status"] != file.expect:
             wrong.append((line["key"], file.expect, line["status"], line["error"]))

@@ -90,7 +90,7 @@ def test_allowed_formats_decode_to_mode_and_size(encode: Encoder, fmt: str, mode
 
 
 def test_allowed_formats_are_the_documented_raster_formats() -> None:
-    assert set(ALLOWED_FORMATS) == {"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"}
+    assert set(ALLOWED_FORMATS) == {"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF"}
 
 
 def test_size_none_keeps_the_original_resolution(encode: Encoder) -> None:
@@ -509,10 +509,10 @@ def test_an_allowed_signature_with_a_broken_header_is_corrupt_not_unsupported() 
     [
         ("Привет, мир! ".encode() * 100, "text"),  # a character cut by the sniffing window
         (bytes(100), "unknown binary data"),
-        (b"\x00\x00\x00\x18ftypheic" + bytes(16), "ISO media"),
+        (b"\x00\x00\x00\x18ftypmp42" + bytes(16), "ISO media"),
         (b"\x00\x00\x01\x00" + bytes(16), "ICO"),
     ],
-    ids=["long-utf8", "nul-bytes", "heic", "ico"],
+    ids=["long-utf8", "nul-bytes", "mp4", "ico"],
 )
 def test_unsupported_bytes_are_described(data: bytes, described: str) -> None:
     error = decode_error(data)

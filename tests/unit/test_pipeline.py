@@ -163,8 +163,8 @@ def test_results_stay_with_their_keys_in_any_order(
     lines = run(mixed_bucket, pool, keys, model=model).lines
     assert [line["key"] for line in lines] == keys
     assert [line["status"] for line in lines] == ["error", "ok", "error", "ok", "error"]
-    assert lines[1]["result"] == {"label": "bright"}
-    assert lines[3]["result"] == {"label": "dark"}
+    assert lines[1]["result"] == {"label": "bright", "image_size": [30, 30]}
+    assert lines[3]["result"] == {"label": "dark", "image_size": [30, 30]}
     assert mixed_bucket.get_json(BUCKET, "results/white.png.json")["label"] == "bright"
     assert mixed_bucket.get_json(BUCKET, "results/black.jpg.json")["label"] == "dark"
     assert model.batches[0].shape == (2, 28, 28, 1)
@@ -176,7 +176,7 @@ def test_good_item_is_ok_with_its_output_written(
     good = run(mixed_bucket, pool, MIXED).lines[0]
     assert good["status"] == "ok"
     assert good["error"] is None
-    assert good["result"] == {"label": "1", "score": 0.7, "top_k": []}
+    assert good["result"] == {"label": "1", "score": 0.7, "top_k": [], "image_size": [30, 40]}
     assert good["output"] == f"s3://{BUCKET}/results/a/good.png.json"
     assert good["latency_ms"] >= 0
     written = mixed_bucket.get_json(BUCKET, "results/a/good.png.json")
@@ -252,7 +252,7 @@ def test_without_item_outputs_no_json_is_written(
     outcome = run(mixed_bucket, pool, MIXED, item_outputs=False)
     good = outcome.lines[0]
     assert good["status"] == "ok"
-    assert good["result"] == {"label": "1", "score": 0.7, "top_k": []}
+    assert good["result"] == {"label": "1", "score": 0.7, "top_k": [], "image_size": [30, 40]}
     assert output_objects(mixed_bucket) == []
 
 

@@ -295,7 +295,7 @@ def test_register_model_checks_before_loading(registry: ModelRegistry, tmp_path:
         register_model(registry, "digits", task="classify", path=missing, labels=["a"])
     present = tmp_path / "m.onnx"
     present.write_bytes(b"x")
-    with pytest.raises(RegistryError, match="give a .keras file, or a TensorFlow SavedModel"):
+    with pytest.raises(RegistryError, match=r"give a \.keras file, or a TensorFlow SavedModel"):
         register_model(registry, "digits", task="classify", path=str(present), labels=["a"])
     with pytest.raises(RegistryError, match="--task must be one of"):
         register_model(registry, "digits", task="caption", path=str(present), labels=["a"])

@@ -341,3 +341,36 @@ def test_report_modules_never_import_tensorflow() -> None:
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"
+
+
+def test_a_48_megapixel_photo_and_its_mask_show_at_the_default_pixel_cap(
+    shared_store: S3Store,
+) -> None:
+    """The report reads a phone photo as the worker did: drafted, not refused."""
+    from bucketvision.producer.report_thumbs import make_tile
+
+    photo = Image.new("RGB", (8000, 6000), (200, 30, 30))
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=70)
+    shared_store.put_bytes(BUCKET, "in/big.jpg", buffer.getvalue(), "image/jpeg")
+    mask = np.zeros((6000, 8000), np.uint8)
+    mask[:, 4000:] = 1
+    shared_store.put_bytes(BUCKET, "out/big.jpg.mask.png", png_bytes(mask), "image/png")
+    result = {
+        "mask": "out/big.jpg.mask.png",
+        "classes": ["background", "thing"],
+        "pixel_fraction": {"background": 0.5, "thing": 0.5},
+        "image_size": [8000, 6000],
+    }
+    tile = make_tile(
+        {"key": "in/big.jpg", "status": "ok", "result": result},
+        task="segment",
+        input_bucket=BUCKET,
+        output_bucket=BUCKET,
+        fetch=shared_store.get_bytes,
+        max_pixels=40_000_000,
+    )
+    assert "cannot" not in tile.detail, tile.detail
+    assert tile.image is not None
+    drawn = np.asarray(Image.open(io.BytesIO(tile.image)).convert("RGB"))
+    assert drawn.shape[1] == TILE and drawn.shape[0] == TILE * 6000 // 8000

@@ -140,15 +140,18 @@ RESULTS = {
         "label": "cat",
         "score": 0.91,
         "top_k": [{"label": "cat", "score": 0.91}, {"label": "dog", "score": 0.09}],
+        "image_size": [640, 480],
     },
     "detect": {
         "detections": [{"label": "circle", "score": 0.9731, "box": [412.5, 96.0, 530.1, 214.8]}],
         "annotated": "results/2026/street/a.jpg.annotated.png",
+        "image_size": [640, 480],
     },
     "segment": {
         "mask": "results/2026/street/a.jpg.mask.png",
         "classes": ["background", "circle"],
         "pixel_fraction": {"background": 0.9, "circle": 0.1},
+        "image_size": [640, 480],
     },
     "generate": {
         "image": f"samples/generated/{JOB_ID}/000003-seed45.png",
