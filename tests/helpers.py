@@ -57,6 +57,16 @@ def submit_cli(
     return run_cli(env, "submit", *arguments, timeout=timeout)
 
 
+def run_job(env: dict[str, str], task: str, model: str, input_uri: str, output_uri: str) -> str:
+    """``bucketvision submit --task T --model M --input IN --output OUT --wait``; the job id."""
+    done = run_cli(
+        env, "submit", "--task", task, "--model", model, "--input", input_uri,
+        "--output", output_uri, "--wait", "--quiet",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return printed_job_id(done)
+
+
 def printed_job_id(submitted: subprocess.CompletedProcess[str]) -> str:
     """The job id ``bucketvision submit`` prints as the first line of its output."""
     return submitted.stdout.splitlines()[0].strip()

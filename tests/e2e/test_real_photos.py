@@ -22,7 +22,7 @@ import pytest
 from PIL import Image, features
 
 from tests.contracts import check_job_outputs
-from tests.helpers import printed_job_id, run_cli
+from tests.helpers import run_job
 from tests.hostile_corpus import exif_bytes, jpeg_with_size, png
 from tests.workers import WorkerProcess
 
@@ -167,22 +167,9 @@ def photo_worker(
 
 
 def _run_job(service_env: dict[str, str], task: str, prefix: str, output: str) -> str:
-    done = run_cli(
-        service_env,
-        "submit",
-        "--task",
-        task,
-        "--model",
-        MODELS[task],
-        "--input",
-        f"s3://{BUCKET}/{prefix}",
-        "--output",
-        f"s3://{BUCKET}/{output}",
-        "--wait",
-        "--quiet",
+    return run_job(
+        service_env, task, MODELS[task], f"s3://{BUCKET}/{prefix}", f"s3://{BUCKET}/{output}"
     )
-    assert done.returncode == 0, done.stderr
-    return printed_job_id(done)
 
 
 def _memory(pid: int) -> dict[str, int]:

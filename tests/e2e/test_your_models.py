@@ -23,7 +23,7 @@ from PIL import Image
 from bucketvision.models.decoding import decode_image
 from tests import user_models
 from tests.contracts import check_job_outputs
-from tests.helpers import printed_job_id, run_cli
+from tests.helpers import printed_job_id, run_cli, run_job
 
 pytestmark = pytest.mark.e2e
 
@@ -119,14 +119,12 @@ def served(
     worker.stop()
 
 
-def _job(service_env: dict[str, str], s3_client: Any, task: str, worker: Any) -> list[dict]:
+def _job(service_env: dict[str, str], s3_client: Any, task: str) -> list[dict]:
     output = f"out-{task}/"
-    done = run_cli(
-        service_env, "submit", "--task", task, "--model", f"my-{task}",
-        "--input", f"s3://{BUCKET}/in/", "--output", f"s3://{BUCKET}/{output}", "--wait", "--quiet",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr + worker.log()
-    lines, summary = check_job_outputs(s3_client, BUCKET, output, printed_job_id(done), task)
+    job_id = run_job(
+        service_env, task, f"my-{task}", f"s3://{BUCKET}/in/", f"s3://{BUCKET}/{output}"
+    )
+    lines, summary = check_job_outputs(s3_client, BUCKET, output, job_id, task)
     assert summary["ok"] == len(lines) == 5, [line.get("error") for line in lines]
     return sorted(lines, key=lambda line: line["key"])
 
@@ -138,7 +136,7 @@ def _decoded(data: bytes, size: tuple[int, int], resize: str) -> Any:
 def test_a_savedmodel_classifier_scores_as_the_model_called_directly(
     service_env: dict[str, str], s3_client: Any, served: dict[str, Any]
 ) -> None:
-    for line in _job(service_env, s3_client, "classify", served["worker"]):
+    for line in _job(service_env, s3_client, "classify"):
         pixels = _decoded(served["images"][line["key"]], (96, 96), "stretch").pixels
         direct = np.asarray(served["classifier"](user_models.imagenet_scaled(pixels)[None]))[0]
         scores = {entry["label"]: entry["score"] for entry in line["result"]["top_k"]}
@@ -154,7 +152,7 @@ def test_a_tfod_detector_gives_the_direct_boxes_in_original_pixels(
     import tensorflow as tf
 
     signature = tf.saved_model.load(str(served["detector_dir"])).signatures["serving_default"]
-    for line in _job(service_env, s3_client, "detect", served["worker"]):
+    for line in _job(service_env, s3_client, "detect"):
         decoded = _decoded(served["images"][line["key"]], (160, 128), "letterbox")
         answer = signature(input_tensor=tf.constant(decoded.pixels[None]))
         count = int(answer["num_detections"][0])
@@ -175,7 +173,7 @@ def test_a_logits_segmenter_gives_the_direct_mask_at_the_original_size(
 ) -> None:
     from bucketvision.models.segmentation.serve import mask_at_original, softmax
 
-    for line in _job(service_env, s3_client, "segment", served["worker"]):
+    for line in _job(service_env, s3_client, "segment"):
         decoded = _decoded(served["images"][line["key"]], (64, 64), "letterbox")
         logits = np.asarray(served["segmenter"](decoded.pixels[None].astype(np.float32) / 255.0))
         expected = mask_at_original(softmax(logits[0]), decoded.placement)
