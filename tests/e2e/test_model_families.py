@@ -21,7 +21,7 @@ from PIL import Image
 
 from bucketvision.models.scenes import make_scenes
 from tests.contracts import check_job_outputs
-from tests.helpers import bad_files, png_bytes, printed_job_id, run_cli, upload_digits
+from tests.helpers import bad_files, png_bytes, printed_job_id, run_cli, run_job, upload_digits
 
 pytestmark = pytest.mark.e2e
 
@@ -253,22 +253,9 @@ def scene_inputs(s3_client: Any) -> dict[str, tuple[int, int]]:
 def _submit(
     service_env: dict[str, str], task: str, output: str, input_prefix: str = "incoming/scenes/"
 ) -> str:
-    done = run_cli(
-        service_env,
-        "submit",
-        "--task",
-        task,
-        "--model",
-        NAMES[task],
-        "--input",
-        f"s3://{BUCKET}/{input_prefix}",
-        "--output",
-        f"s3://{BUCKET}/{output}",
-        "--wait",
-        "--quiet",
+    return run_job(
+        service_env, task, NAMES[task], f"s3://{BUCKET}/{input_prefix}", f"s3://{BUCKET}/{output}"
     )
-    assert done.returncode == 0, done.stderr
-    return printed_job_id(done)
 
 
 def test_classify_job_outputs_match_the_schemas_with_errors_for_bad_files(
