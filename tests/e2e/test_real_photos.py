@@ -73,12 +73,13 @@ def photo_files() -> tuple[dict[str, bytes], dict[str, tuple[int, int]], dict[st
     }
     from bucketvision.models.decode_limits import heif_support
 
-    if heif_support():  # the heif extra; `make test` installs it
-        files["flower.heic"] = _encode(Image.open(io.BytesIO(flower)), "HEIF", quality=85)
-        sizes["flower.heic"] = (640, 427)
-    if "avif" in features.modules and features.check_module("avif"):
-        files["china.avif"] = _encode(china_image, "AVIF", quality=80, exif=exif_bytes(6))
-        sizes["china.avif"] = (427, 640)
+    # `make test` installs the heif extra, and Pillow >= 11.3 reads AVIF: neither is optional here.
+    assert heif_support(), "install the heif extra: pip install -e '.[heif]'"
+    assert features.check_module("avif"), "this Pillow cannot read AVIF; pillow>=11.3 can"
+    files["flower.heic"] = _encode(Image.open(io.BytesIO(flower)), "HEIF", quality=85)
+    sizes["flower.heic"] = (640, 427)
+    files["china.avif"] = _encode(china_image, "AVIF", quality=80, exif=exif_bytes(6))
+    sizes["china.avif"] = (427, 640)
     errors = {
         "header-100000x100000.png": "TooManyPixels",
         "header-65535x65535.jpg": "TooManyPixels",  # the most a JPEG header can claim
@@ -233,6 +234,7 @@ def test_real_photos_give_results_in_their_original_pixels(
         line = by_key[key]
         assert line["status"] == "ok", line
         result = line["result"]
+        assert result["image_size"] == [width, height], line
         if task == "classify":
             assert result["label"] in LABELS["classify"], line
         elif task == "detect":
@@ -252,3 +254,36 @@ def test_real_photos_give_results_in_their_original_pixels(
 
 def _object(s3_client: Any, key: str) -> bytes:
     return s3_client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def test_without_the_heif_extra_a_heic_photo_is_an_error_line_that_names_it(
+    service_env: dict[str, str],
+    s3_client: Any,
+    photos: Any,
+    photo_worker: WorkerProcess,
+    tmp_path: Path,
+) -> None:
+    """A worker where pillow_heif cannot be imported: the HEIC item fails, the JPEG does not."""
+    photo_worker.stop()  # the last test of the module: this worker takes the queue alone
+    shadow = tmp_path / "no-heif"
+    shadow.mkdir()
+    (shadow / "pillow_heif.py").write_text("raise ImportError('the heif extra is not installed')\n")
+    environment = {**service_env, "PYTHONPATH": str(shadow)}
+    worker = WorkerProcess(environment, tmp_path / "worker.log", "--cpu", "--concurrency", "1")
+    try:
+        worker.wait_for_children(1)
+        for name in ("flower.heic", "china.jpg"):
+            s3_client.copy_object(
+                Bucket=BUCKET,
+                Key=f"no-heif/{name}",
+                CopySource={"Bucket": BUCKET, "Key": f"photos/{name}"},
+            )
+        job_id = _run_job(service_env, "classify", "no-heif/", "no-heif-out/")
+    finally:
+        worker.stop()
+    lines, _ = check_job_outputs(s3_client, BUCKET, "no-heif-out/", job_id, "classify")
+    by_key = {line["key"]: line for line in lines}
+    assert by_key["no-heif/china.jpg"]["status"] == "ok"
+    heic = by_key["no-heif/flower.heic"]
+    assert heic["status"] == "error" and heic["error"]["type"] == "UnsupportedFormat", heic
+    assert "bucketvision[heif]" in heic["error"]["message"], heic
