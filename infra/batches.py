@@ -10,6 +10,14 @@ names its job and batch. :class:`LostBatchAudit`, run by the workers, looks at
 jobs that made no progress for ``quiet_seconds``: a batch with no manifest,
 in no queue and not unacknowledged is sent again. A batch sent twice is
 recorded once (:mod:`infra.jobs`), so the cost of a false alarm is one no-op.
+
+The audit also drives finalisation to its end. A job whose batches are all
+recorded but which has not ended, whose finalisation lease nobody holds and of
+which no batch is queued or unacknowledged has lost its finaliser (it died
+after recording, or while writing the job files): one of its batches is sent
+again, and the worker that finds it recorded finalises the job. The audit runs
+every ``FINALIZE_CHECK_SECONDS`` at most, so such a job ends within a lease and
+a check (about 45 s) plus the time a worker takes to pick the batch up.
 """
 
 from __future__ import annotations
@@ -27,15 +35,16 @@ from celery import Celery
 from kombu.transport.redis import Channel
 
 from bucketvision.infra import keys
-from bucketvision.infra.jobs import JobNotFound, JobStore
+from bucketvision.infra.jobs import ENDED_STATES, FINALIZE_LEASE_SECONDS, JobNotFound, JobStore
 from bucketvision.infra.messages import JobMessage, parse_job_message
 from bucketvision.infra.outages import OUTAGE_ERRORS
 from bucketvision.infra.queue import INFERENCE_QUEUE
-from bucketvision.infra.vocabulary import FINAL_STATES, TASK_NAMES
+from bucketvision.infra.vocabulary import TASK_NAMES
 
 log = logging.getLogger("bucketvision.batches")
 
 _GROUP = 500
+FINALIZE_CHECK_SECONDS = FINALIZE_LEASE_SECONDS / 2  # the longest wait between two audits
 
 
 def task_id_for(job_id: str, batch: int) -> str:
@@ -87,20 +96,26 @@ def _task_ids(raws: Iterable[bytes], unacked: bool) -> Iterator[str]:
 
 @dataclass
 class LostBatchAudit:
-    """Finds the batches of quiet jobs that the broker no longer holds, and sends them again."""
+    """Finds the batches of quiet jobs that the broker no longer holds, and sends them again.
+
+    It also sends a batch of each job left unfinalised by a dead finaliser, for a
+    worker to finalise it. ``resend_lost=False`` does only that.
+    """
 
     app: Celery
     jobs: JobStore
     quiet_seconds: float
     scan_limit: int = 200_000
     clock: Callable[[], float] = time.time
+    resend_lost: bool = True
 
     def run_once(self) -> dict[str, list[int]]:
         """One look at every active job; returns the batches sent again, by job."""
-        stalled = {job_id: missing for job_id, missing in self._stalled() if missing}
-        if not stalled:
+        unfinalised: list[str] = []
+        stalled = {job_id: missing for job_id, missing in self._stalled(unfinalised) if missing}
+        if not stalled and not unfinalised:
             return {}
-        held = self._held_by_broker(set(stalled))
+        held = self._held_by_broker(set(stalled) | set(unfinalised))
         if held is None:
             return {}
         resent: dict[str, list[int]] = {}
@@ -109,18 +124,31 @@ class LostBatchAudit:
             if lost:
                 self._send_again(job_id, lost)
                 resent[job_id] = lost
+        for job_id in unfinalised:
+            if not held.get(job_id) and (batch := self._send_to_finalize(job_id)) is not None:
+                resent[job_id] = [batch]
         return resent
 
-    def _stalled(self) -> Iterator[tuple[str, set[int]]]:
-        """Active jobs quiet for ``quiet_seconds``, with their unrecorded batches."""
+    def _stalled(self, unfinalised: list[str]) -> Iterator[tuple[str, set[int]]]:
+        """Active jobs quiet for ``quiet_seconds``, with their unrecorded batches.
+
+        Jobs with every batch recorded, not ended and with no finaliser holding
+        their lease are added to ``unfinalised``, quiet or not.
+        """
         for job_id in self.jobs.active_jobs():
             try:
                 record = self.jobs.get(job_id)
             except JobNotFound:
                 self.jobs.forget_active(job_id)
                 continue
-            if record["state"] in FINAL_STATES:
+            if record["state"] in ENDED_STATES:
                 self.jobs.forget_active(job_id)
+                continue
+            if 0 < record.get("batches", 0) <= record.get("done_batches", 0):
+                if not self.jobs.redis.exists(keys.job_finalize_lock(job_id)):
+                    unfinalised.append(job_id)
+                continue
+            if not self.resend_lost:
                 continue
             # A job waiting behind a long queue stays quiet: it is looked at again only
             # a quiet period after the last look (by any worker), not every interval.
@@ -160,6 +188,23 @@ class LostBatchAudit:
                 held.setdefault(batch[0], set()).add(batch[1])
         return held
 
+    def _send_to_finalize(self, job_id: str) -> int | None:
+        """Send the last batch of a job that lost its finaliser again; the batch sent."""
+        planned = self.jobs.planned_batches(job_id)
+        plan = self.jobs.plan(job_id, [max(planned)]) if planned else {}
+        if not plan:
+            log.warning("job %s: recorded but not finalised, and no plan to drive it", job_id)
+            return None
+        batch, body = plan.popitem()
+        send_batches(self.app, self.jobs, [parse_job_message(body)])
+        log.warning(
+            "job %s: every batch recorded, yet no worker is finalising it (its finaliser died);"
+            " sent batch %d again for a worker to finalise it",
+            job_id,
+            batch,
+        )
+        return batch
+
     def _send_again(self, job_id: str, batches: list[int]) -> None:
         plan = self.jobs.plan(job_id, batches)
         messages = [parse_job_message(plan[index]) for index in sorted(plan)]
@@ -176,15 +221,17 @@ class LostBatchAudit:
 
 def start_lost_batch_audit(
     app: Celery, jobs: JobStore, quiet_seconds: float, stop: threading.Event
-) -> threading.Thread | None:
-    """Audit every quarter of ``quiet_seconds`` (at most every minute) in a daemon thread.
+) -> threading.Thread:
+    """Audit every quarter of ``quiet_seconds`` (at most every 15 s) in a daemon thread.
 
     Several workers may run one; a lock in Redis lets one of them look per interval.
+    With ``quiet_seconds`` 0 lost batches are not sent again, but jobs that lost
+    their finaliser are still finalised.
     """
-    if quiet_seconds <= 0:
-        return None
-    audit = LostBatchAudit(app, jobs, quiet_seconds)
-    interval = max(1.0, min(60.0, quiet_seconds / 4))
+    audit = LostBatchAudit(app, jobs, quiet_seconds, resend_lost=quiet_seconds > 0)
+    interval = FINALIZE_CHECK_SECONDS
+    if quiet_seconds > 0:
+        interval = max(1.0, min(interval, quiet_seconds / 4))
     owner = f"{os.uname().nodename}:{os.getpid()}"
 
     def loop() -> None:

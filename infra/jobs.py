@@ -3,13 +3,15 @@
 Celery delivers a batch at least once, so everything here is keyed by
 ``(job_id, batch_index)`` and applied atomically by Lua scripts: a batch that
 runs twice is recorded once, its items are counted once, and the job is
-finalised by exactly one worker.
+finalised by exactly one worker: the holder of a short lease, renewed while it
+works, so a finaliser that dies frees the job within ``FINALIZE_LEASE_SECONDS``.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +21,13 @@ import redis
 from bucketvision.infra import keys
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.outputs import jsonl, parse_jsonl
+from bucketvision.infra.vocabulary import FINAL_STATES
 
 JOB_TTL_SECONDS = 30 * 24 * 3600
-FINALIZE_LOCK_SECONDS = 600
+# The finaliser renews its lease every third of it (worker.finalize); a dead one frees it.
+FINALIZE_LEASE_SECONDS = 30
+ENDED_STATES = tuple(dict.fromkeys((*FINAL_STATES, "cancelled")))  # a job in these takes no work
+_STAGES = ("download", "decode", "infer", "upload")
 
 _RECORD_BATCH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
@@ -29,13 +35,12 @@ local batches = tonumber(redis.call('HGET', KEYS[1], 'batches'))
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
   return {0, tonumber(redis.call('HGET', KEYS[1], 'done_batches') or '0'), batches}
 end
-redis.call('HINCRBY', KEYS[1], 'ok', ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'error', ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'skipped', ARGV[5])
-redis.call('HINCRBYFLOAT', KEYS[1], 'stage_download', ARGV[6])
-redis.call('HINCRBYFLOAT', KEYS[1], 'stage_decode', ARGV[7])
-redis.call('HINCRBYFLOAT', KEYS[1], 'stage_infer', ARGV[8])
-redis.call('HINCRBYFLOAT', KEYS[1], 'stage_upload', ARGV[9])
+for i, name in ipairs({'ok', 'error', 'skipped'}) do
+  redis.call('HINCRBY', KEYS[1], name, ARGV[2 + i])
+end
+for i, stage in ipairs({'download', 'decode', 'infer', 'upload'}) do
+  redis.call('HINCRBYFLOAT', KEYS[1], 'stage_' .. stage, ARGV[5 + i])
+end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[10])
 if ARGV[11] ~= '' then redis.call('HSETNX', KEYS[1], 'failure', ARGV[11]) end
 local done = redis.call('HINCRBY', KEYS[1], 'done_batches', 1)
@@ -43,43 +48,41 @@ return {1, done, batches}
 """
 
 _BEGIN_BATCH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, ''} end
+local state = redis.call('HGET', KEYS[1], 'state') or ''
+for i = 3, #ARGV do if state == ARGV[i] then return {0, 0, state} end end
 if redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2]) == 1 then
   redis.call('HSET', KEYS[1], 'state', 'running')
 end
-return {redis.call('HINCRBY', KEYS[2], ARGV[1], 1), redis.call('HEXISTS', KEYS[3], ARGV[1])}
+return {redis.call('HINCRBY', KEYS[2], ARGV[1], 1), redis.call('HEXISTS', KEYS[3], ARGV[1]), state}
 """
 
-_ABANDON = """
+# Renew (ARGV[2] ms) or release (0) the lease of its holder ARGV[1] ('': whoever holds it).
+_LEASE = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' then return redis.call('DEL', KEYS[1]) end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+# The final state of a job that has not ended, written only by the lease holder ARGV[1] ('':
+# anyone): a finaliser that lost its lease, or finds the job abandoned, changes nothing.
+_FINISH = """
 local state = redis.call('HGET', KEYS[1], 'state')
-if not state or state == 'finished' or state == 'failed' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'failed', 'failure', ARGV[1], 'finished_at', ARGV[2])
-redis.call('SREM', KEYS[2], ARGV[3])
-redis.call('DEL', KEYS[3])
+if not state then return 0 end
+for i = 7, #ARGV do if state == ARGV[i] then return 0 end end
+if ARGV[1] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finished_at', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'failure', ARGV[4]) end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+redis.call('DEL', KEYS[4], KEYS[5])
+redis.call('SREM', KEYS[6], ARGV[6])
 return 1
 """
 
-_FIELDS_INT = (
-    "total",
-    "batches",
-    "ok",
-    "error",
-    "skipped",
-    "done_batches",
-    "batch_size",
-    "resent_batches",
-)
-_FIELDS_FLOAT = (
-    "submitted_at",
-    "audited_at",
-    "started_at",
-    "finished_at",
-    "updated_at",
-    "stage_download",
-    "stage_decode",
-    "stage_infer",
-    "stage_upload",
-)
+_FIELDS_INT = ("total", "batches", "ok", "error", "skipped", "done_batches", "batch_size")
+_FIELDS_INT += ("resent_batches",)
+_FIELDS_FLOAT = ("submitted_at", "audited_at", "started_at", "finished_at", "updated_at")
+_FIELDS_FLOAT += tuple(f"stage_{stage}" for stage in _STAGES)
 
 
 class JobNotFound(UserError):
@@ -104,11 +107,17 @@ class BatchStart:
     """The attempt number of a batch, and whether an earlier attempt already recorded it.
 
     A batch is redelivered only when its worker died before recording it (outages
-    are ridden out in process), so every earlier attempt is a worker death.
+    are ridden out in process), so every earlier attempt is a worker death. A batch
+    of a job that has ended (``job_ended``) is not counted: its attempt is 0.
     """
 
     attempt: int
     already_recorded: bool
+    job_state: str = "running"
+
+    @property
+    def job_ended(self) -> bool:
+        return self.job_state in ENDED_STATES
 
     @property
     def worker_deaths(self) -> int:
@@ -122,19 +131,13 @@ class JobStore:
         self.redis = client
         self._record_batch = client.register_script(_RECORD_BATCH)
         self._begin_batch = client.register_script(_BEGIN_BATCH)
-        self._abandon = client.register_script(_ABANDON)
+        self._lease = client.register_script(_LEASE)
+        self._finish = client.register_script(_FINISH)
 
     @classmethod
     def from_url(cls, url: str) -> JobStore:
-        return cls(
-            redis.Redis.from_url(
-                url,
-                socket_timeout=30,
-                socket_connect_timeout=5,
-                health_check_interval=30,
-                retry_on_timeout=True,
-            )
-        )
+        options = {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 30}
+        return cls(redis.Redis.from_url(url, retry_on_timeout=True, **options))
 
     def create(self, job_id: str, fields: dict[str, Any]) -> None:
         """Create the job record (state ``queued``)."""
@@ -190,27 +193,27 @@ class JobStore:
                 " that `submit` printed) and BV_BROKER_URL"
             )
         record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
-        for name in _FIELDS_INT:
-            if name in record:
-                record[name] = int(float(record[name]))
-        for name in _FIELDS_FLOAT:
-            if name in record:
-                record[name] = float(record[name])
-        for name in ("options",):
-            if name in record:
-                record[name] = json.loads(record[name])
+        for name in record.keys() & set(_FIELDS_INT):
+            record[name] = int(float(record[name]))
+        for name in record.keys() & set(_FIELDS_FLOAT):
+            record[name] = float(record[name])
+        if "options" in record:
+            record["options"] = json.loads(record["options"])
         return record
 
     def begin_batch(self, job_id: str, batch_index: int) -> BatchStart:
-        """Mark the job running and count an attempt of this batch, in one round trip."""
-        key = keys.job(job_id)
-        attempt, recorded = self._begin_batch(
-            keys=[key, keys.job_attempts(job_id), keys.job_manifest(job_id)],
-            args=[batch_index, time.time()],
+        """Mark the job running and count an attempt of this batch, in one round trip.
+
+        A job that has ended is left as it is: its state comes back, to skip the batch.
+        """
+        attempt, recorded, state = self._begin_batch(
+            keys=[keys.job(job_id), keys.job_attempts(job_id), keys.job_manifest(job_id)],
+            args=[batch_index, time.time(), *ENDED_STATES],
         )
         if int(attempt) < 0:
             raise JobNotFound(f"job {job_id} has no record in Redis (expired or deleted)")
-        return BatchStart(int(attempt), bool(recorded))
+        text = state.decode() if isinstance(state, bytes) else str(state)
+        return BatchStart(int(attempt), bool(recorded), text)
 
     def record_batch(
         self,
@@ -222,24 +225,14 @@ class JobStore:
     ) -> BatchRecord:
         """Store a batch's manifest lines and add its counts, once per batch."""
         lines = list(manifest_lines)
-        counts = {"ok": 0, "error": 0, "skipped": 0}
-        for line in lines:
-            counts[line["status"]] += 1
+        counts = Counter(str(line["status"]) for line in lines)
         manifest = jsonl(lines)
         first, done, batches = self._record_batch(
             keys=[keys.job(job_id), keys.job_manifest(job_id)],
             args=[
-                batch_index,
-                manifest,
-                counts["ok"],
-                counts["error"],
-                counts["skipped"],
-                stage_seconds.get("download", 0.0),
-                stage_seconds.get("decode", 0.0),
-                stage_seconds.get("infer", 0.0),
-                stage_seconds.get("upload", 0.0),
-                time.time(),
-                failure or "",
+                *(batch_index, manifest, counts["ok"], counts["error"], counts["skipped"]),
+                *(stage_seconds.get(stage, 0.0) for stage in _STAGES),
+                *(time.time(), failure or ""),
             ],
         )
         if int(first) < 0:
@@ -254,24 +247,42 @@ class JobStore:
             lines.extend(parse_jsonl(text.decode()))
         return lines
 
-    def claim_finalization(self, job_id: str, owner: str) -> bool:
-        """True for the one worker that may write the job's manifest and summary now."""
-        return bool(
-            self.redis.set(keys.job_finalize_lock(job_id), owner, nx=True, ex=FINALIZE_LOCK_SECONDS)
-        )
+    def claim_finalization(
+        self, job_id: str, owner: str, lease_seconds: float = FINALIZE_LEASE_SECONDS
+    ) -> bool:
+        """True for the one worker that may write the job's files now (it holds the lease)."""
+        lease_ms = max(1, int(lease_seconds * 1000))
+        return bool(self.redis.set(keys.job_finalize_lock(job_id), owner, nx=True, px=lease_ms))
 
-    def release_finalization(self, job_id: str) -> None:
-        self.redis.delete(keys.job_finalize_lock(job_id))
+    def renew_finalization(self, job_id: str, owner: str, lease_seconds: float) -> bool:
+        """Extend ``owner``'s lease; False when it no longer holds it (it expired, or was taken)."""
+        lease_ms = max(1, int(lease_seconds * 1000))
+        return bool(self._lease(keys=[keys.job_finalize_lock(job_id)], args=[owner, lease_ms]))
 
-    def mark_finished(self, job_id: str, state: str, finished_at: float) -> None:
-        """Record the final state; the per-batch data is kept until the TTL expires."""
-        pipe = self.redis.pipeline()
-        pipe.hset(keys.job(job_id), mapping={"state": state, "finished_at": finished_at})
-        for key in (keys.job(job_id), keys.job_manifest(job_id), keys.job_attempts(job_id)):
-            pipe.expire(key, JOB_TTL_SECONDS)
-        pipe.delete(keys.job_plan(job_id))
-        pipe.srem(keys.ACTIVE_JOBS, job_id)
-        pipe.execute()
+    def release_finalization(self, job_id: str, owner: str | None = None) -> None:
+        """Give the lease up: ``owner``'s only, or whoever holds it when None."""
+        self._lease(keys=[keys.job_finalize_lock(job_id)], args=[owner or "", 0])
+
+    def mark_finished(
+        self,
+        job_id: str,
+        state: str,
+        finished_at: float,
+        *,
+        owner: str | None = None,
+        failure: str | None = None,
+    ) -> bool:
+        """Record the final state (and ``failure``) and release the lease; True if it changed.
+
+        Only a job that has not ended changes, and with ``owner`` only while it holds
+        the lease. The per-batch data is kept until the TTL expires.
+        """
+        names = (keys.job, keys.job_manifest, keys.job_attempts, keys.job_plan)
+        touched = [*(name(job_id) for name in names), keys.job_finalize_lock(job_id)]
+        touched.append(keys.ACTIVE_JOBS)
+        args = [owner or "", state, finished_at, failure or "", JOB_TTL_SECONDS, job_id]
+        args += ENDED_STATES
+        return bool(self._finish(keys=touched, args=args))
 
     def abandon(self, job_id: str, reason: str) -> bool:
         """Mark a job whose batches could not all be sent as failed, with the reason.
@@ -279,10 +290,8 @@ class JobStore:
         Only an unfinished job changes; a job that does not exist (its record was
         never written) is left absent. True when the record changed.
         """
-        touched = [keys.job(job_id), keys.ACTIVE_JOBS, keys.job_plan(job_id)]
-        return bool(self._abandon(keys=touched, args=[reason, time.time(), job_id]))
+        return self.mark_finished(job_id, "failed", time.time(), failure=reason)
 
     def recent_jobs(self, count: int = 20) -> list[str]:
-        return [
-            item.decode() for item in self.redis.zrevrange(keys.JOBS_BY_SUBMISSION, 0, count - 1)
-        ]
+        newest = self.redis.zrevrange(keys.JOBS_BY_SUBMISSION, 0, count - 1)
+        return [item.decode() for item in newest]

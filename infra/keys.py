@@ -38,7 +38,7 @@ def job_plan(job_id: str) -> str:
 
 
 def job_finalize_lock(job_id: str) -> str:
-    """String: the worker writing the job's manifest and summary."""
+    """String: the finalisation lease of the worker writing the job's files (30 s, renewed)."""
     return f"{job(job_id)}:finalize"
 
 

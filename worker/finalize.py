@@ -1,22 +1,35 @@
 """Completing a job: ``manifest.jsonl`` and ``summary.json``, written once.
 
-The worker whose batch completes the job claims a lock in Redis, writes both
-files to ``<output>/_jobs/<job_id>/`` and marks the job finished. If it dies
-half way, the lock expires and the redelivered batch finalises again; the
-files are whole-object PUTs, so a second write replaces rather than appends.
+The worker whose batch completes the job takes the job's finalisation lease in
+Redis (``FINALIZE_LEASE_SECONDS``), renews it from a heartbeat thread while it
+writes both files to ``<output>/_jobs/<job_id>/``, and marks the job ended,
+which releases it. A finaliser that dies (OOM, kill -9) stops renewing: the
+lease expires and the lost-batch audit (:mod:`infra.batches`) has the job
+finalised again. The files are whole-object PUTs, so a second finaliser replaces
+rather than appends, and only the lease holder can mark the job ended.
+
+An outage while writing (S3 or Redis unreachable) releases the lease and is
+raised, for the task to ride out or hand back. Any other S3 error (access
+denied, a bucket policy, a missing bucket) will not mend by retrying: the job
+ends ``failed`` with that error as its failure.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from bucketvision.infra.jobs import JobStore
+from bucketvision.infra.jobs import ENDED_STATES, FINALIZE_LEASE_SECONDS, JobStore
+from bucketvision.infra.outages import OUTAGE_ERRORS
 from bucketvision.infra.outputs import MANIFEST_FILE, SUMMARY_FILE, job_file_key, jsonl
-from bucketvision.infra.s3 import S3Store, parse_s3_uri
+from bucketvision.infra.s3 import S3Store, StorageError, parse_s3_uri
+
+log = logging.getLogger("bucketvision.worker")
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -73,26 +86,110 @@ def build_summary(
     }
 
 
-def finalize_job(jobs: JobStore, store: S3Store, job_id: str, owner: str) -> dict[str, Any] | None:
-    """Write the job files if this caller wins the claim; returns the summary it wrote."""
-    record = jobs.get(job_id)
-    if record.get("state") in ("finished", "failed") or not jobs.claim_finalization(job_id, owner):
+def finalize_job(
+    jobs: JobStore,
+    store: S3Store,
+    job_id: str,
+    owner: str,
+    *,
+    lease_seconds: float = FINALIZE_LEASE_SECONDS,
+) -> dict[str, Any] | None:
+    """Write the job files if this caller takes the lease; the job's summary if it ended it.
+
+    None when the job has ended already, another finaliser holds the lease, or this
+    one lost it while writing. A summary whose ``state`` is ``failed`` and that has
+    a ``failure`` naming an S3 error was not written (see the module docstring).
+    """
+    if jobs.get(job_id).get("state") in ENDED_STATES:
         return None
-    try:
-        lines = jobs.manifest_lines(job_id)
-        finished_at = float(record.get("updated_at") or time.time())
-        summary = build_summary(record, lines, finished_at)
-        output = parse_s3_uri(record["output"])
-        manifest = jsonl(lines)
-        store.put_bytes(
-            output.bucket,
-            job_file_key(output, job_id, MANIFEST_FILE),
-            manifest.encode(),
-            "application/x-ndjson",
+    if not jobs.claim_finalization(job_id, owner, lease_seconds):
+        return None
+    with _Heartbeat(jobs, job_id, owner, lease_seconds):
+        try:
+            record = jobs.get(job_id)  # read under the lease: ended since the first look?
+            if record.get("state") in ENDED_STATES:
+                jobs.release_finalization(job_id, owner)
+                return None
+            finished_at = float(record.get("updated_at") or time.time())
+            summary = _write_job_files(jobs, store, record, job_id, finished_at)
+        except OUTAGE_ERRORS:
+            _release_quietly(jobs, job_id, owner)
+            raise
+        except StorageError as error:  # not an outage: retrying will not help
+            summary = _failed_summary(record, error)
+        except BaseException:
+            _release_quietly(jobs, job_id, owner)
+            raise
+        ended = jobs.mark_finished(
+            job_id, summary["state"], finished_at, owner=owner, failure=summary.get("failure")
         )
-        store.put_json(output.bucket, job_file_key(output, job_id, SUMMARY_FILE), summary)
-        jobs.mark_finished(job_id, summary["state"], finished_at)
+        if not ended:
+            log.warning("job %s: lost the finalisation lease while writing; not ending it", job_id)
+            return None
         return summary
-    except BaseException:
-        jobs.release_finalization(job_id)
-        raise
+
+
+def _write_job_files(
+    jobs: JobStore, store: S3Store, record: dict[str, Any], job_id: str, finished_at: float
+) -> dict[str, Any]:
+    """PUT the manifest and the summary; returns the summary."""
+    lines = jobs.manifest_lines(job_id)
+    summary = build_summary(record, lines, finished_at)
+    output = parse_s3_uri(record["output"])
+    manifest = jsonl(lines)
+    store.put_bytes(
+        output.bucket,
+        job_file_key(output, job_id, MANIFEST_FILE),
+        manifest.encode(),
+        "application/x-ndjson",
+    )
+    store.put_json(output.bucket, job_file_key(output, job_id, SUMMARY_FILE), summary)
+    return summary
+
+
+def _failed_summary(record: dict[str, Any], error: StorageError) -> dict[str, Any]:
+    """What ends a job whose files S3 refused to take (not an outage: retrying will not help)."""
+    reason = f"could not write the job files: {error}"
+    if record.get("failure"):
+        reason = f"{record['failure']}; {reason}"
+    log.error("job %s failed: %s", record["job_id"], reason)
+    return {"job_id": record["job_id"], "state": "failed", "failure": reason}
+
+
+def _release_quietly(jobs: JobStore, job_id: str, owner: str) -> None:
+    """Release the lease for a prompt retry; in a Redis outage it expires on its own."""
+    try:
+        jobs.release_finalization(job_id, owner)
+    except OUTAGE_ERRORS as error:
+        log.info("job %s: finalisation lease left to expire (%s)", job_id, error)
+
+
+class _Heartbeat:
+    """Renews the finaliser's lease every third of its length until the block ends.
+
+    It stops on its own once the lease is no longer this finaliser's (expired or
+    taken over); an outage only skips a beat.
+    """
+
+    def __init__(self, jobs: JobStore, job_id: str, owner: str, lease_seconds: float) -> None:
+        self.jobs, self.job_id, self.owner = jobs, job_id, owner
+        self.lease_seconds = lease_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="bv-finalize-lease", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 3):
+            try:
+                if not self.jobs.renew_finalization(self.job_id, self.owner, self.lease_seconds):
+                    log.warning("job %s: finalisation lease lost", self.job_id)
+                    return
+            except OUTAGE_ERRORS as error:
+                log.info("job %s: finalisation lease not renewed (%s)", self.job_id, error)

@@ -71,6 +71,11 @@ def _run(runtime: WorkerRuntime, message: JobMessage, attempt: int) -> BatchOutc
 def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
     """Run one batch of a job (classify, detect, segment or generate) and record it once.
 
+    A batch of a job that has ended (failed, finished, cancelled) is skipped: acked
+    with no work and nothing recorded. A batch found recorded already only makes
+    sure its job is finalised (the lost-batch audit sends one again for that when
+    a job's finaliser died).
+
     An outage (S3 or Redis unreachable) is ridden out in process for
     ``BV_OUTAGE_SECONDS``. If S3 stays down, the batch is recorded with every item
     an error saying so, and the job still finishes. If Redis stays down, nothing
@@ -88,6 +93,10 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
         )
     except JobNotFound as error:
         log.warning("dropping %s: %s", where, error)
+        return replace(report, dropped=True)
+    if start.job_ended:
+        # Failed (abandoned), finished or cancelled: its batches do no more work.
+        log.info("skipping %s: the job is %s", where, start.job_state)
         return replace(report, dropped=True)
     report = replace(report, attempt=start.attempt)
     if start.already_recorded:

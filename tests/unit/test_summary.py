@@ -176,22 +176,38 @@ class FakeJobs:
     def get(self, job_id: str) -> dict[str, Any]:
         return dict(self.job)
 
-    def claim_finalization(self, job_id: str, owner: str) -> bool:
+    def claim_finalization(self, job_id: str, owner: str, lease_seconds: float = 30) -> bool:
         if self.claimed_by is not None:
             return False
         self.claimed_by = owner
         return True
 
-    def release_finalization(self, job_id: str) -> None:
-        self.claimed_by = None
-        self.released += 1
+    def renew_finalization(self, job_id: str, owner: str, lease_seconds: float) -> bool:
+        return self.claimed_by == owner
+
+    def release_finalization(self, job_id: str, owner: str | None = None) -> None:
+        if owner is None or self.claimed_by == owner:
+            self.claimed_by = None
+            self.released += 1
 
     def manifest_lines(self, job_id: str) -> list[dict[str, Any]]:
         return list(self.lines)
 
-    def mark_finished(self, job_id: str, state: str, finished_at: float) -> None:
+    def mark_finished(
+        self,
+        job_id: str,
+        state: str,
+        finished_at: float,
+        *,
+        owner: str | None = None,
+        failure: str | None = None,
+    ) -> bool:
+        if owner is not None and self.claimed_by != owner:
+            return False
         self.finished.append((job_id, state, finished_at))
-        self.job["state"] = state
+        self.job.update({"state": state, **({"failure": failure} if failure else {})})
+        self.claimed_by = None
+        return True
 
 
 def test_finalize_job_writes_manifest_and_summary_once(store: S3Store) -> None:
@@ -222,12 +238,27 @@ def test_finalize_job_loses_the_claim(store: S3Store) -> None:
     assert not store.exists(BUCKET, "results/_jobs/J/summary.json")
 
 
-def test_finalize_job_releases_the_claim_when_writing_fails(store: S3Store) -> None:
-    from bucketvision.infra.s3 import StorageError
-
+def test_finalize_job_fails_the_job_when_s3_refuses_the_files(store: S3Store) -> None:
+    """A missing bucket will not mend by retrying: the job ends failed, saying why."""
     jobs = FakeJobs(record(output="s3://no-such-bucket/results/"), LINES)
-    with pytest.raises(StorageError):
-        finalize_job(jobs, store, "J", "me")  # type: ignore[arg-type]
+    summary = finalize_job(jobs, store, "J", "me")  # type: ignore[arg-type]
+    assert summary is not None and summary["state"] == "failed"
+    assert "s3://no-such-bucket/results/_jobs/J/manifest.jsonl" in summary["failure"]
+    assert [state for _, state, _ in jobs.finished] == ["failed"]
+    assert jobs.job["failure"] == summary["failure"]
+    assert jobs.claimed_by is None
+
+
+def test_finalize_job_releases_the_claim_in_an_outage(store: S3Store) -> None:
+    from bucketvision.infra.s3 import StorageUnavailable
+
+    class Down(S3Store):
+        def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "") -> None:
+            raise StorageUnavailable(f"writing s3://{bucket}/{key}: S3 is unavailable")
+
+    jobs = FakeJobs(record(), LINES)
+    with pytest.raises(StorageUnavailable):
+        finalize_job(jobs, Down(store.client), "J", "me")  # type: ignore[arg-type]
     assert jobs.released == 1
     assert jobs.claimed_by is None
     assert jobs.finished == []
