@@ -2,8 +2,12 @@
 
 An item's outputs mirror its key relative to the input prefix under the output
 prefix (``incoming/a/cat.jpg`` -> ``<output>/a/cat.jpg.json``), so re-running
-an item overwrites the same keys. Keys are confined to the output prefix. A
-job's own files live under ``<output>/_jobs/<job_id>/`` (docs/output-layout.md).
+an item overwrites the same keys. The mapping is one-to-one: a relative key is
+used as it is, and a key that could not be used as it is (an empty, ``.`` or
+``..`` segment, the reserved ``_jobs`` folder, outside the input prefix) is
+refused with :class:`UnmappableKey` rather than rewritten, since any rewriting
+would give two inputs one output. A job's own files live under
+``<output>/_jobs/<job_id>/`` (docs/output-layout.md).
 """
 
 from __future__ import annotations
@@ -12,22 +16,62 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from bucketvision.infra.errors import UserError
 from bucketvision.infra.s3 import S3Uri
+
+JOB_FILES_FOLDER = "_jobs"
+# Every suffix an item output may carry. None ends another, so outputs with different
+# suffixes never share a key, and with one suffix they share one only for one input.
+ITEM_SUFFIXES = (".json", ".mask.png", ".annotated.png")
+
+
+class UnmappableKey(UserError):
+    """An input key with no output key of its own; the item becomes an error line."""
+
+
+def _refusal(input_prefix: S3Uri, key: str) -> str | None:
+    """Why ``key`` has no output key of its own, or None when it maps as it is."""
+    if not key.startswith(input_prefix.prefix):
+        return f"it is not under the input prefix {input_prefix.prefix!r}"
+    segments = key[len(input_prefix.prefix) :].split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        return (
+            "its path has an empty, '.' or '..' segment (a doubled, leading or trailing '/'), "
+            "so its outputs would share a key with another input's or leave the output prefix"
+        )
+    if segments[0] == JOB_FILES_FOLDER:
+        return f"the {JOB_FILES_FOLDER}/ folder is reserved for the job files of the output prefix"
+    return None
+
+
+def mapping_error(input_prefix: S3Uri, key: str) -> tuple[str, str] | None:
+    """``("UnmappableKey", message)`` for a key :func:`relative_key` refuses, else None."""
+    reason = _refusal(input_prefix, key)
+    if reason is None:
+        return None
+    message = (
+        f"key {key!r} has no output key of its own: {reason}; rename the object "
+        "(single '/' between non-empty names, no '.' or '..' names, "
+        f"not under {JOB_FILES_FOLDER}/) and submit it again"
+    )
+    return (UnmappableKey.__name__, message)
 
 
 def relative_key(input_prefix: S3Uri, key: str) -> str:
-    """``key`` relative to the input prefix, with no way to climb out of a prefix."""
-    relative = key[len(input_prefix.prefix) :] if key.startswith(input_prefix.prefix) else key
-    parts = [part for part in relative.split("/") if part not in ("", ".", "..")]
-    return "/".join(parts) or "_"
+    """``key`` relative to the input prefix, as it is; raises UnmappableKey when it cannot be."""
+    error = mapping_error(input_prefix, key)
+    if error is not None:
+        raise UnmappableKey(error[1])
+    return key[len(input_prefix.prefix) :]
 
 
 def item_output_key(input_prefix: S3Uri, output_prefix: S3Uri, key: str, suffix: str) -> str:
-    """The output key for ``key`` with ``suffix`` (e.g. ``.json``, ``.mask.png``)."""
+    """The output key for ``key`` with ``suffix`` (one of ``ITEM_SUFFIXES``)."""
+    if suffix not in ITEM_SUFFIXES:
+        raise ValueError(f"{suffix!r} is not in ITEM_SUFFIXES (outputs could collide)")
     return output_prefix.key(relative_key(input_prefix, key) + suffix)
 
 
-JOB_FILES_FOLDER = "_jobs"
 MANIFEST_FILE = "manifest.jsonl"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"

@@ -2,12 +2,15 @@
 
 Each cycle lists what is new (from the listing cursor; the whole prefix every
 ``rescan_seconds`` to catch overwrites and keys that sort before the cursor),
-claims each object version in Redis (:mod:`producer.watch_claims`), and
-enqueues what it claimed as one job at once — no waiting for a full batch.
-The cursor moves only after that. When Redis goes away mid-cycle, the writes
-that settle the cycle (confirm or release the claims, mark a half-sent job
-failed) are kept and applied first when it is back, so an outage delays an
-object by the outage, not by the claims' staleness timeout.
+claims each object version in Redis as a lease (:mod:`producer.watch_claims`),
+and enqueues what it claimed as one job at once — no waiting for a full batch.
+It renews the leases while it enqueues, and enqueues only the objects it still
+holds right before sending (a fencing check), so a watcher that stalls keeps
+its objects and one cut off past its lease leaves them to whoever took them
+over. The cursor moves only after that. When Redis goes away mid-cycle, the
+writes that settle the cycle (confirm or release the claims, mark a half-sent
+job failed) are kept and applied first when it is back, so an outage delays an
+object by the outage, not by the lease.
 Above ``max_in_flight`` unfinished items it waits instead of flooding Redis.
 With ``move_to``, an input is moved only after its job recorded its result;
 failed inputs go to ``<move_to>failed/`` with an ``.error.json`` beside them.
@@ -28,9 +31,9 @@ from typing import Any
 
 from celery import Celery
 
-from bucketvision.infra.jobs import JobStore
+from bucketvision.infra.jobs import JobNotFound, JobStore
 from bucketvision.infra.outages import OUTAGE_ERRORS, Backoff
-from bucketvision.infra.outputs import relative_key
+from bucketvision.infra.outputs import UnmappableKey, relative_key
 from bucketvision.infra.s3 import ObjectInfo, S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
 from bucketvision.infra.vocabulary import FINAL_STATES, IMAGE_PATTERNS
@@ -45,6 +48,8 @@ from bucketvision.producer.submit import (
 from bucketvision.producer.watch_claims import Claims
 
 log = logging.getLogger("bucketvision.watch")
+
+ABANDONED = "the watcher could not send all its batches; its objects are enqueued again"
 
 
 @dataclass(frozen=True)
@@ -138,35 +143,61 @@ class Watcher:
         if full:
             self.state.last_rescan = now
         listed, last_key = self._list(full)
-        claimed = self.claims.claim(listed)
+        claimed = self.claims.claim(listed, self._enqueued)
+        for job_id in self.claims.adopted:  # a dead watcher's job: move its inputs for it
+            self.report(f"{job_id}: confirmed the claims of a watcher that stopped")
+            if self.move_to is not None and job_id not in self.state.jobs:
+                self.state.jobs.append(job_id)
+        self.claims.adopted.clear()
         self.state.cycles += 1
         job_id = self._enqueue(claimed) if claimed else None
         if last_key is not None:  # only once what was listed is claimed and enqueued
             self._settle_later(lambda: self.claims.advance(last_key))
         return job_id
 
-    def _enqueue(self, claimed: list[ObjectInfo]) -> str:
-        """One job over the claimed objects; if sending fails, nothing stays claimed."""
-        job_id = new_job_id()
+    def _enqueued(self, job_id: str) -> bool:
+        """Whether ``job_id``, bound to a lapsed claim, holds its objects: it was recorded
+        with its whole plan (the lost-batch audit sends what was not sent) or it finished,
+        and its watcher did not abandon it."""
         try:
-            model = self.registry.resolve(self._model_name(), task=self.request.task)
-            job = enqueue_job(
-                self.app,
-                self.jobs,
-                self.request.task,
-                [info.key for info in claimed],
-                self.input,
-                self.output,
-                str(model),
-                batch_size=self.request.batch_size,
-                job_id=job_id,
-            )
+            record = self.jobs.get(job_id)
+        except JobNotFound:
+            return False
+        if record["state"] in FINAL_STATES:
+            return record.get("failure") != ABANDONED
+        return len(self.jobs.planned_batches(job_id)) >= int(record["batches"])
+
+    def _enqueue(self, claimed: list[ObjectInfo]) -> str | None:
+        """One job over the claimed objects we still hold; if sending fails, none stays claimed.
+
+        The leases are renewed until the job is sent, and bound to it right before
+        (:meth:`Claims.fence`): objects whose lease lapsed and was taken over are not sent.
+        """
+        job_id = new_job_id()
+        held: list[ObjectInfo] = []
+        try:
+            with self.claims.holding(claimed):
+                model = self.registry.resolve(self._model_name(), task=self.request.task)
+                held = self.claims.fence(claimed, job_id)
+                if not held:
+                    self.report(f"{len(claimed)} claims were taken over; nothing to enqueue")
+                    return None
+                job = enqueue_job(
+                    self.app,
+                    self.jobs,
+                    self.request.task,
+                    [info.key for info in held],
+                    self.input,
+                    self.output,
+                    str(model),
+                    batch_size=self.request.batch_size,
+                    job_id=job_id,
+                )
         except BaseException:
-            reason = "the watcher could not send all its batches; its objects are enqueued again"
-            self._settle_later(lambda: self.jobs.abandon(job_id, reason))
-            self._settle_later(lambda: self.claims.release(claimed))
+            self._settle_later(lambda: self.jobs.abandon(job_id, ABANDONED))
+            self._settle_later(lambda: self.claims.release(claimed))  # only ours change
             raise
-        self._settle_later(lambda: self.claims.confirm(claimed))
+        self._settle_later(lambda: self.claims.confirm(held))
         self.state.jobs.append(job.job_id)
         self.state.enqueued += job.total
         self.report(f"{job.job_id}: {job.total} new objects with {job.model}")
@@ -175,8 +206,8 @@ class Watcher:
     def _settle_later(self, write: Callable[[], object]) -> None:
         """Apply ``write`` now if Redis answers, else before the next cycle claims anything.
 
-        Without this a claim left pending by an outage would hold its object for
-        ``stale_seconds``, and a confirmed job's claims would go stale and be run twice.
+        Without this a claim left pending by an outage would hold its object until its
+        lease lapses, and would then be settled by the next watcher's look at its job.
         """
         self.state.unsettled.append(write)
         with contextlib.suppress(*OUTAGE_ERRORS):
@@ -203,7 +234,11 @@ class Watcher:
         moved: list[str] = []
         for line in self.jobs.manifest_lines(job_id):
             key = line["key"]
-            relative = relative_key(self.input, key)
+            try:
+                relative = relative_key(self.input, key)
+            except UnmappableKey as error:  # no name of its own under --move-to either
+                self.report(f"{key!r} stays where it is: {error}")
+                continue
             if line["status"] == "ok":
                 target = self.move_to.key(relative)
             else:

@@ -1,10 +1,10 @@
 """One batch of an inference job: download, decode, infer, upload, manifest.
 
-Plain functions with explicit dependencies: the Celery task only parses the
-message and calls :func:`run_batch`. A bad image never fails its batch; it
-becomes an ``error`` manifest line with the reason. S3 being unavailable says
-nothing about an image, so :class:`StorageUnavailable` is raised out of the
-batch for the task to retry it whole.
+Plain functions with explicit dependencies: the Celery task only parses the message and
+calls :func:`run_batch`. A bad image never fails its batch; it becomes an ``error`` manifest
+line with the reason, and so does a key with no output key of its own (``UnmappableKey``,
+infra/outputs.py), which is not even downloaded. S3 being unavailable says nothing about an
+image, so :class:`StorageUnavailable` is raised out of the batch for the task to retry it whole.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from bucketvision.infra.messages import BatchMessage
-from bucketvision.infra.outputs import item_output_key, manifest_line
+from bucketvision.infra.outputs import item_output_key, manifest_line, mapping_error
 from bucketvision.infra.s3 import S3Store, StorageError, StorageUnavailable
 from bucketvision.models.decoding import DecodedImage, DecodeError, decode_image
 from bucketvision.models.family import ItemFile, ServedModel
@@ -68,6 +68,8 @@ class BatchOutcome:
 def _fetch_and_decode(
     store: S3Store, bucket: str, item: ItemState, model: ServedModel, limits: Limits
 ) -> ItemState:
+    if item.error is not None:
+        return item
     start = time.perf_counter()
     try:
         data = store.get_bytes(bucket, item.key, max_bytes=limits.max_bytes)
@@ -146,10 +148,9 @@ def _stream(
 ) -> float:
     """Download, decode, infer and upload ``items`` as a stream; returns the infer seconds.
 
-    Every download starts at once; the forward pass runs on each group of
-    ``model.forward_batch`` decoded items as soon as it is complete, and that group's
-    uploads start while the next group is still downloading, so a child's CPU and
-    S3 wait overlap. Every task is waited for before returning, also on an error.
+    Downloads start at once (not for items already failed); the forward pass runs on each group
+    of ``model.forward_batch`` decoded items once complete, and that group's uploads start while
+    the next group downloads, so CPU and S3 wait overlap. All is waited for, also on an error.
     """
     bucket = message.input.bucket
     forward_batch = max(1, model.forward_batch)
@@ -201,7 +202,7 @@ def run_batch(
 ) -> BatchOutcome:
     """Process every key of ``message``; each key yields exactly one manifest line."""
     started = time.perf_counter()
-    items = [ItemState(key) for key in message.keys]
+    items = [ItemState(key, error=mapping_error(message.input, key)) for key in message.keys]
     try:
         model = load_model(message.model)
     except StorageUnavailable:

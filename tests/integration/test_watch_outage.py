@@ -2,12 +2,13 @@
 
 A TCP proxy stands between the watcher and the real Redis; cutting it at the
 worst moments (while batches are sent, and just after) must neither strand a
-claim until it goes stale nor enqueue an object twice.
+claim until its lease lapses nor enqueue an object twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -57,7 +58,7 @@ def watched(
 
 
 def _claims(settings: Settings, watcher: Watcher) -> dict[str, str]:
-    """The claim hash read past the proxy: key -> ``ETAG`` or ``ETAG pending TIME``."""
+    """The claim hash read past the proxy: key -> ``ETAG`` or ``ETAG pending EXPIRES TOKEN JOB``."""
     raw = redis.Redis.from_url(settings.broker_url).hgetall(watcher.claims.key)
     return {key.decode(): value.decode() for key, value in raw.items()}
 
@@ -66,7 +67,7 @@ def test_a_cut_while_sending_releases_the_claims_as_soon_as_redis_is_back(
     settings: Settings, proxy: TcpProxy, watched: tuple[Watcher, set[str]]
 ) -> None:
     watcher, keys = watched
-    watcher.claims.stale_seconds = 3600  # recovery must not wait for claims to go stale
+    watcher.claims.lease_seconds = 3600  # recovery must not wait for the leases to lapse
     send = watcher.app.send_task
     half_sent: list[str] = []
 
@@ -98,6 +99,7 @@ def test_a_cut_after_sending_confirms_the_claims_once_redis_is_back(
     settings: Settings, proxy: TcpProxy, watched: tuple[Watcher, set[str]]
 ) -> None:
     watcher, keys = watched
+    watcher.claims.lease_seconds = 0.2
     send = watcher.app.send_task
 
     def send_then_cut(*args: Any, **kwargs: Any) -> Any:
@@ -110,7 +112,7 @@ def test_a_cut_after_sending_confirms_the_claims_once_redis_is_back(
     assert job_id is not None and len(watcher.state.unsettled) == 2  # confirm, move the cursor
     watcher.app.send_task = send  # type: ignore[method-assign]
     proxy.up()
-    watcher.claims.stale_seconds = 0  # a pending claim would now be taken again at once
+    time.sleep(0.3)  # the leases have lapsed: only their confirmation settles them
     assert watcher.cycle() is None  # the confirmation landed first: nothing is enqueued twice
     final = _claims(settings, watcher)
     assert set(final) == keys and not any(" pending " in value for value in final.values())

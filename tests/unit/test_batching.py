@@ -1,4 +1,4 @@
-"""producer.submit key selection and batching; worker.outputs key mirroring and manifest lines."""
+"""producer.submit key selection and batching; infra.outputs key mirroring and manifest lines."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from dataclasses import replace
 import pytest
 
 from bucketvision.infra.messages import BatchMessage, MessageError
-from bucketvision.infra.outputs import item_output_key, job_file_key, manifest_line, relative_key
+from bucketvision.infra.outputs import (
+    UnmappableKey,
+    item_output_key,
+    job_file_key,
+    manifest_line,
+    mapping_error,
+    relative_key,
+)
 from bucketvision.infra.s3 import S3Uri
 from bucketvision.infra.vocabulary import IMAGE_PATTERNS
 from bucketvision.producer.submit import (
@@ -281,33 +288,34 @@ HOSTILE_KEYS = [
 @pytest.mark.parametrize("key", HOSTILE_KEYS)
 @pytest.mark.parametrize("suffix", [".json", ".mask.png"])
 def test_item_output_key_never_escapes_the_output_prefix(key: str, suffix: str) -> None:
-    output_key = item_output_key(INPUT, OUTPUT, key, suffix)
+    """A hostile key maps as it is, inside the output prefix, or is refused (UnmappableKey)."""
+    try:
+        output_key = item_output_key(INPUT, OUTPUT, key, suffix)
+    except UnmappableKey:
+        assert mapping_error(INPUT, key) is not None
+        return
     assert output_key.startswith(OUTPUT.prefix)
     relative = output_key[len(OUTPUT.prefix) :]
     segments = relative.split("/")
     assert all(segment not in ("", ".", "..") for segment in segments), output_key
-    assert relative.endswith(suffix)
+    assert relative == key[len(INPUT.prefix) :] + suffix
 
 
-ALL_DOTS = ("incoming/..", "incoming/.", "..")
+def test_which_hostile_keys_are_refused() -> None:
+    mapped = [key for key in HOSTILE_KEYS if mapping_error(INPUT, key) is None]
+    assert mapped == [
+        "incoming/\u2024\u2024/x.png",
+        "incoming/\uff0e\uff0e/x.png",
+        "incoming/\u202egnp.exe",
+        "incoming/a\u0000b.png",
+        "incoming/..\\..\\x.png",
+    ]
 
 
-@pytest.mark.parametrize("key", [key for key in HOSTILE_KEYS if key not in ALL_DOTS])
-def test_relative_key_has_no_climbing_segments(key: str) -> None:
-    relative = relative_key(INPUT, key)
-    assert relative
-    assert not relative.startswith("/")
-    assert all(segment not in ("", ".", "..") for segment in relative.split("/")), relative
-
-
-def test_relative_key_of_a_key_outside_the_input_keeps_its_path() -> None:
-    assert relative_key(INPUT, "other/x.png") == "other/x.png"
+def test_relative_key_of_a_key_outside_the_input_is_refused() -> None:
+    with pytest.raises(UnmappableKey, match="not under the input prefix"):
+        relative_key(INPUT, "other/x.png")
     assert relative_key(INPUT, "incoming/a/b.png") == "a/b.png"
-
-
-@pytest.mark.parametrize("key", ALL_DOTS)
-def test_relative_key_never_returns_a_dot_segment(key: str) -> None:
-    assert relative_key(INPUT, key) not in (".", "..")
 
 
 def test_job_file_key() -> None:

@@ -454,3 +454,29 @@ def test_a_batch_streams_through_the_forward_pass_in_groups(
     assert lines["incoming/g/bad.png"]["error"]["type"] == "UnsupportedFormat"
     for key in keys:  # every group's uploads were written
         assert store.exists(BUCKET, f"results/{key[len('incoming/') :]}.json")
+
+
+def test_keys_that_used_to_share_an_output_get_one_line_each_and_overwrite_nothing(
+    store: S3Store, pool: ThreadPoolExecutor, png: bytes
+) -> None:
+    """Issue 14: ``a//b``, ``a/./b`` and ``a/b`` wrote one ``a/b.png.json``; ``_jobs/`` inputs
+    wrote over job files. Only the canonical key maps; the others are UnmappableKey lines."""
+    keys = ["incoming/a//b.png", "incoming/a/./b.png", "incoming/a/b.png"]
+    keys += ["incoming/_jobs/x/summary", "incoming/_jobs/x/summary.json"]
+    for key in keys:
+        store.put_bytes(BUCKET, key, png, "image/png")
+    summary = b'{"job_id": "x"}'  # job x's own summary, under the same output prefix
+    store.put_bytes(BUCKET, "results/_jobs/x/summary.json", summary, "application/json")
+    outcome = run(store, pool, keys)
+    assert [line["key"] for line in outcome.lines] == keys
+    by_key = {line["key"]: line for line in outcome.lines}
+    assert by_key["incoming/a/b.png"]["status"] == "ok"
+    assert by_key["incoming/a/b.png"]["output"] == f"s3://{BUCKET}/results/a/b.png.json"
+    for key in keys[:2] + keys[3:]:
+        line = by_key[key]
+        assert line["status"] == "error" and line["output"] is None, line
+        assert line["error"]["type"] == "UnmappableKey" and "rename" in line["error"]["message"]
+    assert output_objects(store) == ["results/_jobs/x/summary.json", "results/a/b.png.json"]
+    written = json.loads(store.get_bytes(BUCKET, "results/a/b.png.json"))
+    assert written["key"] == "incoming/a/b.png"  # written by its own key, not another's
+    assert store.get_bytes(BUCKET, "results/_jobs/x/summary.json") == summary
