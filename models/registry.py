@@ -15,6 +15,7 @@ imports TensorFlow; validating a model file is done by :mod:`models.loading`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,6 +69,15 @@ def parse_model_ref(text: str) -> tuple[str, str | None]:
 def model_filename(card: dict[str, Any]) -> str:
     """The file a version's model is stored in, by the card's ``format``."""
     return "model.tar.gz" if card.get("format") == "savedmodel" else "model.keras"
+
+
+def file_sha256(path: str) -> str:
+    """The hex SHA-256 of a file: a version's identity on workers' disks, checked on download."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def now_iso() -> str:
@@ -197,6 +207,7 @@ class ModelRegistry:
             "registered_at": now_iso(),
             "parent": parent,
             **card_fields,
+            "sha256": file_sha256(model_path),
             "status": "promoted" if should_promote else (status or "candidate"),
             "files": sorted(files or {}),
         }

@@ -4,7 +4,9 @@ A plain function with explicit dependencies (store, registry, a progress
 callback); the Celery ``train`` task and the tests call it the same way.
 Every run writes a version — ``model.keras``, ``card.json`` with metrics,
 ``history.json`` and a training-curves PNG (plus a sample grid for a
-generator). The first version of a name is promoted; a later one only when its
+generator). The card says why training stopped and after how many optimizer steps
+(``stopped_because``, ``steps_trained``, ``best_epoch`` and the ``stopping`` record of
+:mod:`models.stopping`). The first version of a name is promoted; a later one only when its
 main metric is at least CURRENT's minus ``tolerance``, otherwise it is kept as
 ``rejected``.
 """
@@ -39,6 +41,7 @@ log = logging.getLogger("bucketvision.training")
 
 Progress = Callable[[dict[str, Any]], None]
 PROMOTE_MODES = ("auto", "always", "never")
+STOP_FIELDS = ("stopped_because", "steps_trained", "best_epoch")  # from models.stopping
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,25 @@ def _files(trained: Any, history: dict[str, list[float]], title: str) -> dict[st
     return files
 
 
+def _announce(
+    report: Progress, ref: ModelRef, card: dict[str, Any], promote: bool, seconds: float
+) -> None:
+    """Log and report the finished run: its main metric, steps and why it stopped."""
+    stopped = {key: card.get(key) for key in STOP_FIELDS}
+    metrics = card["metrics"]
+    log.info(
+        "trained %s: %s in %.0f s, %s steps, stopped: %s (%s)",
+        ref,
+        metrics.get(card["main_metric"]),
+        seconds,
+        stopped["steps_trained"],
+        stopped["stopped_because"],
+        card["decision"],
+    )
+    finished = {"stage": "finished", "version": str(ref), "promoted": promote, "metrics": metrics}
+    report({**finished, **stopped})
+
+
 def run_training(
     request: TrainingRequest,
     *,
@@ -192,8 +214,5 @@ def run_training(
             files=_files(trained, history, title),
         )
     seconds = time.perf_counter() - started
-    log.info(
-        "trained %s: %s in %.0f s (%s)", ref, metrics.get(entry.main_metric), seconds, decision
-    )
-    report({"stage": "finished", "version": str(ref), "promoted": promote, "metrics": metrics})
+    _announce(report, ref, card, promote, seconds)
     return TrainingOutcome(ref, metrics, promote, decision, seconds)

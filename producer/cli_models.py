@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -13,6 +12,7 @@ from bucketvision.infra.errors import EXIT_FAILED
 from bucketvision.infra.s3 import parse_s3_uri
 from bucketvision.infra.settings import Settings
 from bucketvision.infra.vocabulary import FAMILY_TASKS
+from bucketvision.models.registry import file_sha256
 from bucketvision.producer.cli_register import add_register, cmd_register
 from bucketvision.producer.cli_support import CommandError, clients, report_job
 
@@ -92,8 +92,7 @@ def _backbone_options(args: argparse.Namespace, found: dict[str, Any]) -> dict[s
     elif weights != "imagenet":  # imagenet: downloaded by Keras, so the worker needs internet
         if not os.path.isfile(weights):
             raise CommandError(f"--weights {weights}: no such file")
-        with open(weights, "rb") as handle:
-            digest = hashlib.sha256(handle.read()).hexdigest()[:16]
+        digest = file_sha256(weights)[:16]
         uploaded = registry.weights_uri(digest, os.path.basename(weights))
         target = parse_s3_uri(uploaded, directory=False)
         store.ensure_bucket(target.bucket)

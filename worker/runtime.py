@@ -1,12 +1,14 @@
 """Per-process worker state: clients, the I/O thread pool and the model cache.
 
 Built lazily in each pool child (never in the Celery parent: TensorFlow is not
-fork-safe). Models are cached by ``name@version``; a job pins its version at
-submission, so a cached version never changes underneath a running job.
+fork-safe). Models are cached by ``name@version`` in memory and by their file's
+SHA-256 on disk; a job pins its version at submission, so a cached version never
+changes underneath a running job.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -127,6 +129,36 @@ class ModelCache:
     def stop(self) -> None:
         self._stop.set()
 
+    def _local_file(self, name: str, version: str, card: dict[str, Any]) -> str:
+        """The version's model file on this machine's disk, downloaded once and verified.
+
+        The folder is named by the file's SHA-256 (from the card), so two registries
+        that both hold ``name@v1``, or a registry rebuilt after a wipe, never share a
+        file. Cards written before the digest was recorded are keyed by their
+        registration time instead, and are not verified.
+        """
+        from bucketvision.models.loading import ModelLoadError
+        from bucketvision.models.registry import file_sha256
+
+        expected = card.get("sha256")
+        identity = expected or hashlib.sha256(str(card.get("registered_at")).encode()).hexdigest()
+        directory = os.path.join(self.cache_dir, "models", name, version, identity[:16])
+        os.makedirs(directory, exist_ok=True)
+        bucket, key = self.registry.model_key(name, version, card)
+        path = os.path.join(directory, key.rsplit("/", 1)[-1])
+        if not os.path.exists(path):
+            partial = f"{path}.{os.getpid()}.part"
+            self.store.download_file(bucket, key, partial)
+            if expected and file_sha256(partial) != expected:
+                os.remove(partial)
+                raise ModelLoadError(
+                    f"{name}@{version}: s3://{bucket}/{key} does not match the sha256 on its"
+                    " card (the file was replaced or corrupted after registration); register"
+                    " the model again as a new version"
+                )
+            os.replace(partial, path)
+        return path
+
     def _load(self, reference: str) -> Any:
         from bucketvision.models.families import family
         from bucketvision.models.loading import ModelLoadError, load_for_card
@@ -135,14 +167,7 @@ class ModelCache:
         if version is None:
             raise ModelLoadError(f"{reference}: a job must pin a version (name@vN)")
         card = self.registry.card(name, version)
-        directory = os.path.join(self.cache_dir, "models", name, version)
-        os.makedirs(directory, exist_ok=True)
-        bucket, key = self.registry.model_key(name, version, card)
-        path = os.path.join(directory, key.rsplit("/", 1)[-1])
-        if not os.path.exists(path):
-            partial = f"{path}.{os.getpid()}.part"
-            self.store.download_file(bucket, key, partial)
-            os.replace(partial, path)
+        path = self._local_file(name, version, card)
         model = load_for_card(path, card, allow_unsafe=name in self.unsafe_models, name=name)
         if name in self.unsafe_models:
             log.warning("loaded %s with Keras safe mode OFF (BV_UNSAFE_MODELS)", reference)

@@ -3,14 +3,19 @@
 :func:`train_classifier` picks the model from the data: 28x28x1 images get the seed
 digit CNN, anything else the compact residual network, and
 ``options.extra["backbone"]`` a ``keras.applications`` backbone. The input
-pipeline caches, shuffles, batches, augments (random shifts/rotations/zoom; horizontal
-flips only for RGB photos, never digits) and prefetches. Training uses Adam with a
-cosine-decayed learning rate and keeps the weights of the best validation epoch.
+pipeline caches, shuffles, repeats, batches, augments (random shifts/rotations/zoom;
+horizontal flips only for RGB photos, never digits) and prefetches. Training uses Adam;
+without ``--epochs`` it runs until the validation loss stops improving, within a step
+and a time budget, and keeps the weights of the best validation epoch; the learning
+rate is halved on plateaus and annealed over the budget (:mod:`models.stopping`).
 XLA stays off: on this CPU it is several times slower.
 
 ``options.extra`` keys: ``architecture`` ("seed_cnn", "compact" or "backbone"),
-``backbone``, ``weights``, ``trainable_backbone``, ``augment`` (bool), ``flip`` (bool),
-``width`` and ``blocks`` (compact), ``patience`` (early stopping, epochs), ``cache`` (bool).
+``backbone``, ``weights`` (``imagenet`` or a local ``.weights.h5`` file),
+``weights_source`` (where that file came from, e.g. its ``s3://`` URI, for the card),
+``trainable_backbone``, ``augment`` (bool), ``flip`` (bool), ``width`` and ``blocks``
+(compact), ``cache`` (bool), and the stopping keys of :data:`models.stopping.STOP_KEYS`
+(``patience``, ``max_steps``, ``max_seconds``, ...).
 """
 
 from __future__ import annotations
@@ -20,15 +25,22 @@ from typing import Any
 
 from bucketvision.models.classification.augment import make_augmenter
 from bucketvision.models.family import DatasetInfo, TrainedModel, TrainOptions
+from bucketvision.models.stopping import STOP_KEYS, StopDefaults
 
 DIGIT_SHAPE = (28, 28, 1)
-# Defaults per architecture: epochs, batch size, peak learning rate. seed_cnn is tuned on
-# synthetic digits (tests/perf/tune_classification.py); compact was only sanity-checked on
-# synthetic 48x48 colour digits and backbone is the usual from-scratch recipe.
+# Defaults per architecture: batch size, peak learning rate, and when to stop. seed_cnn is
+# tuned on synthetic digits (tests/perf/tune_classification.py) and scikit-learn's scanned
+# digits (make bench-real); compact was only sanity-checked on synthetic 48x48 colour
+# digits and backbone is the usual from-scratch recipe.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "seed_cnn": {"epochs": 12, "batch_size": 64, "learning_rate": 2e-3},
-    "compact": {"epochs": 30, "batch_size": 32, "learning_rate": 2e-3},
-    "backbone": {"epochs": 20, "batch_size": 32, "learning_rate": 1e-3},
+    "seed_cnn": {"batch_size": 64, "learning_rate": 2e-3},
+    "compact": {"batch_size": 32, "learning_rate": 2e-3},
+    "backbone": {"batch_size": 32, "learning_rate": 1e-3},
+}
+STOPPING: dict[str, StopDefaults] = {
+    "seed_cnn": StopDefaults(patience=10, lr_patience=4, max_steps=6000, max_seconds=480.0),
+    "compact": StopDefaults(patience=8, lr_patience=3, max_steps=5000, max_seconds=480.0),
+    "backbone": StopDefaults(patience=8, lr_patience=3, max_steps=5000, max_seconds=480.0),
 }
 COMPACT_WIDTH = 32
 COMPACT_BLOCKS = (1, 2, 2, 2)
@@ -37,13 +49,14 @@ _EXTRA_KEYS = {
     "architecture",
     "backbone",
     "weights",
+    "weights_source",
     "trainable_backbone",
     "augment",
     "flip",
     "width",
     "blocks",
-    "patience",
     "cache",
+    *STOP_KEYS,
 }
 
 
@@ -97,10 +110,13 @@ def _pipeline(
     augmenter: Any,
     seed: int,
     cache: bool,
-    steps: int | None,
     shuffle_buffer: int,
 ) -> Any:
-    """Cache, shuffle, (repeat), batch, cast to float32 0-255, augment, prefetch."""
+    """Cache, shuffle, repeat (training), batch, cast to float32 0-255, augment, prefetch.
+
+    The training batches never end (``fit`` is given ``steps_per_epoch``); the validation
+    batches are one pass over a split whose size tf.data knows (models.feeding).
+    """
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
@@ -108,12 +124,8 @@ def _pipeline(
     if cache:
         ds = ds.cache()
     if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        if steps is not None:
-            ds = ds.repeat()  # steps_per_epoch may ask for more batches than one pass
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.batch(batch_size)
-    if not training and steps is not None:
-        ds = ds.take(steps)
 
     def to_float(images: Any, labels: Any) -> tuple[Any, Any]:
         x = tf.cast(images, tf.float32)
@@ -136,14 +148,13 @@ def _settings(architecture: str, info: DatasetInfo, options: TrainOptions) -> di
     rgb = int(info.input_shape[2]) == 3
     image_bytes = math.prod(int(v) for v in info.input_shape)
     settings: dict[str, Any] = {
-        "epochs": options.epochs or defaults["epochs"],
+        "epochs": options.epochs,
         "batch_size": options.minibatch_size or defaults["batch_size"],
         "learning_rate": options.learning_rate or defaults["learning_rate"],
         "optimizer": "adam",
-        "schedule": "cosine",
+        "schedule": "plateau",
         "augment": bool(extra.get("augment", True)),
         "flip": bool(extra.get("flip", rgb and architecture != "seed_cnn")),
-        "patience": int(extra.get("patience", 5)),
         "cache": bool(
             extra.get(
                 "cache", image_bytes * (info.train_count + info.val_count) <= _CACHE_LIMIT_BYTES
@@ -160,6 +171,7 @@ def _settings(architecture: str, info: DatasetInfo, options: TrainOptions) -> di
     if architecture == "backbone":
         settings["backbone"] = str(extra.get("backbone") or "MobileNetV2")
         settings["weights"] = extra.get("weights")
+        settings["weights_source"] = extra.get("weights_source") or settings["weights"]
         trainable = extra.get("trainable_backbone")
         settings["trainable_backbone"] = (
             settings["weights"] is None if trainable is None else bool(trainable)
@@ -173,19 +185,27 @@ def train_classifier(
     """Fit a classifier for ``info`` and return it with its history and card.
 
     ``train_ds``/``val_ds`` are unbatched ``(image uint8 [H, W, C], label int32 [])``;
-    ``options`` fields left ``None`` take the architecture's tuned :data:`DEFAULTS`.
-    The model takes raw 0-255 float pixels (it rescales inside), so the card says
-    ``"preprocess": "raw"``.
+    ``options`` fields left ``None`` take the architecture's tuned :data:`DEFAULTS`, and
+    without ``options.epochs`` the run stops as :data:`STOPPING` says. The model takes
+    raw 0-255 float pixels (it rescales inside), so the card says ``"preprocess": "raw"``.
     """
     import keras
+
+    from bucketvision.models.feeding import sized
+    from bucketvision.models.stopping import adaptive_stop, plan_stopping
 
     architecture = choose_architecture(info, options.extra)
     settings = _settings(architecture, info, options)
     keras.utils.set_random_seed(options.seed)
     model = build_model(architecture, info, settings)
     batch_size = int(settings["batch_size"])
-    steps = options.steps_per_epoch
-    per_epoch = steps or max(1, math.ceil(info.train_count / batch_size))
+    train_ds, train_count = sized(train_ds)
+    val_ds, val_count = sized(val_ds)
+    if train_count < 1:
+        raise ValueError("the training split is empty: nothing to train a classifier on")
+    if options.steps_per_epoch and val_count:  # a smoke run: a few validation batches
+        val_count = min(val_count, options.steps_per_epoch * batch_size)
+        val_ds = val_ds.take(val_count)
     augmenter = None
     if settings["augment"]:
         digits = architecture == "seed_cnn"
@@ -195,38 +215,32 @@ def train_classifier(
         train_ds,
         training=True,
         augmenter=augmenter,
-        steps=steps,
-        shuffle_buffer=max(1, min(info.train_count, 10_000)),
+        shuffle_buffer=max(1, min(train_count, 10_000)),
         **common,
     )
     validation = None
-    if info.val_count > 0:
-        validation = _pipeline(
-            val_ds, training=False, augmenter=None, steps=steps, shuffle_buffer=1, **common
-        )
-    epochs = int(settings["epochs"])
-    schedule = keras.optimizers.schedules.CosineDecay(
-        float(settings["learning_rate"]), decay_steps=epochs * per_epoch, alpha=0.02
+    if val_count > 0:
+        validation = _pipeline(val_ds, training=False, augmenter=None, shuffle_buffer=1, **common)
+    plan = plan_stopping(
+        options,
+        STOPPING[architecture],
+        train_count=train_count,
+        batch_size=batch_size,
+        has_validation=validation is not None,
     )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=schedule),
+        optimizer=keras.optimizers.Adam(learning_rate=float(settings["learning_rate"])),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=False,
     )
-    callbacks = list(options.callbacks)
-    if validation is not None:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=settings["patience"], restore_best_weights=True
-            )
-        )
+    stop = adaptive_stop(plan)
     fitted = model.fit(
         train,
         validation_data=validation,
-        epochs=epochs,
-        steps_per_epoch=steps,
-        callbacks=callbacks,
+        epochs=plan.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
+        callbacks=[stop, *options.callbacks],
         verbose=options.verbose,
         shuffle=False,  # the pipeline shuffles; fit cannot shuffle a tf.data.Dataset
     )
@@ -238,7 +252,16 @@ def train_classifier(
         "preprocess": "raw",
         "outputs": "probabilities",
         "architecture": architecture if architecture != "backbone" else settings["backbone"],
-        "hyperparameters": settings,
+        "hyperparameters": _recorded(settings),
         "epochs_trained": len(history.get("loss", [])),
+        **stop.card_fields(),
     }
     return TrainedModel(model=model, history=history, card=card)
+
+
+def _recorded(settings: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters for the card: weights named as given, not by a worker's temp copy."""
+    recorded = dict(settings)
+    if "weights_source" in recorded:
+        recorded["weights"] = recorded.pop("weights_source")
+    return recorded

@@ -31,6 +31,7 @@ import numpy as np
 from bucketvision.models.family import DatasetInfo, TrainedModel, TrainOptions
 from bucketvision.models.generation.imaging import image_grid
 from bucketvision.models.generation.metrics import sample_images, train_judge
+from bucketvision.models.stopping import fixed_schedule_fields
 
 DEFAULTS: dict[str, Any] = {
     "epochs": None,  # None: default_epochs() - 30 epochs, at most ~1,860 steps
@@ -144,6 +145,8 @@ def train_generator(
     train_ds: Any, val_ds: Any, info: DatasetInfo, options: TrainOptions
 ) -> TrainedGenerator:
     """Fit the GAN on ``train_ds``; ``val_ds`` only measures the judge (see module doc)."""
+    import time
+
     import keras
 
     hyper = resolve_hyperparameters(options)
@@ -164,6 +167,7 @@ def train_generator(
         hyper["epochs"] = default_epochs(natural_steps, int(hyper["max_default_steps"]))
 
     gan = _compiled_gan(hyper, image_shape, num_classes, conditional, options.seed)
+    started = time.perf_counter()
     fitted = gan.fit(
         data,
         epochs=int(hyper["epochs"]),
@@ -173,6 +177,13 @@ def train_generator(
         shuffle=False,  # the pipeline shuffles
     )
     history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
+    epochs_run = max((len(values) for values in history.values()), default=0)
+    stopping = fixed_schedule_fields(
+        steps=epochs_run * steps_per_epoch,
+        epochs=epochs_run,
+        epochs_requested=options.epochs is not None,
+        seconds=time.perf_counter() - started,
+    )
     model = gan.sampler
 
     judge, judge_accuracy = None, None
@@ -198,6 +209,7 @@ def train_generator(
             "seed": options.seed,
         },
         "judge_accuracy": judge_accuracy,
+        **stopping,
     }
     return TrainedGenerator(
         model=model,

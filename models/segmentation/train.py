@@ -1,58 +1,58 @@
 """Training a U-Net segmenter on unbatched ``(image uint8 [S,S,3], mask uint8 [S,S])`` data.
 
-The default recipe was tuned on :func:`models.scenes.make_scenes` (see
-``tests/perf/tune_segmentation.py``) to reach a held-out mean IoU above 0.9 in a
-few minutes on two CPU cores: a compact U-Net, Adam with a cosine decay,
-cross-entropy plus soft Dice (Dice keeps the rare classes from drowning in the
-background), and label-preserving augmentation (flips of image and mask
-together, colour jitter). TensorFlow and Keras are imported inside functions.
+The default recipe is a compact U-Net, AdamW, cross-entropy plus soft Dice (Dice keeps
+the rare classes from drowning in the background), and label-preserving augmentation
+(flips of image and mask together, colour jitter); see ``tests/perf/tune_segmentation.py``
+(the project's scenes) and ``make bench-real`` (scenes of another style). Without
+``--epochs`` it trains until the validation loss stops improving, within a step and a
+time budget, and keeps the best weights; the learning rate is halved on plateaus and
+annealed over the budget (:mod:`models.stopping`). On two CPU cores a step of 16
+images at 128 x 128 takes about 0.3 s, so the time budget (9 minutes) is what usually
+ends a run on a few hundred images. TensorFlow and Keras are imported inside functions.
 
-``options.extra`` may override: ``train_images`` (images shown when
-``options.epochs`` is None), ``max_epochs``, ``base_filters``, ``depth``, ``dice_weight``,
-``weight_decay``, ``augment`` ("none", "flips" = left-right and up-down,
-"dihedral" = flips and 90-degree turns of square images, for overhead or
-synthetic imagery),
-``colour_jitter`` (bool).
+``options.extra`` may override: ``base_filters``, ``depth``, ``convs_per_block``,
+``dice_weight``, ``weight_decay``, ``augment`` ("none", "flips" = left-right and
+up-down, "dihedral" = flips and 90-degree turns of square images, for overhead or
+synthetic imagery), ``colour_jitter`` (bool), and the stopping keys of
+:data:`models.stopping.STOP_KEYS` (``patience``, ``max_steps``, ``max_seconds``, ...).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from bucketvision.models.family import DatasetInfo, TrainedModel, TrainOptions
+from bucketvision.models.stopping import STOP_KEYS, StopDefaults
 
 DEFAULTS: dict[str, Any] = {
-    "epochs": None,  # None: enough epochs to show the model ``train_images`` images
-    "train_images": 18000,
-    "max_epochs": 100,
+    "epochs": None,  # None: until the validation loss stops improving (models.stopping)
     "batch_size": 16,
     "learning_rate": 3e-3,
     "base_filters": 8,
     "depth": 4,
+    "convs_per_block": 2,
     "dice_weight": 1.0,
     "weight_decay": 1e-4,
     "augment": "flips",
     "colour_jitter": True,
 }
+# No plateau halving (lr_patience 0): the validation loss is noisy for the first few
+# hundred steps (the classes are learnt after the background), and a halving there left
+# one run at mIoU 0.37; the cosine over the budget anneals the rate instead.
+STOPPING = StopDefaults(patience=8, lr_patience=0, max_steps=4000, max_seconds=540.0)
 AUGMENT_MODES = ("none", "flips", "dihedral")
 SHUFFLE_BYTES = 256 << 20  # bound on the shuffle buffer, whatever the image size
 
 
-def hyperparameters(options: TrainOptions, train_count: int) -> dict[str, Any]:
+def hyperparameters(options: TrainOptions) -> dict[str, Any]:
     """The effective recipe: DEFAULTS, then ``options.extra``, then the explicit options.
 
-    Without an explicit epoch count the number of epochs follows the dataset size, so
-    the default schedule costs about the same (``train_images`` presentations, a few
-    minutes on two CPU cores at 128 x 128) whether a user uploads 1,000 or 3,000 images.
+    The stopping keys of ``options.extra`` are read by :func:`models.stopping.plan_stopping`.
     """
-    unknown = set(options.extra) - set(DEFAULTS)
+    unknown = set(options.extra) - set(DEFAULTS) - set(STOP_KEYS)
     if unknown:
         raise ValueError(f"unknown segmentation options: {sorted(unknown)}")
     params = {**DEFAULTS, **options.extra, **options.overrides()}
-    if params["epochs"] is None:
-        passes = math.ceil(params["train_images"] / max(1, train_count))
-        params["epochs"] = max(1, min(int(params["max_epochs"]), passes))
     if params["augment"] not in AUGMENT_MODES:
         raise ValueError(f"augment must be one of {AUGMENT_MODES}, not {params['augment']!r}")
     return params
@@ -112,65 +112,51 @@ def _prepare(image: Any, mask: Any) -> tuple[Any, Any]:
 
 
 def make_pipelines(
-    train_ds: Any, val_ds: Any, info: DatasetInfo, params: dict[str, Any], seed: int
+    train_ds: Any, val_ds: Any, counts: tuple[int, int], params: dict[str, Any], seed: int
 ) -> tuple[Any, Any]:
-    """Batched, augmented training and validation datasets.
+    """An endless augmented training pipeline, and one pass of validation batches.
 
+    ``counts`` are the (train, val) sizes, known to tf.data (:func:`models.feeding.sized`).
     Nothing is cached here: :mod:`models.datasets` already caches what it streams from
     S3, and in-memory tensors need no cache; a second cache would double the memory.
     """
     import tensorflow as tf
 
-    height, width, channels = info.input_shape
+    height, width, channels = train_ds.element_spec[0].shape
     batch_size = int(params["batch_size"])
-    element_bytes = height * width * (channels + 1)
-    shuffle = max(1, min(info.train_count or 1024, 4096, SHUFFLE_BYTES // element_bytes))
+    element_bytes = int(height) * int(width) * (int(channels) + 1)
+    shuffle = max(1, min(counts[0] or 1024, 4096, SHUFFLE_BYTES // element_bytes))
     train = (
         train_ds.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
         .map(lambda i, m: _augment(i, m, params, seed), num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(batch_size, drop_remainder=info.train_count >= batch_size)
+        .batch(batch_size, drop_remainder=counts[0] >= batch_size)
+        .repeat()
         .prefetch(tf.data.AUTOTUNE)
     )
+    if not counts[1]:
+        return train, None
     val = val_ds.map(_prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
     return train, val.prefetch(tf.data.AUTOTUNE)
 
 
-def train_segmenter(
-    train_ds: Any, val_ds: Any, info: DatasetInfo, options: TrainOptions
-) -> TrainedModel:
-    """Fit a U-Net on ``train_ds``; the history has loss, accuracy and miou (and val_*).
-
-    The returned model is an uncompiled functional model sharing the trained layers,
-    so ``keras.saving.load_model(path, safe_mode=True)`` never needs the custom loss.
-    """
+def _compiled_unet(info: DatasetInfo, params: dict[str, Any]) -> Any:
+    """The U-Net of ``params``, compiled with AdamW, the Dice loss, accuracy and mean IoU."""
     import keras
 
     from bucketvision.models.segmentation.builders import build_unet
 
-    params = hyperparameters(options, info.train_count)
     num_classes = len(info.labels)
-    keras.utils.set_random_seed(options.seed)
-    train, val = make_pipelines(train_ds, val_ds, info, params, options.seed)
-    batch_size = int(params["batch_size"])
-    epochs = int(params["epochs"])
-    steps = options.steps_per_epoch or max(1, math.ceil(max(info.train_count, 1) / batch_size))
-    if options.steps_per_epoch:
-        train = train.repeat()
-    val_steps = max(1, math.ceil(max(info.val_count, 1) / batch_size))
-    if options.steps_per_epoch:
-        val_steps = min(val_steps, options.steps_per_epoch)
-
     model = build_unet(
         tuple(info.input_shape),
         num_classes,
         base_filters=int(params["base_filters"]),
         depth=int(params["depth"]),
-    )
-    schedule = keras.optimizers.schedules.CosineDecay(
-        float(params["learning_rate"]), decay_steps=max(1, steps * epochs), alpha=0.02
+        convs_per_block=int(params["convs_per_block"]),
     )
     model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=float(params["weight_decay"])),
+        optimizer=keras.optimizers.AdamW(
+            float(params["learning_rate"]), weight_decay=float(params["weight_decay"])
+        ),
         loss=segmentation_loss(num_classes, float(params["dice_weight"])),
         metrics=[
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
@@ -178,13 +164,49 @@ def train_segmenter(
         ],
         jit_compile=False,
     )
+    return model
+
+
+def train_segmenter(
+    train_ds: Any, val_ds: Any, info: DatasetInfo, options: TrainOptions
+) -> TrainedModel:
+    """Fit a U-Net on ``train_ds``; the history has loss, accuracy and miou (and val_*).
+
+    Without ``options.epochs`` it trains until the validation loss stops improving, within
+    the budget of :data:`STOPPING` (:mod:`models.stopping`). The returned model is an
+    uncompiled functional model sharing the trained layers, so
+    ``keras.saving.load_model(path, safe_mode=True)`` never needs the custom loss.
+    """
+    import keras
+
+    from bucketvision.models.feeding import sized
+    from bucketvision.models.stopping import adaptive_stop, plan_stopping
+
+    params = hyperparameters(options)
+    keras.utils.set_random_seed(options.seed)
+    train_ds, train_count = sized(train_ds)
+    val_ds, val_count = sized(val_ds)
+    if options.steps_per_epoch and val_count:  # a smoke run: a few validation batches
+        val_count = min(val_count, options.steps_per_epoch * int(params["batch_size"]))
+        val_ds = val_ds.take(val_count)
+    if train_count < 1:
+        raise ValueError("the training split is empty: nothing to train a segmenter on")
+    train, val = make_pipelines(train_ds, val_ds, (train_count, val_count), params, options.seed)
+    plan = plan_stopping(
+        options,
+        STOPPING,
+        train_count=train_count,
+        batch_size=int(params["batch_size"]),
+        has_validation=val is not None,
+    )
+    model = _compiled_unet(info, params)
+    stop = adaptive_stop(plan)
     fitted = model.fit(
         train,
-        validation_data=val if info.val_count else None,  # a tiny set may hold none out
-        epochs=epochs,
-        steps_per_epoch=steps if options.steps_per_epoch else None,
-        validation_steps=val_steps if options.steps_per_epoch else None,
-        callbacks=list(options.callbacks),
+        validation_data=val,
+        epochs=plan.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
+        callbacks=[stop, *options.callbacks],
         shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a tf.data.Dataset
         verbose=options.verbose,
     )
@@ -198,5 +220,6 @@ def train_segmenter(
         "resize": "letterbox",
         "architecture": "unet",
         "hyperparameters": {**params, "seed": options.seed},
+        **stop.card_fields(),
     }
     return TrainedModel(model=served, history=history, card=card)

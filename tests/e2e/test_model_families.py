@@ -412,6 +412,8 @@ def test_a_backbone_starts_from_a_weights_file_the_test_made(
     shown = json.loads(
         run_cli(service_env, "models", "show", f"{NAMES['classify']}@{version}", "--json").stdout
     )
+    recorded = shown["hyperparameters"]["weights"]
+    assert recorded.startswith("s3://") and "/_weights/" in recorded, recorded
     bucket, key = shown["model_file"][5:].split("/", 1)
     local = tmp_path / "trained.keras"
     s3_client.download_file(bucket, key, str(local))

@@ -132,6 +132,7 @@ def test_smoke_train_saves_and_reloads_in_safe_mode(tmp_path: Path) -> None:
     assert card["preprocess"] == "raw" and card["architecture"] == "seed_cnn"
     assert json.loads(json.dumps(card)) == card  # the registry stores the card as JSON
     assert card["hyperparameters"]["batch_size"] == 8 and card["hyperparameters"]["flip"] is False
+    assert card["stopped_because"] == "epochs requested reached" and card["steps_trained"] == 4
     path = tmp_path / "model.keras"
     trained.model.save(path)
     reloaded = keras.saving.load_model(path, safe_mode=True)
@@ -169,6 +170,47 @@ def test_smoke_train_of_the_compact_rgb_model() -> None:
         train_classifier(
             _dataset(images, labels), _dataset(images, labels), info, TrainOptions(extra={"lr": 1})
         )
+
+
+def _streamed(images: np.ndarray, labels: np.ndarray) -> Any:
+    """Elements of unknown size, like a split the loader streams from S3."""
+
+    def generate() -> Any:
+        for image, label in zip(images, labels, strict=True):
+            yield image.astype(np.uint8), np.int32(label)
+
+    return tf.data.Dataset.from_generator(
+        generate,
+        output_signature=(
+            tf.TensorSpec(images.shape[1:], tf.uint8),
+            tf.TensorSpec((), tf.int32),
+        ),
+    )
+
+
+def test_default_training_on_a_streamed_split_stops_by_itself_and_never_runs_dry() -> None:
+    import warnings
+
+    from bucketvision.models.classification.train import train_classifier
+    from bucketvision.models.digits import make_digits
+
+    images, labels = make_digits(30, seed=5)
+    images = images[..., np.newaxis]
+    info = DatasetInfo("classify", DIGIT_LABELS, (28, 28, 1), 40, 10)  # overstated counts
+    options = TrainOptions(
+        minibatch_size=8, verbose=0, extra={"max_steps": 9, "min_epoch_steps": 4}
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trained = train_classifier(
+            _streamed(images[:24], labels[:24]), _streamed(images[24:], labels[24:]), info, options
+        )
+    assert [str(w.message) for w in caught if "ran out of data" in str(w.message)] == []
+    card = trained.card
+    assert card["stopped_because"] == "step budget reached" and card["steps_trained"] == 9
+    assert len(trained.history["val_loss"]) == 3  # epochs of 4 steps, the third cut short
+    assert card["stopping"]["budget"]["steps_per_epoch"] == 4
+    assert card["hyperparameters"]["schedule"] == "plateau"
 
 
 def test_metrics_of_a_hand_made_confusion_case() -> None:

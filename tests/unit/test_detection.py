@@ -80,6 +80,56 @@ def test_flip_moves_boxes_with_the_pixels() -> None:
     assert flipped == {4, 50}
 
 
+def test_random_zoom_keeps_boxes_on_their_pixels_and_drops_the_hidden_ones() -> None:
+    from bucketvision.models.detection.augment import random_zoom
+
+    image = np.zeros((64, 64, 3), np.float32)
+    image[10:20, 4:14] = 1.0
+    image[40:60, 30:50] = 1.0
+    boxes = np.array([[4, 10, 14, 20], [30, 40, 50, 60]], np.float32)
+    classes = np.array([0, 1], np.int32)
+    sides = set()
+    for _ in range(30):
+        out, kept, kept_classes = (
+            np.asarray(v) for v in random_zoom(image, boxes, classes, jitter=0.4)
+        )
+        assert out.shape == image.shape and len(kept) == len(kept_classes)
+        assert len(kept) == 2 or out.sum() < image.sum() * 1.5  # a box lost only off-view
+        for (x0, y0, x1, y1), label in zip(kept, kept_classes, strict=True):
+            inner = out[int(np.ceil(y0)) + 1 : int(y1) - 1, int(np.ceil(x0)) + 1 : int(x1) - 1]
+            assert inner.size and inner.min() > 0.99  # the box is on the object's pixels
+            assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+            sides.add(round(float(x1 - x0) / (10 if label == 0 else 20), 1))
+    assert min(sides) < 0.85 and max(sides) > 1.15  # zoomed out and in
+    same = random_zoom(image, boxes, classes, jitter=0.0)
+    np.testing.assert_array_equal(np.asarray(same[1]), boxes)
+
+
+def test_a_streamed_split_never_runs_out_of_data() -> None:
+    """Splits of unknown size (the loader's) and counts that overstate them (skipped items)."""
+    import warnings
+
+    from bucketvision.models.detection.train import train_detector
+    from bucketvision.models.scenes import make_scenes
+    from tests.perf.tune_detection import scenes_dataset
+
+    scenes = make_scenes(9, seed=4, width=64, height=64)
+    info = DatasetInfo("detect", LABELS, (64, 64, 3), 8, 3)
+    options = TrainOptions(
+        epochs=2,
+        minibatch_size=4,
+        verbose=0,
+        extra={"widths": [8, 8, 16, 16], "neck_filters": 8, "head_filters": 8},
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trained = train_detector(
+            scenes_dataset(scenes, 0, 6), scenes_dataset(scenes, 6), info, options
+        )
+    assert [str(w.message) for w in caught if "ran out of data" in str(w.message)] == []
+    assert len(trained.history["val_loss"]) == 2 and trained.card["steps_trained"] == 4
+
+
 def test_decode_returns_boxes_classes_and_nms_drops_a_duplicate() -> None:
     output = _output(
         [
@@ -178,6 +228,8 @@ def test_smoke_fit_saves_and_reloads_in_safe_mode(trained: Any, tmp_path: Any) -
     assert card["stride"] == 4 and card["resize"] == "letterbox" and card["preprocess"] == "unit"
     assert 0.0 < card["score_threshold"] < 1.0 and card["hyperparameters"]["epochs"] == 1
     assert "loss" in trained.history and "val_loss" in trained.history
+    assert card["stopped_because"] == "epochs requested reached" and card["steps_trained"] == 2
+    assert card["best_epoch"] == 1 and card["stopping"]["monitor"] == "val_loss"
     path = tmp_path / "model.keras"
     trained.model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)

@@ -120,6 +120,8 @@ def test_card_and_samples(watched: tuple[Any, WeightWatch]) -> None:
     assert card["image_shape"] == [28, 28, 1] and card["latent_dim"] == 8
     assert card["preprocess"] == "symmetric" and card["architecture"] == "dcgan"
     assert card["hyperparameters"]["steps_per_epoch"] == 2
+    assert card["stopped_because"] == "epochs requested reached" and card["steps_trained"] == 2
+    assert card["best_epoch"] == 1 and card["stopping"]["epochs_trained"] == 1
     grid = Image.open(io.BytesIO(trained.samples_png))
     assert grid.size[1] > grid.size[0] / 2  # ten rows (one per class) of ten
     assert [tuple(i.shape) for i in trained.model.inputs] == [(None, 8), (None, 1)]

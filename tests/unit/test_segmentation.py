@@ -179,3 +179,71 @@ def test_huge_originals_are_smoothed_at_a_bounded_size_then_enlarged() -> None:
     ids = mask_at_original(probabilities, placement)
     assert ids.shape == (1500, 3000) and ids.dtype == np.uint8
     assert (ids[:, 1510:] == 1).all() and (ids[:, :1490] == 0).all()
+
+
+def _streamed(images: np.ndarray, masks: np.ndarray) -> Any:
+    """(image, mask) elements of unknown size, like a split the loader streams from S3."""
+    import tensorflow as tf
+
+    def generate() -> Any:
+        yield from zip(images, masks, strict=True)
+
+    height, width = masks.shape[1:]
+    return tf.data.Dataset.from_generator(
+        generate,
+        output_signature=(
+            tf.TensorSpec((height, width, 3), tf.uint8),
+            tf.TensorSpec((height, width), tf.uint8),
+        ),
+    )
+
+
+def test_a_streamed_split_never_runs_out_of_data() -> None:
+    """The loader's splits have no known size: fit used to read each epoch to the end and
+    Keras warned 'Your input ran out of data; interrupting training' every epoch."""
+    import warnings
+
+    from bucketvision.models.scenes import make_scenes
+    from bucketvision.models.segmentation.train import train_segmenter
+
+    scenes = make_scenes(9, seed=4, width=32, height=32)
+    # The counts say 8 and 3, as when an undecodable item was skipped: 6 and 3 are there.
+    info = DatasetInfo("segment", scenes.mask_labels, (32, 32, 3), train_count=8, val_count=3)
+    options = TrainOptions(
+        epochs=3, minibatch_size=4, verbose=0, extra={"base_filters": 4, "depth": 2}
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trained = train_segmenter(
+            _streamed(scenes.images[:6], scenes.masks[:6]),
+            _streamed(scenes.images[6:], scenes.masks[6:]),
+            info,
+            options,
+        )
+    assert [str(w.message) for w in caught if "ran out of data" in str(w.message)] == []
+    assert len(trained.history["loss"]) == 3 and len(trained.history["val_loss"]) == 3
+    assert trained.card["steps_trained"] == 3 * 2  # 6 items in batches of 4: 2 a pass
+
+
+def test_default_training_stops_by_itself_and_says_why() -> None:
+    from bucketvision.models.scenes import make_scenes
+    from bucketvision.models.segmentation.train import train_segmenter
+
+    scenes = make_scenes(8, seed=5, width=32, height=32)
+    info = DatasetInfo("segment", scenes.mask_labels, (32, 32, 3), train_count=6, val_count=2)
+    options = TrainOptions(
+        minibatch_size=2,
+        verbose=0,
+        extra={"base_filters": 4, "depth": 2, "max_steps": 7, "min_epoch_steps": 3},
+    )
+    trained = train_segmenter(
+        _streamed(scenes.images[:6], scenes.masks[:6]),
+        _streamed(scenes.images[6:], scenes.masks[6:]),
+        info,
+        options,
+    )
+    card = trained.card
+    assert card["stopped_because"] == "step budget reached" and card["steps_trained"] == 7
+    assert len(trained.history["loss"]) == 3  # epochs of 3 steps; the third cut at step 7
+    assert 1 <= card["best_epoch"] <= 3 and card["stopping"]["monitor"] == "val_loss"
+    assert "learning_rate" in trained.history
