@@ -10,6 +10,7 @@ works, so a finaliser that dies frees the job within ``FINALIZE_LEASE_SECONDS``.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -21,16 +22,25 @@ import redis
 from bucketvision.infra import keys
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.outputs import jsonl, parse_jsonl
-from bucketvision.infra.vocabulary import FINAL_STATES
+from bucketvision.infra.ownership import (
+    BEGIN_BATCH_SCRIPT,
+    ENDED_STATES,
+    BatchLeases,
+    BatchStart,
+    lease_ms,
+)
+
+__all__ = ["ENDED_STATES", "BatchRecord", "BatchStart", "JobNotFound", "JobStore"]
 
 JOB_TTL_SECONDS = 30 * 24 * 3600
 # The finaliser renews its lease every third of it (worker.finalize); a dead one frees it.
 FINALIZE_LEASE_SECONDS = 30
-ENDED_STATES = tuple(dict.fromkeys((*FINAL_STATES, "cancelled")))  # a job in these takes no work
 _STAGES = ("download", "decode", "infer", "upload")
 
+# Recording a batch also ends its owner's lease (infra.ownership): nobody needs to run it.
 _RECORD_BATCH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
+redis.call('HDEL', KEYS[3], 'owner:' .. ARGV[1])
 local batches = tonumber(redis.call('HGET', KEYS[1], 'batches'))
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
   return {0, tonumber(redis.call('HGET', KEYS[1], 'done_batches') or '0'), batches}
@@ -45,16 +55,6 @@ redis.call('HSET', KEYS[1], 'updated_at', ARGV[10])
 if ARGV[11] ~= '' then redis.call('HSETNX', KEYS[1], 'failure', ARGV[11]) end
 local done = redis.call('HINCRBY', KEYS[1], 'done_batches', 1)
 return {1, done, batches}
-"""
-
-_BEGIN_BATCH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, ''} end
-local state = redis.call('HGET', KEYS[1], 'state') or ''
-for i = 3, #ARGV do if state == ARGV[i] then return {0, 0, state} end end
-if redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2]) == 1 then
-  redis.call('HSET', KEYS[1], 'state', 'running')
-end
-return {redis.call('HINCRBY', KEYS[2], ARGV[1], 1), redis.call('HEXISTS', KEYS[3], ARGV[1]), state}
 """
 
 # Renew (ARGV[2] ms) or release (0) the lease of its holder ARGV[1] ('': whoever holds it).
@@ -102,35 +102,14 @@ class BatchRecord:
         return self.done_batches >= self.total_batches
 
 
-@dataclass(frozen=True)
-class BatchStart:
-    """The attempt number of a batch, and whether an earlier attempt already recorded it.
-
-    A batch is redelivered only when its worker died before recording it (outages
-    are ridden out in process), so every earlier attempt is a worker death. A batch
-    of a job that has ended (``job_ended``) is not counted: its attempt is 0.
-    """
-
-    attempt: int
-    already_recorded: bool
-    job_state: str = "running"
-
-    @property
-    def job_ended(self) -> bool:
-        return self.job_state in ENDED_STATES
-
-    @property
-    def worker_deaths(self) -> int:
-        return self.attempt - 1
-
-
 class JobStore:
     """Reads and writes job state in Redis; safe to share between threads."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._record_batch = client.register_script(_RECORD_BATCH)
-        self._begin_batch = client.register_script(_BEGIN_BATCH)
+        self._begin_batch = client.register_script(BEGIN_BATCH_SCRIPT)
+        self.leases = BatchLeases(client)
         self._lease = client.register_script(_LEASE)
         self._finish = client.register_script(_FINISH)
 
@@ -201,19 +180,32 @@ class JobStore:
             record["options"] = json.loads(record["options"])
         return record
 
-    def begin_batch(self, job_id: str, batch_index: int) -> BatchStart:
-        """Mark the job running and count an attempt of this batch, in one round trip.
+    def begin_batch(
+        self,
+        job_id: str,
+        batch_index: int,
+        *,
+        owner: str | None = None,
+        lease_seconds: float | None = None,
+    ) -> BatchStart:
+        """Mark the job running and make ``owner`` the batch's owner, in one round trip.
 
-        A job that has ended is left as it is: its state comes back, to skip the batch.
+        Another owner whose lease has not expired keeps the batch (``owned_elsewhere``);
+        one whose lease expired died, and the batch is taken over with one death counted
+        (:mod:`bucketvision.infra.ownership`). A batch already recorded, or of a job that
+        has ended, gets no owner: a job's state comes back, to skip the batch.
         """
-        attempt, recorded, state = self._begin_batch(
+        attempt, recorded, state, expiry, death = self._begin_batch(
             keys=[keys.job(job_id), keys.job_attempts(job_id), keys.job_manifest(job_id)],
-            args=[batch_index, time.time(), *ENDED_STATES],
+            args=[
+                *(batch_index, time.time(), owner or secrets.token_hex(8)),
+                *(lease_ms(lease_seconds), JOB_TTL_SECONDS, *ENDED_STATES),
+            ],
         )
         if int(attempt) < 0:
             raise JobNotFound(f"job {job_id} has no record in Redis (expired or deleted)")
         text = state.decode() if isinstance(state, bytes) else str(state)
-        return BatchStart(int(attempt), bool(recorded), text)
+        return BatchStart(int(attempt), bool(recorded), text, int(expiry), bool(death))
 
     def record_batch(
         self,
@@ -228,7 +220,7 @@ class JobStore:
         counts = Counter(str(line["status"]) for line in lines)
         manifest = jsonl(lines)
         first, done, batches = self._record_batch(
-            keys=[keys.job(job_id), keys.job_manifest(job_id)],
+            keys=[keys.job(job_id), keys.job_manifest(job_id), keys.job_attempts(job_id)],
             args=[
                 *(batch_index, manifest, counts["ok"], counts["error"], counts["skipped"]),
                 *(stage_seconds.get(stage, 0.0) for stage in _STAGES),

@@ -28,7 +28,7 @@ def job_manifest(job_id: str) -> str:
 
 
 def job_attempts(job_id: str) -> str:
-    """Hash: batch index -> deliveries of that batch."""
+    """Hash: batch index -> 1 + its worker deaths; ``owner:<batch>`` -> its owner and lease end."""
     return f"{job(job_id)}:attempts"
 
 

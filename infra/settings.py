@@ -13,9 +13,14 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit, urlunsplit
 
 from bucketvision.infra.errors import UserError
+from bucketvision.infra.ownership import LEASE_SECONDS
 
 LOG_FORMATS = ("text", "json")
 MAX_PORT = 65535
+# A redelivery waits up to an owner lease to tell a live owner from a dead one
+# (infra.ownership): its own delivery must not come back meanwhile.
+MIN_VISIBILITY_TIMEOUT = int(2 * LEASE_SECONDS)
+RIDE_OUT_MARGIN_SECONDS = 60  # the rest of a batch's work around an outage ride-out
 DEFAULT_MODELS = {
     "classify": "digits",
     "detect": "shapes-detector",
@@ -58,6 +63,35 @@ def redact_url(url: str) -> str:
     host = parts.netloc.rpartition("@")[2]
     netloc = f"{user}:***@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _checked(settings: Settings) -> Settings:
+    """``settings``, unless its visibility timeout is shorter than a batch may take.
+
+    A batch's owner renews a lease while it runs (:mod:`bucketvision.infra.ownership`),
+    so a redelivery of a batch still running is told from one whose worker died,
+    within an owner lease. Without the lost-batch audit, a redelivery that stood down
+    leaves the batch unguarded should its owner then die: so with the audit off, a
+    batch riding out an outage must not be redelivered at all.
+    """
+    timeout = settings.visibility_timeout
+    if timeout < MIN_VISIBILITY_TIMEOUT:
+        raise SettingsError(
+            f"BV_VISIBILITY_TIMEOUT={timeout} is too short: a redelivered batch waits up to "
+            f"the {LEASE_SECONDS:.0f} s lease of the worker running it to tell whether that "
+            "worker is alive, and its own message must not come back meanwhile; set "
+            f"BV_VISIBILITY_TIMEOUT to at least {MIN_VISIBILITY_TIMEOUT}"
+        )
+    ride_out = settings.outage_seconds + RIDE_OUT_MARGIN_SECONDS
+    if settings.lost_batch_seconds == 0 and timeout < ride_out:
+        raise SettingsError(
+            f"BV_VISIBILITY_TIMEOUT={timeout} is shorter than a batch may take riding out an "
+            f"outage (BV_OUTAGE_SECONDS={settings.outage_seconds}, plus "
+            f"{RIDE_OUT_MARGIN_SECONDS} s), and BV_LOST_BATCH_SECONDS=0 turns off the audit "
+            "that sends a batch again if its worker dies after a redelivery stood down; set "
+            f"BV_VISIBILITY_TIMEOUT to at least {ride_out}, or BV_LOST_BATCH_SECONDS above 0"
+        )
+    return settings
 
 
 @dataclass(frozen=True)
@@ -109,34 +143,40 @@ class Settings:
         metrics_port = _optional_integer(env, "BV_METRICS_PORT")
         if metrics_port is not None and metrics_port > MAX_PORT:
             raise SettingsError(f"BV_METRICS_PORT={metrics_port} is above {MAX_PORT}")
-        return cls(
-            broker_url=broker_url,
-            s3_endpoint_url=env.get("BV_S3_ENDPOINT_URL") or None,
-            aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-            models_uri=models_uri if models_uri.endswith("/") else models_uri + "/",
-            batch_size=_integer(env, "BV_BATCH_SIZE", defaults.batch_size),
-            requested_forward_batch=_optional_integer(env, "BV_FORWARD_BATCH") or None,
-            max_image_pixels=_integer(env, "BV_MAX_IMAGE_PIXELS", defaults.max_image_pixels),
-            max_object_bytes=_integer(env, "BV_MAX_OBJECT_BYTES", defaults.max_object_bytes),
-            metrics_port=metrics_port,
-            visibility_timeout=_integer(env, "BV_VISIBILITY_TIMEOUT", defaults.visibility_timeout),
-            model_refresh_seconds=_integer(
-                env, "BV_MODEL_REFRESH_SECONDS", defaults.model_refresh_seconds
-            ),
-            io_threads=_integer(env, "BV_IO_THREADS", defaults.io_threads),
-            max_attempts=_integer(env, "BV_MAX_ATTEMPTS", defaults.max_attempts),
-            outage_seconds=_integer(env, "BV_OUTAGE_SECONDS", defaults.outage_seconds),
-            lost_batch_seconds=_integer(
-                env, "BV_LOST_BATCH_SECONDS", defaults.lost_batch_seconds, minimum=0
-            ),
-            schedule_file=env.get("BV_SCHEDULE_FILE") or None,
-            log_format=log_format,
-            unsafe_models=frozenset(
-                name.strip() for name in env.get("BV_UNSAFE_MODELS", "").split(",") if name.strip()
-            ),
-            model_cache_dir=env.get("BV_MODEL_CACHE_DIR") or defaults.model_cache_dir,
+        return _checked(
+            cls(
+                broker_url=broker_url,
+                s3_endpoint_url=env.get("BV_S3_ENDPOINT_URL") or None,
+                aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+                aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+                aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+                models_uri=models_uri if models_uri.endswith("/") else models_uri + "/",
+                batch_size=_integer(env, "BV_BATCH_SIZE", defaults.batch_size),
+                requested_forward_batch=_optional_integer(env, "BV_FORWARD_BATCH") or None,
+                max_image_pixels=_integer(env, "BV_MAX_IMAGE_PIXELS", defaults.max_image_pixels),
+                max_object_bytes=_integer(env, "BV_MAX_OBJECT_BYTES", defaults.max_object_bytes),
+                metrics_port=metrics_port,
+                visibility_timeout=_integer(
+                    env, "BV_VISIBILITY_TIMEOUT", defaults.visibility_timeout
+                ),
+                model_refresh_seconds=_integer(
+                    env, "BV_MODEL_REFRESH_SECONDS", defaults.model_refresh_seconds
+                ),
+                io_threads=_integer(env, "BV_IO_THREADS", defaults.io_threads),
+                max_attempts=_integer(env, "BV_MAX_ATTEMPTS", defaults.max_attempts),
+                outage_seconds=_integer(env, "BV_OUTAGE_SECONDS", defaults.outage_seconds),
+                lost_batch_seconds=_integer(
+                    env, "BV_LOST_BATCH_SECONDS", defaults.lost_batch_seconds, minimum=0
+                ),
+                schedule_file=env.get("BV_SCHEDULE_FILE") or None,
+                log_format=log_format,
+                unsafe_models=frozenset(
+                    name.strip()
+                    for name in env.get("BV_UNSAFE_MODELS", "").split(",")
+                    if name.strip()
+                ),
+                model_cache_dir=env.get("BV_MODEL_CACHE_DIR") or defaults.model_cache_dir,
+            )
         )
 
     @property

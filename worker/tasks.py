@@ -12,6 +12,7 @@ turn it into metrics.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -19,9 +20,10 @@ from typing import Any, TypeVar
 from celery import Celery
 from celery.exceptions import Reject
 
-from bucketvision.infra.jobs import BatchStart, JobNotFound
+from bucketvision.infra.jobs import JobNotFound
 from bucketvision.infra.messages import GenerateMessage, JobMessage, parse_job_message
 from bucketvision.infra.outages import OUTAGE_ERRORS, ride_out
+from bucketvision.infra.ownership import LEASE_SECONDS, BatchStart, Heartbeat, owner_token
 from bucketvision.infra.vocabulary import BATCH_TASKS, TASK_NAMES
 from bucketvision.worker.finalize import finalize_job
 from bucketvision.worker.generation import run_generate_batch
@@ -34,6 +36,7 @@ from bucketvision.worker.training_task import handle_training
 log = logging.getLogger("bucketvision.worker")
 
 T = TypeVar("T")
+OWNER_POLL_SECONDS = 0.5  # how often a duplicate delivery looks at the owner's lease
 
 
 def finalize_if_complete(runtime: WorkerRuntime, job_id: str) -> str | None:
@@ -87,16 +90,20 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
     where = f"batch {message.batch} of job {message.job_id}"
     report = BatchReport(message.job_id, message.batch, message.task, message.model)
     within = runtime.settings.outage_seconds
+    owner = owner_token(runtime.identity)
+    lease = Heartbeat(runtime.jobs.leases, message.job_id, message.batch, owner)
     try:
-        start = _ride_out_or_requeue(
-            lambda: runtime.jobs.begin_batch(message.job_id, message.batch), where, within
-        )
+        start = _begin(runtime, message, owner, where, lease)
     except JobNotFound as error:
         log.warning("dropping %s: %s", where, error)
         return replace(report, dropped=True)
     if start.job_ended:
         # Failed (abandoned), finished or cancelled: its batches do no more work.
         log.info("skipping %s: the job is %s", where, start.job_state)
+        return replace(report, dropped=True)
+    if start.owned_elsewhere:
+        # A live worker runs it (its lease was renewed): it records the batch.
+        log.info("%s is run by a live worker; this delivery stands down", where)
         return replace(report, dropped=True)
     report = replace(report, attempt=start.attempt)
     if start.already_recorded:
@@ -107,18 +114,26 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
             lambda: finalize_if_complete(runtime, message.job_id), where, within
         )
         return replace(report, job_finished=finished)
-    outcome, ledger = _run_delivery(runtime, message, start, where)
+    lease.start()
+    try:
+        outcome, ledger = _run_delivery(runtime, message, start, where, lease)
 
-    def record() -> tuple[bool, str | None]:
-        recorded = runtime.jobs.record_batch(
-            message.job_id, message.batch, outcome.lines, outcome.stage_seconds, outcome.failure
-        )
-        if ledger is not None:
-            ledger.clear()
-        finished = _finalize(runtime, message.job_id) if recorded.job_complete else None
-        return recorded.first_time, finished
+        def record() -> tuple[bool, str | None]:
+            recorded = runtime.jobs.record_batch(
+                message.job_id, message.batch, outcome.lines, outcome.stage_seconds, outcome.failure
+            )
+            lease.stop()  # recording ended the lease
+            if ledger is not None:
+                ledger.clear()
+            finished = _finalize(runtime, message.job_id) if recorded.job_complete else None
+            return recorded.first_time, finished
 
-    first_time, finished = _ride_out_or_requeue(record, where, within)
+        first_time, finished = _ride_out_or_requeue(record, where, within, lease)
+    except BaseException:
+        lease.hand_back()  # this process lives on: its batch's next delivery is no death
+        raise
+    finally:
+        lease.stop()
     return replace(
         report,
         recorded=first_time,
@@ -130,15 +145,45 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
     )
 
 
+def _begin(
+    runtime: WorkerRuntime, message: JobMessage, owner: str, where: str, lease: Heartbeat
+) -> BatchStart:
+    """Take the batch, or find it owned by a live worker (:mod:`infra.ownership`).
+
+    A delivery that finds another owner watches its lease: renewed, the owner is
+    alive and this delivery stands down; expired, the owner died and this delivery
+    takes the batch over (one death). It waits at most a lease and a little more.
+    """
+    within = runtime.settings.outage_seconds
+
+    def begin() -> BatchStart:
+        return runtime.jobs.begin_batch(message.job_id, message.batch, owner=owner)
+
+    start = _ride_out_or_requeue(begin, where, within, lease)
+    seen = start.owner_expiry_ms
+    deadline = time.monotonic() + LEASE_SECONDS + 2 * OWNER_POLL_SECONDS
+    while start.owned_elsewhere and start.owner_expiry_ms == seen:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(OWNER_POLL_SECONDS)
+        start = _ride_out_or_requeue(begin, where, within, lease)
+    return start
+
+
 def _run_delivery(
-    runtime: WorkerRuntime, message: JobMessage, start: BatchStart, where: str
+    runtime: WorkerRuntime, message: JobMessage, start: BatchStart, where: str, lease: Heartbeat
 ) -> tuple[BatchOutcome, IsolationLedger | None]:
-    """This delivery's outcome: whole, or one item at a time after a worker death."""
+    """This delivery's outcome: whole, or one item at a time after a worker death.
+
+    A delivery that took the batch over from a dead owner charges that death to the
+    item then in flight, if it ran one at a time.
+    """
     within = runtime.settings.outage_seconds
     ledger = None
     if start.worker_deaths:
         ledger = IsolationLedger(runtime.jobs.redis, message.job_id, message.batch)
-        _ride_out_or_requeue(ledger.charge_death, where, within)
+        if start.death:
+            _ride_out_or_requeue(ledger.charge_death, where, within, lease)
 
     def run() -> BatchOutcome:
         if ledger is None:
@@ -163,11 +208,18 @@ def _run_delivery(
         return gave_up(message, start.attempt, error, within), ledger
 
 
-def _ride_out_or_requeue(call: Callable[[], T], where: str, within: float) -> T:
-    """``call`` through an outage; past the bound, hand the message back unacknowledged."""
+def _ride_out_or_requeue(
+    call: Callable[[], T], where: str, within: float, lease: Heartbeat | None = None
+) -> T:
+    """``call`` through an outage; past the bound, hand the message back unacknowledged.
+
+    The batch's ``lease`` is released first, so its redelivery is not taken for a death.
+    """
     try:
         return ride_out(call, where, within_seconds=within)
     except OUTAGE_ERRORS as error:
+        if lease is not None:
+            lease.hand_back()
         raise Reject(f"{where}: Redis unavailable ({error})", requeue=True) from error
 
 

@@ -53,9 +53,9 @@ def test_redelivered_batch_is_counted_once(redis_url: str) -> None:
     assert jobs.begin_batch(job_id, 0).attempt == 1
     assert jobs.get(job_id)["state"] == "running"
     first = jobs.record_batch(job_id, 0, _lines(["a", "b"]), {"infer": 1.0})
-    redelivered = jobs.begin_batch(job_id, 0)  # redelivery counts an attempt
-    assert redelivered.attempt == 2 and redelivered.already_recorded
-    assert redelivered.worker_deaths == 1
+    redelivered = jobs.begin_batch(job_id, 0)  # after it was recorded: no death (issue 14)
+    assert redelivered.attempt == 1 and redelivered.already_recorded
+    assert redelivered.worker_deaths == 0 and not redelivered.death
     again = jobs.record_batch(job_id, 0, _lines(["a", "b"]), {"infer": 1.0})
     assert first.first_time and not again.first_time
     record = jobs.get(job_id)

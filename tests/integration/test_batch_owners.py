@@ -1,0 +1,251 @@
+"""Issue 14: a redelivery is a worker death only when the batch's owner is known to be dead.
+
+Every delivery that runs a batch owns it through a lease in Redis, renewed by a
+heartbeat while the batch runs (riding out an outage included). A second delivery
+of a batch whose owner is alive stands down; one whose owner stopped renewing
+takes the batch over and is charged one death. Deliveries are driven in process
+through ``tasks.handle_inference_batch`` on a real Redis and S3 (moto); the model
+run is replaced by ``_run``, which here may be slow or cut off from S3.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from kombu.transport.redis import Channel
+
+from bucketvision.infra import keys
+from bucketvision.infra.jobs import JobStore
+from bucketvision.infra.outputs import manifest_line
+from bucketvision.infra.queue import INFERENCE_QUEUE
+from bucketvision.infra.s3 import StorageUnavailable
+from bucketvision.infra.settings import Settings
+from bucketvision.producer.submit import JobRequest, submit_job
+from bucketvision.worker import tasks
+from bucketvision.worker.runtime import WorkerRuntime
+from tests.helpers import png_bytes
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "it-owners"
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.broker_url)
+    client.delete(INFERENCE_QUEUE, Channel.unacked_key)
+    yield client
+    client.delete(INFERENCE_QUEUE, Channel.unacked_key)
+
+
+@pytest.fixture
+def runtime(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> WorkerRuntime:
+    """A pool child's runtime with BV_MAX_ATTEMPTS=2, as in the issue."""
+    built = WorkerRuntime(settings.with_overrides(max_attempts=2, outage_seconds=60))
+    monkeypatch.setattr(tasks, "get_runtime", lambda: built)
+    return built
+
+
+@pytest.fixture
+def jobs(settings: Settings) -> JobStore:
+    return JobStore.from_url(settings.broker_url)
+
+
+def _submit(
+    s3_client: Any, fake_model: str, settings: Settings, producer_clients: Any, broker: Any
+) -> tuple[str, dict[str, Any]]:
+    """A job of 2 images in one batch; its task body, as a worker would receive it."""
+    s3_client.create_bucket(Bucket=BUCKET)
+    pixel = png_bytes(np.zeros((4, 4), dtype="uint8"))
+    for index in range(2):
+        s3_client.put_object(Bucket=BUCKET, Key=f"in/{index}.png", Body=pixel)
+    request = JobRequest("classify", f"s3://{BUCKET}/in/", f"s3://{BUCKET}/out/", fake_model, 2)
+    clients = producer_clients(settings)
+    job_id = submit_job(request, **clients).job_id
+    broker.delete(INFERENCE_QUEUE)  # the tests deliver the body themselves
+    return job_id, clients["jobs"].plan(job_id, [0])[0]
+
+
+def _ok(message: Any, attempt: int) -> Any:
+    from bucketvision.worker.pipeline import BatchOutcome
+
+    lines = [
+        manifest_line(
+            key,
+            status="ok",
+            output=None,
+            result={"label": "0"},
+            error=None,
+            model="m@v1",
+            latency_ms=1.0,
+            attempts=attempt,
+        )
+        for key in message.keys
+    ]
+    return BatchOutcome(lines, {"infer": 0.1})
+
+
+def _in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def _deaths(jobs: JobStore, job_id: str) -> int:
+    attempt = jobs.redis.hget(keys.job_attempts(job_id), "0")
+    return int(attempt or 0) - 1
+
+
+def test_a_second_delivery_while_the_owner_is_alive_counts_no_death_and_does_not_run(
+    s3_client: Any,
+    fake_model: str,
+    settings: Settings,
+    producer_clients: Any,
+    broker: redis.Redis,
+    runtime: WorkerRuntime,
+    jobs: JobStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_id, body = _submit(s3_client, fake_model, settings, producer_clients, broker)
+    ran: list[int] = []
+    running, go_on = threading.Event(), threading.Event()
+
+    def run(_: Any, message: Any, attempt: int) -> Any:
+        ran.append(attempt)
+        if len(ran) == 1:  # the owner: busy with the batch until told to go on
+            running.set()
+            assert go_on.wait(60)
+        return _ok(message, attempt)
+
+    monkeypatch.setattr(tasks, "_run", run)
+    owner, owner_report = _in_thread(lambda: tasks.handle_inference_batch(body))
+    assert running.wait(30)
+    duplicate = tasks.handle_inference_batch(body)  # the broker's visibility-timeout redelivery
+    assert ran == [1], "the batch ran a second time while its owner was alive"
+    assert duplicate.items is None and not duplicate.recorded
+    assert _deaths(jobs, job_id) == 0
+    go_on.set()
+    owner.join(60)
+    assert owner_report and owner_report[0].recorded and owner_report[0].attempt == 1
+    record = jobs.get(job_id)
+    assert record["state"] == "finished" and record["ok"] == 2 and record["error"] == 0
+    assert [line["attempts"] for line in jobs.manifest_lines(job_id)] == [1, 1]
+    assert _deaths(jobs, job_id) == 0
+    assert not jobs.redis.hexists(keys.job_attempts(job_id), "owner:0")  # released on record
+
+
+def test_a_delivery_after_the_owner_stopped_heartbeating_counts_exactly_one_death(
+    s3_client: Any,
+    fake_model: str,
+    settings: Settings,
+    producer_clients: Any,
+    broker: redis.Redis,
+    runtime: WorkerRuntime,
+    jobs: JobStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_id, body = _submit(s3_client, fake_model, settings, producer_clients, broker)
+    # The first delivery took the batch, its begin_batch retried once (a lost reply), and
+    # then its process was killed: no heartbeat renews its short lease any more.
+    dead = "dead-host:1:feed"
+    assert jobs.begin_batch(job_id, 0, owner=dead, lease_seconds=0.5).attempt == 1
+    retried = jobs.begin_batch(job_id, 0, owner=dead, lease_seconds=0.5)
+    assert retried.attempt == 1 and retried.worker_deaths == 0  # a retry is no death
+    time.sleep(0.7)
+    ran: list[int] = []
+
+    def run(_: Any, message: Any, attempt: int) -> Any:
+        ran.append(attempt)
+        return _ok(message, attempt)
+
+    monkeypatch.setattr(tasks, "_run", run)
+    report = tasks.handle_inference_batch(body)
+    assert report.recorded and report.attempt == 2
+    assert _deaths(jobs, job_id) == 1
+    assert ran == [2, 2]  # after a death the batch runs one image at a time
+    again = tasks.handle_inference_batch(body)  # redelivered after it was recorded
+    assert again.items is None and _deaths(jobs, job_id) == 1
+    record = jobs.get(job_id)
+    assert record["ok"] == 2 and record["state"] == "finished"
+
+
+def test_good_images_survive_an_s3_cut_longer_than_the_visibility_timeout(
+    s3_client: Any,
+    fake_model: str,
+    settings: Settings,
+    producer_clients: Any,
+    broker: redis.Redis,
+    runtime: WorkerRuntime,
+    jobs: JobStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BV_MAX_ATTEMPTS=2; the owner rides out an S3 cut while the batch comes back twice."""
+    job_id, body = _submit(s3_client, fake_model, settings, producer_clients, broker)
+    cut_until = time.monotonic() + 6.0  # the S3 cut, longer than the redeliveries below
+    calls: list[int] = []
+
+    def run(_: Any, message: Any, attempt: int) -> Any:
+        calls.append(attempt)
+        if time.monotonic() < cut_until:
+            raise StorageUnavailable("S3 unreachable (cut)")
+        return _ok(message, attempt)
+
+    monkeypatch.setattr(tasks, "_run", run)
+    owner, owner_report = _in_thread(lambda: tasks.handle_inference_batch(body))
+    deadline = time.monotonic() + 10
+    while not calls:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # Two visibility-timeout redeliveries while the owner waits for S3.
+    second, second_report = _in_thread(lambda: tasks.handle_inference_batch(body))
+    time.sleep(0.5)
+    third = tasks.handle_inference_batch(body)
+    second.join(30)
+    owner.join(60)
+    assert not owner.is_alive() and not second.is_alive()
+    assert third.dead_lettered_items == 0 and not third.recorded
+    assert second_report and not second_report[0].recorded
+    assert owner_report and owner_report[0].recorded
+    lines = jobs.manifest_lines(job_id)
+    assert [line["status"] for line in lines] == ["ok", "ok"], lines
+    record = jobs.get(job_id)
+    assert record["state"] == "finished" and record["ok"] == 2 and record["error"] == 0
+    assert _deaths(jobs, job_id) == 0
+
+
+def test_owner_leases_in_the_job_store(
+    s3_client: Any,
+    fake_model: str,
+    settings: Settings,
+    producer_clients: Any,
+    broker: redis.Redis,
+    jobs: JobStore,
+) -> None:
+    from bucketvision.infra.ownership import Heartbeat
+
+    job_id, _ = _submit(s3_client, fake_model, settings, producer_clients, broker)
+    first = jobs.begin_batch(job_id, 0, owner="a", lease_seconds=5)
+    assert (first.attempt, first.death, first.owned_elsewhere) == (1, False, False)
+    busy = jobs.begin_batch(job_id, 0, owner="b", lease_seconds=5)
+    assert busy.owned_elsewhere and busy.attempt == 1  # a duplicate counts nothing
+    beat = Heartbeat(jobs.leases, job_id, 0, "a", seconds=0.5).start()
+    time.sleep(0.4)
+    renewed = jobs.begin_batch(job_id, 0, owner="b")
+    assert renewed.owned_elsewhere and renewed.owner_expiry_ms != busy.owner_expiry_ms
+    beat.hand_back()  # "a" hands the batch back (Reject(requeue=True)): released
+    after_release = jobs.begin_batch(job_id, 0, owner="b", lease_seconds=0.2)
+    assert (after_release.attempt, after_release.death) == (1, False)
+    time.sleep(0.3)  # "b" died
+    taken = jobs.begin_batch(job_id, 0, owner="c")
+    assert (taken.attempt, taken.death, taken.worker_deaths) == (2, True, 1)
+    assert not jobs.leases.renew(job_id, 0, "b")  # the dead owner's token no longer holds it
+    assert jobs.redis.ttl(keys.job_attempts(job_id)) > 0
+    jobs.record_batch(job_id, 0, [], {})
+    assert jobs.redis.hkeys(keys.job_attempts(job_id)) == [b"0"]  # the owner field went
