@@ -1,13 +1,17 @@
 """``python -m tests.chaos.faulty_worker worker ...``: the real worker with poison payloads.
 
 The chaos tests need images that kill the process decoding them, as a decoder
-bug or a runaway allocation would. This wrapper arms the worker's decoder with
-two triggers before the real ``bucketvision`` command line runs (the pool
-children are forked after this, so they inherit it):
+bug or a runaway allocation would, and a worker to kill at a chosen moment. This
+wrapper arms the real worker before the ``bucketvision`` command line runs (the
+pool children are forked after this, so they inherit it):
 
 - a payload starting with ``BV-CHAOS-SIGKILL`` makes the process SIGKILL itself;
 - a payload starting with ``BV-CHAOS-OOM`` allocates and touches memory until
-  the kernel's OOM killer ends it (run the worker in a memory-limited cgroup).
+  the kernel's OOM killer ends it (run the worker in a memory-limited cgroup);
+- with ``BV_CHAOS_PAUSE_FINALIZE=PATH`` in its environment, a process that
+  finalises a job stops inside finalisation (the lease taken and renewed, no job
+  file written yet), writes ``PATH`` (its pid and job id) and waits there, so
+  the test can kill the worker while it finalises.
 
 Nothing here ships with the service; production workers never see it.
 """
@@ -17,14 +21,18 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from typing import Any
 
+import bucketvision.worker.finalize as finalize_module
 import bucketvision.worker.pipeline as pipeline_module
 from bucketvision.producer.cli import main
 
 KILL_MARKER = b"BV-CHAOS-SIGKILL"
 OOM_MARKER = b"BV-CHAOS-OOM"
+PAUSE_FINALIZE_ENV = "BV_CHAOS_PAUSE_FINALIZE"
 _real_decode = pipeline_module.decode_image
+_real_write_job_files = getattr(finalize_module, "_write_job_files", None)
 
 
 def _poisoned_decode(data: bytes, **options: Any) -> Any:
@@ -39,7 +47,24 @@ def _poisoned_decode(data: bytes, **options: Any) -> Any:
     return _real_decode(data, **options)
 
 
+def _paused_write_job_files(jobs: Any, store: Any, record: Any, job_id: str, *rest: Any) -> Any:
+    """Finalisation, held (lease and heartbeat running) before any job file is written."""
+    signal_path = os.environ.get(PAUSE_FINALIZE_ENV)
+    if signal_path:
+        with open(signal_path + ".tmp", "w") as handle:
+            handle.write(f"{os.getpid()} {job_id}\n")
+        os.replace(signal_path + ".tmp", signal_path)  # the test sees it whole
+        while True:  # until the test kills this worker
+            time.sleep(1)
+    assert _real_write_job_files is not None
+    return _real_write_job_files(jobs, store, record, job_id, *rest)
+
+
 pipeline_module.decode_image = _poisoned_decode  # type: ignore[assignment]
+if _real_write_job_files is not None:
+    finalize_module._write_job_files = _paused_write_job_files  # type: ignore[attr-defined]
 
 if __name__ == "__main__":
+    if os.environ.get(PAUSE_FINALIZE_ENV) and _real_write_job_files is None:
+        sys.exit("faulty_worker: worker.finalize has no _write_job_files to pause in")
     sys.exit(main(sys.argv[1:]))
