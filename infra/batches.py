@@ -15,7 +15,9 @@ The audit also drives finalisation to its end. A job whose batches are all
 recorded but which has not ended, whose finalisation lease nobody holds and of
 which no batch is queued or unacknowledged has lost its finaliser (it died
 after recording, or while writing the job files): one of its batches is sent
-again, and the worker that finds it recorded finalises the job. The audit runs
+again, and the worker that finds it recorded finalises the job. So is a job
+being cancelled none of whose batches runs (no live owner): the worker that
+skips the batch finalises it as ``cancelled``. The audit runs
 every ``FINALIZE_CHECK_SECONDS`` at most, so such a job ends within a lease and
 a check (about 45 s) plus the time a worker takes to pick the batch up.
 """
@@ -35,11 +37,12 @@ from celery import Celery
 from kombu.transport.redis import Channel
 
 from bucketvision.infra import keys
-from bucketvision.infra.jobs import ENDED_STATES, FINALIZE_LEASE_SECONDS, JobNotFound, JobStore
+from bucketvision.infra.job_life import live_owners
+from bucketvision.infra.jobs import FINALIZE_LEASE_SECONDS, JobNotFound, JobStore
 from bucketvision.infra.messages import JobMessage, parse_job_message
 from bucketvision.infra.outages import OUTAGE_ERRORS
 from bucketvision.infra.queue import INFERENCE_QUEUE
-from bucketvision.infra.vocabulary import TASK_NAMES
+from bucketvision.infra.vocabulary import CANCELLING, FINAL_STATES, TASK_NAMES
 
 log = logging.getLogger("bucketvision.batches")
 
@@ -132,8 +135,8 @@ class LostBatchAudit:
     def _stalled(self, unfinalised: list[str]) -> Iterator[tuple[str, set[int]]]:
         """Active jobs quiet for ``quiet_seconds``, with their unrecorded batches.
 
-        Jobs with every batch recorded, not ended and with no finaliser holding
-        their lease are added to ``unfinalised``, quiet or not.
+        Jobs with every batch recorded (or cancelling with none running), not ended
+        and with no finaliser holding their lease are added to ``unfinalised``.
         """
         for job_id in self.jobs.active_jobs():
             try:
@@ -141,10 +144,13 @@ class LostBatchAudit:
             except JobNotFound:
                 self.jobs.forget_active(job_id)
                 continue
-            if record["state"] in ENDED_STATES:
+            if record["state"] in FINAL_STATES:
                 self.jobs.forget_active(job_id)
                 continue
-            if 0 < record.get("batches", 0) <= record.get("done_batches", 0):
+            cancelling = record["state"] == CANCELLING
+            if cancelling and live_owners(self.jobs.redis, job_id):
+                continue  # the batches that run finalise it once they stop
+            if cancelling or 0 < record.get("batches", 0) <= record.get("done_batches", 0):
                 if not self.jobs.redis.exists(keys.job_finalize_lock(job_id)):
                     unfinalised.append(job_id)
                 continue
@@ -198,8 +204,8 @@ class LostBatchAudit:
         batch, body = plan.popitem()
         send_batches(self.app, self.jobs, [parse_job_message(body)])
         log.warning(
-            "job %s: every batch recorded, yet no worker is finalising it (its finaliser died);"
-            " sent batch %d again for a worker to finalise it",
+            "job %s: done (every batch recorded, or cancelled), yet no worker is finalising it"
+            " (its finaliser died); sent batch %d again for a worker to finalise it",
             job_id,
             batch,
         )

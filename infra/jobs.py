@@ -21,6 +21,7 @@ import redis
 
 from bucketvision.infra import keys
 from bucketvision.infra.errors import UserError
+from bucketvision.infra.job_life import STAGES, create_job, decode_record
 from bucketvision.infra.outputs import jsonl, parse_jsonl
 from bucketvision.infra.ownership import (
     BEGIN_BATCH_SCRIPT,
@@ -29,21 +30,25 @@ from bucketvision.infra.ownership import (
     BatchStart,
     lease_ms,
 )
+from bucketvision.infra.vocabulary import FINAL_STATES
 
-__all__ = ["ENDED_STATES", "BatchRecord", "BatchStart", "JobNotFound", "JobStore"]
+__all__ = ["BatchRecord", "BatchStart", "JobNotFound", "JobStore"]
 
 JOB_TTL_SECONDS = 30 * 24 * 3600
 # The finaliser renews its lease every third of it (worker.finalize); a dead one frees it.
 FINALIZE_LEASE_SECONDS = 30
-_STAGES = ("download", "decode", "infer", "upload")
 
 # Recording a batch also ends its owner's lease (infra.ownership): nobody needs to run it.
+# A job in a final state (ARGV[12...]) changes no more: a late batch is not recorded.
 _RECORD_BATCH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0, ''} end
 redis.call('HDEL', KEYS[3], 'owner:' .. ARGV[1])
 local batches = tonumber(redis.call('HGET', KEYS[1], 'batches'))
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
-  return {0, tonumber(redis.call('HGET', KEYS[1], 'done_batches') or '0'), batches}
+local state = redis.call('HGET', KEYS[1], 'state') or ''
+local final = false
+for i = 12, #ARGV do if state == ARGV[i] then final = true end end
+if final or redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
+  return {0, tonumber(redis.call('HGET', KEYS[1], 'done_batches') or '0'), batches, state}
 end
 for i, name in ipairs({'ok', 'error', 'skipped'}) do
   redis.call('HINCRBY', KEYS[1], name, ARGV[2 + i])
@@ -54,7 +59,7 @@ end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[10])
 if ARGV[11] ~= '' then redis.call('HSETNX', KEYS[1], 'failure', ARGV[11]) end
 local done = redis.call('HINCRBY', KEYS[1], 'done_batches', 1)
-return {1, done, batches}
+return {1, done, batches, state}
 """
 
 # Renew (ARGV[2] ms) or release (0) the lease of its holder ARGV[1] ('': whoever holds it).
@@ -79,11 +84,6 @@ redis.call('SREM', KEYS[6], ARGV[6])
 return 1
 """
 
-_FIELDS_INT = ("total", "batches", "ok", "error", "skipped", "done_batches", "batch_size")
-_FIELDS_INT += ("resent_batches",)
-_FIELDS_FLOAT = ("submitted_at", "audited_at", "started_at", "finished_at", "updated_at")
-_FIELDS_FLOAT += tuple(f"stage_{stage}" for stage in _STAGES)
-
 
 class JobNotFound(UserError):
     """No job with that id is known to Redis."""
@@ -96,6 +96,7 @@ class BatchRecord:
     first_time: bool
     done_batches: int
     total_batches: int
+    job_state: str = "running"  # as the batch was recorded (``cancelling``: finalise sooner)
 
     @property
     def job_complete(self) -> bool:
@@ -118,22 +119,18 @@ class JobStore:
         options = {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 30}
         return cls(redis.Redis.from_url(url, retry_on_timeout=True, **options))
 
-    def create(self, job_id: str, fields: dict[str, Any]) -> None:
-        """Create the job record (state ``queued``)."""
+    def create(self, job_id: str, fields: dict[str, Any]) -> bool:
+        """Create the job record (state ``queued``) and index it; False if the id exists."""
+        now = time.time()
         record = {"job_id": job_id, "state": "queued", "ok": 0, "error": 0, "skipped": 0}
-        record.update({"done_batches": 0, "submitted_at": time.time()})
+        record.update({"done_batches": 0, "submitted_at": now})
         record.update(fields)
         encoded = {
             name: json.dumps(value) if isinstance(value, dict | list | bool) else value
             for name, value in record.items()
             if value is not None
         }
-        pipe = self.redis.pipeline()
-        pipe.hset(keys.job(job_id), mapping=encoded)
-        pipe.expire(keys.job(job_id), JOB_TTL_SECONDS)
-        pipe.zadd(keys.JOBS_BY_SUBMISSION, {job_id: float(record["submitted_at"])})
-        pipe.sadd(keys.ACTIVE_JOBS, job_id)
-        pipe.execute()
+        return create_job(self.redis, job_id, encoded, ttl_seconds=JOB_TTL_SECONDS, now=now)
 
     def store_plan(self, job_id: str, messages: Iterable[dict[str, Any]]) -> None:
         """Keep the task bodies of a job's batches until it finishes (to re-send lost ones)."""
@@ -168,17 +165,17 @@ class JobStore:
         raw = self.redis.hgetall(keys.job(job_id))
         if not raw:
             raise JobNotFound(
-                f"no job {job_id!r} in Redis; check the id (`bucketvision status` takes the id"
-                " that `submit` printed) and BV_BROKER_URL"
+                f"no job {job_id!r} in Redis; check the id (`bucketvision jobs` lists the"
+                " recent ones) and BV_BROKER_URL"
             )
-        record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
-        for name in record.keys() & set(_FIELDS_INT):
-            record[name] = int(float(record[name]))
-        for name in record.keys() & set(_FIELDS_FLOAT):
-            record[name] = float(record[name])
-        if "options" in record:
-            record["options"] = json.loads(record["options"])
-        return record
+        return decode_record(raw)
+
+    def get_many(self, job_ids: list[str]) -> list[dict[str, Any] | None]:
+        """The records of these jobs in one round trip; None for one that has expired."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(keys.job(job_id))
+        return [decode_record(raw) if raw else None for raw in pipe.execute()]
 
     def begin_batch(
         self,
@@ -219,17 +216,18 @@ class JobStore:
         lines = list(manifest_lines)
         counts = Counter(str(line["status"]) for line in lines)
         manifest = jsonl(lines)
-        first, done, batches = self._record_batch(
+        first, done, batches, state = self._record_batch(
             keys=[keys.job(job_id), keys.job_manifest(job_id), keys.job_attempts(job_id)],
             args=[
                 *(batch_index, manifest, counts["ok"], counts["error"], counts["skipped"]),
-                *(stage_seconds.get(stage, 0.0) for stage in _STAGES),
-                *(time.time(), failure or ""),
+                *(stage_seconds.get(stage, 0.0) for stage in STAGES),
+                *(time.time(), failure or "", *FINAL_STATES),
             ],
         )
         if int(first) < 0:
             raise JobNotFound(f"job {job_id} has no record in Redis (expired or deleted)")
-        return BatchRecord(bool(first), int(done), int(batches))
+        text = state.decode() if isinstance(state, bytes) else str(state)
+        return BatchRecord(bool(first), int(done), int(batches), text)
 
     def manifest_lines(self, job_id: str) -> list[dict[str, Any]]:
         """All recorded manifest lines, in batch order."""
@@ -273,7 +271,7 @@ class JobStore:
         touched = [*(name(job_id) for name in names), keys.job_finalize_lock(job_id)]
         touched.append(keys.ACTIVE_JOBS)
         args = [owner or "", state, finished_at, failure or "", JOB_TTL_SECONDS, job_id]
-        args += ENDED_STATES
+        args += FINAL_STATES  # a cancelling job is not final: its finaliser ends it
         return bool(self._finish(keys=touched, args=args))
 
     def abandon(self, job_id: str, reason: str) -> bool:
@@ -284,6 +282,7 @@ class JobStore:
         """
         return self.mark_finished(job_id, "failed", time.time(), failure=reason)
 
-    def recent_jobs(self, count: int = 20) -> list[str]:
-        newest = self.redis.zrevrange(keys.JOBS_BY_SUBMISSION, 0, count - 1)
+    def recent_jobs(self, count: int = 20, offset: int = 0) -> list[str]:
+        """Job ids newest first from the index (``bv:jobs``), ``count`` after ``offset``."""
+        newest = self.redis.zrevrange(keys.JOBS_BY_SUBMISSION, offset, offset + count - 1)
         return [item.decode() for item in newest]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 
-JOBS_BY_SUBMISSION = "bv:jobs"  # sorted set: job id scored by submission time
+# Sorted set: job id scored by submission time; trimmed to 30 days and the newest 10,000
+# whenever a job is created (infra.job_life), so `bucketvision jobs` reads a bounded index.
+JOBS_BY_SUBMISSION = "bv:jobs"
 ACTIVE_JOBS = "bv:jobs:active"  # set: jobs created and not yet finished
 TRAINING_RUNS_BY_SUBMISSION = "bv:trains"  # sorted set: run id scored by submission time
 BEAT_LOCK = "bv:beat:lock"  # one beat per broker

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import redis
 
 from bucketvision.infra import keys
-from bucketvision.infra.vocabulary import FINAL_STATES
+from bucketvision.infra.vocabulary import CANCELLING, FINAL_STATES
 
 log = logging.getLogger("bucketvision.ownership")
 
@@ -33,7 +33,8 @@ log = logging.getLogger("bucketvision.ownership")
 # (a stalled process, a slow Redis) before its batch may be taken for dead.
 LEASE_SECONDS = 10.0
 RELEASE_RETRY_SECONDS = 300.0  # how long a hand-back keeps trying to release (Redis down)
-ENDED_STATES = tuple(dict.fromkeys((*FINAL_STATES, "cancelled")))  # a job in these takes no work
+# A job in these takes no more work: its batches are skipped (a cancelling one is not final).
+ENDED_STATES = (*FINAL_STATES, CANCELLING)
 
 # KEYS: job record, attempts hash, manifest. ARGV: batch, now, owner, lease ms, TTL, ended...
 # Returns {attempt, recorded, state, expiry of another live owner's lease (ms), death}.

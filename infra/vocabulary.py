@@ -18,7 +18,12 @@ TRAINING_TASKS = ("train", "scheduled_train")
 TASK_NAMES = {task: f"bucketvision.{task}" for task in (*BATCH_TASKS, *TRAINING_TASKS)}
 
 # A job or a training run in one of these states changes no more.
-FINAL_STATES = ("finished", "failed", "skipped")
+FINAL_STATES = ("finished", "failed", "skipped", "cancelled")
+# A job asked to stop (``bucketvision cancel``): no batch of it starts, running ones stop
+# after their forward pass, and once none runs it is finalised as ``cancelled``.
+CANCELLING = "cancelling"
+# Every state of a job, in the order a job goes through them (``jobs --state``).
+JOB_STATES = ("queued", "running", CANCELLING, "finished", "failed", "cancelled")
 
 # Image formats the decoder hands to Pillow (its format names) and the key suffixes that
 # select an object as an image by default. HEIF (phones' HEIC) is read with the `heif`

@@ -7,7 +7,6 @@ exit: 2 for a request that cannot run, 1 for a job that ran and failed.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -17,15 +16,26 @@ import redis
 from bucketvision.infra.errors import EXIT_USAGE, UserError
 from bucketvision.infra.logs import configure_logging, leave_logging_to_us
 from bucketvision.infra.settings import Settings
-from bucketvision.infra.vocabulary import INFERENCE_TASKS
+from bucketvision.infra.vocabulary import IMAGE_PATTERNS, INFERENCE_TASKS
+from bucketvision.producer.cli_jobs import (
+    add_job_commands,
+    add_key_filters,
+    add_wait_flags,
+    check_wait_flags,
+)
 from bucketvision.producer.cli_models import add_model_commands
 from bucketvision.producer.cli_support import clients, report_job
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     from bucketvision.infra.queue import make_celery
+    from bucketvision.producer.key_lists import check_job_id, read_key_list
+    from bucketvision.producer.lifecycle import dry_run
     from bucketvision.producer.submit import JobRequest, submit_job
 
+    check_wait_flags(args)
+    found = clients(settings)
+    listed = read_key_list(args.keys_from, found["store"]) if args.keys_from else None
     request = JobRequest(
         task=args.task,
         input=args.input,
@@ -34,8 +44,14 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         batch_size=args.batch_size or settings.batch_size,
         includes=args.include or (),
         item_outputs=not args.no_item_outputs,
+        excludes=args.exclude or (),
+        keys=listed,
+        keys_source=f"--keys-from {args.keys_from}",
+        job_id=check_job_id(args.job_id) if args.job_id else None,
     )
-    found = clients(settings)
+    if args.dry_run:
+        print(dry_run(request, store=found["store"], registry=found["registry"]).describe())
+        return 0
     job = submit_job(request, app=make_celery(settings), **found)
     what = (
         f"submitted {job.total} objects in {job.batches} batches with {job.model}; "
@@ -59,6 +75,8 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         batch_size=args.batch_size or settings.batch_size,
         max_in_flight=args.max_in_flight,
         rescan_seconds=args.rescan_seconds,
+        includes=tuple(args.include or IMAGE_PATTERNS),
+        excludes=tuple(args.exclude or ()),
     )
     configure_logging("INFO", settings.log_format)
     report = _reporter(settings, "bucketvision.watch")
@@ -100,15 +118,6 @@ def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
 
         export_producer_metrics(settings)
     return run_beat(settings, loglevel=args.loglevel, quiet=settings.log_format == "json")
-
-
-def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from bucketvision.infra.jobs import JobStore
-    from bucketvision.producer.status import format_status, job_status
-
-    status = job_status(JobStore.from_url(settings.broker_url).get(args.job_id))
-    print(json.dumps(status, indent=2) if args.json else format_status(status))
-    return 0
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
@@ -153,17 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--output", help="s3://BUCKET/PREFIX/ (default s3://BUCKET/results/...)")
     submit.add_argument("--model", help="NAME[@VERSION] (default: the task's default model)")
     submit.add_argument("--batch-size", type=int, help="keys per task (default BV_BATCH_SIZE)")
+    add_key_filters(submit, "repeatable; default image suffixes, or every listed key")
     submit.add_argument(
-        "--include",
-        action="append",
-        metavar="GLOB",
-        help="only keys matching GLOB (repeatable; default image suffixes)",
+        "--keys-from", metavar="PATH|s3://...|-", help="these keys (or a manifest's), not a listing"
     )
+    submit.add_argument("--job-id", metavar="ID", help="the job's id (again: no new job)")
+    submit.add_argument("--dry-run", action="store_true", help="count objects and bytes; no job")
     submit.add_argument(
         "--no-item-outputs", action="store_true", help="keep results in the manifest only"
     )
-    submit.add_argument("--wait", action="store_true", help="follow the job with a progress bar")
-    submit.add_argument("--quiet", action="store_true", help="no progress bar with --wait")
+    add_wait_flags(submit)
     submit.set_defaults(handler=cmd_submit)
 
     watch = sub.add_parser("watch", help="process every object that lands under a prefix, once")
@@ -184,16 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="list the whole prefix this often (overwrites, out-of-order keys)",
     )
+    add_key_filters(watch, "repeatable; default image suffixes")
     watch.set_defaults(handler=cmd_watch)
 
     beat = sub.add_parser("beat", help="scheduled retraining from BV_SCHEDULE_FILE (TOML)")
     beat.add_argument("--loglevel", default="INFO")
     beat.set_defaults(handler=cmd_beat)
 
-    status = sub.add_parser("status", help="state, counts, rate and ETA of a job")
-    status.add_argument("job_id")
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(handler=cmd_status)
+    add_job_commands(sub)
 
     report = sub.add_parser("report", help="a self-contained HTML report of a finished job")
     report.add_argument("job_id")

@@ -13,6 +13,7 @@ from bucketvision.infra.s3 import parse_s3_uri
 from bucketvision.infra.settings import Settings
 from bucketvision.infra.vocabulary import FAMILY_TASKS
 from bucketvision.models.registry import file_sha256
+from bucketvision.producer.cli_jobs import add_wait_flags, check_wait_flags
 from bucketvision.producer.cli_register import add_register, cmd_register
 from bucketvision.producer.cli_support import CommandError, clients, report_job
 
@@ -106,6 +107,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from bucketvision.infra.queue import make_celery
     from bucketvision.producer.generate import GenerateRequest, submit_generate
 
+    check_wait_flags(args)
     request = GenerateRequest(
         count=args.count,
         output=args.output,
@@ -208,8 +210,7 @@ def _add_generate(sub: Any) -> None:
     generate.add_argument("--seed", type=int, help="first seed (default random)")
     generate.add_argument("--label", help="only this class (class-conditional models)")
     generate.add_argument("--batch-size", type=int)
-    generate.add_argument("--wait", action="store_true")
-    generate.add_argument("--quiet", action="store_true")
+    add_wait_flags(generate)
     generate.set_defaults(handler=cmd_generate)
 
 

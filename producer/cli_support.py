@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import replace
 from typing import Any
 
 from bucketvision.infra.errors import EXIT_FAILED, EXIT_USAGE, UserError
@@ -33,15 +35,32 @@ def clients(settings: Settings) -> dict[str, Any]:
 
 
 def report_job(found: dict[str, Any], job: Any, args: argparse.Namespace, what: str) -> int:
-    """Print the job id (stdout) and ``what`` (stderr); with ``--wait`` follow it to the end."""
-    from bucketvision.producer.follow import wait
-    from bucketvision.producer.status import JOB_PATIENCE, followed_job, format_status
+    """Print the job id (stdout) and ``what`` (stderr); with ``--wait`` follow it to the end.
 
+    A job whose id was taken already (``submit --job-id``) is that job: nothing new was sent.
+    """
     print(job.job_id, flush=True)
+    if getattr(job, "existing", False):
+        what = f"job {job.job_id} exists already: nothing new submitted"
     print(what, file=sys.stderr)
     if not args.wait:
         return 0
-    followed = followed_job(found["jobs"], job.job_id)
-    status = wait(followed, progress=not args.quiet, patience=JOB_PATIENCE)
+    return wait_for_job(found["jobs"], job.job_id, args)
+
+
+def wait_for_job(jobs: Any, job_id: str, args: argparse.Namespace) -> int:
+    """Follow a job to its end: 0 finished; 1 failed or cancelled, or past ``args.timeout``."""
+    from bucketvision.producer.follow import wait
+    from bucketvision.producer.status import JOB_PATIENCE, followed_job, format_status
+
+    patience = replace(JOB_PATIENCE, timeout_seconds=getattr(args, "timeout", None))
+    status = wait(followed_job(jobs, job_id), progress=not args.quiet, patience=patience)
+    if getattr(args, "json", False):
+        print(json.dumps(status, indent=2))
     print(format_status(status), file=sys.stderr)
-    return 0 if status["state"] == "finished" else EXIT_FAILED
+    if status["state"] == "finished":
+        return 0
+    if status["state"] == "cancelled":
+        done, total = status["done"], status["total"]
+        print(f"job {job_id} was cancelled: {done} of {total} items ran", file=sys.stderr)
+    return EXIT_FAILED

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
+from typing import Any
 
 from celery import Celery
 
@@ -24,6 +24,8 @@ from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
 from bucketvision.infra.vocabulary import IMAGE_PATTERNS, INFERENCE_TASKS
 from bucketvision.models.registry import ModelRegistry, model_filename
+from bucketvision.producer.key_lists import check_listed_keys, select_keys
+from bucketvision.producer.key_lists import matches as matches
 
 
 class SubmitError(UserError):
@@ -41,6 +43,11 @@ class JobRequest:
     batch_size: int = 32
     includes: Sequence[str] = ()
     item_outputs: bool = True
+    excludes: Sequence[str] = ()
+    keys: Sequence[str] | None = None  # a key list (--keys-from, retry) instead of a listing
+    keys_source: str = "the key list"  # where ``keys`` came from, for messages
+    job_id: str | None = None  # chosen by the caller: a second submit of it makes no job
+    retry_of: str | None = None  # the job whose error lines these keys are (retry)
 
 
 @dataclass(frozen=True)
@@ -50,30 +57,18 @@ class SubmittedJob:
     batches: int
     model: str
     output: str
+    existing: bool = False  # the job id was taken: this is that job, nothing was submitted
 
 
-def matches(relative_key: str, patterns: Sequence[str]) -> bool:
-    """Case-insensitive glob match of a key (relative to the input prefix)."""
-    lowered = relative_key.lower()
-    return any(fnmatchcase(lowered, pattern.lower()) for pattern in patterns)
+@dataclass(frozen=True)
+class PlannedJob:
+    """What a request would run: the keys (and sizes, when listed), where, with what."""
 
-
-def select_keys(
-    keys: Iterable[str], input_uri: S3Uri, exclude: S3Uri | None, patterns: Sequence[str]
-) -> Iterator[str]:
-    """Keys under the input that match ``patterns``, skipping folders and our own outputs."""
-    for key in keys:
-        if key.endswith("/"):
-            continue
-        if (
-            exclude is not None
-            and exclude.bucket == input_uri.bucket
-            and exclude.prefix
-            and key.startswith(exclude.prefix)
-        ):
-            continue
-        if matches(key[len(input_uri.prefix) :], patterns):
-            yield key
+    keys: list[str]
+    input: S3Uri
+    output: S3Uri
+    model: str
+    sizes: dict[str, int] | None = None  # key -> bytes, from the listing
 
 
 def chunk(keys: Sequence[str], size: int) -> list[list[str]]:
@@ -120,10 +115,8 @@ def check_bucket(store: S3Store, bucket: str) -> None:
         )
 
 
-def submit_job(
-    request: JobRequest, *, app: Celery, store: S3Store, jobs: JobStore, registry: ModelRegistry
-) -> SubmittedJob:
-    """Validate, list, pin the model, record the job and enqueue its batches."""
+def plan_job(request: JobRequest, *, store: S3Store, registry: ModelRegistry) -> PlannedJob:
+    """Validate the request, pin the model and find its keys (listing, or the key list)."""
     input_uri, output_uri = check_target(store, request.task, request.input, request.output)
     model = registry.resolve(request.model or DEFAULT_MODELS[request.task], task=request.task)
     if not store.exists(*registry.model_key(model.name, model.version, model.card)):
@@ -132,24 +125,81 @@ def submit_job(
             " register it again "
             "or promote another version (`bucketvision models list`)"
         )
+    if request.keys is not None:  # every listed key unless globs were given
+        check_listed_keys(request.keys, input_uri, request.keys_source)
+        patterns = tuple(request.includes) or ("*",)
+        chosen = select_keys(request.keys, input_uri, output_uri, patterns, request.excludes)
+        keys = list(dict.fromkeys(chosen))  # each key once
+        if not keys:
+            raise SubmitError(f"no key of {request.keys_source} is left by --include/--exclude")
+        return PlannedJob(keys, input_uri, output_uri, str(model))
     patterns = tuple(request.includes) or IMAGE_PATTERNS
-    listed = (info.key for info in store.list_objects(input_uri))
-    keys = list(select_keys(listed, input_uri, output_uri, patterns))
-    if not keys:
+    listed = {info.key: info.size for info in store.list_objects(input_uri)}
+    chosen = select_keys(listed, input_uri, output_uri, patterns, request.excludes)
+    sizes = {key: listed[key] for key in chosen}
+    if not sizes:
+        excluded = f" and not {' '.join(request.excludes)}" if request.excludes else ""
         raise SubmitError(
-            f"no objects under {input_uri} match {' '.join(patterns)}; "
+            f"no objects under {input_uri} match {' '.join(patterns)}{excluded}; "
             "check the prefix, or pass --include '*' to take every object"
         )
+    return PlannedJob(list(sizes), input_uri, output_uri, str(model), sizes)
+
+
+def submit_job(
+    request: JobRequest, *, app: Celery, store: S3Store, jobs: JobStore, registry: ModelRegistry
+) -> SubmittedJob:
+    """Validate, find the keys, pin the model, record the job and enqueue its batches.
+
+    With ``request.job_id`` taken by a job of the same task, input and output, that job
+    comes back (``existing``) and nothing is submitted.
+    """
+    if request.job_id is not None and (found := existing_job(jobs, request)) is not None:
+        return found
+    planned = plan_job(request, store=store, registry=registry)
     return enqueue_job(
         app,
         jobs,
         request.task,
-        keys,
-        input_uri,
-        output_uri,
-        str(model),
+        planned.keys,
+        planned.input,
+        planned.output,
+        planned.model,
         batch_size=request.batch_size,
         item_outputs=request.item_outputs,
+        job_id=request.job_id,
+        retry_of=request.retry_of,
+    )
+
+
+def existing_job(jobs: JobStore, request: JobRequest) -> SubmittedJob | None:
+    """The job ``request.job_id`` names, if any; refused when it is another request's."""
+    record = jobs.get_many([str(request.job_id)])[0]
+    if record is None:
+        return None
+    input_uri = parse_s3_uri(request.input)
+    output = str(parse_s3_uri(request.output) if request.output else default_output(input_uri))
+    if (record.get("task"), record.get("input"), record.get("output")) != (
+        request.task,
+        str(input_uri),
+        output,
+    ):
+        raise SubmitError(
+            f"job id {request.job_id!r} is taken by a job of {record.get('task')} over "
+            f"{record.get('input')} -> {record.get('output')}; choose another --job-id"
+        )
+    return submitted_view(record, existing=True)
+
+
+def submitted_view(record: dict[str, Any], *, existing: bool = False) -> SubmittedJob:
+    """A job record seen as a submission."""
+    return SubmittedJob(
+        str(record["job_id"]),
+        int(record.get("total", 0)),
+        int(record.get("batches", 0)),
+        str(record.get("model")),
+        str(record.get("output")),
+        existing,
     )
 
 
@@ -165,17 +215,19 @@ def enqueue_job(
     batch_size: int,
     item_outputs: bool = True,
     job_id: str | None = None,
+    retry_of: str | None = None,
 ) -> SubmittedJob:
     """Record a job over ``keys`` with a pinned ``model`` and send its batches by task name.
 
-    A caller that must clean up after a failed send (the watcher) passes its own ``job_id``.
+    A caller that must clean up after a failed send (the watcher), or that chose the id
+    (``--job-id``), passes its own ``job_id``; ``retry_of`` links a retry to its job.
     """
     job_id = job_id or new_job_id()
     messages = [
         BatchMessage(job_id, index, task, tuple(batch), input_uri, output_uri, model, item_outputs)
         for index, batch in enumerate(chunk(keys, batch_size))
     ]
-    job = JobPlan(job_id, task, model, str(input_uri), output_uri, len(keys), batch_size)
+    job = JobPlan(job_id, task, model, str(input_uri), output_uri, len(keys), batch_size, retry_of)
     return start_job(app, jobs, job, messages, item_outputs=item_outputs)
 
 
@@ -190,6 +242,7 @@ class JobPlan:
     output: S3Uri
     total: int
     batch_size: int
+    retry_of: str | None = None
 
 
 def start_job(
@@ -200,8 +253,11 @@ def start_job(
     *,
     item_outputs: bool,
 ) -> SubmittedJob:
-    """Record the job (state ``queued``), then send its batch messages (submit and generate)."""
-    jobs.create(
+    """Record the job (state ``queued``), then send its batch messages (submit and generate).
+
+    When a job has this id already (a second ``submit --job-id``), that job comes back.
+    """
+    created = jobs.create(
         job.job_id,
         {
             "task": job.task,
@@ -212,7 +268,10 @@ def start_job(
             "batches": len(messages),
             "batch_size": job.batch_size,
             "item_outputs": int(item_outputs),
+            "retry_of": job.retry_of,
         },
     )
+    if not created:
+        return submitted_view(jobs.get(job.job_id), existing=True)
     send_batches(app, jobs, messages)
     return SubmittedJob(job.job_id, job.total, len(messages), job.model, str(job.output))

@@ -64,6 +64,8 @@ class WatchRequest:
     batch_size: int = 32
     max_in_flight: int = 5000
     rescan_seconds: float = 60.0
+    includes: tuple[str, ...] = IMAGE_PATTERNS  # globs on the key relative to the input
+    excludes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -114,7 +116,9 @@ class Watcher:
         """The listed images to claim, and the last key listed (the next cursor)."""
         start_after = None if full else self.claims.cursor()
         listed = list(self.store.list_objects(self.input, start_after=start_after))
-        keys = set(select_keys((info.key for info in listed), self.input, None, IMAGE_PATTERNS))
+        found = (info.key for info in listed)
+        request = self.request
+        keys = set(select_keys(found, self.input, None, request.includes, request.excludes))
         for excluded in self._excluded():
             if excluded.bucket == self.input.bucket and excluded.prefix:
                 keys = {key for key in keys if not key.startswith(excluded.prefix)}

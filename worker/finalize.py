@@ -24,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from bucketvision.infra.jobs import ENDED_STATES, FINALIZE_LEASE_SECONDS, JobStore
+from bucketvision.infra.job_life import live_owners
+from bucketvision.infra.jobs import FINALIZE_LEASE_SECONDS, JobStore
 from bucketvision.infra.outages import OUTAGE_ERRORS
 from bucketvision.infra.outputs import MANIFEST_FILE, SUMMARY_FILE, job_file_key, jsonl
 from bucketvision.infra.s3 import S3Store, StorageError, parse_s3_uri
+from bucketvision.infra.vocabulary import CANCELLING, FINAL_STATES
 
 log = logging.getLogger("bucketvision.worker")
 
@@ -59,6 +61,8 @@ def build_summary(
     submitted = float(record["submitted_at"])
     wall = max(finished_at - submitted, 1e-9)
     state = "failed" if record.get("failure") else "finished"
+    if record.get("state") == CANCELLING:  # the manifest holds what ran before it stopped
+        state = "cancelled"
     return {
         "job_id": record["job_id"],
         "task": record["task"],
@@ -83,6 +87,8 @@ def build_summary(
         "errors_by_type": dict(sorted(errors_by_type.items())),
         "redelivered_items": sum(1 for line in lines if line.get("attempts", 1) > 1),
         **({"failure": record["failure"]} if record.get("failure") else {}),
+        **({"retry_of": record["retry_of"]} if record.get("retry_of") else {}),
+        **({"not_run": int(record["total"]) - len(lines)} if state == "cancelled" else {}),
     }
 
 
@@ -99,15 +105,17 @@ def finalize_job(
     None when the job has ended already, another finaliser holds the lease, or this
     one lost it while writing. A summary whose ``state`` is ``failed`` and that has
     a ``failure`` naming an S3 error was not written (see the module docstring).
+    A cancelling job is finalised (as ``cancelled``) only once none of its batches runs.
     """
-    if jobs.get(job_id).get("state") in ENDED_STATES:
+    state = jobs.get(job_id).get("state")
+    if state in FINAL_STATES or (state == CANCELLING and live_owners(jobs.redis, job_id)):
         return None
     if not jobs.claim_finalization(job_id, owner, lease_seconds):
         return None
     with _Heartbeat(jobs, job_id, owner, lease_seconds):
         try:
             record = jobs.get(job_id)  # read under the lease: ended since the first look?
-            if record.get("state") in ENDED_STATES:
+            if record.get("state") in FINAL_STATES:
                 jobs.release_finalization(job_id, owner)
                 return None
             finished_at = float(record.get("updated_at") or time.time())

@@ -27,7 +27,7 @@ import redis
 from bucketvision.infra import keys
 from bucketvision.infra.jobs import JOB_TTL_SECONDS
 from bucketvision.infra.messages import GenerateMessage, JobMessage
-from bucketvision.worker.pipeline import BatchOutcome, dead_letter
+from bucketvision.worker.outcomes import BatchOutcome, dead_letter
 
 # KEYS[1] = the ledger: the item in flight when the last delivery's worker died
 # takes the blame for that death, once (a concurrent delivery finds nothing left).
@@ -124,6 +124,8 @@ def run_isolated(
         else:
             ledger.start(index)
             outcome = run_one(part)
+        if outcome.stopped:  # its job was cancelled: the items that ran are the batch
+            return BatchOutcome(lines, dict(stages), failure, stopped=True)
         ledger.finish(index, outcome.lines[0])
         lines.extend(outcome.lines)
         stages.update(outcome.stage_seconds)

@@ -5,6 +5,8 @@ calls :func:`run_batch`. A bad image never fails its batch; it becomes an ``erro
 line with the reason, and so does a key with no output key of its own (``UnmappableKey``,
 infra/outputs.py), which is not even downloaded. S3 being unavailable says nothing about an
 image, so :class:`StorageUnavailable` is raised out of the batch for the task to retry it whole.
+A batch whose job is cancelled stops after its current forward pass (``should_stop`` is
+asked once per forward pass): only the items that ran get a line.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bucketvision.infra.outputs import item_output_key, manifest_line, mapping_e
 from bucketvision.infra.s3 import S3Store, StorageError, StorageUnavailable
 from bucketvision.models.decoding import DecodedImage, DecodeError, decode_image
 from bucketvision.models.family import ItemFile, ServedModel
+from bucketvision.worker.outcomes import BatchOutcome, all_failed
 
 
 @dataclass
@@ -44,25 +47,7 @@ class ItemState:
     download_seconds: float = 0.0
     decode_seconds: float = 0.0
     upload_seconds: float = 0.0
-
-
-@dataclass
-class BatchOutcome:
-    lines: list[dict[str, Any]]
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    failure: str | None = None
-
-    def dead_lettered(self) -> int:
-        """How many items were dead-lettered (their worker kept dying)."""
-        errors = (line.get("error") or {} for line in self.lines)
-        return sum(1 for error in errors if error.get("type") == "DeadLetter")
-
-    def counts(self) -> dict[str, int]:
-        """Manifest lines by status (ok, error, skipped)."""
-        found = {"ok": 0, "error": 0, "skipped": 0}
-        for line in self.lines:
-            found[line["status"]] = found.get(line["status"], 0) + 1
-        return found
+    ran: bool = False  # went through to its result or its error (all do unless stopped)
 
 
 def _fetch_and_decode(
@@ -145,26 +130,35 @@ def _stream(
     store: S3Store,
     pool: Executor,
     limits: Limits,
-) -> float:
-    """Download, decode, infer and upload ``items`` as a stream; returns the infer seconds.
+    should_stop: Callable[[], bool],
+) -> tuple[float, bool]:
+    """Download, decode, infer and upload ``items`` as a stream; the infer seconds, and stopped?
 
     Downloads start at once (not for items already failed); the forward pass runs on each group
     of ``model.forward_batch`` decoded items once complete, and that group's uploads start while
     the next group downloads, so CPU and S3 wait overlap. All is waited for, also on an error.
+    ``should_stop()`` before a forward pass stops the stream: the items not through are left.
     """
     bucket = message.input.bucket
     forward_batch = max(1, model.forward_batch)
     fetches = [pool.submit(_fetch_and_decode, store, bucket, item, model, limits) for item in items]
     writes: list[Future[Any]] = []
-    infer_seconds = 0.0
+    infer_seconds, stopped = 0.0, False
     try:
         ready: list[ItemState] = []
         for index, fetched in enumerate(as_completed(fetches), start=1):
             item = fetched.result()
+            item.ran = item.decoded is None  # an error: it went as far as it could
             if item.decoded is not None:
                 ready.append(item)
             if ready and (len(ready) == forward_batch or index == len(fetches)):
+                if stopped := should_stop():
+                    for pending in fetches:
+                        pending.cancel()  # not started yet: never downloaded
+                    break
                 infer_seconds += _infer_group(model, ready, pool)
+                for done_item in ready:
+                    done_item.ran = True
                 if message.item_outputs or any(item.files for item in ready):
                     done = [item for item in ready if item.result is not None]
                     writes += [pool.submit(_upload_result, store, message, item) for item in done]
@@ -173,7 +167,7 @@ def _stream(
             write.result()
     finally:
         wait([*fetches, *writes])
-    return infer_seconds
+    return infer_seconds, stopped
 
 
 def _infer_group(model: ServedModel, group: list[ItemState], pool: Executor) -> float:
@@ -199,8 +193,13 @@ def run_batch(
     pool: Executor,
     limits: Limits,
     attempt: int,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> BatchOutcome:
-    """Process every key of ``message``; each key yields exactly one manifest line."""
+    """Process every key of ``message``; each key that ran yields exactly one manifest line.
+
+    Every key runs unless ``should_stop()`` (its job was cancelled) says true before a
+    forward pass; the outcome is then ``stopped``.
+    """
     started = time.perf_counter()
     items = [ItemState(key, error=mapping_error(message.input, key)) for key in message.keys]
     try:
@@ -209,25 +208,29 @@ def run_batch(
         raise
     except Exception as error:
         reason = f"model {message.model} could not be loaded: {error}"
-        return _all_failed(message, items, ("ModelLoadError", reason), attempt, started, reason)
-
-    infer_seconds = _stream(message, items, model, store=store, pool=pool, limits=limits)
-    now = time.perf_counter()
-    lines = []
-    for item in items:
-        ok = item.error is None and item.result is not None
-        lines.append(
-            manifest_line(
-                item.key,
-                status="ok" if ok else "error",
-                output=item.output if ok else None,
-                result=item.result if ok else None,
-                error=None if ok else (item.error or ("Unknown", "no result")),
-                model=message.model,
-                latency_ms=(now - started) * 1000.0,
-                attempts=attempt,
-            )
+        return all_failed(
+            message, message.keys, ("ModelLoadError", reason), attempt, started, reason
         )
+
+    infer_seconds, stopped = _stream(
+        message, items, model, store=store, pool=pool, limits=limits, should_stop=should_stop
+    )
+    latency = (time.perf_counter() - started) * 1000.0
+    lines = [
+        manifest_line(
+            item.key,
+            status="ok" if ok else "error",
+            output=item.output if ok else None,
+            result=item.result if ok else None,
+            error=None if ok else (item.error or ("Unknown", "no result")),
+            model=message.model,
+            latency_ms=latency,
+            attempts=attempt,
+        )
+        for item in items
+        if item.ran or not stopped
+        for ok in [item.error is None and item.result is not None]
+    ]
     return BatchOutcome(
         lines,
         {
@@ -236,65 +239,5 @@ def run_batch(
             "infer": infer_seconds,
             "upload": sum(item.upload_seconds for item in items),
         },
+        stopped=stopped,
     )
-
-
-def _all_failed(
-    message: Any,
-    items: list[ItemState],
-    error: tuple[str, str],
-    attempt: int,
-    started: float,
-    failure: str | None,
-) -> BatchOutcome:
-    latency = (time.perf_counter() - started) * 1000.0
-    lines = [
-        manifest_line(
-            item.key,
-            status="error",
-            output=None,
-            result=None,
-            error=error,
-            model=message.model,
-            latency_ms=latency,
-            attempts=attempt,
-        )
-        for item in items
-    ]
-    return BatchOutcome(lines, {}, failure)
-
-
-def dead_letter(
-    message: Any, attempt: int, deaths: int, max_attempts: int, *, alone: bool = False
-) -> BatchOutcome:
-    """Items whose worker died ``deaths`` >= ``max_attempts`` times: every one an error.
-
-    ``alone``: the item ran by itself when its worker died (:mod:`worker.isolation`).
-    """
-    if alone:
-        reason = (
-            f"the worker died {deaths} times while processing this image (killed, crashed or "
-            f"out of memory; BV_MAX_ATTEMPTS={max_attempts}); it ran alone, so it is the "
-            "cause and is dead-lettered instead of retried, and the rest of its batch ran; "
-            "check the image (it may crash the decoder or the model) or give the workers memory"
-        )
-    else:
-        reason = (
-            f"the worker running this batch died {deaths} times (killed, crashed or out of "
-            f"memory; BV_MAX_ATTEMPTS={max_attempts}), so it is dead-lettered instead of "
-            "retried; look for an item that crashes the decoder or the model, or give the "
-            "workers more memory"
-        )
-    items = [ItemState(key) for key in message.keys]
-    return _all_failed(message, items, ("DeadLetter", reason), attempt, time.perf_counter(), None)
-
-
-def gave_up(message: Any, attempt: int, error: Exception, seconds: float) -> BatchOutcome:
-    """A batch that could not run through an outage of ``seconds``: every item an error."""
-    reason = (
-        f"storage stayed unavailable for {seconds:.0f} s (BV_OUTAGE_SECONDS), so the batch "
-        f"was given up; submit these keys again once S3 answers: {error}"
-    )
-    items = [ItemState(key) for key in message.keys]
-    error_type = type(error).__name__
-    return _all_failed(message, items, (error_type, reason), attempt, time.perf_counter(), None)

@@ -20,15 +20,17 @@ from typing import Any, TypeVar
 from celery import Celery
 from celery.exceptions import Reject
 
+from bucketvision.infra.job_life import cancel_check
 from bucketvision.infra.jobs import JobNotFound
 from bucketvision.infra.messages import GenerateMessage, JobMessage, parse_job_message
 from bucketvision.infra.outages import OUTAGE_ERRORS, ride_out
 from bucketvision.infra.ownership import LEASE_SECONDS, BatchStart, Heartbeat, owner_token
-from bucketvision.infra.vocabulary import BATCH_TASKS, TASK_NAMES
+from bucketvision.infra.vocabulary import BATCH_TASKS, CANCELLING, TASK_NAMES
 from bucketvision.worker.finalize import finalize_job
 from bucketvision.worker.generation import run_generate_batch
 from bucketvision.worker.isolation import IsolationLedger, run_isolated
-from bucketvision.worker.pipeline import BatchOutcome, gave_up, run_batch
+from bucketvision.worker.outcomes import BatchOutcome, gave_up
+from bucketvision.worker.pipeline import run_batch
 from bucketvision.worker.reports import BatchReport
 from bucketvision.worker.runtime import WorkerRuntime, get_runtime
 from bucketvision.worker.training_task import handle_training
@@ -68,6 +70,7 @@ def _run(runtime: WorkerRuntime, message: JobMessage, attempt: int) -> BatchOutc
         pool=runtime.pool,
         limits=runtime.limits,
         attempt=attempt,
+        should_stop=cancel_check(runtime.jobs.redis, message.job_id),
     )
 
 
@@ -98,9 +101,14 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
         log.warning("dropping %s: %s", where, error)
         return replace(report, dropped=True)
     if start.job_ended:
-        # Failed (abandoned), finished or cancelled: its batches do no more work.
+        # Failed (abandoned), finished, cancelled or cancelling: its batches do no more work;
+        # a cancelling job is finalised by the first delivery that finds none of it running.
         log.info("skipping %s: the job is %s", where, start.job_state)
-        return replace(report, dropped=True)
+        finished = None
+        if start.job_state == CANCELLING:
+            job_id = message.job_id
+            finished = _ride_out_or_requeue(lambda: _finalize(runtime, job_id), where, within)
+        return replace(report, dropped=True, job_finished=finished)
     if start.owned_elsewhere:
         # A live worker runs it (its lease was renewed): it records the batch.
         log.info("%s is run by a live worker; this delivery stands down", where)
@@ -125,7 +133,8 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
             lease.stop()  # recording ended the lease
             if ledger is not None:
                 ledger.clear()
-            finished = _finalize(runtime, message.job_id) if recorded.job_complete else None
+            last = recorded.job_complete or recorded.job_state == CANCELLING
+            finished = _finalize(runtime, message.job_id) if last else None
             return recorded.first_time, finished
 
         first_time, finished = _ride_out_or_requeue(record, where, within, lease)

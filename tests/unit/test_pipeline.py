@@ -14,7 +14,8 @@ from PIL import Image
 from bucketvision.infra.messages import BatchMessage
 from bucketvision.infra.s3 import S3Store, S3Uri, StorageUnavailable
 from bucketvision.models.family import ItemResult
-from bucketvision.worker.pipeline import BatchOutcome, Limits, dead_letter, run_batch
+from bucketvision.worker.outcomes import BatchOutcome, dead_letter
+from bucketvision.worker.pipeline import Limits, run_batch
 
 BUCKET = "unit-bucket"
 INPUT = S3Uri(BUCKET, "incoming/")
@@ -82,6 +83,7 @@ def run(
     model: Any = None,
     limits: Limits = LIMITS,
     attempt: int = 1,
+    should_stop: Callable[[], bool] = lambda: False,
     **changes: Any,
 ) -> BatchOutcome:
     served = model if model is not None else FakeModel()
@@ -97,6 +99,7 @@ def run(
         pool=pool,
         limits=limits,
         attempt=attempt,
+        should_stop=should_stop,
     )
 
 
@@ -480,3 +483,28 @@ def test_keys_that_used_to_share_an_output_get_one_line_each_and_overwrite_nothi
     written = json.loads(store.get_bytes(BUCKET, "results/a/b.png.json"))
     assert written["key"] == "incoming/a/b.png"  # written by its own key, not another's
     assert store.get_bytes(BUCKET, "results/_jobs/x/summary.json") == summary
+
+
+def test_a_cancelled_batch_stops_after_its_forward_pass_with_lines_for_what_ran(
+    store: S3Store, pool: ThreadPoolExecutor, png: bytes
+) -> None:
+    """Issue 14 (cancel): ``should_stop`` is asked before each forward pass, not per item;
+    once it says stop, the items not inferred get no line and no outputs."""
+    keys = [f"incoming/c/{index:02d}.png" for index in range(9)]
+    for key in keys:
+        store.put_bytes(BUCKET, key, png, "image/png")
+    asked: list[int] = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(asked) > 1  # the job is cancelled while the first group runs
+
+    model = GroupedModel()
+    outcome = run(store, pool, keys, model=model, should_stop=should_stop)
+    assert outcome.stopped and len(asked) == 2
+    assert [len(batch) for batch in model.batches] == [3]
+    assert len(outcome.lines) == 3 and all(line["status"] == "ok" for line in outcome.lines)
+    ran = sorted(line["key"] for line in outcome.lines)
+    assert output_objects(store) == [f"results/{key[len('incoming/') :]}.json" for key in ran]
+    whole = run(store, pool, keys, model=GroupedModel(), should_stop=lambda: False)
+    assert not whole.stopped and len(whole.lines) == len(keys)

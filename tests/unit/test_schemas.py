@@ -87,6 +87,20 @@ def test_the_lines_and_summaries_the_code_builds_conform() -> None:
     assert problems("summary.schema.json", generate) == []
 
 
+def test_cancelled_and_retried_jobs_have_summaries_that_conform() -> None:
+    """Issue 14: a cancelled job's summary says so and counts what never ran; a retry
+    names its job; a job id chosen with ``submit --job-id`` is a valid id."""
+    cancelled = summary(state="cancelling", total=5)
+    assert (cancelled["state"], cancelled["not_run"]) == ("cancelled", 3)
+    assert problems("summary.schema.json", cancelled) == []
+    retried = summary(retry_of=JOB_ID, job_id="nightly-2026.12_03")
+    assert retried["retry_of"] == JOB_ID and problems("summary.schema.json", retried) == []
+    assert problems("summary.schema.json", summary() | {"not_run": 1})  # only when cancelled
+    assert problems("summary.schema.json", cancelled | {"job_id": "../x"})
+    no_count = {key: value for key, value in cancelled.items() if key != "not_run"}
+    assert problems("summary.schema.json", no_count)
+
+
 @pytest.mark.parametrize(
     ("corrupt", "why"),
     [
