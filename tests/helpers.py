@@ -115,10 +115,17 @@ def bad_files() -> dict[str, tuple[bytes, str]]:
 
 def upload_digits(client: Any, bucket: str, prefix: str, count: int, seed: int) -> dict[str, int]:
     """Put ``count`` digit PNGs under ``prefix``; returns key -> true label."""
+    images, labels = make_digits(count, seed=seed)
+    return upload_labelled(client, bucket, prefix, images, labels)
+
+
+def upload_labelled(
+    client: Any, bucket: str, prefix: str, images: Any, labels: Any
+) -> dict[str, int]:
+    """Put each image as ``<prefix><label>/<index>.png``; returns key -> true label."""
     from concurrent.futures import ThreadPoolExecutor
 
-    images, labels = make_digits(count, seed=seed)
-    keys = {f"{prefix}{labels[i]}/{i:05d}.png": int(labels[i]) for i in range(count)}
+    keys = {f"{prefix}{labels[i]}/{i:05d}.png": int(labels[i]) for i in range(len(images))}
 
     def put(item: tuple[int, str]) -> None:
         index, key = item

@@ -26,7 +26,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from bucketvision.infra import keys
 from bucketvision.infra.jobs import JobStore
 from tests.chaos.conftest import assert_each_input_once
 from tests.chaos.faulty_worker import PAUSE_FINALIZE_ENV
-from tests.helpers import png_bytes, printed_job_id, read_job, submit_cli
+from tests.helpers import printed_job_id, read_job, submit_cli, upload_labelled
 from tests.perf.real_data import sklearn_digits
 from tests.workers import WorkerProcess
 
@@ -54,15 +53,7 @@ def _upload_real_digits(s3_client: Any, bucket: str, prefix: str) -> dict[str, i
     train_images, train_labels, test_images, test_labels = sklearn_digits()
     images = [*train_images, *test_images][:IMAGES]
     labels = [*train_labels, *test_labels][:IMAGES]
-    truth = {f"{prefix}{labels[i]}/{i:05d}.png": int(labels[i]) for i in range(IMAGES)}
-
-    def put(item: tuple[int, str]) -> None:
-        index, key = item
-        s3_client.put_object(Bucket=bucket, Key=key, Body=png_bytes(images[index]))
-
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(put, enumerate(truth)))
-    return truth
+    return upload_labelled(s3_client, bucket, prefix, images, labels)
 
 
 def _wait_until(ready: Callable[[], bool], deadline: float, stuck: Callable[[], str]) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
+from kombu.transport.redis import Channel
 
 from bucketvision.infra.jobs import JobStore
-from bucketvision.infra.queue import make_celery
+from bucketvision.infra.queue import INFERENCE_QUEUE, make_celery
 from bucketvision.infra.s3 import S3Store
 from bucketvision.infra.settings import Settings
 from bucketvision.models.registry import ModelRegistry
@@ -48,3 +50,12 @@ def producer_clients() -> Callable[[Settings], dict[str, Any]]:
         }
 
     return make
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[redis.Redis]:
+    """The broker's Redis with the inference queue and unacked messages cleared around a test."""
+    client = redis.Redis.from_url(settings.broker_url)
+    client.delete(INFERENCE_QUEUE, Channel.unacked_key)
+    yield client
+    client.delete(INFERENCE_QUEUE, Channel.unacked_key)

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 import redis
-from kombu.transport.redis import Channel
 
 from bucketvision.infra import keys
 from bucketvision.infra.jobs import JobStore
@@ -34,14 +33,6 @@ from tests.helpers import png_bytes
 pytestmark = pytest.mark.integration
 
 BUCKET = "it-owners"
-
-
-@pytest.fixture
-def broker(settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.broker_url)
-    client.delete(INFERENCE_QUEUE, Channel.unacked_key)
-    yield client
-    client.delete(INFERENCE_QUEUE, Channel.unacked_key)
 
 
 @pytest.fixture

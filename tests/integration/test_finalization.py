@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import redis
 from botocore.exceptions import ClientError
-from kombu.transport.redis import Channel
 
 from bucketvision.infra import keys
 from bucketvision.infra.batches import LostBatchAudit
@@ -38,14 +37,6 @@ pytestmark = pytest.mark.integration
 
 BUCKET = "it-final"
 DEAD_LEASE_SECONDS = 2  # the lease a killed finaliser left behind (30 s in the service)
-
-
-@pytest.fixture
-def broker(settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.broker_url)
-    client.delete(INFERENCE_QUEUE, Channel.unacked_key)
-    yield client
-    client.delete(INFERENCE_QUEUE, Channel.unacked_key)
 
 
 @pytest.fixture

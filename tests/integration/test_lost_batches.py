@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,14 +19,6 @@ from bucketvision.producer.submit import JobRequest, submit_job
 from tests.helpers import png_bytes
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def broker(settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.broker_url)
-    client.delete(INFERENCE_QUEUE, Channel.unacked_key)
-    yield client
-    client.delete(INFERENCE_QUEUE, Channel.unacked_key)
 
 
 def _queued(broker: redis.Redis) -> dict[int, bytes]:
