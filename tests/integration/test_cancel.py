@@ -27,7 +27,6 @@ from tests.integration.test_finalization import (
     _job_files,
     _lines,
     _submit,
-    broker,
     clients,
     runtime,
 )
@@ -36,7 +35,7 @@ pytestmark = pytest.mark.integration
 
 DEAD_LEASE_SECONDS = 4.0  # the lease a killed batch owner left behind (10 s in the service)
 
-__all__ = ["broker", "clients", "runtime"]  # fixtures shared with test_finalization
+__all__ = ["clients", "runtime"]  # fixtures shared with test_finalization
 
 
 def test_a_cancelled_job_whose_batch_owner_died_is_finalised_by_the_audit(
