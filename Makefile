@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= worker,heif,local,dev
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-chaos lint format bench bench-quality bench-real clean
+.PHONY: install demo test test-chaos lint format bench bench-quality bench-real bench-footprint clean
 
 install: $(STAMP)
 
@@ -56,6 +56,10 @@ bench-quality: install
 # detect and segment on scenes of another style (~25 min); prints a table.
 bench-real: install
 	$(BIN)/python -m tests.perf.bench_real
+
+# Redis bytes per item (submit; finished job) and the finaliser's peak RSS vs targets (~9 min; ARGS=--quick ~1).
+bench-footprint: install
+	$(BIN)/python -m tests.perf.bench_footprint $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -5,11 +5,13 @@ records it as unacknowledged, so a connection cut or a warm shutdown between
 the two drops it (celery/celery#4354, celery/kombu#305), and a Redis crash
 with ``appendfsync everysec`` can forget the last second of writes. A job
 with a lost batch would wait forever. So every batch's task body is kept in
-the job store (``bv:job:<id>:plan``) until the job finishes, and each task id
-names its job and batch. :class:`LostBatchAudit`, run by the workers, looks at
-jobs that made no progress for ``quiet_seconds``: a batch with no manifest,
-in no queue and not unacknowledged is sent again. A batch sent twice is
-recorded once (:mod:`infra.jobs`), so the cost of a false alarm is one no-op.
+the job's plan in S3 (:mod:`infra.job_plans`) until the job finishes, and each
+task id names its job and batch. :class:`LostBatchAudit`, run by the workers,
+looks at jobs that made no progress for ``quiet_seconds``: a batch sent (within
+the job's feeding window) but not recorded, in no queue and not unacknowledged
+is sent again. So is one whose sender died between taking it from the plan and
+sending it. A batch sent twice is recorded once (:mod:`infra.jobs`), so the
+cost of a false alarm is one no-op.
 
 The audit also drives finalisation to its end. A job whose batches are all
 recorded but which has not ended, whose finalisation lease nobody holds and of
@@ -32,21 +34,23 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 from celery import Celery
 from kombu.transport.redis import Channel
 
 from bucketvision.infra import keys
 from bucketvision.infra.job_life import live_owners
+from bucketvision.infra.job_plans import read_plan
 from bucketvision.infra.jobs import FINALIZE_LEASE_SECONDS, JobNotFound, JobStore
-from bucketvision.infra.messages import JobMessage, parse_job_message
+from bucketvision.infra.messages import JobMessage
 from bucketvision.infra.outages import OUTAGE_ERRORS
 from bucketvision.infra.queue import INFERENCE_QUEUE
+from bucketvision.infra.s3 import S3Store, parse_s3_uri
 from bucketvision.infra.vocabulary import CANCELLING, FINAL_STATES, TASK_NAMES
 
 log = logging.getLogger("bucketvision.batches")
 
-_GROUP = 500
 FINALIZE_CHECK_SECONDS = FINALIZE_LEASE_SECONDS / 2  # the longest wait between two audits
 
 
@@ -62,17 +66,13 @@ def batch_of_task_id(task_id: str) -> tuple[str, int] | None:
     return parts[0], int(parts[1])
 
 
-def send_batches(app: Celery, jobs: JobStore, messages: Iterable[JobMessage]) -> int:
-    """Store every task message in its job's plan, then send each; returns how many were sent.
+def send_batches(app: Celery, messages: Iterable[JobMessage]) -> int:
+    """Send each task message (stamped with ``enqueued_at``); returns how many were sent.
 
-    The whole plan is stored first, so a send cut short (Redis gone mid-job) leaves
-    batches that the lost-batch audit sends later rather than a job that never ends.
-    Each message is stamped with ``enqueued_at`` just before it is sent.
+    The messages are in their job's plan already, so a send cut short (Redis gone
+    mid-job) leaves batches that the lost-batch audit sends later.
     """
     planned = list(messages)
-    for start in range(0, len(planned), _GROUP):
-        group = planned[start : start + _GROUP]
-        jobs.store_plan(group[0].job_id, [message.to_json() for message in group])
     with app.producer_or_acquire() as producer:
         for message in planned:
             stamped = replace(message, enqueued_at=time.time())
@@ -82,8 +82,21 @@ def send_batches(app: Celery, jobs: JobStore, messages: Iterable[JobMessage]) ->
                 queue=INFERENCE_QUEUE,
                 producer=producer,
                 task_id=task_id_for(message.job_id, message.batch),
+                # Celery's log line of the task names the job and batch, and nothing
+                # more: by default it repeats the whole body (a third of the message).
+                argsrepr=repr([{"job_id": message.job_id, "batch": message.batch}]),
             )
     return len(planned)
+
+
+def send_from_plan(
+    app: Celery, jobs: JobStore, store: S3Store, record: dict[str, Any], batches: Iterable[int]
+) -> list[int]:
+    """Read these batches of the job ``record`` from its plan and send them; those sent."""
+    job_id = str(record["job_id"])
+    found = read_plan(store, jobs.redis, job_id, parse_s3_uri(record["output"]), batches)
+    send_batches(app, [found[batch] for batch in sorted(found)])
+    return sorted(found)
 
 
 def _task_ids(raws: Iterable[bytes], unacked: bool) -> Iterator[str]:
@@ -107,6 +120,7 @@ class LostBatchAudit:
 
     app: Celery
     jobs: JobStore
+    store: S3Store
     quiet_seconds: float
     scan_limit: int = 200_000
     clock: Callable[[], float] = time.time
@@ -124,9 +138,8 @@ class LostBatchAudit:
         resent: dict[str, list[int]] = {}
         for job_id, missing in stalled.items():
             lost = sorted(missing - held.get(job_id, set()))
-            if lost:
-                self._send_again(job_id, lost)
-                resent[job_id] = lost
+            if lost and (sent := self._send_again(job_id, lost)):
+                resent[job_id] = sent
         for job_id in unfinalised:
             if not held.get(job_id) and (batch := self._send_to_finalize(job_id)) is not None:
                 resent[job_id] = [batch]
@@ -154,15 +167,16 @@ class LostBatchAudit:
                 if not self.jobs.redis.exists(keys.job_finalize_lock(job_id)):
                     unfinalised.append(job_id)
                 continue
-            if not self.resend_lost:
-                continue
+            if not self.resend_lost or not record.get("planned"):
+                continue  # a job whose plan is not whole yet has sent nothing
             # A job waiting behind a long queue stays quiet: it is looked at again only
             # a quiet period after the last look (by any worker), not every interval.
             moments = ("submitted_at", "started_at", "updated_at", "audited_at")
             last = max(float(record.get(name) or 0) for name in moments)
             if self.clock() - last >= self.quiet_seconds:
                 self.jobs.redis.hset(keys.job(job_id), "audited_at", self.clock())
-                yield job_id, self.jobs.planned_batches(job_id) - self.jobs.recorded_batches(job_id)
+                sent = int(record.get("sent", record.get("batches", 0)))
+                yield job_id, {int(b) for b in self.jobs.unrecorded_batches(job_id, sent)}
 
     def _held_by_broker(self, job_ids: set[str]) -> dict[str, set[int]] | None:
         """The batches of these jobs waiting in the queue or unacknowledged; None: too many."""
@@ -196,37 +210,35 @@ class LostBatchAudit:
 
     def _send_to_finalize(self, job_id: str) -> int | None:
         """Send the last batch of a job that lost its finaliser again; the batch sent."""
-        planned = self.jobs.planned_batches(job_id)
-        plan = self.jobs.plan(job_id, [max(planned)]) if planned else {}
-        if not plan:
+        record = self.jobs.get(job_id)
+        last = int(record.get("sent", record.get("batches", 0))) - 1
+        sent = send_from_plan(self.app, self.jobs, self.store, record, [last]) if last >= 0 else []
+        if not sent:
             log.warning("job %s: recorded but not finalised, and no plan to drive it", job_id)
             return None
-        batch, body = plan.popitem()
-        send_batches(self.app, self.jobs, [parse_job_message(body)])
         log.warning(
             "job %s: done (every batch recorded, or cancelled), yet no worker is finalising it"
             " (its finaliser died); sent batch %d again for a worker to finalise it",
             job_id,
-            batch,
+            last,
         )
-        return batch
+        return last
 
-    def _send_again(self, job_id: str, batches: list[int]) -> None:
-        plan = self.jobs.plan(job_id, batches)
-        messages = [parse_job_message(plan[index]) for index in sorted(plan)]
-        sent = send_batches(self.app, self.jobs, messages)
-        self.jobs.redis.hincrby(keys.job(job_id), "resent_batches", sent)
+    def _send_again(self, job_id: str, batches: list[int]) -> list[int]:
+        sent = send_from_plan(self.app, self.jobs, self.store, self.jobs.get(job_id), batches)
+        self.jobs.redis.hincrby(keys.job(job_id), "resent_batches", len(sent))
         log.warning(
             "job %s: batches %s were in no queue, not unacknowledged and not recorded after "
             "%.0f s without progress (lost by the broker); sent again",
             job_id,
-            batches,
+            sent,
             self.quiet_seconds,
         )
+        return sent
 
 
 def start_lost_batch_audit(
-    app: Celery, jobs: JobStore, quiet_seconds: float, stop: threading.Event
+    app: Celery, jobs: JobStore, store: S3Store, quiet_seconds: float, stop: threading.Event
 ) -> threading.Thread:
     """Audit every quarter of ``quiet_seconds`` (at most every 15 s) in a daemon thread.
 
@@ -234,7 +246,7 @@ def start_lost_batch_audit(
     With ``quiet_seconds`` 0 lost batches are not sent again, but jobs that lost
     their finaliser are still finalised.
     """
-    audit = LostBatchAudit(app, jobs, quiet_seconds, resend_lost=quiet_seconds > 0)
+    audit = LostBatchAudit(app, jobs, store, quiet_seconds, resend_lost=quiet_seconds > 0)
     interval = FINALIZE_CHECK_SECONDS
     if quiet_seconds > 0:
         interval = max(1.0, min(interval, quiet_seconds / 4))

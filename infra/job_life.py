@@ -79,7 +79,7 @@ end
 
 
 _FIELDS_INT = ("total", "batches", "ok", "error", "skipped", "done_batches", "batch_size")
-_FIELDS_INT += ("resent_batches",)
+_FIELDS_INT += ("resent_batches", "sent", "planned", "window")
 _FIELDS_FLOAT = ("submitted_at", "audited_at", "started_at", "finished_at", "updated_at")
 _FIELDS_FLOAT += tuple(f"stage_{stage}" for stage in STAGES)
 

@@ -1,8 +1,12 @@
-"""The Redis job store: job records, per-batch manifests and counters.
+"""The Redis job store: job records, which batches are recorded, and counters.
 
-Celery delivers a batch at least once, so everything here is keyed by
-``(job_id, batch_index)`` and applied atomically by Lua scripts: a batch that
-runs twice is recorded once, its items are counted once, and the job is
+Redis holds what is O(batches) or smaller: the record (counts, state, times), a
+bitmap of the recorded batches, the owners of the running ones and where each
+batch starts in the plan (:mod:`infra.job_plans`). What is O(items), the keys
+and the manifest lines, is in S3. Celery delivers a batch at least once, so
+everything here is keyed by ``(job_id, batch_index)`` and applied atomically by
+Lua scripts: a batch that runs twice is recorded once, its items are counted
+once, and the job is
 finalised by exactly one worker: the holder of a short lease, renewed while it
 works, so a finaliser that dies frees the job within ``FINALIZE_LEASE_SECONDS``.
 """
@@ -17,12 +21,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import redis
 
 from bucketvision.infra import keys
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.job_life import STAGES, create_job, decode_record
-from bucketvision.infra.outputs import jsonl, parse_jsonl
 from bucketvision.infra.ownership import (
     BEGIN_BATCH_SCRIPT,
     ENDED_STATES,
@@ -30,7 +34,7 @@ from bucketvision.infra.ownership import (
     BatchStart,
     lease_ms,
 )
-from bucketvision.infra.vocabulary import FINAL_STATES
+from bucketvision.infra.vocabulary import CANCELLING, FINAL_STATES
 
 __all__ = ["BatchRecord", "BatchStart", "JobNotFound", "JobStore"]
 
@@ -38,28 +42,38 @@ JOB_TTL_SECONDS = 30 * 24 * 3600
 # The finaliser renews its lease every third of it (worker.finalize); a dead one frees it.
 FINALIZE_LEASE_SECONDS = 30
 
-# Recording a batch also ends its owner's lease (infra.ownership): nobody needs to run it.
-# A job in a final state (ARGV[12...]) changes no more: a late batch is not recorded.
+# Recording a batch sets its bit in the job's bitmap (KEYS[2]) once, adds its counts and
+# ends its owner's lease (infra.ownership): nobody needs to run it. A job in a final state
+# (ARGV[13...]) changes no more: a late batch is not recorded. A first recording of a job
+# that is not being cancelled (ARGV[12]) also takes the next batch of the plan to send,
+# if any is left (the feeding window moves on by one); -1 when none.
 _RECORD_BATCH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0, ''} end
-redis.call('HDEL', KEYS[3], 'owner:' .. ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, 0, '', -1} end
+redis.call('HDEL', KEYS[3], 'owner:' .. ARGV[1], ARGV[1])
 local batches = tonumber(redis.call('HGET', KEYS[1], 'batches'))
 local state = redis.call('HGET', KEYS[1], 'state') or ''
 local final = false
-for i = 12, #ARGV do if state == ARGV[i] then final = true end end
-if final or redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
-  return {0, tonumber(redis.call('HGET', KEYS[1], 'done_batches') or '0'), batches, state}
+for i = 13, #ARGV do if state == ARGV[i] then final = true end end
+if final or redis.call('SETBIT', KEYS[2], ARGV[1], 1) == 1 then
+  return {0, tonumber(redis.call('HGET', KEYS[1], 'done_batches') or '0'), batches, state, -1}
 end
+redis.call('EXPIRE', KEYS[2], ARGV[11])
 for i, name in ipairs({'ok', 'error', 'skipped'}) do
-  redis.call('HINCRBY', KEYS[1], name, ARGV[2 + i])
+  redis.call('HINCRBY', KEYS[1], name, ARGV[1 + i])
 end
 for i, stage in ipairs({'download', 'decode', 'infer', 'upload'}) do
-  redis.call('HINCRBYFLOAT', KEYS[1], 'stage_' .. stage, ARGV[5 + i])
+  redis.call('HINCRBYFLOAT', KEYS[1], 'stage_' .. stage, ARGV[4 + i])
 end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[10])
-if ARGV[11] ~= '' then redis.call('HSETNX', KEYS[1], 'failure', ARGV[11]) end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[9])
+if ARGV[10] ~= '' then redis.call('HSETNX', KEYS[1], 'failure', ARGV[10]) end
 local done = redis.call('HINCRBY', KEYS[1], 'done_batches', 1)
-return {1, done, batches, state}
+local following = -1
+local sent = tonumber(redis.call('HGET', KEYS[1], 'sent') or batches)
+if state ~= ARGV[12] and sent < batches then
+  following = sent
+  redis.call('HSET', KEYS[1], 'sent', sent + 1)
+end
+return {1, done, batches, state, following}
 """
 
 # Renew (ARGV[2] ms) or release (0) the lease of its holder ARGV[1] ('': whoever holds it).
@@ -71,6 +85,7 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 
 # The final state of a job that has not ended, written only by the lease holder ARGV[1] ('':
 # anyone): a finaliser that lost its lease, or finds the job abandoned, changes nothing.
+# Only the record stays (for its TTL): the per-batch keys go.
 _FINISH = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 0 end
@@ -78,8 +93,8 @@ for i = 7, #ARGV do if state == ARGV[i] then return 0 end end
 if ARGV[1] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finished_at', ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'failure', ARGV[4]) end
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
-redis.call('DEL', KEYS[4], KEYS[5])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('SREM', KEYS[6], ARGV[6])
 return 1
 """
@@ -97,6 +112,7 @@ class BatchRecord:
     done_batches: int
     total_batches: int
     job_state: str = "running"  # as the batch was recorded (``cancelling``: finalise sooner)
+    next_batch: int | None = None  # the batch of the plan this recording is to send now
 
     @property
     def job_complete(self) -> bool:
@@ -132,26 +148,26 @@ class JobStore:
         }
         return create_job(self.redis, job_id, encoded, ttl_seconds=JOB_TTL_SECONDS, now=now)
 
-    def store_plan(self, job_id: str, messages: Iterable[dict[str, Any]]) -> None:
-        """Keep the task bodies of a job's batches until it finishes (to re-send lost ones)."""
-        mapping = {str(message["batch"]): json.dumps(message) for message in messages}
-        if mapping:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(keys.job_plan(job_id), mapping=mapping)
-            pipe.expire(keys.job_plan(job_id), JOB_TTL_SECONDS)
-            pipe.execute()
+    def mark_planned(self, job_id: str, sent: int) -> None:
+        """The job's plan is whole (:mod:`infra.job_plans`); its first ``sent`` batches go now."""
+        self.redis.hset(keys.job(job_id), mapping={"planned": 1, "sent": sent})
 
-    def planned_batches(self, job_id: str) -> set[int]:
-        return {int(index) for index in self.redis.hkeys(keys.job_plan(job_id))}
+    def recorded_batches(self, job_id: str, below: int | None = None) -> np.ndarray:
+        """The indices of the recorded batches (below ``below``), in order."""
+        return np.flatnonzero(self._recorded_bits(job_id, below))
 
-    def plan(self, job_id: str, batches: list[int]) -> dict[int, dict[str, Any]]:
-        """The stored task bodies of these batches, by batch index."""
-        bodies = self.redis.hmget(keys.job_plan(job_id), [str(index) for index in batches])
-        pairs = zip(batches, bodies, strict=True)
-        return {index: json.loads(body) for index, body in pairs if body}
+    def unrecorded_batches(self, job_id: str, below: int) -> np.ndarray:
+        """The indices below ``below`` of the batches not recorded yet, in order."""
+        return np.flatnonzero(~self._recorded_bits(job_id, below))
 
-    def recorded_batches(self, job_id: str) -> set[int]:
-        return {int(index) for index in self.redis.hkeys(keys.job_manifest(job_id))}
+    def _recorded_bits(self, job_id: str, below: int | None) -> np.ndarray:
+        raw = self.redis.get(keys.job_recorded(job_id)) or b""
+        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8)).astype(bool)
+        if below is None:
+            return bits
+        if len(bits) < below:
+            bits = np.concatenate([bits, np.zeros(below - len(bits), dtype=bool)])
+        return bits[:below]
 
     def active_jobs(self) -> list[str]:
         """Jobs created and not yet finished (those created before this set existed are not)."""
@@ -193,7 +209,7 @@ class JobStore:
         has ended, gets no owner: a job's state comes back, to skip the batch.
         """
         attempt, recorded, state, expiry, death = self._begin_batch(
-            keys=[keys.job(job_id), keys.job_attempts(job_id), keys.job_manifest(job_id)],
+            keys=[keys.job(job_id), keys.job_attempts(job_id), keys.job_recorded(job_id)],
             args=[
                 *(batch_index, time.time(), owner or secrets.token_hex(8)),
                 *(lease_ms(lease_seconds), JOB_TTL_SECONDS, *ENDED_STATES),
@@ -212,30 +228,25 @@ class JobStore:
         stage_seconds: dict[str, float],
         failure: str | None = None,
     ) -> BatchRecord:
-        """Store a batch's manifest lines and add its counts, once per batch."""
-        lines = list(manifest_lines)
-        counts = Counter(str(line["status"]) for line in lines)
-        manifest = jsonl(lines)
-        first, done, batches, state = self._record_batch(
-            keys=[keys.job(job_id), keys.job_manifest(job_id), keys.job_attempts(job_id)],
+        """Add the counts of a batch's manifest lines, once per batch.
+
+        The lines themselves are the batch's manifest part in S3, written before this
+        (:func:`bucketvision.worker.finalize.write_part`); Redis keeps their counts.
+        """
+        counts = Counter(str(line["status"]) for line in manifest_lines)
+        first, done, batches, state, following = self._record_batch(
+            keys=[keys.job(job_id), keys.job_recorded(job_id), keys.job_attempts(job_id)],
             args=[
-                *(batch_index, manifest, counts["ok"], counts["error"], counts["skipped"]),
+                *(batch_index, counts["ok"], counts["error"], counts["skipped"]),
                 *(stage_seconds.get(stage, 0.0) for stage in STAGES),
-                *(time.time(), failure or "", *FINAL_STATES),
+                *(time.time(), failure or "", JOB_TTL_SECONDS, CANCELLING, *FINAL_STATES),
             ],
         )
         if int(first) < 0:
             raise JobNotFound(f"job {job_id} has no record in Redis (expired or deleted)")
         text = state.decode() if isinstance(state, bytes) else str(state)
-        return BatchRecord(bool(first), int(done), int(batches), text)
-
-    def manifest_lines(self, job_id: str) -> list[dict[str, Any]]:
-        """All recorded manifest lines, in batch order."""
-        raw = self.redis.hgetall(keys.job_manifest(job_id))
-        lines: list[dict[str, Any]] = []
-        for _, text in sorted(raw.items(), key=lambda item: int(item[0])):
-            lines.extend(parse_jsonl(text.decode()))
-        return lines
+        next_batch = int(following) if int(following) >= 0 else None
+        return BatchRecord(bool(first), int(done), int(batches), text, next_batch)
 
     def claim_finalization(
         self, job_id: str, owner: str, lease_seconds: float = FINALIZE_LEASE_SECONDS
@@ -265,9 +276,9 @@ class JobStore:
         """Record the final state (and ``failure``) and release the lease; True if it changed.
 
         Only a job that has not ended changes, and with ``owner`` only while it holds
-        the lease. The per-batch data is kept until the TTL expires.
+        the lease. The per-batch keys are deleted; the record is kept for its TTL.
         """
-        names = (keys.job, keys.job_manifest, keys.job_attempts, keys.job_plan)
+        names = (keys.job, keys.job_recorded, keys.job_attempts, keys.job_plan_offsets)
         touched = [*(name(job_id) for name in names), keys.job_finalize_lock(job_id)]
         touched.append(keys.ACTIVE_JOBS)
         args = [owner or "", state, finished_at, failure or "", JOB_TTL_SECONDS, job_id]

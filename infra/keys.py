@@ -24,19 +24,21 @@ def job(job_id: str) -> str:
     return f"bv:job:{job_id}"
 
 
-def job_manifest(job_id: str) -> str:
-    """Hash: batch index -> that batch's manifest lines (JSON Lines), recorded once."""
-    return f"{job(job_id)}:manifest"
+def job_recorded(job_id: str) -> str:
+    """Bitmap: bit ``b`` set once batch ``b`` is recorded (its lines are in its S3 part)."""
+    return f"{job(job_id)}:recorded"
 
 
 def job_attempts(job_id: str) -> str:
-    """Hash: batch index -> 1 + its worker deaths; ``owner:<batch>`` -> its owner and lease end."""
+    """Hash, of the batches begun and not yet recorded: batch index -> 1 + its worker
+    deaths; ``owner:<batch>`` -> its owner and lease end."""
     return f"{job(job_id)}:attempts"
 
 
-def job_plan(job_id: str) -> str:
-    """Hash: batch index -> its task message, kept until the job ends (to resend lost ones)."""
-    return f"{job(job_id)}:plan"
+def job_plan_offsets(job_id: str) -> str:
+    """String: 8 bytes per batch (and one more), where each batch's message starts in the
+    job's plan in S3 (``_jobs/<id>/plan.jsonl``); kept until the job ends."""
+    return f"{job(job_id)}:offsets"
 
 
 def job_finalize_lock(job_id: str) -> str:

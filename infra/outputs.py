@@ -73,6 +73,8 @@ def item_output_key(input_prefix: S3Uri, output_prefix: S3Uri, key: str, suffix:
 
 
 MANIFEST_FILE = "manifest.jsonl"
+PLAN_FILE = "plan.jsonl"  # the job's batch messages, one a line, while it runs
+PARTS_FOLDER = "parts"  # each recorded batch's manifest lines, while the job runs
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 
@@ -80,6 +82,11 @@ REPORT_FILE = "report.html"
 def job_file_key(output_prefix: S3Uri, job_id: str, filename: str) -> str:
     """The key of one of a job's files (``MANIFEST_FILE``, ``SUMMARY_FILE``, ...)."""
     return output_prefix.key(JOB_FILES_FOLDER, job_id, filename)
+
+
+def manifest_part_key(output_prefix: S3Uri, job_id: str, batch: int) -> str:
+    """``<output>/_jobs/<job_id>/parts/<batch>.jsonl``: one batch's manifest lines."""
+    return job_file_key(output_prefix, job_id, f"{PARTS_FOLDER}/{batch:08d}.jsonl")
 
 
 def generated_image_key(output_prefix: S3Uri, job_id: str, index: int, seed: int) -> str:

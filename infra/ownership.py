@@ -8,7 +8,8 @@ for a death. Each delivery that runs a batch owns it: ``begin_batch`` writes its
 owner token and a lease (``LEASE_SECONDS``, on Redis's clock) in the field
 ``owner:<batch>`` of ``bv:job:<id>:attempts``, a :class:`Heartbeat` thread renews
 it every fifth of the lease while the batch runs, and recording the batch deletes
-it. A delivery that finds another owner whose lease has not expired is a duplicate
+it with the batch's attempt count: the hash holds only the batches that run. A
+delivery that finds another owner whose lease has not expired is a duplicate
 (:attr:`BatchStart.owned_elsewhere`); one that finds an expired lease takes the
 batch over and counts one death (:attr:`BatchStart.death`). An owner that hands
 its batch back releases its lease first, so its own redelivery is no death.
@@ -36,7 +37,8 @@ RELEASE_RETRY_SECONDS = 300.0  # how long a hand-back keeps trying to release (R
 # A job in these takes no more work: its batches are skipped (a cancelling one is not final).
 ENDED_STATES = (*FINAL_STATES, CANCELLING)
 
-# KEYS: job record, attempts hash, manifest. ARGV: batch, now, owner, lease ms, TTL, ended...
+# KEYS: job record, attempts hash, recorded-batches bitmap.
+# ARGV: batch, now, owner, lease ms, TTL, ended states...
 # Returns {attempt, recorded, state, expiry of another live owner's lease (ms), death}.
 BEGIN_BATCH_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0, '', 0, 0} end
@@ -46,7 +48,7 @@ if redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2]) == 1 then
   redis.call('HSET', KEYS[1], 'state', 'running')
 end
 local attempt = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return {attempt, 1, state, 0, 0} end
+if redis.call('GETBIT', KEYS[3], ARGV[1]) == 1 then return {attempt, 1, state, 0, 0} end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local field = 'owner:' .. ARGV[1]
@@ -84,7 +86,8 @@ class BatchStart:
 
     ``attempt`` is 1 plus the deaths counted for the batch: a death is counted only
     when a delivery takes the batch over from an owner whose lease expired. A batch
-    of a job that has ended (``job_ended``) is not counted: its attempt is 0.
+    of a job that has ended (``job_ended``), or already recorded (its count went with
+    its recording), has attempt 0.
     """
 
     attempt: int

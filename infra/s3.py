@@ -137,7 +137,7 @@ class S3Store:
     def from_settings(cls, settings: Settings, *, pool_size: int = 64) -> S3Store:
         return cls(make_client(settings, pool_size=pool_size))
 
-    def _explain(self, error: Exception, what: str) -> StorageError:
+    def explain(self, error: Exception, what: str) -> StorageError:
         if isinstance(error, StorageError):
             return error
         if isinstance(error, EndpointConnectionError):
@@ -165,9 +165,9 @@ class S3Store:
         except ClientError as error:
             if _error_code(error) in ("404", "NoSuchBucket", "NotFound"):
                 return False
-            raise self._explain(error, f"s3://{bucket}") from error
+            raise self.explain(error, f"s3://{bucket}") from error
         except Exception as error:
-            raise self._explain(error, f"s3://{bucket}") from error
+            raise self.explain(error, f"s3://{bucket}") from error
 
     def ensure_bucket(self, bucket: str) -> None:
         """Create ``bucket`` if it does not exist (demo and tests)."""
@@ -185,7 +185,7 @@ class S3Store:
                 for entry in page.get("Contents", []):
                     yield ObjectInfo(entry["Key"], int(entry["Size"]), entry["ETag"].strip('"'))
         except (ClientError, BotoCoreError) as error:
-            raise self._explain(error, f"listing {uri}") from error
+            raise self.explain(error, f"listing {uri}") from error
 
     def get_bytes(self, bucket: str, key: str, *, max_bytes: int | None = None) -> bytes:
         """Read a whole object, refusing one larger than ``max_bytes``."""
@@ -193,7 +193,7 @@ class S3Store:
         try:
             response = self.client.get_object(Bucket=bucket, Key=key)
         except Exception as error:
-            raise self._explain(error, what) from error
+            raise self.explain(error, what) from error
         body = response["Body"]
         try:
             length = int(response.get("ContentLength", 0))
@@ -223,7 +223,7 @@ class S3Store:
         try:
             self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
         except Exception as error:
-            raise self._explain(error, f"writing s3://{bucket}/{key}") from error
+            raise self.explain(error, f"writing s3://{bucket}/{key}") from error
 
     def put_json(self, bucket: str, key: str, document: Any) -> None:
         data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
@@ -233,13 +233,13 @@ class S3Store:
         try:
             self.client.upload_file(path, bucket, key)
         except Exception as error:
-            raise self._explain(error, f"uploading {path} to s3://{bucket}/{key}") from error
+            raise self.explain(error, f"uploading {path} to s3://{bucket}/{key}") from error
 
     def download_file(self, bucket: str, key: str, path: str) -> None:
         try:
             self.client.download_file(bucket, key, path)
         except Exception as error:
-            raise self._explain(error, f"downloading s3://{bucket}/{key}") from error
+            raise self.explain(error, f"downloading s3://{bucket}/{key}") from error
 
     def move(self, bucket: str, key: str, target_bucket: str, target_key: str) -> bool:
         """Copy then delete; False when the source is already gone (moved by another)."""
@@ -248,14 +248,14 @@ class S3Store:
                 Bucket=target_bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": key}
             )
         except Exception as error:
-            explained = self._explain(error, f"moving s3://{bucket}/{key}")
+            explained = self.explain(error, f"moving s3://{bucket}/{key}")
             if isinstance(explained, ObjectMissing):
                 return False
             raise explained from error
         try:
             self.client.delete_object(Bucket=bucket, Key=key)
         except Exception as error:
-            raise self._explain(error, f"deleting s3://{bucket}/{key} after copying it") from error
+            raise self.explain(error, f"deleting s3://{bucket}/{key} after copying it") from error
         return True
 
     def exists(self, bucket: str, key: str) -> bool:
@@ -265,4 +265,4 @@ class S3Store:
         except ClientError as error:
             if _error_code(error) in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise self._explain(error, f"s3://{bucket}/{key}") from error
+            raise self.explain(error, f"s3://{bucket}/{key}") from error

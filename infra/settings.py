@@ -105,6 +105,7 @@ class Settings:
     aws_secret_access_key: str | None = field(default=None, repr=False)
     models_uri: str = "s3://bucketvision/models/"
     batch_size: int = 32
+    job_window: int = 256  # batches of one job on the queue at a time (infra.job_plans)
     requested_forward_batch: int | None = None  # BV_FORWARD_BATCH; None: half a batch
     max_image_pixels: int = 40_000_000
     max_object_bytes: int = 50 * 1024 * 1024
@@ -152,6 +153,7 @@ class Settings:
                 aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
                 models_uri=models_uri if models_uri.endswith("/") else models_uri + "/",
                 batch_size=_integer(env, "BV_BATCH_SIZE", defaults.batch_size),
+                job_window=_integer(env, "BV_JOB_WINDOW", defaults.job_window),
                 requested_forward_batch=_optional_integer(env, "BV_FORWARD_BATCH") or None,
                 max_image_pixels=_integer(env, "BV_MAX_IMAGE_PIXELS", defaults.max_image_pixels),
                 max_object_bytes=_integer(env, "BV_MAX_OBJECT_BYTES", defaults.max_object_bytes),
@@ -203,6 +205,7 @@ class Settings:
             "aws_access_key_id": "set" if self.aws_access_key_id else "(default chain)",
             "models_uri": self.models_uri,
             "batch_size": self.batch_size,
+            "job_window": self.job_window,
             "max_image_pixels": self.max_image_pixels,
             "max_object_bytes": self.max_object_bytes,
             "metrics_port": self.metrics_port,

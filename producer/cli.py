@@ -48,6 +48,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         keys=listed,
         keys_source=f"--keys-from {args.keys_from}",
         job_id=check_job_id(args.job_id) if args.job_id else None,
+        window=settings.job_window,
     )
     if args.dry_run:
         print(dry_run(request, store=found["store"], registry=found["registry"]).describe())
@@ -77,6 +78,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         rescan_seconds=args.rescan_seconds,
         includes=tuple(args.include or IMAGE_PATTERNS),
         excludes=tuple(args.exclude or ()),
+        window=settings.job_window,
     )
     configure_logging("INFO", settings.log_format)
     report = _reporter(settings, "bucketvision.watch")

@@ -9,6 +9,7 @@ when a ``--wait`` sees the job fail or get cancelled, or its ``--timeout`` run o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 
@@ -87,6 +88,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     request = retry_request(
         found["jobs"], found["store"], args.job_id, errors=errors, model=args.model
     )
+    request = dataclasses.replace(request, window=settings.job_window)
     job = submit_job(request, app=make_celery(settings), **found)
     what = f"retrying {job.total} error lines of {args.job_id} with {job.model} as {job.job_id}"
     return report_job(found, job, args, what)

@@ -43,7 +43,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         tolerance=args.tolerance,
         promote=args.promote,
         steps_per_epoch=args.steps_per_epoch,
-        extra=_backbone_options(args, found),
+        extra={**_backbone_options(args, found), **_budget_options(args)},
     )
     runs = TrainingRuns(found["jobs"].redis)
     run_id, counts = submit_training(
@@ -115,6 +115,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         label=args.label,
         batch_size=args.batch_size or settings.batch_size,
+        window=settings.job_window,
     )
     found = clients(settings)
     job = submit_generate(request, app=make_celery(settings), **found)
@@ -165,6 +166,16 @@ def cmd_datasets(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _budget_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--max-steps``, ``--max-minutes`` and ``--patience`` as the trainers' stopping keys."""
+    chosen = {
+        "max_steps": args.max_steps,
+        "max_seconds": None if args.max_minutes is None else args.max_minutes * 60.0,
+        "patience": args.patience,
+    }
+    return {key: value for key, value in chosen.items() if value is not None}
+
+
 def _add_train(sub: Any) -> None:
     train = sub.add_parser("train", help="train a new model version from a dataset in S3")
     train.add_argument("name", help="model name; each run adds a version")
@@ -174,7 +185,21 @@ def _add_train(sub: Any) -> None:
         required=True,
         help="s3://BUCKET/datasets/X/, in its task's layout (docs/dataset-layouts.md)",
     )
-    train.add_argument("--epochs", type=int, help="default: the family's tuned default")
+    train.add_argument(
+        "--epochs",
+        type=int,
+        help="train exactly this many passes (default: until the validation loss stops"
+        " improving, within the family's step budget; the card's `stopping` says why it ended)",
+    )
+    train.add_argument(
+        "--max-steps",
+        type=int,
+        help="step budget (default: classify 6,000, detect 3,500, segment 4,000)",
+    )
+    train.add_argument("--max-minutes", type=float, help="time budget (default: 60)")
+    train.add_argument(
+        "--patience", type=int, help="epochs without improvement before stopping (default 8-10)"
+    )
     train.add_argument("--batch-size", type=int)
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--image-size", type=int, help="model input side in pixels")

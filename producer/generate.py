@@ -17,15 +17,8 @@ from bucketvision.infra.messages import GenerateItem, GenerateMessage
 from bucketvision.infra.s3 import S3Store, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
 from bucketvision.models.registry import ModelRegistry
-from bucketvision.producer.submit import (
-    JobPlan,
-    SubmitError,
-    SubmittedJob,
-    check_bucket,
-    chunk,
-    new_job_id,
-    start_job,
-)
+from bucketvision.producer.job_start import DEFAULT_WINDOW, JobPlan, SubmittedJob, start_job
+from bucketvision.producer.submit import SubmitError, check_bucket, chunk, new_job_id
 
 MAX_COUNT = 1_000_000
 
@@ -40,6 +33,7 @@ class GenerateRequest:
     seed: int | None = None  # the first item's seed (item i gets seed + i); random when None
     label: str | None = None  # only this class of a class-conditional generator
     batch_size: int = 32  # items per task message
+    window: int = DEFAULT_WINDOW  # batches on the queue at a time (BV_JOB_WINDOW)
 
 
 def _labels_for(
@@ -93,5 +87,6 @@ def submit_generate(
         output,
         request.count,
         request.batch_size,
+        window=request.window,
     )
-    return start_job(app, jobs, job, messages, item_outputs=False)
+    return start_job(app, jobs, store, job, messages, item_outputs=False)

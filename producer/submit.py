@@ -12,18 +12,23 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from celery import Celery
 
-from bucketvision.infra.batches import send_batches
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.jobs import JobStore
-from bucketvision.infra.messages import BatchMessage, JobMessage
+from bucketvision.infra.messages import BatchMessage
 from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
 from bucketvision.infra.vocabulary import IMAGE_PATTERNS, INFERENCE_TASKS
 from bucketvision.models.registry import ModelRegistry, model_filename
+from bucketvision.producer.job_start import (
+    DEFAULT_WINDOW,
+    JobPlan,
+    SubmittedJob,
+    start_job,
+    submitted_view,
+)
 from bucketvision.producer.key_lists import check_listed_keys, select_keys
 from bucketvision.producer.key_lists import matches as matches
 
@@ -48,16 +53,7 @@ class JobRequest:
     keys_source: str = "the key list"  # where ``keys`` came from, for messages
     job_id: str | None = None  # chosen by the caller: a second submit of it makes no job
     retry_of: str | None = None  # the job whose error lines these keys are (retry)
-
-
-@dataclass(frozen=True)
-class SubmittedJob:
-    job_id: str
-    total: int
-    batches: int
-    model: str
-    output: str
-    existing: bool = False  # the job id was taken: this is that job, nothing was submitted
+    window: int = DEFAULT_WINDOW  # batches on the queue at a time (BV_JOB_WINDOW)
 
 
 @dataclass(frozen=True)
@@ -160,6 +156,7 @@ def submit_job(
     return enqueue_job(
         app,
         jobs,
+        store,
         request.task,
         planned.keys,
         planned.input,
@@ -169,6 +166,7 @@ def submit_job(
         item_outputs=request.item_outputs,
         job_id=request.job_id,
         retry_of=request.retry_of,
+        window=request.window,
     )
 
 
@@ -191,21 +189,10 @@ def existing_job(jobs: JobStore, request: JobRequest) -> SubmittedJob | None:
     return submitted_view(record, existing=True)
 
 
-def submitted_view(record: dict[str, Any], *, existing: bool = False) -> SubmittedJob:
-    """A job record seen as a submission."""
-    return SubmittedJob(
-        str(record["job_id"]),
-        int(record.get("total", 0)),
-        int(record.get("batches", 0)),
-        str(record.get("model")),
-        str(record.get("output")),
-        existing,
-    )
-
-
 def enqueue_job(
     app: Celery,
     jobs: JobStore,
+    store: S3Store,
     task: str,
     keys: Sequence[str],
     input_uri: S3Uri,
@@ -216,62 +203,20 @@ def enqueue_job(
     item_outputs: bool = True,
     job_id: str | None = None,
     retry_of: str | None = None,
+    window: int = DEFAULT_WINDOW,
 ) -> SubmittedJob:
-    """Record a job over ``keys`` with a pinned ``model`` and send its batches by task name.
+    """Record a job over ``keys`` with a pinned ``model``, write its plan, send its first batches.
 
     A caller that must clean up after a failed send (the watcher), or that chose the id
     (``--job-id``), passes its own ``job_id``; ``retry_of`` links a retry to its job.
+    ``window`` batches are sent now, and each recorded batch sends the next.
     """
     job_id = job_id or new_job_id()
     messages = [
         BatchMessage(job_id, index, task, tuple(batch), input_uri, output_uri, model, item_outputs)
         for index, batch in enumerate(chunk(keys, batch_size))
     ]
-    job = JobPlan(job_id, task, model, str(input_uri), output_uri, len(keys), batch_size, retry_of)
-    return start_job(app, jobs, job, messages, item_outputs=item_outputs)
-
-
-@dataclass(frozen=True)
-class JobPlan:
-    """What the job record says of a job before its first batch runs."""
-
-    job_id: str
-    task: str
-    model: str
-    input: str  # the input prefix, or what a generate job starts from ("seed N")
-    output: S3Uri
-    total: int
-    batch_size: int
-    retry_of: str | None = None
-
-
-def start_job(
-    app: Celery,
-    jobs: JobStore,
-    job: JobPlan,
-    messages: Sequence[JobMessage],
-    *,
-    item_outputs: bool,
-) -> SubmittedJob:
-    """Record the job (state ``queued``), then send its batch messages (submit and generate).
-
-    When a job has this id already (a second ``submit --job-id``), that job comes back.
-    """
-    created = jobs.create(
-        job.job_id,
-        {
-            "task": job.task,
-            "model": job.model,
-            "input": job.input,
-            "output": str(job.output),
-            "total": job.total,
-            "batches": len(messages),
-            "batch_size": job.batch_size,
-            "item_outputs": int(item_outputs),
-            "retry_of": job.retry_of,
-        },
+    job = JobPlan(
+        job_id, task, model, str(input_uri), output_uri, len(keys), batch_size, retry_of, window
     )
-    if not created:
-        return submitted_view(jobs.get(job.job_id), existing=True)
-    send_batches(app, jobs, messages)
-    return SubmittedJob(job.job_id, job.total, len(messages), job.model, str(job.output))
+    return start_job(app, jobs, store, job, messages, item_outputs=item_outputs)

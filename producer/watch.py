@@ -20,7 +20,6 @@ Nothing is ever deleted without its copy written first.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import threading
@@ -33,11 +32,11 @@ from celery import Celery
 
 from bucketvision.infra.jobs import JobNotFound, JobStore
 from bucketvision.infra.outages import OUTAGE_ERRORS, Backoff
-from bucketvision.infra.outputs import UnmappableKey, relative_key
 from bucketvision.infra.s3 import ObjectInfo, S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
 from bucketvision.infra.vocabulary import FINAL_STATES, IMAGE_PATTERNS
 from bucketvision.models.registry import ModelRegistry
+from bucketvision.producer.job_start import DEFAULT_WINDOW
 from bucketvision.producer.submit import (
     SubmitError,
     check_target,
@@ -46,6 +45,7 @@ from bucketvision.producer.submit import (
     select_keys,
 )
 from bucketvision.producer.watch_claims import Claims
+from bucketvision.producer.watch_moves import move_job_inputs
 
 log = logging.getLogger("bucketvision.watch")
 
@@ -62,6 +62,7 @@ class WatchRequest:
     move_to: str | None = None
     once: bool = False
     batch_size: int = 32
+    window: int = DEFAULT_WINDOW  # batches of a job on the queue at a time (BV_JOB_WINDOW)
     max_in_flight: int = 5000
     rescan_seconds: float = 60.0
     includes: tuple[str, ...] = IMAGE_PATTERNS  # globs on the key relative to the input
@@ -160,16 +161,16 @@ class Watcher:
         return job_id
 
     def _enqueued(self, job_id: str) -> bool:
-        """Whether ``job_id``, bound to a lapsed claim, holds its objects: it was recorded
-        with its whole plan (the lost-batch audit sends what was not sent) or it finished,
-        and its watcher did not abandon it."""
+        """Whether ``job_id``, bound to a lapsed claim, holds its objects: its whole plan
+        was written (the lost-batch audit sends what was not sent) or it finished, and
+        its watcher did not abandon it."""
         try:
             record = self.jobs.get(job_id)
         except JobNotFound:
             return False
         if record["state"] in FINAL_STATES:
             return record.get("failure") != ABANDONED
-        return len(self.jobs.planned_batches(job_id)) >= int(record["batches"])
+        return bool(record.get("planned"))
 
     def _enqueue(self, claimed: list[ObjectInfo]) -> str | None:
         """One job over the claimed objects we still hold; if sending fails, none stays claimed.
@@ -189,6 +190,7 @@ class Watcher:
                 job = enqueue_job(
                     self.app,
                     self.jobs,
+                    self.store,
                     self.request.task,
                     [info.key for info in held],
                     self.input,
@@ -196,6 +198,7 @@ class Watcher:
                     str(model),
                     batch_size=self.request.batch_size,
                     job_id=job_id,
+                    window=self.request.window,
                 )
         except BaseException:
             self._settle_later(lambda: self.jobs.abandon(job_id, ABANDONED))
@@ -233,30 +236,9 @@ class Watcher:
             self.state.jobs.remove(job_id)
 
     def _move_inputs(self, job_id: str) -> None:
-        if self.move_to is None:
-            return
-        moved: list[str] = []
-        for line in self.jobs.manifest_lines(job_id):
-            key = line["key"]
-            try:
-                relative = relative_key(self.input, key)
-            except UnmappableKey as error:  # no name of its own under --move-to either
-                self.report(f"{key!r} stays where it is: {error}")
-                continue
-            if line["status"] == "ok":
-                target = self.move_to.key(relative)
-            else:
-                target = self.move_to.key("failed", relative)
-                error = {"key": key, "job_id": job_id, "error": line["error"]}
-                self.store.put_bytes(
-                    self.move_to.bucket,
-                    target + ".error.json",
-                    json.dumps(error).encode(),
-                    "application/json",
-                )
-            if self.store.move(self.input.bucket, key, self.move_to.bucket, target):
-                moved.append(key)
-        self.claims.forget(moved)
+        if self.move_to is not None:
+            where = (self.input, self.output, self.move_to)
+            self.claims.forget(move_job_inputs(self.store, where, job_id, self.report))
 
     def wait_for_jobs(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

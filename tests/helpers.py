@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,24 @@ def read_job(s3_client: Any, bucket: str, output: str, job_id: str) -> tuple[lis
         s3_client.get_object(Bucket=bucket, Key=base + "summary.json")["Body"].read()
     )
     return parse_jsonl(manifest.decode()), summary
+
+
+def manifest_lines(
+    keys: Iterable[str], status: str = "ok", attempts: int = 1, label: str = "a"
+) -> list[dict[str, Any]]:
+    """Manifest lines of ``keys`` as a worker writes them (ok with ``label``, or an error)."""
+    from bucketvision.infra.outputs import manifest_line
+
+    return [
+        manifest_line(
+            key,
+            status=status,
+            output=None,
+            result={"label": label} if status == "ok" else None,
+            error=None if status == "ok" else ("X", "bad"),
+            model="m@v1",
+            latency_ms=1.0,
+            attempts=attempts,
+        )
+        for key in keys
+    ]

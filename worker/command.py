@@ -30,6 +30,7 @@ from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.logs import configure_logging, leave_logging_to_us
 from bucketvision.infra.metrics import Exporter, start_multiprocess_exporter
 from bucketvision.infra.queue import INFERENCE_QUEUE, TRAINING_QUEUE, make_celery
+from bucketvision.infra.s3 import S3Store
 from bucketvision.infra.settings import Settings
 from bucketvision.worker.hooks import TaskHooks
 
@@ -170,7 +171,8 @@ def _audit_lost_batches(app: Celery, settings: Settings) -> None:
     @worker_ready.connect(weak=False)
     def _start(**_: object) -> None:
         jobs = JobStore.from_url(settings.broker_url)
-        start_lost_batch_audit(app, jobs, settings.lost_batch_seconds, stop)
+        store = S3Store.from_settings(settings)
+        start_lost_batch_audit(app, jobs, store, settings.lost_batch_seconds, stop)
 
     @worker_shutdown.connect(weak=False)
     def _stop(**_: object) -> None:

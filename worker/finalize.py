@@ -2,11 +2,14 @@
 
 The worker whose batch completes the job takes the job's finalisation lease in
 Redis (``FINALIZE_LEASE_SECONDS``), renews it from a heartbeat thread while it
-writes both files to ``<output>/_jobs/<job_id>/``, and marks the job ended,
-which releases it. A finaliser that dies (OOM, kill -9) stops renewing: the
-lease expires and the lost-batch audit (:mod:`infra.batches`) has the job
-finalised again. The files are whole-object PUTs, so a second finaliser replaces
-rather than appends, and only the lease holder can mark the job ended.
+composes the manifest from the batches' parts (:mod:`worker.manifest_parts`) and
+writes the summary under ``<output>/_jobs/<job_id>/``, and marks the job ended,
+which releases it; then it deletes the parts and the plan. A finaliser that dies
+(OOM, kill -9) stops renewing: the lease expires and the lost-batch audit
+(:mod:`infra.batches`) has the job finalised again, from the same parts. Each
+file is written whole (a completed multipart upload or a PUT), so a second
+finaliser replaces rather than appends, and only the lease holder can mark the
+job ended.
 
 An outage while writing (S3 or Redis unreachable) releases the lease and is
 raised, for the task to ride out or hand back. Any other S3 error (access
@@ -19,77 +22,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 from bucketvision.infra.job_life import live_owners
 from bucketvision.infra.jobs import FINALIZE_LEASE_SECONDS, JobStore
 from bucketvision.infra.outages import OUTAGE_ERRORS
-from bucketvision.infra.outputs import MANIFEST_FILE, SUMMARY_FILE, job_file_key, jsonl
+from bucketvision.infra.outputs import SUMMARY_FILE, job_file_key
 from bucketvision.infra.s3 import S3Store, StorageError, parse_s3_uri
 from bucketvision.infra.vocabulary import CANCELLING, FINAL_STATES
+from bucketvision.worker.manifest_parts import compose_manifest, delete_parts
+from bucketvision.worker.summary import SummaryTally
 
 log = logging.getLogger("bucketvision.worker")
-
-
-def iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
-
-
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None}
-    p50, p95, p99 = np.percentile(np.asarray(values, dtype=np.float64), [50, 95, 99])
-    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3)}
-
-
-def build_summary(
-    record: dict[str, Any], lines: list[dict[str, Any]], finished_at: float
-) -> dict[str, Any]:
-    """The job's summary (docs/schemas/summary.schema.json) from its record and manifest lines."""
-    counts = {"ok": 0, "error": 0, "skipped": 0}
-    errors_by_type: dict[str, int] = {}
-    for line in lines:
-        counts[line["status"]] += 1
-        if line.get("error"):
-            kind = line["error"]["type"]
-            errors_by_type[kind] = errors_by_type.get(kind, 0) + 1
-    submitted = float(record["submitted_at"])
-    wall = max(finished_at - submitted, 1e-9)
-    state = "failed" if record.get("failure") else "finished"
-    if record.get("state") == CANCELLING:  # the manifest holds what ran before it stopped
-        state = "cancelled"
-    return {
-        "job_id": record["job_id"],
-        "task": record["task"],
-        "model": record["model"],
-        "input": record["input"],
-        "output": record["output"],
-        "state": state,
-        "total": int(record["total"]),
-        **counts,
-        "submitted_at": iso(submitted),
-        "started_at": iso(record.get("started_at")),
-        "finished_at": iso(finished_at),
-        "wall_seconds": round(wall, 3),
-        "images_per_second": round(len(lines) / wall, 2),
-        "latency_ms": percentiles([line["latency_ms"] for line in lines]),
-        "stage_seconds": {
-            stage: round(float(record.get(f"stage_{stage}", 0.0)), 3)
-            for stage in ("download", "decode", "infer", "upload")
-        },
-        # What happened, beyond the counts: why items failed, and how many items ran
-        # more than once because their worker died (redelivered batches).
-        "errors_by_type": dict(sorted(errors_by_type.items())),
-        "redelivered_items": sum(1 for line in lines if line.get("attempts", 1) > 1),
-        **({"failure": record["failure"]} if record.get("failure") else {}),
-        **({"retry_of": record["retry_of"]} if record.get("retry_of") else {}),
-        **({"not_run": int(record["total"]) - len(lines)} if state == "cancelled" else {}),
-    }
 
 
 def finalize_job(
@@ -119,38 +64,36 @@ def finalize_job(
                 jobs.release_finalization(job_id, owner)
                 return None
             finished_at = float(record.get("updated_at") or time.time())
-            summary = _write_job_files(jobs, store, record, job_id, finished_at)
+            batches = jobs.recorded_batches(job_id)
+            summary = _write_job_files(store, record, batches, finished_at)
         except OUTAGE_ERRORS:
             _release_quietly(jobs, job_id, owner)
             raise
         except StorageError as error:  # not an outage: retrying will not help
-            summary = _failed_summary(record, error)
+            summary, batches = _failed_summary(record, error), None  # keep its parts
         except BaseException:
             _release_quietly(jobs, job_id, owner)
             raise
         ended = jobs.mark_finished(
             job_id, summary["state"], finished_at, owner=owner, failure=summary.get("failure")
         )
-        if not ended:
-            log.warning("job %s: lost the finalisation lease while writing; not ending it", job_id)
-            return None
-        return summary
+    if not ended:
+        log.warning("job %s: lost the finalisation lease while writing; not ending it", job_id)
+        return None
+    if batches is not None:
+        delete_parts(store, parse_s3_uri(record["output"]), job_id, batches)
+    return summary
 
 
 def _write_job_files(
-    jobs: JobStore, store: S3Store, record: dict[str, Any], job_id: str, finished_at: float
+    store: S3Store, record: dict[str, Any], batches: Sequence[int], finished_at: float
 ) -> dict[str, Any]:
-    """PUT the manifest and the summary; returns the summary."""
-    lines = jobs.manifest_lines(job_id)
-    summary = build_summary(record, lines, finished_at)
+    """Compose the manifest from the parts of ``batches``, then PUT the summary; the summary."""
     output = parse_s3_uri(record["output"])
-    manifest = jsonl(lines)
-    store.put_bytes(
-        output.bucket,
-        job_file_key(output, job_id, MANIFEST_FILE),
-        manifest.encode(),
-        "application/x-ndjson",
-    )
+    job_id = str(record["job_id"])
+    tally = SummaryTally()
+    compose_manifest(store, output, job_id, batches, tally)
+    summary = tally.summary(record, finished_at)
     store.put_json(output.bucket, job_file_key(output, job_id, SUMMARY_FILE), summary)
     return summary
 

@@ -16,8 +16,11 @@ import threading
 import time
 from typing import Any
 
+from celery import Celery
+
 from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.logs import ContextThreadPool
+from bucketvision.infra.queue import make_celery
 from bucketvision.infra.s3 import S3Store
 from bucketvision.infra.settings import Settings
 from bucketvision.models.registry import ModelRegistry, parse_model_ref
@@ -203,6 +206,14 @@ class WorkerRuntime:
         self.pool = ContextThreadPool(settings.io_threads, thread_name_prefix="bv-io")
         self.limits = Limits(settings.max_image_pixels, settings.max_object_bytes)
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
+        self._sender: Celery | None = None
+
+    @property
+    def sender(self) -> Celery:
+        """A Celery app on the broker for the batches this child sends (the feeding window)."""
+        if self._sender is None:
+            self._sender = make_celery(self.settings)
+        return self._sender
 
 
 _runtime: WorkerRuntime | None = None

@@ -26,11 +26,11 @@ from bucketvision.infra.messages import GenerateMessage, JobMessage, parse_job_m
 from bucketvision.infra.outages import OUTAGE_ERRORS, ride_out
 from bucketvision.infra.ownership import LEASE_SECONDS, BatchStart, Heartbeat, owner_token
 from bucketvision.infra.vocabulary import BATCH_TASKS, CANCELLING, TASK_NAMES
-from bucketvision.worker.finalize import finalize_job
 from bucketvision.worker.generation import run_generate_batch
 from bucketvision.worker.isolation import IsolationLedger, run_isolated
 from bucketvision.worker.outcomes import BatchOutcome, gave_up
 from bucketvision.worker.pipeline import run_batch
+from bucketvision.worker.recording import finalize_if_complete, finalize_now, record_outcome
 from bucketvision.worker.reports import BatchReport
 from bucketvision.worker.runtime import WorkerRuntime, get_runtime
 from bucketvision.worker.training_task import handle_training
@@ -39,19 +39,6 @@ log = logging.getLogger("bucketvision.worker")
 
 T = TypeVar("T")
 OWNER_POLL_SECONDS = 0.5  # how often a duplicate delivery looks at the owner's lease
-
-
-def finalize_if_complete(runtime: WorkerRuntime, job_id: str) -> str | None:
-    """Finalise the job if all its batches are recorded; its state if this call did."""
-    record = runtime.jobs.get(job_id)
-    if record["done_batches"] >= record["batches"]:
-        return _finalize(runtime, job_id)
-    return None
-
-
-def _finalize(runtime: WorkerRuntime, job_id: str) -> str | None:
-    summary = finalize_job(runtime.jobs, runtime.store, job_id, runtime.identity)
-    return str(summary["state"]) if summary else None
 
 
 def _run(runtime: WorkerRuntime, message: JobMessage, attempt: int) -> BatchOutcome:
@@ -107,7 +94,7 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
         finished = None
         if start.job_state == CANCELLING:
             job_id = message.job_id
-            finished = _ride_out_or_requeue(lambda: _finalize(runtime, job_id), where, within)
+            finished = _ride_out_or_requeue(lambda: finalize_now(runtime, job_id), where, within)
         return replace(report, dropped=True, job_finished=finished)
     if start.owned_elsewhere:
         # A live worker runs it (its lease was renewed): it records the batch.
@@ -126,18 +113,9 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
     try:
         outcome, ledger = _run_delivery(runtime, message, start, where, lease)
 
-        def record() -> tuple[bool, str | None]:
-            recorded = runtime.jobs.record_batch(
-                message.job_id, message.batch, outcome.lines, outcome.stage_seconds, outcome.failure
-            )
-            lease.stop()  # recording ended the lease
-            if ledger is not None:
-                ledger.clear()
-            last = recorded.job_complete or recorded.job_state == CANCELLING
-            finished = _finalize(runtime, message.job_id) if last else None
-            return recorded.first_time, finished
-
-        first_time, finished = _ride_out_or_requeue(record, where, within, lease)
+        first_time, finished = _ride_out_or_requeue(
+            lambda: record_outcome(runtime, message, outcome, ledger, lease), where, within, lease
+        )
     except BaseException:
         lease.hand_back()  # this process lives on: its batch's next delivery is no death
         raise

@@ -47,17 +47,17 @@ def _poisoned_decode(data: bytes, **options: Any) -> Any:
     return _real_decode(data, **options)
 
 
-def _paused_write_job_files(jobs: Any, store: Any, record: Any, job_id: str, *rest: Any) -> Any:
+def _paused_write_job_files(store: Any, record: Any, *rest: Any) -> Any:
     """Finalisation, held (lease and heartbeat running) before any job file is written."""
     signal_path = os.environ.get(PAUSE_FINALIZE_ENV)
     if signal_path:
         with open(signal_path + ".tmp", "w") as handle:
-            handle.write(f"{os.getpid()} {job_id}\n")
+            handle.write(f"{os.getpid()} {record['job_id']}\n")
         os.replace(signal_path + ".tmp", signal_path)  # the test sees it whole
         while True:  # until the test kills this worker
             time.sleep(1)
     assert _real_write_job_files is not None
-    return _real_write_job_files(jobs, store, record, job_id, *rest)
+    return _real_write_job_files(store, record, *rest)
 
 
 pipeline_module.decode_image = _poisoned_decode  # type: ignore[assignment]

@@ -98,7 +98,11 @@ def test_redis_restarted_mid_job_loses_nothing(
             records = {j: jobs.get(j) for j in jobs.recent_jobs(100) if j != job_id}
             drop_jobs = [j for j, r in records.items() if r["state"] != "failed"]
             if all(records[j]["state"] == "finished" for j in drop_jobs):
-                drop_lines = [line for j in drop_jobs for line in jobs.manifest_lines(j)]
+                drop_lines = [
+                    line
+                    for j in drop_jobs
+                    for line in read_job(s3_client, bucket, "drop-out/", j)[0]
+                ]
                 if len(drop_lines) >= len(dropped):
                     break
             time.sleep(0.5)

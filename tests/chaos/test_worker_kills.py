@@ -107,7 +107,7 @@ class _Scenario:
         """Once ``done_batches`` are recorded, ``after`` among them: kill; the batches caught."""
 
         def ready() -> bool:
-            recorded = self.jobs.recorded_batches(self.job_id)
+            recorded = set(self.jobs.recorded_batches(self.job_id).tolist())
             return len(recorded) >= done_batches and after <= recorded
 
         _wait_until(ready, time.monotonic() + PATIENCE, self.stuck)

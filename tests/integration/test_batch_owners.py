@@ -20,15 +20,16 @@ import pytest
 import redis
 
 from bucketvision.infra import keys
+from bucketvision.infra.job_plans import read_plan
 from bucketvision.infra.jobs import JobStore
-from bucketvision.infra.outputs import manifest_line
+from bucketvision.infra.outputs import parse_jsonl
 from bucketvision.infra.queue import INFERENCE_QUEUE
-from bucketvision.infra.s3 import StorageUnavailable
+from bucketvision.infra.s3 import StorageUnavailable, parse_s3_uri
 from bucketvision.infra.settings import Settings
 from bucketvision.producer.submit import JobRequest, submit_job
 from bucketvision.worker import tasks
 from bucketvision.worker.runtime import WorkerRuntime
-from tests.helpers import png_bytes
+from tests.helpers import manifest_lines, png_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -60,25 +61,15 @@ def _submit(
     clients = producer_clients(settings)
     job_id = submit_job(request, **clients).job_id
     broker.delete(INFERENCE_QUEUE)  # the tests deliver the body themselves
-    return job_id, clients["jobs"].plan(job_id, [0])[0]
+    output = parse_s3_uri(f"s3://{BUCKET}/out/")
+    plan = read_plan(clients["store"], clients["jobs"].redis, job_id, output, [0])
+    return job_id, plan[0].to_json()
 
 
 def _ok(message: Any, attempt: int) -> Any:
     from bucketvision.worker.pipeline import BatchOutcome
 
-    lines = [
-        manifest_line(
-            key,
-            status="ok",
-            output=None,
-            result={"label": "0"},
-            error=None,
-            model="m@v1",
-            latency_ms=1.0,
-            attempts=attempt,
-        )
-        for key in message.keys
-    ]
+    lines = manifest_lines(message.keys, attempts=attempt, label="0")
     return BatchOutcome(lines, {"infer": 0.1})
 
 
@@ -89,8 +80,18 @@ def _in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     return thread, result
 
 
-def _deaths(jobs: JobStore, job_id: str) -> int:
+def _manifest(s3_client: Any, job_id: str) -> list[dict[str, Any]]:
+    """The lines of the job's manifest.jsonl, composed when it finished."""
+    key = f"out/_jobs/{job_id}/manifest.jsonl"
+    return parse_jsonl(s3_client.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode())
+
+
+def _deaths(jobs: JobStore, job_id: str, s3_client: Any) -> int:
+    """The deaths counted for batch 0: in the attempts hash while it runs; once the job
+    has finished, in its manifest lines (an item's ``attempts`` is 1 + the deaths)."""
     attempt = jobs.redis.hget(keys.job_attempts(job_id), "0")
+    if attempt is None and jobs.get(job_id)["state"] == "finished":
+        return max(line["attempts"] for line in _manifest(s3_client, job_id)) - 1
     return int(attempt or 0) - 1
 
 
@@ -121,14 +122,14 @@ def test_a_second_delivery_while_the_owner_is_alive_counts_no_death_and_does_not
     duplicate = tasks.handle_inference_batch(body)  # the broker's visibility-timeout redelivery
     assert ran == [1], "the batch ran a second time while its owner was alive"
     assert duplicate.items is None and not duplicate.recorded
-    assert _deaths(jobs, job_id) == 0
+    assert _deaths(jobs, job_id, s3_client) == 0
     go_on.set()
     owner.join(60)
     assert owner_report and owner_report[0].recorded and owner_report[0].attempt == 1
     record = jobs.get(job_id)
     assert record["state"] == "finished" and record["ok"] == 2 and record["error"] == 0
-    assert [line["attempts"] for line in jobs.manifest_lines(job_id)] == [1, 1]
-    assert _deaths(jobs, job_id) == 0
+    assert [line["attempts"] for line in _manifest(s3_client, job_id)] == [1, 1]
+    assert _deaths(jobs, job_id, s3_client) == 0
     assert not jobs.redis.hexists(keys.job_attempts(job_id), "owner:0")  # released on record
 
 
@@ -159,10 +160,10 @@ def test_a_delivery_after_the_owner_stopped_heartbeating_counts_exactly_one_deat
     monkeypatch.setattr(tasks, "_run", run)
     report = tasks.handle_inference_batch(body)
     assert report.recorded and report.attempt == 2
-    assert _deaths(jobs, job_id) == 1
+    assert _deaths(jobs, job_id, s3_client) == 1
     assert ran == [2, 2]  # after a death the batch runs one image at a time
     again = tasks.handle_inference_batch(body)  # redelivered after it was recorded
-    assert again.items is None and _deaths(jobs, job_id) == 1
+    assert again.items is None and _deaths(jobs, job_id, s3_client) == 1
     record = jobs.get(job_id)
     assert record["ok"] == 2 and record["state"] == "finished"
 
@@ -204,11 +205,11 @@ def test_good_images_survive_an_s3_cut_longer_than_the_visibility_timeout(
     assert third.dead_lettered_items == 0 and not third.recorded
     assert second_report and not second_report[0].recorded
     assert owner_report and owner_report[0].recorded
-    lines = jobs.manifest_lines(job_id)
+    lines = _manifest(s3_client, job_id)
     assert [line["status"] for line in lines] == ["ok", "ok"], lines
     record = jobs.get(job_id)
     assert record["state"] == "finished" and record["ok"] == 2 and record["error"] == 0
-    assert _deaths(jobs, job_id) == 0
+    assert _deaths(jobs, job_id, s3_client) == 0
 
 
 def test_owner_leases_in_the_job_store(
@@ -239,4 +240,4 @@ def test_owner_leases_in_the_job_store(
     assert not jobs.leases.renew(job_id, 0, "b")  # the dead owner's token no longer holds it
     assert jobs.redis.ttl(keys.job_attempts(job_id)) > 0
     jobs.record_batch(job_id, 0, [], {})
-    assert jobs.redis.hkeys(keys.job_attempts(job_id)) == [b"0"]  # the owner field went
+    assert jobs.redis.hkeys(keys.job_attempts(job_id)) == []  # the owner and count went

@@ -22,10 +22,11 @@ from bucketvision.infra.settings import Settings
 from bucketvision.producer.lifecycle import JobRefused, cancel_job
 from bucketvision.worker import tasks
 from bucketvision.worker.runtime import WorkerRuntime
+from tests.helpers import manifest_lines
 from tests.integration.test_finalization import (
     _drain,
     _job_files,
-    _lines,
+    _record,
     _submit,
     clients,
     runtime,
@@ -49,12 +50,12 @@ def test_a_cancelled_job_whose_batch_owner_died_is_finalised_by_the_audit(
     job_id = _submit(s3_client, fake_model, clients)  # 2 batches of 2
     broker.delete("inference")  # both delivered: batch 0 recorded, batch 1's owner killed
     jobs.begin_batch(job_id, 0)
-    jobs.record_batch(job_id, 0, _lines(["in/0.png", "in/1.png"]), {})
+    _record(clients, job_id, 0, ["in/0.png", "in/1.png"])
     jobs.begin_batch(job_id, 1, owner="doomed", lease_seconds=DEAD_LEASE_SECONDS)
     found = request_cancel(jobs.redis, job_id, time.time())
     assert found.accepted and found.running_batches == 1
     assert jobs.get(job_id)["state"] == "cancelling"
-    audit = LostBatchAudit(clients["app"], jobs, quiet_seconds=3600)
+    audit = LostBatchAudit(clients["app"], jobs, clients["store"], quiet_seconds=3600)
     assert job_id not in audit.run_once()  # its owner may be at work: nothing to do yet
 
     died = time.monotonic()
@@ -74,7 +75,7 @@ def test_a_cancelled_job_whose_batch_owner_died_is_finalised_by_the_audit(
     assert job_id not in jobs.active_jobs()
 
     # The killed owner's batch, recorded late by a worker that was only paused: refused.
-    late = jobs.record_batch(job_id, 1, _lines(["in/2.png", "in/3.png"]), {})
+    late = jobs.record_batch(job_id, 1, manifest_lines(["in/2.png", "in/3.png"]), {})
     assert not late.first_time and jobs.get(job_id)["ok"] == 2
     with pytest.raises(JobRefused, match="already ended \\(cancelled\\)"):
         cancel_job(jobs, runtime.store, job_id)
@@ -92,7 +93,7 @@ def test_cancel_finalises_at_once_a_job_none_of_whose_batches_runs(
     for body in _drain(broker):  # its queued batches are skipped, and finalise nothing again
         report = tasks.handle_inference_batch(body)
         assert report.dropped and report.job_finished is None
-    assert jobs.recorded_batches(job_id) == set()
+    assert jobs.recorded_batches(job_id).size == 0
     assert not jobs.redis.exists(keys.job_finalize_lock(job_id))
 
 

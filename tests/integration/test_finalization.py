@@ -21,17 +21,18 @@ from botocore.exceptions import ClientError
 
 from bucketvision.infra import keys
 from bucketvision.infra.batches import LostBatchAudit
+from bucketvision.infra.job_plans import read_plan
 from bucketvision.infra.jobs import JobStore
-from bucketvision.infra.outputs import manifest_line
 from bucketvision.infra.queue import INFERENCE_QUEUE
-from bucketvision.infra.s3 import S3Store, StorageError, StorageUnavailable
+from bucketvision.infra.s3 import S3Store, StorageError, StorageUnavailable, parse_s3_uri
 from bucketvision.infra.settings import Settings
 from bucketvision.producer.status import format_status, job_status
 from bucketvision.producer.submit import JobRequest, submit_job
 from bucketvision.worker import tasks
 from bucketvision.worker.finalize import finalize_job
+from bucketvision.worker.manifest_parts import write_part
 from bucketvision.worker.runtime import WorkerRuntime
-from tests.helpers import png_bytes
+from tests.helpers import manifest_lines, png_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -63,29 +64,25 @@ def _submit(s3_client: Any, fake_model: str, clients: dict[str, Any]) -> str:
     return submit_job(request, **clients).job_id
 
 
-def _lines(keys_: list[str]) -> list[dict[str, Any]]:
-    return [
-        manifest_line(
-            key,
-            status="ok",
-            output=None,
-            result={"label": "a"},
-            error=None,
-            model="m@v1",
-            latency_ms=1.0,
-            attempts=1,
-        )
-        for key in keys_
-    ]
+def _record(clients: dict[str, Any], job_id: str, batch: int, keys_: list[str]) -> None:
+    """A batch ran: its manifest part is written, then it is recorded (as a worker does)."""
+    lines = manifest_lines(keys_)
+    write_part(clients["store"], parse_s3_uri(f"s3://{BUCKET}/out/"), job_id, batch, lines)
+    clients["jobs"].record_batch(job_id, batch, lines, {})
 
 
-def _record_all(jobs: JobStore, job_id: str) -> None:
+def _record_all(clients: dict[str, Any], job_id: str) -> None:
     """Both batches ran and were recorded (their messages were delivered)."""
     for batch in (0, 1):
-        jobs.begin_batch(job_id, batch)
-        jobs.record_batch(
-            job_id, batch, _lines([f"in/{2 * batch}.png", f"in/{2 * batch + 1}.png"]), {}
-        )
+        clients["jobs"].begin_batch(job_id, batch)
+        _record(clients, job_id, batch, [f"in/{2 * batch}.png", f"in/{2 * batch + 1}.png"])
+
+
+def _bodies(clients: dict[str, Any], job_id: str, batches: list[int]) -> dict[int, Any]:
+    """The task bodies of these batches, read from the job's plan in S3."""
+    output = parse_s3_uri(f"s3://{BUCKET}/out/")
+    found = read_plan(clients["store"], clients["jobs"].redis, job_id, output, batches)
+    return {batch: message.to_json() for batch, message in found.items()}
 
 
 def _drain(broker: redis.Redis) -> Iterator[dict[str, Any]]:
@@ -112,9 +109,9 @@ def test_a_job_whose_finaliser_died_is_finalised_by_the_audit(
 ) -> None:
     jobs, app = clients["jobs"], clients["app"]
     job_id = _submit(s3_client, fake_model, clients)
-    plan = jobs.plan(job_id, [0, 1])
+    plan = _bodies(clients, job_id, [0, 1])
     broker.delete(INFERENCE_QUEUE)  # both batches were delivered ...
-    _record_all(jobs, job_id)  # ... and recorded
+    _record_all(clients, job_id)  # ... and recorded
     # The child that recorded the last batch took the claim and was killed (OOM, kill -9)
     # while writing the manifest: its lease is never renewed nor released.
     jobs.redis.set(keys.job_finalize_lock(job_id), "dead-child", ex=DEAD_LEASE_SECONDS)
@@ -122,7 +119,7 @@ def test_a_job_whose_finaliser_died_is_finalised_by_the_audit(
     # Its batch is redelivered: the new child finds it recorded and the claim taken, and acks.
     assert tasks.handle_inference_batch(plan[1]).job_finished is None
     assert jobs.get(job_id)["state"] == "running"
-    audit = LostBatchAudit(app, jobs, quiet_seconds=3600)
+    audit = LostBatchAudit(app, jobs, clients["store"], quiet_seconds=3600)
     assert job_id not in audit.run_once()  # the lease is held: its finaliser may be at work
 
     bound = DEAD_LEASE_SECONDS + 5  # the lease, then one look by the audit and one delivery
@@ -179,7 +176,7 @@ def test_a_working_finaliser_keeps_its_lease_and_releases_it(
 ) -> None:
     jobs = clients["jobs"]
     job_id = _submit(s3_client, fake_model, clients)
-    _record_all(jobs, job_id)
+    _record_all(clients, job_id)
     store = _SlowStore(settings, seconds=1.5)  # two writes: 3 s, three 1 s leases
     summary = finalize_job(jobs, store, job_id, "slow", lease_seconds=1)
     assert summary is not None and summary["state"] == "finished"
@@ -198,7 +195,7 @@ def test_a_working_finaliser_is_not_overtaken(
 ) -> None:
     jobs = clients["jobs"]
     job_id = _submit(s3_client, fake_model, clients)
-    _record_all(jobs, job_id)
+    _record_all(clients, job_id)
     store = _SlowStore(settings, seconds=1.2)
     overtaken: list[bool] = []
 
@@ -224,7 +221,7 @@ def test_two_concurrent_finalisers_write_once(
 ) -> None:
     jobs = clients["jobs"]
     job_id = _submit(s3_client, fake_model, clients)
-    _record_all(jobs, job_id)
+    _record_all(clients, job_id)
     store = _SlowStore(settings, seconds=0.3)
     start = threading.Barrier(2)
     results: dict[str, Any] = {}
@@ -257,7 +254,7 @@ def test_a_finaliser_that_lost_its_lease_does_not_end_the_job(
     """Paused past its lease (a stopped VM, a long GC): another finaliser owns the job now."""
     jobs = clients["jobs"]
     job_id = _submit(s3_client, fake_model, clients)
-    _record_all(jobs, job_id)
+    _record_all(clients, job_id)
     store = _SlowStore(settings, seconds=0.0)
 
     def lease_lost() -> None:
@@ -285,7 +282,7 @@ def test_a_batch_of_an_ended_job_is_skipped(
 ) -> None:
     jobs = clients["jobs"]
     job_id = _submit(s3_client, fake_model, clients)
-    body = jobs.plan(job_id, [0])[0]
+    body = _bodies(clients, job_id, [0])[0]
     if ending == "failed":
         assert jobs.abandon(job_id, "the watcher enqueued its objects again")
     elif ending == "finished":
@@ -304,7 +301,7 @@ def test_a_batch_of_an_ended_job_is_skipped(
     assert report.dropped and report.items is None and not report.recorded
     record = jobs.get(job_id)
     assert record["state"] == ending and "started_at" not in record
-    assert jobs.recorded_batches(job_id) == set()
+    assert jobs.recorded_batches(job_id).size == 0
     assert jobs.redis.hlen(keys.job_attempts(job_id)) == 0
 
 
@@ -325,7 +322,7 @@ class _DeniedStore(S3Store):
             "Error": {"Code": "AccessDenied", "Message": "Access Denied"},
             "ResponseMetadata": {"HTTPStatusCode": 403},
         }
-        raise self._explain(ClientError(answer, "PutObject"), f"writing s3://{bucket}/{key}")  # type: ignore[arg-type]
+        raise self.explain(ClientError(answer, "PutObject"), f"writing s3://{bucket}/{key}")  # type: ignore[arg-type]
 
 
 def test_access_denied_writing_the_job_files_fails_the_job(
@@ -337,7 +334,7 @@ def test_access_denied_writing_the_job_files_fails_the_job(
 ) -> None:
     jobs = clients["jobs"]
     job_id = _submit(s3_client, fake_model, clients)
-    _record_all(jobs, job_id)
+    _record_all(clients, job_id)
     summary = finalize_job(jobs, _DeniedStore(settings), job_id, "w1")
     assert summary is not None and summary["state"] == "failed"
     record = jobs.get(job_id)
@@ -360,7 +357,7 @@ def test_an_outage_writing_the_job_files_leaves_the_job_to_a_retry(
 ) -> None:
     jobs = clients["jobs"]
     job_id = _submit(s3_client, fake_model, clients)
-    _record_all(jobs, job_id)
+    _record_all(clients, job_id)
     with pytest.raises(StorageError):
         finalize_job(jobs, _DeniedStore(settings, outage=True), job_id, "w1")
     assert jobs.get(job_id)["state"] == "running" and job_id in jobs.active_jobs()

@@ -13,7 +13,10 @@ import redis
 from kombu.transport.redis import Channel
 
 from bucketvision.infra.batches import LostBatchAudit, batch_of_task_id
+from bucketvision.infra.job_plans import read_plan
+from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.queue import INFERENCE_QUEUE
+from bucketvision.infra.s3 import S3Store, parse_s3_uri
 from bucketvision.infra.settings import Settings
 from bucketvision.producer.submit import JobRequest, submit_job
 from tests.helpers import png_bytes
@@ -31,6 +34,12 @@ def _queued(broker: redis.Redis) -> dict[int, bytes]:
     return found
 
 
+def _planned(store: S3Store, jobs: JobStore, job_id: str) -> set[int]:
+    """The batches that can be read back from the job's plan (to be sent again)."""
+    output = parse_s3_uri("s3://it-lost/out/")
+    return set(read_plan(store, jobs.redis, job_id, output, range(10)))
+
+
 def _submit(settings: Settings, s3_client: Any, fake_model: str, clients: dict) -> str:
     s3_client.create_bucket(Bucket="it-lost")
     pixel = png_bytes(np.zeros((4, 4), dtype="uint8"))
@@ -46,21 +55,22 @@ def test_only_batches_in_no_queue_unacknowledged_or_recorded_are_sent_again(
     settings: Settings, s3_client: Any, fake_model: str, producer_clients: Any, broker: redis.Redis
 ) -> None:
     clients = producer_clients(settings)
-    jobs, app = clients["jobs"], clients["app"]
+    jobs, app, store = clients["jobs"], clients["app"], clients["store"]
     job_id = _submit(settings, s3_client, fake_model, clients)
     queued = _queued(broker)
     assert sorted(queued) == [0, 1, 2, 3, 4]
-    assert jobs.planned_batches(job_id) == {0, 1, 2, 3, 4}  # stored before sending
+    assert _planned(store, jobs, job_id) == {0, 1, 2, 3, 4}  # stored before sending
+    assert (jobs.get(job_id)["planned"], jobs.get(job_id)["sent"]) == (1, 5)
     for batch in (1, 2, 3, 4):  # 1 and 3 lost; 2 delivered, not acked; 4 done
         broker.lrem(INFERENCE_QUEUE, 1, queued[batch])
     unacked = json.dumps([json.loads(queued[2]), INFERENCE_QUEUE, INFERENCE_QUEUE])
     broker.hset(Channel.unacked_key, "tag-2", unacked)
     jobs.record_batch(job_id, 4, [{"key": "in/8.png", "status": "ok"}], {})
 
-    assert LostBatchAudit(app, jobs, quiet_seconds=3600).run_once() == {}  # not quiet yet
-    crowded = LostBatchAudit(app, jobs, quiet_seconds=0, scan_limit=1)
+    assert LostBatchAudit(app, jobs, store, quiet_seconds=3600).run_once() == {}  # not quiet yet
+    crowded = LostBatchAudit(app, jobs, store, quiet_seconds=0, scan_limit=1)
     assert crowded.run_once() == {}  # too many messages to look through: try later
-    audit = LostBatchAudit(app, jobs, quiet_seconds=0)
+    audit = LostBatchAudit(app, jobs, store, quiet_seconds=0)
     assert audit.run_once().get(job_id) == [1, 3]
     again = _queued(broker)
     assert sorted(again) == [0, 1, 3]
@@ -70,23 +80,23 @@ def test_only_batches_in_no_queue_unacknowledged_or_recorded_are_sent_again(
     assert job_id not in audit.run_once()  # what was sent again is held now: not twice
 
     later = time.time() + 1000
-    patient = LostBatchAudit(app, jobs, quiet_seconds=100, clock=lambda: later)
+    patient = LostBatchAudit(app, jobs, store, quiet_seconds=100, clock=lambda: later)
     broker.delete(INFERENCE_QUEUE)  # batches 0, 1 and 3 lost this time
     assert patient.run_once().get(job_id) == [0, 1, 3]
     broker.delete(INFERENCE_QUEUE)
     assert job_id not in patient.run_once()  # looked at just now: not again for 100 s
 
     jobs.mark_finished(job_id, "finished", 0.0)
-    assert job_id not in jobs.active_jobs() and jobs.planned_batches(job_id) == set()
+    assert job_id not in jobs.active_jobs() and _planned(store, jobs, job_id) == set()
 
 
 def test_an_abandoned_job_is_not_audited(
     settings: Settings, s3_client: Any, fake_model: str, producer_clients: Any, broker: redis.Redis
 ) -> None:
     clients = producer_clients(settings)
-    jobs = clients["jobs"]
+    jobs, store = clients["jobs"], clients["store"]
     job_id = _submit(settings, s3_client, fake_model, clients)
     broker.delete(INFERENCE_QUEUE)
     assert jobs.abandon(job_id, "the watcher enqueued its objects again")
-    assert job_id not in jobs.active_jobs() and jobs.planned_batches(job_id) == set()
-    assert job_id not in LostBatchAudit(clients["app"], jobs, quiet_seconds=0).run_once()
+    assert job_id not in jobs.active_jobs() and _planned(store, jobs, job_id) == set()
+    assert job_id not in LostBatchAudit(clients["app"], jobs, store, quiet_seconds=0).run_once()

@@ -152,17 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bv-bench-"))
     say(f"work dir {workdir} (logs, model files)")
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "bench"),
-            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "bench-secret"),
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "BV_MODELS_URI": MODELS_URI,
-            "BV_MODEL_CACHE_DIR": str(workdir / "model-cache"),
-            "BV_BATCH_SIZE": str(options.batch_size),
-        }
-    )
+    bench_service.bench_environment(workdir, MODELS_URI, BV_BATCH_SIZE=str(options.batch_size))
     started: dict[str, ManagedProcess] = {}
     try:
         broker = options.broker

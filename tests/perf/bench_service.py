@@ -8,6 +8,7 @@ Everything goes through the product's own code: ``bucketvision worker --cpu
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 import time
@@ -35,6 +36,22 @@ from bucketvision.producer.submit import (
 from tests.workers import WorkerProcess
 
 JOB_TIMEOUT_SECONDS = 1800
+
+
+def bench_environment(workdir: Path, models_uri: str, **more: str) -> None:
+    """The environment every bench process shares: credentials for its own moto server,
+    its registry, a model cache in ``workdir``, and ``more`` (``BV_*`` settings)."""
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "bench"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "bench-secret"),
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "BV_MODELS_URI": models_uri,
+            "BV_MODEL_CACHE_DIR": str(workdir / "model-cache"),
+            **more,
+        }
+    )
 
 
 def say(message: str) -> None:
@@ -160,23 +177,32 @@ def enqueue_rate(
     isolated = settings.with_overrides(broker_url=broker_url)
     app = make_celery(isolated)
     jobs = JobStore.from_url(broker_url)
+    store = S3Store.from_settings(isolated)
+    output = S3Uri("bench", "out/enqueue/")
+    store.ensure_bucket(output.bucket)  # the job's plan is written there
     client = redis.Redis.from_url(broker_url)
     try:
         start = time.perf_counter()
         job = enqueue_job(
             app,
             jobs,
+            store,
             "classify",
             names,
             S3Uri("bench", "synthetic/"),
-            S3Uri("bench", "out/enqueue/"),
+            output,
             reference,
             batch_size=batch_size,
+            window=isolated.job_window,
         )
         seconds = time.perf_counter() - start
         queued = int(client.llen(INFERENCE_QUEUE))
-        if queued != job.batches:
-            raise RuntimeError(f"{queued} messages on the queue for {job.batches} batches")
+        expected = min(isolated.job_window, job.batches)  # only the feeding window is sent
+        if queued != expected:
+            raise RuntimeError(
+                f"{queued} messages on the queue for {job.batches} batches "
+                f"(window {isolated.job_window}: {expected} expected)"
+            )
     finally:
         client.flushdb()
         app.close()
@@ -227,6 +253,7 @@ def rss_run(
     job = enqueue_job(
         service.app,
         service.jobs,
+        service.store,
         "classify",
         repeated,
         parse_s3_uri(input_uri),

@@ -240,7 +240,7 @@ def _client_error(code: str) -> ClientError:
     ],
 )
 def test_errors_are_explained(error: Exception, kind: type, words: str) -> None:
-    explained = S3Store(client=None)._explain(error, "s3://b/k")
+    explained = S3Store(client=None).explain(error, "s3://b/k")
     assert type(explained) is kind
     assert words in str(explained)
     assert str(explained).startswith("s3://b/k")

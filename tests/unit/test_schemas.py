@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bucketvision.infra.outputs import manifest_line
-from bucketvision.worker.finalize import build_summary
+from bucketvision.worker.summary import build_summary
 from tests.contracts import RESULT_SCHEMAS, SCHEMAS, problems, validator
 
 JOB_ID = "20261129T050102Z-1a2b3c4d"

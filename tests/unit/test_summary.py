@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pytest
 
-from bucketvision.infra.s3 import S3Store
+from bucketvision.infra.s3 import S3Store, parse_s3_uri
 from bucketvision.producer.status import format_status, job_status
-from bucketvision.worker.finalize import build_summary, finalize_job, iso, percentiles
+from bucketvision.worker.finalize import finalize_job
+from bucketvision.worker.manifest_parts import write_part
+from bucketvision.worker.summary import build_summary, iso, percentiles
 
 SUMMARY_FIELDS = {
     "job_id",
@@ -166,9 +169,14 @@ def test_iso() -> None:
 class FakeJobs:
     """The JobStore methods finalize_job uses, in memory."""
 
-    def __init__(self, job: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, job: dict[str, Any], lines: list[dict[str, Any]], store: S3Store | None = None
+    ) -> None:
+        """With ``store``, the lines are written as the job's one recorded batch (part 0)."""
         self.job = job
         self.lines = lines
+        if store is not None:
+            write_part(store, parse_s3_uri(job["output"]), job["job_id"], 0, lines)
         self.claimed_by: str | None = None
         self.finished: list[tuple[str, str, float]] = []
         self.released = 0
@@ -190,8 +198,8 @@ class FakeJobs:
             self.claimed_by = None
             self.released += 1
 
-    def manifest_lines(self, job_id: str) -> list[dict[str, Any]]:
-        return list(self.lines)
+    def recorded_batches(self, job_id: str) -> np.ndarray:
+        return np.arange(1 if self.lines else 0)
 
     def mark_finished(
         self,
@@ -213,7 +221,7 @@ class FakeJobs:
 def test_finalize_job_writes_manifest_and_summary_once(store: S3Store) -> None:
     job = record(updated_at=1010.0)
     lines = [dict(entry, key=f"incoming/{i}.png") for i, entry in enumerate(LINES)]
-    jobs = FakeJobs(job, lines)
+    jobs = FakeJobs(job, lines, store)
 
     summary = finalize_job(jobs, store, job["job_id"], "worker-1")  # type: ignore[arg-type]
 
@@ -243,7 +251,8 @@ def test_finalize_job_fails_the_job_when_s3_refuses_the_files(store: S3Store) ->
     jobs = FakeJobs(record(output="s3://no-such-bucket/results/"), LINES)
     summary = finalize_job(jobs, store, "J", "me")  # type: ignore[arg-type]
     assert summary is not None and summary["state"] == "failed"
-    assert "s3://no-such-bucket/results/_jobs/J/manifest.jsonl" in summary["failure"]
+    assert "s3://no-such-bucket/results/_jobs/" in summary["failure"]
+    assert "the bucket does not exist" in summary["failure"]
     assert [state for _, state, _ in jobs.finished] == ["failed"]
     assert jobs.job["failure"] == summary["failure"]
     assert jobs.claimed_by is None
@@ -256,7 +265,7 @@ def test_finalize_job_releases_the_claim_in_an_outage(store: S3Store) -> None:
         def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str = "") -> None:
             raise StorageUnavailable(f"writing s3://{bucket}/{key}: S3 is unavailable")
 
-    jobs = FakeJobs(record(), LINES)
+    jobs = FakeJobs(record(), LINES, store)
     with pytest.raises(StorageUnavailable):
         finalize_job(jobs, Down(store.client), "J", "me")  # type: ignore[arg-type]
     assert jobs.released == 1
