@@ -53,7 +53,7 @@ bench-quality: install
 	$(BIN)/python -m tests.perf.quality
 
 # Default training on data the project did not generate: scikit-learn's scanned digits,
-# detect and segment on scenes of another style (~25 min); prints a table.
+# detect and segment on scenes of another style (~45 min); prints a table.
 bench-real: install
 	$(BIN)/python -m tests.perf.bench_real
 
