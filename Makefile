@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= worker,heif,local,dev
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-chaos lint format bench bench-quality bench-real bench-footprint clean
+.PHONY: install demo test test-chaos lint format bench bench-quality bench-real bench-footprint bench-loop clean
 
 install: $(STAMP)
 
@@ -60,6 +60,10 @@ bench-real: install
 # Redis bytes per item (submit; finished job) and the finaliser's peak RSS vs targets (~9 min; ARGS=--quick ~1).
 bench-footprint: install
 	$(BIN)/python -m tests.perf.bench_footprint $(ARGS)
+
+# Review pays? Uncertainty vs random selection of labels on scikit-learn's digits, 5 rounds x 3 seeds.
+bench-loop: install
+	$(BIN)/python -m tests.perf.bench_loop $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

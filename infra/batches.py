@@ -46,7 +46,7 @@ from bucketvision.infra.jobs import FINALIZE_LEASE_SECONDS, JobNotFound, JobStor
 from bucketvision.infra.messages import JobMessage
 from bucketvision.infra.outages import OUTAGE_ERRORS
 from bucketvision.infra.queue import INFERENCE_QUEUE
-from bucketvision.infra.s3 import S3Store, parse_s3_uri
+from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.vocabulary import CANCELLING, FINAL_STATES, TASK_NAMES
 
 log = logging.getLogger("bucketvision.batches")
@@ -90,11 +90,18 @@ def send_batches(app: Celery, messages: Iterable[JobMessage]) -> int:
 
 
 def send_from_plan(
-    app: Celery, jobs: JobStore, store: S3Store, record: dict[str, Any], batches: Iterable[int]
+    app: Celery,
+    jobs: JobStore,
+    store: S3Store,
+    job: tuple[str, S3Uri],
+    batches: Iterable[int],
 ) -> list[int]:
-    """Read these batches of the job ``record`` from its plan and send them; those sent."""
-    job_id = str(record["job_id"])
-    found = read_plan(store, jobs.redis, job_id, parse_s3_uri(record["output"]), batches)
+    """Read these batches of ``job`` (its id, its output) from its plan and send them.
+
+    Returns the batches sent: those the plan holds.
+    """
+    job_id, output = job
+    found = read_plan(store, jobs.redis, job_id, output, batches)
     send_batches(app, [found[batch] for batch in sorted(found)])
     return sorted(found)
 
@@ -128,25 +135,31 @@ class LostBatchAudit:
 
     def run_once(self) -> dict[str, list[int]]:
         """One look at every active job; returns the batches sent again, by job."""
-        unfinalised: list[str] = []
-        stalled = {job_id: missing for job_id, missing in self._stalled(unfinalised) if missing}
+        unfinalised: dict[str, dict[str, Any]] = {}
+        stalled = {
+            job_id: (record, missing)
+            for job_id, record, missing in self._stalled(unfinalised)
+            if missing
+        }
         if not stalled and not unfinalised:
             return {}
         held = self._held_by_broker(set(stalled) | set(unfinalised))
         if held is None:
             return {}
         resent: dict[str, list[int]] = {}
-        for job_id, missing in stalled.items():
+        for job_id, (record, missing) in stalled.items():
             lost = sorted(missing - held.get(job_id, set()))
-            if lost and (sent := self._send_again(job_id, lost)):
+            if lost and (sent := self._send_again(record, lost)):
                 resent[job_id] = sent
-        for job_id in unfinalised:
-            if not held.get(job_id) and (batch := self._send_to_finalize(job_id)) is not None:
+        for job_id, record in unfinalised.items():
+            if not held.get(job_id) and (batch := self._send_to_finalize(record)) is not None:
                 resent[job_id] = [batch]
         return resent
 
-    def _stalled(self, unfinalised: list[str]) -> Iterator[tuple[str, set[int]]]:
-        """Active jobs quiet for ``quiet_seconds``, with their unrecorded batches.
+    def _stalled(
+        self, unfinalised: dict[str, dict[str, Any]]
+    ) -> Iterator[tuple[str, dict[str, Any], set[int]]]:
+        """Active jobs quiet for ``quiet_seconds``: id, record and unrecorded batches.
 
         Jobs with every batch recorded (or cancelling with none running), not ended
         and with no finaliser holding their lease are added to ``unfinalised``.
@@ -165,7 +178,7 @@ class LostBatchAudit:
                 continue  # the batches that run finalise it once they stop
             if cancelling or 0 < record.get("batches", 0) <= record.get("done_batches", 0):
                 if not self.jobs.redis.exists(keys.job_finalize_lock(job_id)):
-                    unfinalised.append(job_id)
+                    unfinalised[job_id] = record
                 continue
             if not self.resend_lost or not record.get("planned"):
                 continue  # a job whose plan is not whole yet has sent nothing
@@ -176,7 +189,8 @@ class LostBatchAudit:
             if self.clock() - last >= self.quiet_seconds:
                 self.jobs.redis.hset(keys.job(job_id), "audited_at", self.clock())
                 sent = int(record.get("sent", record.get("batches", 0)))
-                yield job_id, {int(b) for b in self.jobs.unrecorded_batches(job_id, sent)}
+                unrecorded = self.jobs.unrecorded_batches(job_id, sent)
+                yield job_id, record, {int(batch) for batch in unrecorded}
 
     def _held_by_broker(self, job_ids: set[str]) -> dict[str, set[int]] | None:
         """The batches of these jobs waiting in the queue or unacknowledged; None: too many."""
@@ -208,11 +222,12 @@ class LostBatchAudit:
                 held.setdefault(batch[0], set()).add(batch[1])
         return held
 
-    def _send_to_finalize(self, job_id: str) -> int | None:
+    def _send_to_finalize(self, record: dict[str, Any]) -> int | None:
         """Send the last batch of a job that lost its finaliser again; the batch sent."""
-        record = self.jobs.get(job_id)
+        job_id = str(record["job_id"])
         last = int(record.get("sent", record.get("batches", 0))) - 1
-        sent = send_from_plan(self.app, self.jobs, self.store, record, [last]) if last >= 0 else []
+        job = (job_id, parse_s3_uri(record["output"]))
+        sent = send_from_plan(self.app, self.jobs, self.store, job, [last]) if last >= 0 else []
         if not sent:
             log.warning("job %s: recorded but not finalised, and no plan to drive it", job_id)
             return None
@@ -224,8 +239,10 @@ class LostBatchAudit:
         )
         return last
 
-    def _send_again(self, job_id: str, batches: list[int]) -> list[int]:
-        sent = send_from_plan(self.app, self.jobs, self.store, self.jobs.get(job_id), batches)
+    def _send_again(self, record: dict[str, Any], batches: list[int]) -> list[int]:
+        job_id = str(record["job_id"])
+        job = (job_id, parse_s3_uri(record["output"]))
+        sent = send_from_plan(self.app, self.jobs, self.store, job, batches)
         self.jobs.redis.hincrby(keys.job(job_id), "resent_batches", len(sent))
         log.warning(
             "job %s: batches %s were in no queue, not unacknowledged and not recorded after "

@@ -20,6 +20,8 @@ from bucketvision.infra.errors import UserError
 from bucketvision.infra.s3 import S3Uri
 
 JOB_FILES_FOLDER = "_jobs"
+REVIEW_FOLDER = "_review"  # <output>/_review/<job_id>/: items routed to review (infra/review.py)
+RESERVED_FOLDERS = (JOB_FILES_FOLDER, REVIEW_FOLDER)
 # Every suffix an item output may carry. None ends another, so outputs with different
 # suffixes never share a key, and with one suffix they share one only for one input.
 ITEM_SUFFIXES = (".json", ".mask.png", ".annotated.png")
@@ -41,6 +43,8 @@ def _refusal(input_prefix: S3Uri, key: str) -> str | None:
         )
     if segments[0] == JOB_FILES_FOLDER:
         return f"the {JOB_FILES_FOLDER}/ folder is reserved for the job files of the output prefix"
+    if segments[0] == REVIEW_FOLDER:
+        return f"the {REVIEW_FOLDER}/ folder is reserved for the items jobs route to review"
     return None
 
 
@@ -52,7 +56,7 @@ def mapping_error(input_prefix: S3Uri, key: str) -> tuple[str, str] | None:
     message = (
         f"key {key!r} has no output key of its own: {reason}; rename the object "
         "(single '/' between non-empty names, no '.' or '..' names, "
-        f"not under {JOB_FILES_FOLDER}/) and submit it again"
+        f"not under {JOB_FILES_FOLDER}/ or {REVIEW_FOLDER}/) and submit it again"
     )
     return (UnmappableKey.__name__, message)
 

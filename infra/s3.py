@@ -241,17 +241,22 @@ class S3Store:
         except Exception as error:
             raise self.explain(error, f"downloading s3://{bucket}/{key}") from error
 
-    def move(self, bucket: str, key: str, target_bucket: str, target_key: str) -> bool:
-        """Copy then delete; False when the source is already gone (moved by another)."""
+    def copy(self, bucket: str, key: str, target_bucket: str, target_key: str) -> None:
+        """A server-side copy (the bytes never pass through this process)."""
         try:
             self.client.copy_object(
                 Bucket=target_bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": key}
             )
         except Exception as error:
-            explained = self.explain(error, f"moving s3://{bucket}/{key}")
-            if isinstance(explained, ObjectMissing):
-                return False
-            raise explained from error
+            where = f"copying s3://{bucket}/{key} to s3://{target_bucket}/{target_key}"
+            raise self.explain(error, where) from error
+
+    def move(self, bucket: str, key: str, target_bucket: str, target_key: str) -> bool:
+        """Copy then delete; False when the source is already gone (moved by another)."""
+        try:
+            self.copy(bucket, key, target_bucket, target_key)
+        except ObjectMissing:
+            return False
         try:
             self.client.delete_object(Bucket=bucket, Key=key)
         except Exception as error:

@@ -111,7 +111,7 @@ def _labelled_layout(
         layout.splits[split] = [
             Record(key, label=-1 if label is None else index[label]) for key, label in sorted(pairs)
         ]
-    return _hold_out_validation(layout)
+    return layout
 
 
 def read_classification(store: S3Store, uri: S3Uri) -> DatasetLayout:
@@ -198,7 +198,7 @@ def read_detection(store: S3Store, uri: S3Uri) -> DatasetLayout:
             raise DatasetError(f"{where}: its categories differ from the training split's")
         layout.labels = labels
         layout.splits[split] = records
-    return _hold_out_validation(layout)
+    return layout
 
 
 def _read_json(store: S3Store, bucket: str, key: str) -> Any:
@@ -255,7 +255,7 @@ def read_segmentation(store: S3Store, uri: S3Uri) -> DatasetLayout:
             for item in sorted(images)
             if item[0] == split
         ]
-    return _hold_out_validation(layout)
+    return layout
 
 
 READERS = {
@@ -266,10 +266,16 @@ READERS = {
 }
 
 
-def read_layout(store: S3Store, uri: S3Uri, task: str) -> DatasetLayout:
-    """The records of the dataset at ``uri`` for ``task``; DatasetError when it is unusable."""
+def read_layout(store: S3Store, uri: S3Uri, task: str, *, hold_out: bool = True) -> DatasetLayout:
+    """The records of the dataset at ``uri`` for ``task``; DatasetError when it is unusable.
+
+    With ``hold_out`` (training), a dataset without ``val/`` has a deterministic 10 % of
+    its training items held out for validation; without it (a review folder read for
+    import), the splits are as stored.
+    """
     if task not in READERS:
         raise DatasetError(f"--task must be one of {', '.join(READERS)}")
     if not store.bucket_exists(uri.bucket):
         raise DatasetError(f"bucket {uri.bucket!r} does not exist (dataset {uri})")
-    return READERS[task](store, uri)
+    layout = READERS[task](store, uri)
+    return _hold_out_validation(layout) if hold_out else layout

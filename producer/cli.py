@@ -24,6 +24,7 @@ from bucketvision.producer.cli_jobs import (
     check_wait_flags,
 )
 from bucketvision.producer.cli_models import add_model_commands
+from bucketvision.producer.cli_review import add_review_commands, add_review_flags, review_policy
 from bucketvision.producer.cli_support import clients, report_job
 
 
@@ -49,6 +50,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         keys_source=f"--keys-from {args.keys_from}",
         job_id=check_job_id(args.job_id) if args.job_id else None,
         window=settings.job_window,
+        review=review_policy(args),
     )
     if args.dry_run:
         print(dry_run(request, store=found["store"], registry=found["registry"]).describe())
@@ -79,6 +81,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         includes=tuple(args.include or IMAGE_PATTERNS),
         excludes=tuple(args.exclude or ()),
         window=settings.job_window,
+        review=review_policy(args),
     )
     configure_logging("INFO", settings.log_format)
     report = _reporter(settings, "bucketvision.watch")
@@ -173,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--no-item-outputs", action="store_true", help="keep results in the manifest only"
     )
+    add_review_flags(submit)
     add_wait_flags(submit)
     submit.set_defaults(handler=cmd_submit)
 
@@ -195,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the whole prefix this often (overwrites, out-of-order keys)",
     )
     add_key_filters(watch, "repeatable; default image suffixes")
+    add_review_flags(watch)
     watch.set_defaults(handler=cmd_watch)
 
     beat = sub.add_parser("beat", help="scheduled retraining from BV_SCHEDULE_FILE (TOML)")
@@ -219,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=cmd_worker)
 
     add_model_commands(sub)
+    add_review_commands(sub)
 
     demo = sub.add_parser("demo", help="the whole flow on a local stack, end to end")
     demo.add_argument("--images", type=int, default=500, help="images in the demo job")

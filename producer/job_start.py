@@ -18,6 +18,7 @@ from bucketvision.infra.job_plans import write_plan
 from bucketvision.infra.jobs import JOB_TTL_SECONDS, JobStore
 from bucketvision.infra.messages import JobMessage
 from bucketvision.infra.outages import OUTAGE_ERRORS
+from bucketvision.infra.review import ReviewPolicy
 from bucketvision.infra.s3 import S3Store, S3Uri
 from bucketvision.infra.settings import Settings
 
@@ -59,6 +60,7 @@ class JobPlan:
     batch_size: int
     retry_of: str | None = None
     window: int = DEFAULT_WINDOW
+    review: ReviewPolicy | None = None  # --review-below: items routed to review at the end
 
 
 def start_job(
@@ -91,6 +93,7 @@ def start_job(
             "planned": 0,
             "item_outputs": int(item_outputs),
             "retry_of": job.retry_of,
+            "review": job.review.to_json() if job.review else None,
         },
     )
     if not created:

@@ -23,6 +23,7 @@ from bucketvision.infra.errors import UserError
 from bucketvision.infra.job_life import INDEX_LIMIT, request_cancel
 from bucketvision.infra.jobs import JobNotFound, JobStore
 from bucketvision.infra.outputs import MANIFEST_FILE, job_file_key, job_file_uri, parse_jsonl
+from bucketvision.infra.review import ReviewPolicy
 from bucketvision.infra.s3 import S3Store, parse_s3_uri
 from bucketvision.infra.vocabulary import FINAL_STATES, INFERENCE_TASKS
 from bucketvision.models.registry import ModelRegistry
@@ -158,6 +159,7 @@ def retry_request(
         keys=keys,
         keys_source=f"the error lines of job {job_id}",
         retry_of=job_id,
+        review=ReviewPolicy.from_json(record.get("review")),
     )
 
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from celery import Celery
 
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.messages import BatchMessage
+from bucketvision.infra.review import ReviewPolicy, refuse_review_task
 from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
 from bucketvision.infra.vocabulary import IMAGE_PATTERNS, INFERENCE_TASKS
@@ -54,6 +56,7 @@ class JobRequest:
     job_id: str | None = None  # chosen by the caller: a second submit of it makes no job
     retry_of: str | None = None  # the job whose error lines these keys are (retry)
     window: int = DEFAULT_WINDOW  # batches on the queue at a time (BV_JOB_WINDOW)
+    review: ReviewPolicy | None = None  # --review-below ...; else the card's review_below
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class PlannedJob:
     output: S3Uri
     model: str
     sizes: dict[str, int] | None = None  # key -> bytes, from the listing
+    review: ReviewPolicy | None = None  # with the model's labels
 
 
 def chunk(keys: Sequence[str], size: int) -> list[list[str]]:
@@ -115,6 +119,7 @@ def plan_job(request: JobRequest, *, store: S3Store, registry: ModelRegistry) ->
     """Validate the request, pin the model and find its keys (listing, or the key list)."""
     input_uri, output_uri = check_target(store, request.task, request.input, request.output)
     model = registry.resolve(request.model or DEFAULT_MODELS[request.task], task=request.task)
+    review = review_for(request.task, request.review, model.card)
     if not store.exists(*registry.model_key(model.name, model.version, model.card)):
         raise SubmitError(
             f"model {model} has a card but no {model_filename(model.card)} in the registry;"
@@ -128,7 +133,7 @@ def plan_job(request: JobRequest, *, store: S3Store, registry: ModelRegistry) ->
         keys = list(dict.fromkeys(chosen))  # each key once
         if not keys:
             raise SubmitError(f"no key of {request.keys_source} is left by --include/--exclude")
-        return PlannedJob(keys, input_uri, output_uri, str(model))
+        return PlannedJob(keys, input_uri, output_uri, str(model), review=review)
     patterns = tuple(request.includes) or IMAGE_PATTERNS
     listed = {info.key: info.size for info in store.list_objects(input_uri)}
     chosen = select_keys(listed, input_uri, output_uri, patterns, request.excludes)
@@ -139,7 +144,7 @@ def plan_job(request: JobRequest, *, store: S3Store, registry: ModelRegistry) ->
             f"no objects under {input_uri} match {' '.join(patterns)}{excluded}; "
             "check the prefix, or pass --include '*' to take every object"
         )
-    return PlannedJob(list(sizes), input_uri, output_uri, str(model), sizes)
+    return PlannedJob(list(sizes), input_uri, output_uri, str(model), sizes, review)
 
 
 def submit_job(
@@ -167,7 +172,20 @@ def submit_job(
         job_id=request.job_id,
         retry_of=request.retry_of,
         window=request.window,
+        review=planned.review,
     )
+
+
+def review_for(
+    task: str, requested: ReviewPolicy | None, card: dict[str, Any]
+) -> ReviewPolicy | None:
+    """The job's review policy: the request's, else the card's ``review_below``; with labels."""
+    if requested is None and card.get("review_below") is not None:
+        requested = ReviewPolicy(below=float(card["review_below"]))
+    if requested is None:
+        return None
+    refuse_review_task(task)
+    return replace(requested, labels=tuple(str(label) for label in card.get("labels", ())))
 
 
 def existing_job(jobs: JobStore, request: JobRequest) -> SubmittedJob | None:
@@ -204,6 +222,7 @@ def enqueue_job(
     job_id: str | None = None,
     retry_of: str | None = None,
     window: int = DEFAULT_WINDOW,
+    review: ReviewPolicy | None = None,
 ) -> SubmittedJob:
     """Record a job over ``keys`` with a pinned ``model``, write its plan, send its first batches.
 
@@ -217,6 +236,15 @@ def enqueue_job(
         for index, batch in enumerate(chunk(keys, batch_size))
     ]
     job = JobPlan(
-        job_id, task, model, str(input_uri), output_uri, len(keys), batch_size, retry_of, window
+        job_id,
+        task,
+        model,
+        str(input_uri),
+        output_uri,
+        len(keys),
+        batch_size,
+        retry_of,
+        window,
+        review,
     )
     return start_job(app, jobs, store, job, messages, item_outputs=item_outputs)

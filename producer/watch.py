@@ -32,6 +32,7 @@ from celery import Celery
 
 from bucketvision.infra.jobs import JobNotFound, JobStore
 from bucketvision.infra.outages import OUTAGE_ERRORS, Backoff
+from bucketvision.infra.review import ReviewPolicy
 from bucketvision.infra.s3 import ObjectInfo, S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
 from bucketvision.infra.vocabulary import FINAL_STATES, IMAGE_PATTERNS
@@ -42,6 +43,7 @@ from bucketvision.producer.submit import (
     check_target,
     enqueue_job,
     new_job_id,
+    review_for,
     select_keys,
 )
 from bucketvision.producer.watch_claims import Claims
@@ -67,6 +69,7 @@ class WatchRequest:
     rescan_seconds: float = 60.0
     includes: tuple[str, ...] = IMAGE_PATTERNS  # globs on the key relative to the input
     excludes: tuple[str, ...] = ()
+    review: ReviewPolicy | None = None  # --review-below ...; else the card's review_below
 
 
 @dataclass
@@ -199,6 +202,7 @@ class Watcher:
                     batch_size=self.request.batch_size,
                     job_id=job_id,
                     window=self.request.window,
+                    review=review_for(self.request.task, self.request.review, model.card),
                 )
         except BaseException:
             self._settle_later(lambda: self.jobs.abandon(job_id, ABANDONED))

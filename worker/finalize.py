@@ -29,9 +29,12 @@ from bucketvision.infra.job_life import live_owners
 from bucketvision.infra.jobs import FINALIZE_LEASE_SECONDS, JobStore
 from bucketvision.infra.outages import OUTAGE_ERRORS
 from bucketvision.infra.outputs import SUMMARY_FILE, job_file_key
+from bucketvision.infra.review import ReviewPolicy
 from bucketvision.infra.s3 import S3Store, StorageError, parse_s3_uri
 from bucketvision.infra.vocabulary import CANCELLING, FINAL_STATES
 from bucketvision.worker.manifest_parts import compose_manifest, delete_parts
+from bucketvision.worker.review_files import write_review
+from bucketvision.worker.review_select import ReviewSelector
 from bucketvision.worker.summary import SummaryTally
 
 log = logging.getLogger("bucketvision.worker")
@@ -92,10 +95,23 @@ def _write_job_files(
     output = parse_s3_uri(record["output"])
     job_id = str(record["job_id"])
     tally = SummaryTally()
-    compose_manifest(store, output, job_id, batches, tally)
-    summary = tally.summary(record, finished_at)
+    policy = ReviewPolicy.from_json(record.get("review"))
+    if policy is None:
+        compose_manifest(store, output, job_id, batches, tally.add)
+        summary = tally.summary(record, finished_at)
+    else:  # the review files are written before the summary that counts them
+        selector = ReviewSelector(str(record["task"]), policy)
+        compose_manifest(store, output, job_id, batches, lambda line: _both(tally, selector, line))
+        summary = tally.summary(record, finished_at)
+        routed = write_review(store, record, policy, selector.selected())
+        summary["review"] = {**routed, "below": policy.below, "candidates": selector.candidates}
     store.put_json(output.bucket, job_file_key(output, job_id, SUMMARY_FILE), summary)
     return summary
+
+
+def _both(tally: SummaryTally, selector: ReviewSelector, line: dict[str, Any]) -> None:
+    tally.add(line)
+    selector.add(line)
 
 
 def _failed_summary(record: dict[str, Any], error: StorageError) -> dict[str, Any]:

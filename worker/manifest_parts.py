@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -23,7 +23,6 @@ from bucketvision.infra.job_plans import plan_key
 from bucketvision.infra.outputs import MANIFEST_FILE, job_file_key, jsonl, manifest_part_key
 from bucketvision.infra.s3 import ObjectMissing, S3Store, S3Uri, StorageError
 from bucketvision.infra.s3_streams import MultipartWriter, delete_keys
-from bucketvision.worker.summary import SummaryTally
 
 log = logging.getLogger("bucketvision.worker")
 
@@ -69,16 +68,23 @@ def _parts_in_order(
 
 
 def compose_manifest(
-    store: S3Store, output: S3Uri, job_id: str, batches: Sequence[int], tally: SummaryTally
+    store: S3Store,
+    output: S3Uri,
+    job_id: str,
+    batches: Sequence[int],
+    observe: Callable[[dict[str, Any]], None],
 ) -> None:
-    """Stream the parts of ``batches`` into ``manifest.jsonl``, adding each line to ``tally``."""
+    """Stream the parts of ``batches`` into ``manifest.jsonl``, handing each line to ``observe``.
+
+    ``observe`` sees every line once, in manifest order (the summary's tally, review).
+    """
     key = job_file_key(output, job_id, MANIFEST_FILE)
     with MultipartWriter(store, output.bucket, key, "application/x-ndjson") as writer:
         for data in _parts_in_order(store, output, job_id, batches):
             writer.write(data)
             for row in data.split(b"\n"):
                 if row.strip():
-                    tally.add(json.loads(row))
+                    observe(json.loads(row))
 
 
 def delete_parts(store: S3Store, output: S3Uri, job_id: str, batches: Iterable[int]) -> None:

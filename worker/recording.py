@@ -55,7 +55,7 @@ def record_outcome(
     if ledger is not None:
         ledger.clear()
     if recorded.next_batch is not None:
-        _feed(runtime, message.job_id, recorded.next_batch)
+        _feed(runtime, message, recorded.next_batch)
     last = recorded.job_complete or recorded.job_state == CANCELLING
     finished = finalize_now(runtime, message.job_id) if last else None
     return recorded.first_time, finished
@@ -79,20 +79,19 @@ def _write_part(runtime: WorkerRuntime, message: JobMessage, outcome: BatchOutco
     return outcome.failure
 
 
-def _feed(runtime: WorkerRuntime, job_id: str, batch: int) -> None:
+def _feed(runtime: WorkerRuntime, message: JobMessage, batch: int) -> None:
     """Send the job's next batch from its plan (the window moves on by one).
 
     Should this fail, the lost-batch audit sends it: it was taken from the plan
     (``sent`` counts it) and is neither recorded nor held by the broker.
     """
     try:
-        send_from_plan(
-            runtime.sender, runtime.jobs, runtime.store, runtime.jobs.get(job_id), [batch]
-        )
+        job = (message.job_id, message.output)
+        send_from_plan(runtime.sender, runtime.jobs, runtime.store, job, [batch])
     except (*OUTAGE_ERRORS, StorageError) as error:
         log.warning(
             "job %s: batch %d not sent (%s); the lost-batch audit will send it",
-            job_id,
+            message.job_id,
             batch,
             error,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,11 +29,12 @@ def iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
-def percentiles(values: Iterable[float]) -> dict[str, float | None]:
-    array = np.asarray(list(values) if not isinstance(values, np.ndarray) else values)
+def percentiles(values: Sequence[float] | np.ndarray) -> dict[str, float | None]:
+    """p50, p95 and p99 of ``values`` in milliseconds (rounded to a microsecond)."""
+    array = np.asarray(values, dtype=np.float64)
     if not array.size:
         return {"p50": None, "p95": None, "p99": None}
-    p50, p95, p99 = np.percentile(array.astype(np.float64), [50, 95, 99])
+    p50, p95, p99 = np.percentile(array, [50, 95, 99])
     return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3)}
 
 

@@ -3,15 +3,16 @@
 Why: a detector trained on a few hundred scenes memorises them (on 540 scenes the
 training heatmap loss falls to a twentieth of the validation one within a few hundred
 steps). Besides flips and colour jitter, :func:`random_zoom` shows every scene at a
-random scale and place, so objects appear at sizes and positions the dataset does not
-have. Everything runs in the ``tf.data`` map before the targets are encoded.
+random scale and place (:mod:`models.zoom`), so objects appear at sizes and positions
+the dataset does not have. Everything runs in the ``tf.data`` map before the targets are encoded.
 TensorFlow is imported inside the functions.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from bucketvision.models.zoom import random_view
 
 MIN_VISIBLE = 0.5  # a box cut by the zoom is kept when at least this much of it is left
 MIN_SIDE = 2.0  # pixels: narrower boxes left by the zoom are dropped
@@ -64,13 +65,7 @@ def random_zoom(image: Any, boxes: Any, classes: Any, jitter: float) -> tuple[An
         return image, boxes, classes
     height = tf.cast(tf.shape(image)[0], tf.float32)
     width = tf.cast(tf.shape(image)[1], tf.float32)
-    spread = math.log1p(jitter)
-    scale = tf.exp(tf.random.uniform([], -spread, spread))
-    size = 1.0 / scale  # the view's side, as a fraction of the image's
-    low, high = tf.minimum(0.0, 1.0 - size), tf.maximum(0.0, 1.0 - size)
-    top = low + tf.random.uniform([]) * (high - low)
-    left = low + tf.random.uniform([]) * (high - low)
-    view = tf.stack([top, left, top + size, left + size])[tf.newaxis]
+    view, scale, top, left = random_view(jitter)
     zoomed = tf.image.crop_and_resize(
         image[tf.newaxis], view, [0], tf.shape(image)[:2], extrapolation_value=0.0
     )[0]

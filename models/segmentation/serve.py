@@ -118,13 +118,20 @@ class ServedSegmenter(ServedImageModel):
             )
 
     def result(self, output: np.ndarray, image: Any) -> ItemResult:
-        """The mask PNG at the original size and the fraction of original pixels per class."""
+        """The mask PNG at the original size and the fraction of original pixels per class.
+
+        ``confidence`` is the mean over the image's pixels (padding excluded) of the top
+        class probability: what ``--review-below`` compares (none for a class map).
+        """
         if image.placement is None:
             raise ValueError("a segmentation result needs the image's placement (letterbox)")
+        confidence = None
         if self.outputs == "class-map":
             ids = image.placement.mask_to_original(np.clip(output, 0, len(self.labels) - 1))
         else:
             ids = mask_at_original(output, image.placement)
+            content = np.asarray(image.placement.crop_content(output))
+            confidence = round(float(content.max(axis=-1).mean()), 6)
         counts = np.bincount(ids.ravel(), minlength=len(self.labels))
         fractions = counts / max(1, ids.size)
         return ItemResult(
@@ -135,6 +142,7 @@ class ServedSegmenter(ServedImageModel):
                     label: float(fraction)
                     for label, fraction in zip(self.labels, fractions, strict=True)
                 },
+                **({"confidence": confidence} if confidence is not None else {}),
             },
             files=[ItemFile(".mask.png", encode_mask(ids), field="mask")],
         )

@@ -1,20 +1,22 @@
 """Training a U-Net segmenter on unbatched ``(image uint8 [S,S,3], mask uint8 [S,S])`` data.
 
 The default recipe is a compact U-Net, AdamW, cross-entropy plus soft Dice (Dice keeps
-the rare classes from drowning in the background), and label-preserving augmentation
-(flips of image and mask together, colour jitter); see ``tests/perf/tune_segmentation.py``
-(the project's scenes) and ``make bench-real`` (scenes of another style). Without
-``--epochs`` it trains until the validation loss stops improving, within a step and a
-time budget, and keeps the best weights; the learning rate is halved on plateaus and
-annealed over the budget (:mod:`models.stopping`). On two CPU cores a step of 16
-images at 128 x 128 takes about 0.3-0.5 s, so the step budget (4,000) ends a run on a
-few hundred images in 20-25 minutes. TensorFlow and Keras are imported inside functions.
+the rare classes from drowning in the background), and label-preserving augmentation:
+a random zoom (:mod:`models.zoom`) and flips of image and mask together, colour jitter;
+see ``tests/perf/tune_segmentation.py`` (the project's scenes) and ``make bench-real``
+(scenes of another style). Without ``--epochs`` it trains until the validation loss
+stops improving, within a step and a time budget, and keeps the best weights; the
+learning rate warms up, then is annealed over the budget (:mod:`models.stopping`). On
+two CPU cores a step of 16 images at 128 x 128 takes about 0.3-0.8 s, so the step budget
+(4,000) ends a run on a few hundred images in 20-55 minutes. TensorFlow and Keras are
+imported inside functions.
 
 ``options.extra`` may override: ``base_filters``, ``depth``, ``convs_per_block``,
-``dice_weight``, ``weight_decay``, ``augment`` ("none", "flips" = left-right and
-up-down, "dihedral" = flips and 90-degree turns of square images, for overhead or
-synthetic imagery), ``colour_jitter`` (bool), and the stopping keys of
-:data:`models.stopping.STOP_KEYS` (``patience``, ``max_steps``, ``max_seconds``, ...).
+``dice_weight``, ``weight_decay``, ``scale_jitter`` (0: no zoom), ``augment`` ("none",
+"flips" = left-right and up-down, "dihedral" = flips and 90-degree turns of square
+images, for overhead or synthetic imagery), ``colour_jitter`` (bool), and the stopping
+keys of :data:`models.stopping.STOP_KEYS` (``patience``, ``max_steps``, ``max_seconds``,
+...).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 1e-4,
     "augment": "flips",
     "colour_jitter": True,
+    "scale_jitter": 0.4,  # zoom by 1/1.4 to 1.4 at a random place (models.zoom)
 }
 # No plateau halving (lr_patience 0): the validation loss is noisy for the first few
 # hundred steps (the classes are learnt after the background), and a halving there left
@@ -43,9 +46,13 @@ DEFAULTS: dict[str, Any] = {
 # 0.19 on scenes of another style. The classes emerge only after 500-700 steps at the
 # peak rate, so the cosine needs a long horizon: annealed over 2,500 steps a run ended at
 # a held-out mIoU of 0.85, where the rate held near its peak for 2,000 steps reached a
-# validation mIoU of 0.96 (`make bench-real`, tests/perf/tune_real.py). The hour is a
-# backstop (4,000 steps take about 20-25 minutes on two CPU cores).
-STOPPING = StopDefaults(patience=8, lr_patience=0, max_steps=4000, max_seconds=3600.0)
+# validation mIoU of 0.96 (`make bench-real`, tests/perf/tune_real.py): the gap between
+# validation and held-out figures is what the random zoom (scale_jitter) is for. A short
+# warm-up keeps the first steps at the peak rate from upsetting the fresh batch norms.
+# The hour is a backstop (4,000 steps take 20-55 minutes on two CPU cores).
+STOPPING = StopDefaults(
+    patience=8, lr_patience=0, max_steps=4000, max_seconds=3600.0, warmup_steps=100
+)
 AUGMENT_MODES = ("none", "flips", "dihedral")
 SHUFFLE_BYTES = 256 << 20  # bound on the shuffle buffer, whatever the image size
 
@@ -92,8 +99,11 @@ def _augment(image: Any, mask: Any, params: dict[str, Any], seed: int) -> tuple[
     """Random geometric transforms of image and mask together, colour jitter on the image."""
     import tensorflow as tf
 
+    from bucketvision.models.zoom import zoom_image_and_mask
+
     image = tf.cast(image, tf.float32)
-    mask = tf.cast(mask, tf.uint8)[..., tf.newaxis]
+    image, mask = zoom_image_and_mask(image, tf.cast(mask, tf.uint8), float(params["scale_jitter"]))
+    mask = mask[..., tf.newaxis]
     if params["augment"] != "none":
         stacked = tf.concat([image, tf.cast(mask, tf.float32)], axis=-1)
         stacked = tf.image.random_flip_left_right(stacked, seed=seed)

@@ -79,6 +79,15 @@ def test_the_reserved_job_folder_is_refused_and_says_so() -> None:
         item_output_key(INPUT, OUTPUT, "incoming/_jobs/J1/summary", ".json")
 
 
+def test_the_reserved_review_folder_is_refused_and_says_so() -> None:
+    """A job's review folder (<output>/_review/<job_id>/) is never an item's output."""
+    error = mapping_error(INPUT, "incoming/_review/J1/train/3/a.png")
+    assert error is not None and "_review/" in error[1] and "review" in error[1]
+    with pytest.raises(UnmappableKey):
+        item_output_key(INPUT, OUTPUT, "incoming/_review/J1/tasks", ".json")
+    assert mapping_error(INPUT, "incoming/a/_review/x.png") is None  # only at the top
+
+
 @pytest.mark.parametrize(
     "key",
     [

@@ -247,3 +247,30 @@ def test_default_training_stops_by_itself_and_says_why() -> None:
     assert len(trained.history["loss"]) == 3  # epochs of 3 steps; the third cut at step 7
     assert 1 <= card["best_epoch"] <= 3 and card["stopping"]["monitor"] == "val_loss"
     assert "learning_rate" in trained.history
+
+
+def test_the_random_zoom_moves_the_mask_with_the_pixels_and_keeps_it_class_ids() -> None:
+    """Image and mask get one view: every pixel of class c has object c's colour after it."""
+    from bucketvision.models.zoom import zoom_image_and_mask
+
+    image = np.zeros((64, 64, 3), np.float32)
+    mask = np.zeros((64, 64), np.uint8)
+    image[10:30, 6:26], mask[10:30, 6:26] = 100.0, 1
+    image[36:60, 30:58], mask[36:60, 30:58] = 200.0, 2
+    areas = set()
+    for _ in range(30):
+        zoomed, ids = (np.asarray(v) for v in zoom_image_and_mask(image, mask, 0.4))
+        assert zoomed.shape == image.shape and ids.shape == mask.shape and ids.dtype == np.uint8
+        assert set(np.unique(ids)) <= {0, 1, 2}  # nearest neighbour: no blended ids
+        for label, colour in ((1, 100.0), (2, 200.0)):
+            where = ids == label
+            # Away from the edges (bilinear blends one pixel there) the colours agree.
+            inner = where & np.roll(where, 2, 0) & np.roll(where, -2, 0)
+            inner &= np.roll(where, 2, 1) & np.roll(where, -2, 1)
+            if inner.any():
+                np.testing.assert_allclose(zoomed[inner][:, 0], colour, atol=1e-3)
+        areas.add(round(float((ids == 1).sum()) / 400, 1))
+    assert min(areas) < 0.8 and max(areas) > 1.2  # zoomed out and in
+    same_image, same_mask = zoom_image_and_mask(image, mask, 0.0)
+    np.testing.assert_array_equal(np.asarray(same_image), image)
+    np.testing.assert_array_equal(np.asarray(same_mask), mask)
