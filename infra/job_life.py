@@ -79,8 +79,9 @@ end
 
 
 _FIELDS_INT = ("total", "batches", "ok", "error", "skipped", "done_batches", "batch_size")
-_FIELDS_INT += ("resent_batches", "sent", "planned", "window")
+_FIELDS_INT += ("resent_batches", "sent", "planned", "window", "review_routed")
 _FIELDS_FLOAT = ("submitted_at", "audited_at", "started_at", "finished_at", "updated_at")
+_FIELDS_FLOAT += ("confidence_psi",)
 _FIELDS_FLOAT += tuple(f"stage_{stage}" for stage in STAGES)
 
 

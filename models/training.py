@@ -178,6 +178,7 @@ def run_training(
     report({"stage": "evaluating", "split": loaded.layout.evaluation_split})
     score = entry.resolve("score")
     metrics = score(trained.model, trained.card, loaded.evaluation, **trained.scoring_inputs())
+    histogram = metrics.pop("confidence_histogram", None)  # the card's, for drift
     raw_value = metrics.get(entry.main_metric)
     value = float(raw_value) if isinstance(raw_value, int | float) else None
     promote, decision = promotion_decision(
@@ -189,6 +190,7 @@ def run_training(
         **trained.card,
         "task": request.task,
         "metrics": metrics,
+        **({"confidence_histogram": histogram} if histogram else {}),
         "main_metric": entry.main_metric,
         "dataset": loaded.info.uri,
         "dataset_counts": loaded.layout.counts(),

@@ -7,6 +7,7 @@ messages are, a job starts the same way (:mod:`bucketvision.infra.job_plans`).
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,7 @@ class JobPlan:
     retry_of: str | None = None
     window: int = DEFAULT_WINDOW
     review: ReviewPolicy | None = None  # --review-below: items routed to review at the end
+    confidence_reference: Sequence[int] | None = None  # the card's histogram: drift
 
 
 def start_job(
@@ -94,6 +96,9 @@ def start_job(
             "item_outputs": int(item_outputs),
             "retry_of": job.retry_of,
             "review": job.review.to_json() if job.review else None,
+            "confidence_reference": (
+                json.dumps(list(job.confidence_reference)) if job.confidence_reference else None
+            ),
         },
     )
     if not created:

@@ -99,3 +99,42 @@ def stages_html(stages: dict[str, Any]) -> str:
         + (f" · {split}" if split else "")
         + "</p>"
     )
+
+
+def confidence_svg(confidence: dict[str, Any], width: int = 640) -> str:
+    """The job's histogram of top confidence beside the model card's, as shares (SVG bars).
+
+    Each of the ten bins of [0, 1] has two bars: the job's share of items (blue) and the
+    share the model gave on its evaluation split (grey), so a shift shows at a glance.
+    """
+    observed = [int(count) for count in confidence.get("histogram") or []]
+    reference = [int(count) for count in confidence.get("reference") or []]
+    if not sum(observed):
+        return '<p class="empty">No item had a confidence.</p>'
+    height, left, right, top, bottom = 190, 40, 14, 18, 34
+    plot_w, plot_h = width - left - right, height - top - bottom
+    shares = [count / sum(observed) for count in observed]
+    card = [count / sum(reference) for count in reference] if sum(reference) else []
+    peak = max(shares + card) or 1.0
+    slot = plot_w / len(shares)
+    parts = [
+        f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="confidence">'
+    ]
+    for index, share in enumerate(shares):
+        low = index / len(shares)
+        pairs = [("#4dabf7", share, "job")] + ([("#adb5bd", card[index], "card")] if card else [])
+        for offset, (colour, value, who) in enumerate(pairs):
+            bar_h, bar_w = plot_h * value / peak, (slot - 4) / len(pairs)
+            x = left + index * slot + 2 + offset * bar_w
+            tip = f"{who}: {100 * value:.1f}% of items at {low:.1f}–{low + 0.1:.1f}"
+            parts.append(
+                f'<rect x="{x:.1f}" y="{top + plot_h - bar_h:.1f}" width="{bar_w:.1f}"'
+                f' height="{bar_h:.1f}" fill="{colour}"><title>{escape(tip)}</title></rect>'
+            )
+        parts.append(
+            f'<text x="{left + index * slot + slot / 2:.1f}" y="{height - 18}" '
+            f'text-anchor="middle">{low:.1f}</text>'
+        )
+    legend = "blue: this job · grey: the model card's evaluation split" if card else "this job"
+    parts.append(f'<text x="{left}" y="{height - 2}">{escape(legend)}</text>')
+    return "".join(parts) + "</svg>"

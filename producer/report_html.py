@@ -14,7 +14,7 @@ from html import escape
 from typing import Any
 
 from bucketvision.infra.s3 import parse_s3_uri
-from bucketvision.producer.report_charts import latency_svg, stages_html
+from bucketvision.producer.report_charts import confidence_svg, latency_svg, stages_html
 from bucketvision.producer.report_data import ErrorGroup, ReportData
 from bucketvision.producer.report_thumbs import Tile, colour
 
@@ -119,6 +119,9 @@ def figures(summary: dict[str, Any]) -> str:
         cells.append(
             _figure(f"latency_{name}", f"{name} latency", _num(latency.get(name), 1), "ms")
         )
+    if summary.get("review"):
+        routed = _num(summary["review"].get("routed"))
+        cells.append(_figure("review", "To review", routed, f"below {summary['review']['below']}"))
     return f'<div class="figs">{"".join(cells)}</div>'
 
 
@@ -178,6 +181,21 @@ def tile_html(tile: Tile, prefix: str) -> str:
     )
 
 
+def _confidence_panel(summary: dict[str, Any]) -> str:
+    """Top confidence, the job's beside the card's, with the PSI (and drift, when above 0.2)."""
+    confidence = summary.get("confidence")
+    if not confidence:
+        return ""
+    psi = confidence.get("psi")
+    said = "no card histogram" if psi is None else f"PSI {psi:.2f}"
+    if confidence.get("drift"):
+        said += " · drift: unlike the images the model was checked on"
+    return (
+        f'<section class="card" id="confidence"><h2>Top confidence <small>{escape(said)}'
+        f"</small></h2>{confidence_svg(confidence)}</section>"
+    )
+
+
 def render_report(data: ReportData, now: datetime | None = None) -> str:
     """The whole page for ``data``."""
     summary = data.summary
@@ -213,6 +231,7 @@ submitted {escape(_when(summary.get("submitted_at")))} · finished
 {latency_svg(latencies, summary.get("latency_ms") or {})}</section>
 <section class="card"><h2>Time by stage <small>seconds summed over batches</small></h2>
 {stages_html(summary.get("stage_seconds") or {})}</section>
+{_confidence_panel(summary)}
 </div>
 <section class="card" id="errors"><h2>Errors <small>{_plural(errored, "item")},
 {_plural(len(data.errors), "type")}</small></h2>{errors_html(data.errors)}</section>

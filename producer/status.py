@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bucketvision.infra.confidence import DRIFT_PSI
 from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.outputs import MANIFEST_FILE, SUMMARY_FILE, job_file_uri
 from bucketvision.infra.s3 import parse_s3_uri
@@ -47,6 +48,12 @@ def job_status(record: dict[str, Any], now: float | None = None) -> dict[str, An
         status["failure"] = record["failure"]
     if record.get("resent_batches"):
         status["resent_batches"] = int(record["resent_batches"])
+    if record.get("confidence_psi") is not None:
+        status["confidence_psi"] = float(record["confidence_psi"])
+        status["confidence_drift"] = float(record["confidence_psi"]) > DRIFT_PSI
+    if record.get("review_folder"):
+        routed = record.get("review_routed")
+        status["review"] = {"routed": routed, "folder": record["review_folder"]}
     if record.get("state") in FINAL_STATES:
         output = parse_s3_uri(str(record["output"]))
         status["manifest"] = job_file_uri(output, str(record["job_id"]), MANIFEST_FILE)
@@ -68,6 +75,15 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  failure: {status['failure']}")
     if status.get("resent_batches"):
         lines.append(f"  {status['resent_batches']} batches the broker lost were sent again")
+    if status.get("confidence_drift"):
+        lines.append(
+            f"  confidence drift: PSI {status['confidence_psi']:.2f} against the model card's"
+            f" evaluation split (above {DRIFT_PSI}): these images are unlike those the model"
+            " was checked on; review them (--review-below) or retrain"
+        )
+    if status.get("review"):
+        review = status["review"]
+        lines.append(f"  review   {review['routed']} items routed to {review['folder']}")
     if status.get("summary"):
         lines.append(f"  summary  {status['summary']}")
         lines.append(f"  manifest {status['manifest']}")

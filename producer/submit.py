@@ -69,6 +69,7 @@ class PlannedJob:
     model: str
     sizes: dict[str, int] | None = None  # key -> bytes, from the listing
     review: ReviewPolicy | None = None  # with the model's labels
+    confidence_reference: list[int] | None = None  # the card's confidence_histogram
 
 
 def chunk(keys: Sequence[str], size: int) -> list[list[str]]:
@@ -120,6 +121,7 @@ def plan_job(request: JobRequest, *, store: S3Store, registry: ModelRegistry) ->
     input_uri, output_uri = check_target(store, request.task, request.input, request.output)
     model = registry.resolve(request.model or DEFAULT_MODELS[request.task], task=request.task)
     review = review_for(request.task, request.review, model.card)
+    reference = model.card.get("confidence_histogram")
     if not store.exists(*registry.model_key(model.name, model.version, model.card)):
         raise SubmitError(
             f"model {model} has a card but no {model_filename(model.card)} in the registry;"
@@ -133,7 +135,7 @@ def plan_job(request: JobRequest, *, store: S3Store, registry: ModelRegistry) ->
         keys = list(dict.fromkeys(chosen))  # each key once
         if not keys:
             raise SubmitError(f"no key of {request.keys_source} is left by --include/--exclude")
-        return PlannedJob(keys, input_uri, output_uri, str(model), review=review)
+        return PlannedJob(keys, input_uri, output_uri, str(model), None, review, reference)
     patterns = tuple(request.includes) or IMAGE_PATTERNS
     listed = {info.key: info.size for info in store.list_objects(input_uri)}
     chosen = select_keys(listed, input_uri, output_uri, patterns, request.excludes)
@@ -144,7 +146,7 @@ def plan_job(request: JobRequest, *, store: S3Store, registry: ModelRegistry) ->
             f"no objects under {input_uri} match {' '.join(patterns)}{excluded}; "
             "check the prefix, or pass --include '*' to take every object"
         )
-    return PlannedJob(list(sizes), input_uri, output_uri, str(model), sizes, review)
+    return PlannedJob(list(sizes), input_uri, output_uri, str(model), sizes, review, reference)
 
 
 def submit_job(
@@ -173,6 +175,7 @@ def submit_job(
         retry_of=request.retry_of,
         window=request.window,
         review=planned.review,
+        confidence_reference=planned.confidence_reference,
     )
 
 
@@ -223,6 +226,7 @@ def enqueue_job(
     retry_of: str | None = None,
     window: int = DEFAULT_WINDOW,
     review: ReviewPolicy | None = None,
+    confidence_reference: Sequence[int] | None = None,
 ) -> SubmittedJob:
     """Record a job over ``keys`` with a pinned ``model``, write its plan, send its first batches.
 
@@ -246,5 +250,6 @@ def enqueue_job(
         retry_of,
         window,
         review,
+        confidence_reference,
     )
     return start_job(app, jobs, store, job, messages, item_outputs=item_outputs)

@@ -203,6 +203,7 @@ class Watcher:
                     job_id=job_id,
                     window=self.request.window,
                     review=review_for(self.request.task, self.request.review, model.card),
+                    confidence_reference=model.card.get("confidence_histogram"),
                 )
         except BaseException:
             self._settle_later(lambda: self.jobs.abandon(job_id, ABANDONED))

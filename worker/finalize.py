@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from bucketvision.infra import keys
 from bucketvision.infra.job_life import live_owners
 from bucketvision.infra.jobs import FINALIZE_LEASE_SECONDS, JobStore
 from bucketvision.infra.outages import OUTAGE_ERRORS
@@ -69,6 +70,7 @@ def finalize_job(
             finished_at = float(record.get("updated_at") or time.time())
             batches = jobs.recorded_batches(job_id)
             summary = _write_job_files(store, record, batches, finished_at)
+            _note_on_record(jobs, job_id, summary)
         except OUTAGE_ERRORS:
             _release_quietly(jobs, job_id, owner)
             raise
@@ -94,7 +96,7 @@ def _write_job_files(
     """Compose the manifest from the parts of ``batches``, then PUT the summary; the summary."""
     output = parse_s3_uri(record["output"])
     job_id = str(record["job_id"])
-    tally = SummaryTally()
+    tally = SummaryTally(str(record["task"]))
     policy = ReviewPolicy.from_json(record.get("review"))
     if policy is None:
         compose_manifest(store, output, job_id, batches, tally.add)
@@ -112,6 +114,19 @@ def _write_job_files(
 def _both(tally: SummaryTally, selector: ReviewSelector, line: dict[str, Any]) -> None:
     tally.add(line)
     selector.add(line)
+
+
+def _note_on_record(jobs: JobStore, job_id: str, summary: dict[str, Any]) -> None:
+    """What ``status`` shows of the summary: drift, review (a second finaliser rewrites it)."""
+    fields: dict[str, Any] = {}
+    psi = (summary.get("confidence") or {}).get("psi")
+    if psi is not None:
+        fields["confidence_psi"] = psi
+    if "review" in summary:
+        fields["review_routed"] = summary["review"]["routed"]
+        fields["review_folder"] = summary["review"]["folder"]
+    if fields:
+        jobs.redis.hset(keys.job(job_id), mapping=fields)
 
 
 def _failed_summary(record: dict[str, Any], error: StorageError) -> dict[str, Any]:

@@ -129,6 +129,8 @@ class TaskHooks:
             metrics.record_redelivery(name)
         if report.job_finished:
             metrics.record_job_finished(name, report.job_finished)
+            if report.confidence_psi is not None:
+                metrics.record_confidence(report.model, report.confidence_psi)
         if report.items is None:  # dropped, or recorded by an earlier attempt
             return
         metrics.record_batch(

@@ -16,6 +16,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from bucketvision.infra.confidence import DRIFT_PSI
+
 STAGES = ("download", "decode", "infer", "upload")
 STATUSES = ("ok", "error", "skipped")
 TRAINING_OUTCOMES = ("promoted", "rejected", "failed", "skipped")
@@ -91,6 +93,21 @@ class WorkerMetrics:
             multiprocess_mode="mostrecent",
             **where,
         )
+        self.confidence_drift = Gauge(
+            "bv_confidence_drift",
+            "Population stability index of the last finished job's top-confidence histogram"
+            " against its model card's (above 0.2: the job's images are unlike the model's"
+            " validation split)",
+            ["model"],
+            multiprocess_mode="mostrecent",
+            **where,
+        )
+        self.drifted_jobs = Counter(
+            "bv_confidence_drift_jobs_total",
+            "Jobs whose top-confidence histogram drifted from their model card's (PSI above 0.2)",
+            ["model"],
+            **where,
+        )
         self._models: dict[str, str] = {}  # name@version -> task, as set in model_info
 
     def record_queue_wait(self, queue: str, task: str, seconds: float) -> None:
@@ -130,6 +147,12 @@ class WorkerMetrics:
 
     def record_job_finished(self, task: str, state: str) -> None:
         self.jobs_finished.labels(task, state).inc()
+
+    def record_confidence(self, model: str, psi: float) -> None:
+        """A job finished with this PSI against its model card (infra/confidence.py)."""
+        self.confidence_drift.labels(model).set(psi)
+        if psi > DRIFT_PSI:
+            self.drifted_jobs.labels(model).inc()
 
     def record_models(self, serving: Mapping[str, str], loaded: Iterable[str]) -> None:
         """``serving`` (name@version -> task) is loaded; versions not in ``loaded`` are gone."""

@@ -10,6 +10,7 @@ the last batch finalises the job (:mod:`worker.finalize`).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from bucketvision.infra.batches import send_from_plan
 from bucketvision.infra.messages import JobMessage
@@ -26,17 +27,17 @@ from bucketvision.worker.runtime import WorkerRuntime
 log = logging.getLogger("bucketvision.worker")
 
 
-def finalize_if_complete(runtime: WorkerRuntime, job_id: str) -> str | None:
-    """Finalise the job if all its batches are recorded; its state if this call did."""
+def finalize_if_complete(runtime: WorkerRuntime, job_id: str) -> dict[str, Any] | None:
+    """Finalise the job if all its batches are recorded; its summary if this call did."""
     record = runtime.jobs.get(job_id)
     if record["done_batches"] >= record["batches"]:
         return finalize_now(runtime, job_id)
     return None
 
 
-def finalize_now(runtime: WorkerRuntime, job_id: str) -> str | None:
-    summary = finalize_job(runtime.jobs, runtime.store, job_id, runtime.identity)
-    return str(summary["state"]) if summary else None
+def finalize_now(runtime: WorkerRuntime, job_id: str) -> dict[str, Any] | None:
+    """Finalise the job now (:func:`worker.finalize.finalize_job`); its summary if this call did."""
+    return finalize_job(runtime.jobs, runtime.store, job_id, runtime.identity)
 
 
 def record_outcome(
@@ -45,7 +46,7 @@ def record_outcome(
     outcome: BatchOutcome,
     ledger: IsolationLedger | None,
     lease: Heartbeat,
-) -> tuple[bool, str | None]:
+) -> tuple[bool, dict[str, Any] | None]:
     """Write the batch's part, record it, send the plan's next batch, finalise if last."""
     failure = _write_part(runtime, message, outcome)
     recorded = runtime.jobs.record_batch(

@@ -46,6 +46,7 @@ class BatchReport(Report):
     stage_seconds: dict[str, float] = field(default_factory=dict)
     dead_lettered_items: int = 0
     job_finished: str | None = None  # the job's final state, if this delivery finalised it
+    confidence_psi: float | None = None  # and its drift from the model card (infra/confidence)
 
     @property
     def dead_letter(self) -> bool:

@@ -39,6 +39,8 @@ class ReviewItem:
 def item_confidence(task: str, policy: ReviewPolicy, result: dict[str, Any]) -> float | None:
     """The confidence review compares, or None when the item has none (no box in range)."""
     if task == "classify":
+        if result.get("score") is None:
+            return None
         if policy.by == "margin":
             scores = [float(entry["score"]) for entry in result.get("top_k", [])[:2]]
             return scores[0] - scores[1] if len(scores) == 2 else float(result["score"])

@@ -4,11 +4,13 @@ The finaliser streams a job's manifest lines once (:mod:`worker.manifest_parts`)
 :class:`SummaryTally` counts them as they pass, so a summary needs memory for its
 counts and a bounded sample of latencies, not for the manifest. Latency
 percentiles are exact up to ``LATENCY_SAMPLE`` items and computed on a uniform
-random sample of that many beyond (reservoir sampling).
+random sample of that many beyond (reservoir sampling). The histogram of top
+confidence is compared with the model card's (:mod:`infra.confidence`): drift.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -17,6 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from bucketvision.infra.confidence import (
+    BINS,
+    CONFIDENCE_TASKS,
+    bin_of,
+    drift_report,
+    top_confidence,
+)
 from bucketvision.infra.job_life import STAGES
 from bucketvision.infra.vocabulary import CANCELLING
 
@@ -41,7 +50,12 @@ def percentiles(values: Sequence[float] | np.ndarray) -> dict[str, float | None]
 class SummaryTally:
     """Counts, error types, redeliveries and a latency sample of the lines seen so far."""
 
-    def __init__(self, sample_limit: int = LATENCY_SAMPLE, seed: int = 0) -> None:
+    def __init__(
+        self, task: str | None = None, sample_limit: int = LATENCY_SAMPLE, seed: int = 0
+    ) -> None:
+        # The histogram of top confidence (infra/confidence.py), for tasks that have one.
+        self.task = task if task in CONFIDENCE_TASKS else None
+        self.confidence = [0] * BINS
         self.counts = {"ok": 0, "error": 0, "skipped": 0}
         self.errors_by_type: Counter[str] = Counter()
         self.redelivered = 0
@@ -56,6 +70,10 @@ class SummaryTally:
             self.errors_by_type[line["error"]["type"]] += 1
         if line.get("attempts", 1) > 1:
             self.redelivered += 1
+        if self.task and line["status"] == "ok":
+            value = top_confidence(self.task, line.get("result"))
+            if value is not None:
+                self.confidence[bin_of(value)] += 1
         self._keep_latency(float(line["latency_ms"]))
         self.lines += 1
 
@@ -105,14 +123,19 @@ class SummaryTally:
             **({"failure": record["failure"]} if record.get("failure") else {}),
             **({"retry_of": record["retry_of"]} if record.get("retry_of") else {}),
             **({"not_run": int(record["total"]) - self.lines} if state == "cancelled" else {}),
+            **({"confidence": self._drift(record)} if self.task else {}),
         }
+
+    def _drift(self, record: dict[str, Any]) -> dict[str, Any]:
+        reference = record.get("confidence_reference")
+        return drift_report(json.loads(reference) if reference else None, self.confidence)
 
 
 def build_summary(
     record: dict[str, Any], lines: Iterable[dict[str, Any]], finished_at: float
 ) -> dict[str, Any]:
     """The summary of a job whose manifest lines are ``lines``."""
-    tally = SummaryTally()
+    tally = SummaryTally(str(record["task"]))
     for line in lines:
         tally.add(line)
     return tally.summary(record, finished_at)

@@ -95,7 +95,7 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
         if start.job_state == CANCELLING:
             job_id = message.job_id
             finished = _ride_out_or_requeue(lambda: finalize_now(runtime, job_id), where, within)
-        return replace(report, dropped=True, job_finished=finished)
+        return ended(replace(report, dropped=True), finished)
     if start.owned_elsewhere:
         # A live worker runs it (its lease was renewed): it records the batch.
         log.info("%s is run by a live worker; this delivery stands down", where)
@@ -108,7 +108,7 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
         finished = _ride_out_or_requeue(
             lambda: finalize_if_complete(runtime, message.job_id), where, within
         )
-        return replace(report, job_finished=finished)
+        return ended(report, finished)
     lease.start()
     try:
         outcome, ledger = _run_delivery(runtime, message, start, where, lease)
@@ -121,15 +121,23 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
         raise
     finally:
         lease.stop()
-    return replace(
+    ran = replace(
         report,
         recorded=first_time,
         items=len(outcome.lines),
         counts=outcome.counts(),
         stage_seconds=outcome.stage_seconds,
         dead_lettered_items=outcome.dead_lettered(),
-        job_finished=finished,
     )
+    return ended(ran, finished)
+
+
+def ended(report: BatchReport, summary: dict[str, Any] | None) -> BatchReport:
+    """The report of a delivery that finalised its job (``summary``), for the metrics hook."""
+    if summary is None:
+        return report
+    psi = (summary.get("confidence") or {}).get("psi")
+    return replace(report, job_finished=str(summary["state"]), confidence_psi=psi)
 
 
 def _begin(

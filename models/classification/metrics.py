@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from bucketvision.infra.confidence import confidence_histogram
 from bucketvision.models.classification.preprocess import scale_pixels
 
 MAIN_METRIC = "accuracy"
@@ -62,15 +63,17 @@ def classification_metrics(
 
 def predict_classes(
     model: Any, card: dict[str, Any], dataset: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """(true ids, predicted ids) for an unbatched ``(image uint8, label)`` dataset."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(true ids, predicted ids, top probabilities) for an unbatched ``(image uint8, label)``
+    dataset of a model whose outputs are probabilities."""
     import tensorflow as tf
 
     height, width, channels = (int(v) for v in card["input_shape"])
     preprocess = str(card.get("preprocess", "raw"))
 
     def forward(images: Any) -> Any:
-        return tf.argmax(model(scale_pixels(images, preprocess), training=False), axis=-1)
+        probabilities = model(scale_pixels(images, preprocess), training=False)
+        return tf.argmax(probabilities, axis=-1), tf.reduce_max(probabilities, axis=-1)
 
     compiled = tf.function(
         forward,
@@ -79,20 +82,27 @@ def predict_classes(
     )
     true_parts: list[np.ndarray] = []
     predicted_parts: list[np.ndarray] = []
+    top_parts: list[np.ndarray] = []
     batches = dataset.batch(EVAL_BATCH).prefetch(tf.data.AUTOTUNE)
     for images, labels in batches:
-        predicted_parts.append(compiled(tf.cast(images, tf.uint8)).numpy())
+        predicted, top = compiled(tf.cast(images, tf.uint8))
+        predicted_parts.append(predicted.numpy())
+        top_parts.append(top.numpy())
         true_parts.append(labels.numpy())
     if not true_parts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(true_parts), np.concatenate(predicted_parts)
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    return np.concatenate(true_parts), np.concatenate(predicted_parts), np.concatenate(top_parts)
 
 
 def evaluate_classifier(model: Any, card: dict[str, Any], val_ds: Any) -> dict[str, Any]:
     """Metrics of ``model`` on ``val_ds`` (unbatched ``(image uint8 [H, W, C], label)``).
 
     Returns ``accuracy`` (:data:`MAIN_METRIC`), ``per_class`` ({label: precision, recall,
-    support}), ``confusion_matrix`` (rows true, columns predicted) and ``count``.
+    support}), ``confusion_matrix`` (rows true, columns predicted), ``count`` and
+    ``confidence_histogram``, the histogram of top probabilities that jobs' drift is
+    measured against (:mod:`infra.confidence`).
     """
-    true_ids, predicted_ids = predict_classes(model, card, val_ds)
-    return classification_metrics(true_ids, predicted_ids, list(card["labels"]))
+    true_ids, predicted_ids, top = predict_classes(model, card, val_ds)
+    metrics = classification_metrics(true_ids, predicted_ids, list(card["labels"]))
+    return {**metrics, "confidence_histogram": confidence_histogram(top.tolist())}

@@ -6,6 +6,8 @@ to ``_review/<job>/`` with their label files and a Label Studio ``tasks.json``; 
 corrected folder (files moved to their true label) imported into the dataset grows
 its ``train/`` by exactly those items, once however often it is imported; and a
 scheduled entry with ``min_new_items`` that skipped before the import trains after it.
+Drift: a job over ordinary digits keeps the card's confidence histogram (PSI below 0.2),
+one over inverted digits departs from it, and ``status`` says so.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import printed_job_id, read_job, run_cli, start_cli, submit_cli, upload_digits
+from bucketvision.models.digits import make_digits
+from tests.helpers import (
+    printed_job_id,
+    read_job,
+    run_cli,
+    start_cli,
+    submit_cli,
+    upload_digits,
+    upload_labelled,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -168,6 +179,34 @@ def test_review_routes_the_unsure_items_and_the_import_grows_the_dataset_once(
     assert len(versions) >= 2, worker.log()[-3000:]
     card = json.loads(run_cli(env, "models", "show", f"{NAME}@v2", "--json").stdout)
     assert sum(card["dataset_counts"].values()) >= before + len(unsure)
+    _check_drift(env, s3_client, worker)
+
+
+def _check_drift(env: dict[str, str], s3_client: Any, worker: Any) -> None:
+    """Ordinary digits keep the card's confidence histogram; inverted ones drift from it."""
+    card = json.loads(run_cli(env, "models", "show", f"{NAME}@v1", "--json").stdout)
+    assert len(card["confidence_histogram"]) == 10 and sum(card["confidence_histogram"]) > 0
+    images, labels = make_digits(200, seed=41)
+    upload_labelled(s3_client, BUCKET, "plain/", images, labels)
+    upload_labelled(s3_client, BUCKET, "inverted/", 255 - images, labels)
+    psi = {}
+    for name in ("plain", "inverted"):
+        done = submit_cli(
+            env, f"s3://{BUCKET}/{name}/", f"s3://{BUCKET}/drift-{name}/", "--model",
+            f"{NAME}@v1", "--wait", "--quiet",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr + worker.log()
+        job_id = printed_job_id(done)
+        _, summary = read_job(s3_client, BUCKET, f"drift-{name}/", job_id)
+        confidence = summary["confidence"]
+        assert confidence["reference"] == card["confidence_histogram"]
+        assert sum(confidence["histogram"]) == 200
+        psi[name] = confidence["psi"]
+        status = run_cli(env, "status", job_id)
+        assert status.returncode == 0, status.stderr
+        assert ("confidence drift: PSI" in status.stdout) == confidence["drift"]
+        assert confidence["drift"] == (name == "inverted"), (name, confidence)
+    print(f"confidence PSI against the card: plain {psi['plain']}, inverted {psi['inverted']}")
 
 
 def _versions(env: dict[str, str]) -> list[str]:

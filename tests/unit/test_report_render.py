@@ -132,6 +132,35 @@ def test_classify_report(shared_store: S3Store) -> None:
     assert all(tile.shape[:2] == (TILE, TILE) for tile in thumbnails(html))
 
 
+def test_the_report_shows_review_and_confidence_beside_the_cards(
+    shared_store: S3Store,
+) -> None:
+    images, labels = make_digits(3, seed=4)
+    lines = []
+    for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        key = f"in/{label}/{index:03d}.png"
+        shared_store.put_bytes(BUCKET, key, png_bytes(pixels), "image/png")
+        lines.append(_line(key, {"label": str(label), "score": 0.5, "top_k": []}))
+    summary = write_job(shared_store, "job-r", "classify", lines)
+    summary["review"] = {"routed": 3, "candidates": 3, "below": 0.9, "folder": "s3://b/x/"}
+    summary["confidence"] = {
+        "histogram": [0, 0, 0, 0, 0, 3, 0, 0, 0, 0],
+        "reference": [0, 0, 0, 0, 0, 0, 0, 0, 10, 90],
+        "psi": 4.71,
+        "drift": True,
+    }
+    shared_store.put_json(BUCKET, "out/_jobs/job-r/summary.json", summary)
+    _, html = build(shared_store, "job-r")
+    assert re.search(r'data-name="review">.*?<span class="v">3</span> <small>below 0.9', html)
+    panel = html[html.index('id="confidence"') :]
+    assert "PSI 4.71 · drift" in panel
+    assert "job: 100.0% of items at 0.5–0.6" in panel and "card: 90.0% of items at 0.9–1.0" in panel
+    assert panel[: panel.index("</svg>")].count("<rect") == 20  # two bars a bin
+    write_job(shared_store, "job-o", "classify", lines)  # an older job: neither
+    _, plain = build(shared_store, "job-o")
+    assert 'id="confidence"' not in plain and 'data-name="review"' not in plain
+
+
 def test_detect_report_draws_scaled_boxes(shared_store: S3Store) -> None:
     scenes = make_scenes(3, seed=4, width=256, height=192)
     lines = []

@@ -34,7 +34,7 @@ SUMMARY_FIELDS = {
     "stage_seconds",
 }
 # Beyond the first summary's fields: why items failed, and redeliveries.
-EXTRA_FIELDS = {"errors_by_type", "redelivered_items"}
+EXTRA_FIELDS = {"errors_by_type", "redelivered_items", "confidence"}
 BUCKET = "unit-bucket"
 
 
@@ -366,3 +366,20 @@ def test_summary_says_why_items_failed_and_what_was_redelivered() -> None:
     summary = build_summary(record(total=4), lines, finished_at=1010.0)
     assert summary["errors_by_type"] == {"CorruptImage": 1, "DeadLetter": 2}
     assert summary["redelivered_items"] == 1
+
+
+def test_status_says_when_a_job_drifted_and_what_went_to_review() -> None:
+    folder = f"s3://{BUCKET}/results/_review/J/"
+    drifted = record(
+        state="finished", finished_at=1021.0, confidence_psi=0.83, review_routed=7,
+        review_folder=folder,
+    )  # fmt: skip
+    status = job_status(drifted, now=0.0)
+    assert status["confidence_drift"] is True and status["review"] == {
+        "routed": 7,
+        "folder": folder,
+    }
+    text = format_status(status)
+    assert "confidence drift: PSI 0.83" in text and f"7 items routed to {folder}" in text
+    calm = job_status(record(state="finished", finished_at=1021.0, confidence_psi=0.05), now=0.0)
+    assert calm["confidence_drift"] is False and "drift" not in format_status(calm)

@@ -49,7 +49,7 @@ def _lines() -> list[dict[str, Any]]:
 
 
 def _tally(limit: int, lines: list[dict[str, Any]]) -> SummaryTally:
-    tally = SummaryTally(sample_limit=limit)
+    tally = SummaryTally("classify", sample_limit=limit)
     for line in lines:
         tally.add(line)
     return tally

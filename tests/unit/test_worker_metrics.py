@@ -143,6 +143,18 @@ def test_dead_letters_and_finished_jobs(
     assert _value(registry, "bv_jobs_finished_total", task="classify", state="failed") == 1
 
 
+def test_a_finished_job_reports_its_confidence_drift(
+    hooks: TaskHooks, registry: CollectorRegistry, timer: Clock
+) -> None:
+    for job, psi in (("J1", 0.05), ("J2", 0.9)):
+        result = _batch_result(job_id=job, job_finished="finished", confidence_psi=psi)
+        _run(hooks, timer, {"job_id": job, "batch": 0}, result)
+        assert _value(registry, "bv_confidence_drift", model="digits@v2") == psi
+    assert _value(registry, "bv_confidence_drift_jobs_total", model="digits@v2") == 1
+    _run(hooks, timer, {"job_id": "J3", "batch": 0}, _batch_result(job_id="J3"))  # not ended
+    assert _value(registry, "bv_confidence_drift", model="digits@v2") == 0.9
+
+
 def test_model_info_follows_what_the_child_has_loaded(
     hooks: TaskHooks, registry: CollectorRegistry, timer: Clock
 ) -> None:
