@@ -53,6 +53,7 @@ CARD_FIELDS = (
     "latent_input",
     "label_input",
     "output_range",
+    "review_below",
     *DETECT_FIELDS,
 )
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -166,6 +167,11 @@ def image_card(
             "output", outputs, fields.get("output_name"), "--output-name"
         ).name
     card.update({key: fields[key] for key in DETECT_FIELDS if task == "detect" and key in fields})
+    if fields.get("review_below") is not None:
+        below = float(fields["review_below"])
+        if not 0.0 < below <= 1.0:
+            raise RegistryError(f"--review-below must be a probability in (0, 1], not {below}")
+        card["review_below"] = below  # jobs route items below it to review (docs/review.md)
     return card
 
 

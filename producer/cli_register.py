@@ -51,6 +51,7 @@ _CARD_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--output-range", str, "generate: symmetric (-1..1, tanh) or unit (0..1) (default symmetric)"),
     ("--score-threshold", float, "detect: lowest score reported (default 0.3)"),
     ("--max-detections", int, "detect: most boxes per image (default 100)"),
+    ("--review-below", float, "jobs route items less confident than this to review (default none)"),
 )
 
 

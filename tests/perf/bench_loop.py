@@ -110,7 +110,7 @@ def run_one(seed: int, strategy: str, data: tuple[np.ndarray, ...]) -> Iterator[
             "round": round_number,
             "labels": len(labelled),
             "accuracy": accuracy,
-            "steps": card.get("stopping", {}).get("steps"),
+            "steps": card.get("stopping", {}).get("steps_trained"),
             "seconds": round(time.perf_counter() - began, 1),
         }
         if round_number == ROUNDS:

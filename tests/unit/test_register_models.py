@@ -179,6 +179,17 @@ def test_a_model_that_does_not_fit_its_card_is_refused_and_nothing_is_left(
     assert list(store.list_objects(registry.root)) == []
 
 
+def test_a_card_may_set_the_review_threshold_its_jobs_default_to(
+    registry: ModelRegistry, saved: dict[str, Path]
+) -> None:
+    labels = user_models.CLASSIFIER_LABELS
+    with pytest.raises(RegistryError, match=r"--review-below must be a probability in \(0, 1\]"):
+        _register(registry, "classify", saved["classifier"], labels=labels, review_below=1.5)
+    assert registry.names() == []
+    ref = _register(registry, "classify", saved["classifier"], labels=labels, review_below=0.8)
+    assert ref.card["review_below"] == 0.8
+
+
 def test_unknown_card_fields_are_refused(registry: ModelRegistry, saved: dict[str, Path]) -> None:
     with pytest.raises(RegistryError, match="unknown card fields input_sise"):
         _register(registry, "classify", saved["classifier"], labels=["a"], input_sise="9x9")

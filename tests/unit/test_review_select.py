@@ -111,3 +111,17 @@ def test_the_policy_round_trips_through_the_job_record() -> None:
     policy = ReviewPolicy(below=0.7, by="margin", floor=0.1, limit=5, diverse=True, labels=("a",))
     assert ReviewPolicy.from_json(policy.to_json()) == policy
     assert ReviewPolicy.from_json("") is None and ReviewPolicy.from_json(None) is None
+
+
+def test_a_job_takes_the_cards_threshold_unless_the_request_gives_one() -> None:
+    from bucketvision.producer.submit import review_for
+
+    card = {"labels": ["cat", "dog"], "review_below": 0.7}
+    assert review_for("classify", None, card) == ReviewPolicy(below=0.7, labels=("cat", "dog"))
+    asked = ReviewPolicy(below=0.5, by="margin")
+    assert review_for("classify", asked, card) == ReviewPolicy(
+        below=0.5, by="margin", labels=("cat", "dog")
+    )
+    assert review_for("classify", None, {"labels": ["cat"]}) is None
+    with pytest.raises(ReviewPolicyError, match="applies to classify, detect, segment jobs"):
+        review_for("generate", asked, card)
