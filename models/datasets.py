@@ -1,11 +1,10 @@
-"""Streaming a training dataset from S3 into ``tf.data`` (decode, fit, cache).
+"""Loading a training dataset from S3 into ``tf.data`` (decode, fit, hold in memory).
 
 The layout is read by :mod:`models.dataset_layouts`; here each record is
-downloaded and decoded by a thread pool as the first epoch asks for it, fitted
-to the model input (stretched for classify and generate, letterboxed with its
-boxes and mask for detect and segment), and cached in memory so later epochs
-do not go back to S3. An item that cannot be decoded is skipped and counted;
-one bad file never stops a training run.
+downloaded and decoded by a thread pool, fitted to the model input (stretched for
+classify and generate, letterboxed with its boxes and mask for detect and
+segment), and held in memory so epochs do not go back to S3. An item that cannot
+be decoded is skipped and counted; one bad file never stops a training run.
 """
 
 from __future__ import annotations
@@ -121,7 +120,14 @@ def stream_split(
     skipped: list[tuple[str, str]] | None = None,
     on_item: Callable[[], None] | None = None,
 ) -> Any:
-    """An unbatched, cached ``tf.data.Dataset`` of ``records`` streamed from S3."""
+    """An unbatched ``tf.data.Dataset`` of ``records``, downloaded and decoded from S3 once.
+
+    Fixed-shape elements (classify, generate, segment) are filled into preallocated arrays
+    as the thread pool decodes them and served by ``from_tensor_slices``: a cached
+    ``from_generator`` dataset made every training step of a U-Net twice as slow on two
+    cores (the kernel time of page faults rose tenfold), so it is kept only for detection,
+    whose elements have a varying number of boxes.
+    """
     import tensorflow as tf
 
     skipped = skipped if skipped is not None else []
@@ -143,10 +149,18 @@ def stream_split(
                 if element is not None:
                     yield element
 
-    dataset = tf.data.Dataset.from_generator(
-        generate, output_signature=_signature(layout.task, shape)
-    )
-    return dataset.cache()
+    signature = _signature(layout.task, shape)
+    if layout.task == "detect":
+        return tf.data.Dataset.from_generator(generate, output_signature=signature).cache()
+    arrays = [
+        np.empty((len(records), *spec.shape), spec.dtype.as_numpy_dtype) for spec in signature
+    ]
+    count = 0
+    for element in generate():
+        for array, part in zip(arrays, element, strict=True):
+            array[count] = part
+        count += 1
+    return tf.data.Dataset.from_tensor_slices(tuple(array[:count] for array in arrays))
 
 
 def load_dataset(

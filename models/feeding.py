@@ -1,7 +1,8 @@
 """Feeding ``fit`` without ever running dry mid-epoch.
 
-Why: a split streamed from S3 (:func:`models.datasets.stream_split`) is a
-``from_generator`` dataset, whose size tf.data cannot know. Given such a dataset and no
+Why: a detection split loaded from S3 (:func:`models.datasets.stream_split`) is a
+``from_generator`` dataset, whose size tf.data cannot know (the other tasks' splits are
+arrays of known size). Given such a dataset and no
 ``steps_per_epoch``, Keras reads until the iterator ends, and every epoch it ends
 "unexpectedly": ``Your input ran out of data; interrupting training``. Given a fixed
 ``steps_per_epoch`` or ``validation_steps`` over a finite dataset, an epoch that asks for
