@@ -236,7 +236,9 @@ def test_evaluate_classifier_runs_the_model_on_the_dataset() -> None:
     images = (np.eye(3)[predicted] * 200).reshape(8, 1, 1, 3)  # pixel i lights -> class i
     card = {"input_shape": [1, 1, 3], "labels": ["cat", "dog", "fox"], "preprocess": "unit"}
     metrics = evaluate_classifier(_identity_model((1, 1, 3)), card, _dataset(images, true))
+    histogram = metrics.pop("confidence_histogram")  # the card's, for drift
     assert metrics == classification_metrics(true, predicted, card["labels"])
+    assert histogram == [0] * 7 + [8, 0, 0]  # every top "probability" is 200 / 255
 
 
 def test_served_result_schema_top_k_order_and_padding() -> None:
