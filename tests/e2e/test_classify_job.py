@@ -93,9 +93,10 @@ def test_sigkill_pool_child_mid_job_loses_nothing(
     job_id = printed_job_id(submitted)
     jobs = redis.Redis.from_url(service_env["BV_BROKER_URL"])
     deadline = time.monotonic() + 120
-    while int(jobs.hget(f"bv:job:{job_id}", "done_batches") or 0) < 6:
+    running = f"bv:job:{job_id}:attempts"  # the batches begun and not yet recorded
+    while int(jobs.hget(f"bv:job:{job_id}", "done_batches") or 0) < 6 or not jobs.hlen(running):
         assert time.monotonic() < deadline, worker.log()
-        time.sleep(0.05)
+        time.sleep(0.01)
     victims = worker.children()
     for pid in victims:  # both children: each holds a batch mid-flight (prefetch 1)
         os.kill(pid, signal.SIGKILL)
