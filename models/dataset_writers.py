@@ -8,9 +8,10 @@ scenes (for detect and segment), uploaded as PNGs with their annotations.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -66,6 +67,36 @@ def write_digits(
     return _put_all(store, uri.bucket, objects)
 
 
+def coco_annotation(
+    number: int,
+    image_id: int,
+    category_id: int,
+    box: Sequence[float],
+    *,
+    digits: int | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A COCO annotation of the box ``[x_min, y_min, x_max, y_max]`` (pixels).
+
+    ``bbox`` is ``[x, y, width, height]``; with ``digits`` it and ``area`` are rounded.
+    ``extra`` fields (a prediction's ``score``) are added as they are.
+    """
+    x_min, y_min, x_max, y_max = (float(v) for v in box)
+    bbox = [x_min, y_min, x_max - x_min, y_max - y_min]
+    if digits is not None:
+        bbox = [round(v, digits) for v in bbox]
+    area = bbox[2] * bbox[3]
+    return {
+        "id": number,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": bbox,
+        "area": area if digits is None else round(area, digits),
+        "iscrowd": 0,
+        **extra,
+    }
+
+
 def write_detection(store: S3Store, uri: S3Uri, scenes: Scenes, split: str) -> int:
     """``[<split>/]images/<n>.png`` + COCO ``annotations.json``."""
     prefix = _split_prefix(uri, split)
@@ -73,17 +104,7 @@ def write_detection(store: S3Store, uri: S3Uri, scenes: Scenes, split: str) -> i
     annotations = []
     for index, (boxes, classes) in enumerate(zip(scenes.boxes, scenes.classes, strict=True)):
         for box, category in zip(boxes, classes, strict=True):
-            x0, y0, x1, y1 = (float(v) for v in box)
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": index,
-                    "category_id": int(category) + 1,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": (x1 - x0) * (y1 - y0),
-                    "iscrowd": 0,
-                }
-            )
+            annotations.append(coco_annotation(len(annotations) + 1, index, int(category) + 1, box))
     height, width = scenes.images.shape[1:3]
     document = {
         "images": [

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bucketvision.infra.s3 import ObjectMissing, S3Store, S3Uri, parse_s3_uri
+from bucketvision.models.dataset_writers import coco_annotation
 from bucketvision.producer.review_sources import (
     CorrectedItem,
     ReviewImportError,
@@ -188,16 +189,9 @@ class _Annotations:
             if label not in self.category:
                 self.category[label] = max(self.category.values(), default=0) + 1
                 self.document["categories"].append({"id": self.category[label], "name": label})
-            width, height = round(x_max - x_min, 1), round(y_max - y_min, 1)
+            box = (x_min, y_min, x_max, y_max)
             self.document["annotations"].append(
-                {
-                    "id": self.next_box,
-                    "image_id": image_id,
-                    "category_id": self.category[label],
-                    "bbox": [round(x_min, 1), round(y_min, 1), width, height],
-                    "area": round(width * height, 1),
-                    "iscrowd": 0,
-                }
+                coco_annotation(self.next_box, image_id, self.category[label], box, digits=1)
             )
             self.next_box += 1
 

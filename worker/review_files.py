@@ -30,6 +30,7 @@ from xml.sax.saxutils import quoteattr
 from bucketvision.infra.outputs import jsonl
 from bucketvision.infra.review import ReviewPolicy, review_prefix
 from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
+from bucketvision.models.dataset_writers import coco_annotation
 from bucketvision.worker.review_select import ReviewItem
 
 COPY_THREADS = 8
@@ -114,17 +115,11 @@ def coco_document(placed: Sequence[tuple[ReviewItem, dict[str, str]]], labels: l
         file_name = posixpath.basename(paths["image"])
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
         for box in item.result.get("detections", []):
-            x_min, y_min, x_max, y_max = box["box"]
+            number = category.setdefault(box["label"], len(category) + 1)
             annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": category.setdefault(box["label"], len(category) + 1),
-                    "bbox": [x_min, y_min, round(x_max - x_min, 1), round(y_max - y_min, 1)],
-                    "area": round((x_max - x_min) * (y_max - y_min), 1),
-                    "iscrowd": 0,
-                    "score": box["score"],
-                }
+                coco_annotation(
+                    len(annotations) + 1, image_id, number, box["box"], digits=1, score=box["score"]
+                )
             )
     categories = [{"id": number, "name": name} for name, number in category.items()]
     return {"images": images, "annotations": annotations, "categories": categories}

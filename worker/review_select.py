@@ -23,6 +23,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+from bucketvision.infra.confidence import top_confidence
 from bucketvision.infra.review import ReviewPolicy
 
 
@@ -38,13 +39,6 @@ class ReviewItem:
 
 def item_confidence(task: str, policy: ReviewPolicy, result: dict[str, Any]) -> float | None:
     """The confidence review compares, or None when the item has none (no box in range)."""
-    if task == "classify":
-        if result.get("score") is None:
-            return None
-        if policy.by == "margin":
-            scores = [float(entry["score"]) for entry in result.get("top_k", [])[:2]]
-            return scores[0] - scores[1] if len(scores) == 2 else float(result["score"])
-        return float(result["score"])
     if task == "detect":
         banded = [
             float(box["score"])
@@ -52,8 +46,11 @@ def item_confidence(task: str, policy: ReviewPolicy, result: dict[str, Any]) -> 
             if float(box["score"]) >= policy.floor
         ]
         return min(banded) if banded else None
-    confidence = result.get("confidence")
-    return None if confidence is None else float(confidence)
+    top = top_confidence(task, result)  # classify: the top probability; segment: pixels' mean
+    if task == "classify" and top is not None and policy.by == "margin":
+        scores = [float(entry["score"]) for entry in result.get("top_k", [])[:2]]
+        return scores[0] - scores[1] if len(scores) == 2 else top
+    return top
 
 
 def predicted_class(task: str, policy: ReviewPolicy, result: dict[str, Any]) -> str:
