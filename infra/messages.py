@@ -86,6 +86,7 @@ class BatchMessage(Message):
     model: str  # pinned NAME@VERSION
     item_outputs: bool = True
     enqueued_at: float | None = None  # Unix seconds, stamped just before sending
+    shadow: str | None = None  # a candidate NAME@VERSION also run, for comparison only
     version: int = MESSAGE_VERSION
 
     @classmethod
@@ -103,7 +104,15 @@ class BatchMessage(Message):
             model=str(body["model"]),
             item_outputs=bool(body.get("item_outputs", True)),
             enqueued_at=_optional_float(body.get("enqueued_at")),
+            shadow=None if body.get("shadow") is None else str(body["shadow"]),
         )
+
+    def to_json(self) -> dict[str, Any]:
+        """The body; ``shadow`` only when there is one (most batches: the message stays small)."""
+        body = super().to_json()
+        if body.get("shadow") is None:
+            body.pop("shadow", None)
+        return body
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,8 @@ class TrainingRequest(Message):
     tolerance: float = 0.0
     promote: str = "auto"
     steps_per_epoch: int | None = None
+    shadow_jobs: int = 0  # a version the gate would promote runs in CURRENT's shadow first
+    shadow_agreement: float | None = None  # ... and is promoted only if it agrees this much
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -190,9 +201,19 @@ class TrainingRequest(Message):
         if "batch_size" in values:  # the minibatch's name before version 1 was fixed
             values.setdefault("minibatch_size", values.pop("batch_size"))
         request = cls(**known_fields(cls, values))
-        if request.task not in FAMILY_TASKS:
-            raise ValueError(f"task {request.task!r} is not one of {', '.join(FAMILY_TASKS)}")
+        request.check()
         return request
+
+    def check(self) -> None:
+        """Raise MessageError naming the field whose value cannot be trained with."""
+        if self.task not in FAMILY_TASKS:
+            raise MessageError(f"task {self.task!r} is not one of {', '.join(FAMILY_TASKS)}")
+        if not isinstance(self.shadow_jobs, int) or self.shadow_jobs < 0:
+            raise MessageError(f"shadow_jobs must be a whole number >= 0, not {self.shadow_jobs!r}")
+        agreement = self.shadow_agreement
+        share = isinstance(agreement, int | float) and 0 <= agreement <= 1
+        if agreement is not None and not share:
+            raise MessageError(f"shadow_agreement must be a share in [0, 1], not {agreement!r}")
 
 
 @dataclass(frozen=True)

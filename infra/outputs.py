@@ -79,6 +79,7 @@ def item_output_key(input_prefix: S3Uri, output_prefix: S3Uri, key: str, suffix:
 MANIFEST_FILE = "manifest.jsonl"
 PLAN_FILE = "plan.jsonl"  # the job's batch messages, one a line, while it runs
 PARTS_FOLDER = "parts"  # each recorded batch's manifest lines, while the job runs
+SHADOW_PARTS_FOLDER = "shadow"  # each recorded batch's shadow comparison (models.shadow)
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 
@@ -91,6 +92,11 @@ def job_file_key(output_prefix: S3Uri, job_id: str, filename: str) -> str:
 def manifest_part_key(output_prefix: S3Uri, job_id: str, batch: int) -> str:
     """``<output>/_jobs/<job_id>/parts/<batch>.jsonl``: one batch's manifest lines."""
     return job_file_key(output_prefix, job_id, f"{PARTS_FOLDER}/{batch:08d}.jsonl")
+
+
+def shadow_part_key(output_prefix: S3Uri, job_id: str, batch: int) -> str:
+    """``<output>/_jobs/<job_id>/shadow/<batch>.json``: one batch's shadow comparison."""
+    return job_file_key(output_prefix, job_id, f"{SHADOW_PARTS_FOLDER}/{batch:08d}.json")
 
 
 def generated_image_key(output_prefix: S3Uri, job_id: str, index: int, seed: int) -> str:

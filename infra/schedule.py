@@ -11,9 +11,10 @@ min_new_items = 500     # optional: retrain only when the dataset grew by this m
 ```
 
 Any field of a training request (``epochs``, ``minibatch_size``, ``learning_rate``,
-``image_size``, ``seed``, ``tolerance``, ``promote``, ``steps_per_epoch``) may be
-set on an entry. An entry is an :class:`infra.messages.ScheduledTraining`, which is
-also the ``scheduled_train`` message beat sends.
+``image_size``, ``seed``, ``tolerance``, ``promote``, ``steps_per_epoch``, ``shadow_jobs``,
+``shadow_agreement``) may be set on an entry. An entry is an
+:class:`infra.messages.ScheduledTraining`, which is also the ``scheduled_train`` message beat
+sends.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ Layout under ``BV_MODELS_URI``::
     <name>/<version>/card.json     task, input shape, labels, preprocessing, metrics, status
     <name>/<version>/history.json  per-epoch training history (trained versions)
     <name>/<version>/*.png         training curves, sample grid (trained versions)
+    <name>/<version>/shadow/<job>.json  a shadowed job's agreement with CURRENT (models.shadow)
     <name>/CURRENT                 the promoted version
+    <name>/SHADOW                  the candidate running in CURRENT's shadow, if any
 
 Versions are ``v1``, ``v2``, ... in registration order. This module never
 imports TensorFlow; validating a model file is done by :mod:`models.loading`.
@@ -25,7 +27,7 @@ from bucketvision.infra.errors import UserError
 from bucketvision.infra.s3 import ObjectInfo, ObjectMissing, S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.vocabulary import FAMILY_TASKS
 
-STATUSES = ("candidate", "promoted", "rejected")
+STATUSES = ("candidate", "shadow", "promoted", "rejected")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VERSION = re.compile(r"^v(\d+)$")
 
@@ -230,9 +232,13 @@ class ModelRegistry:
         card = self.card(name, version)
         card["status"] = "promoted"
         card["promoted_at"] = now_iso()
-        self.store.put_json(self.root.bucket, self._key(name, version, "card.json"), card)
+        self.save_card(name, version, card)
         self._set_current(name, version)
         return ModelRef(name, version, card)
+
+    def save_card(self, name: str, version: str, card: dict[str, Any]) -> None:
+        """Replace a version's card (its status, a shadow run's results)."""
+        self.store.put_json(self.root.bucket, self._key(name, version, "card.json"), card)
 
     def rollback(self, name: str) -> ModelRef:
         """Move CURRENT back to the newest earlier version that was ever promoted."""
@@ -246,9 +252,7 @@ class ModelRegistry:
                 rolled_back = self.card(name, current)
                 rolled_back["status"] = "candidate"
                 rolled_back["rolled_back_at"] = now_iso()
-                self.store.put_json(
-                    self.root.bucket, self._key(name, current, "card.json"), rolled_back
-                )
+                self.save_card(name, current, rolled_back)
                 return self.promote(name, version)
         raise RegistryError(
             f"{name}@{current} is the first promoted version; there is nothing to roll back to"

@@ -36,6 +36,7 @@ from bucketvision.models.registry import (
     RegistryError,
     now_iso,
 )
+from bucketvision.models.shadow import ShadowError, start_shadow
 
 log = logging.getLogger("bucketvision.training")
 
@@ -81,6 +82,30 @@ def promotion_decision(
         f"rejected: {main_metric} {value:.4f} < CURRENT {current}'s {previous:.4f}"
         f" - tolerance {tolerance}; CURRENT stays {current.version}"
     )
+
+
+def shadow_decision(decision: str, request: TrainingRequest, current: ModelRef | None) -> str:
+    """Why a version the gate passed is not promoted yet: it first runs in CURRENT's shadow."""
+    wanted = "" if request.shadow_agreement is None else f" >= {request.shadow_agreement}"
+    return (
+        f"shadowing: {decision.removeprefix('promoted: ')}; promoted if its next "
+        f"{request.shadow_jobs} shadow job(s) agree with CURRENT {current}{wanted}"
+    )
+
+
+def _start_shadow(
+    registry: ModelRegistry, ref: ModelRef, request: TrainingRequest, decision: str
+) -> str:
+    """Put the new version in CURRENT's shadow; the decision, changed if it cannot run."""
+    try:
+        start_shadow(
+            registry, ref, jobs=request.shadow_jobs, min_agreement=request.shadow_agreement
+        )
+    except ShadowError as error:
+        decision = f"kept as a candidate: it cannot run in CURRENT's shadow: {error}"
+        card = registry.card(ref.name, ref.version)
+        registry.save_card(ref.name, ref.version, {**card, "decision": decision})
+    return decision
 
 
 def status_of(decision: str) -> str:
@@ -184,6 +209,9 @@ def run_training(
     promote, decision = promotion_decision(
         entry.main_metric, value, current, request.tolerance, request.promote
     )
+    shadow_first = promote and current is not None and request.shadow_jobs > 0
+    if shadow_first and request.promote == "auto":
+        promote, decision = False, shadow_decision(decision, request, current)
     report({"stage": "registering", "decision": decision})
     history = {key: [float(v) for v in values] for key, values in trained.history.items()}
     card = {
@@ -215,6 +243,8 @@ def run_training(
             status=None if promote else status_of(decision),
             files=_files(trained, history, title),
         )
+    if decision.startswith("shadowing"):
+        decision = _start_shadow(registry, ref, request, decision)
     seconds = time.perf_counter() - started
     _announce(report, ref, card, promote, seconds)
     return TrainingOutcome(ref, metrics, promote, decision, seconds)

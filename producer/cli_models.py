@@ -15,6 +15,7 @@ from bucketvision.infra.vocabulary import FAMILY_TASKS
 from bucketvision.models.registry import file_sha256
 from bucketvision.producer.cli_jobs import add_wait_flags, check_wait_flags
 from bucketvision.producer.cli_register import add_register, cmd_register
+from bucketvision.producer.cli_shadow import add_shadow, cmd_shadow
 from bucketvision.producer.cli_support import CommandError, clients, report_job
 
 
@@ -43,6 +44,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         tolerance=args.tolerance,
         promote=args.promote,
         steps_per_epoch=args.steps_per_epoch,
+        shadow_jobs=args.shadow_jobs,
+        shadow_agreement=args.shadow_agreement,
         extra={**_backbone_options(args, found), **_budget_options(args)},
     )
     runs = TrainingRuns(found["jobs"].redis)
@@ -147,6 +150,8 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{registry.rollback(name)} is now CURRENT")
     elif args.models_command == "register":
         return cmd_register(args, settings)
+    elif args.models_command == "shadow":
+        return cmd_shadow(args, settings)
     return 0
 
 
@@ -212,6 +217,16 @@ def _add_train(sub: Any) -> None:
     )
     train.add_argument("--promote", default="auto", choices=["auto", "always", "never"])
     train.add_argument(
+        "--shadow-jobs",
+        type=int,
+        default=0,
+        help="with --promote auto: a version the gate passes first runs beside CURRENT on this"
+        " many jobs (default 0: promoted at once)",
+    )
+    train.add_argument(
+        "--shadow-agreement", type=float, help="... and is promoted only if it agrees this much"
+    )
+    train.add_argument(
         "--backbone", help="classify: a keras.applications backbone, e.g. MobileNetV2"
     )
     train.add_argument(
@@ -255,6 +270,7 @@ def add_model_commands(sub: Any) -> None:
         "rollback", help="CURRENT back to the previous promoted version"
     ).add_argument("name")
     add_register(models_sub)
+    add_shadow(models_sub)
     models.set_defaults(handler=cmd_models)
 
     datasets = sub.add_parser("datasets", help="synthetic datasets for demos and tests")

@@ -22,6 +22,7 @@ from bucketvision.infra.outages import OUTAGE_ERRORS
 from bucketvision.infra.review import ReviewPolicy
 from bucketvision.infra.s3 import S3Store, S3Uri
 from bucketvision.infra.settings import Settings
+from bucketvision.models.shadow import ShadowSlot
 
 DEFAULT_WINDOW = Settings.job_window
 
@@ -63,6 +64,7 @@ class JobPlan:
     window: int = DEFAULT_WINDOW
     review: ReviewPolicy | None = None  # --review-below: items routed to review at the end
     confidence_reference: Sequence[int] | None = None  # the card's histogram: drift
+    shadow: ShadowSlot | None = None  # a candidate its batches also run (models.shadow)
 
 
 def start_job(
@@ -99,6 +101,8 @@ def start_job(
             "confidence_reference": (
                 json.dumps(list(job.confidence_reference)) if job.confidence_reference else None
             ),
+            "shadow": job.shadow.candidate if job.shadow else None,
+            "shadow_models": job.shadow.models_uri if job.shadow else None,
         },
     )
     if not created:

@@ -30,12 +30,28 @@ def format_model_card(shown: dict[str, Any]) -> str:
             f"{'*' if k == main else ''}{k}={v:.4g}" for k, v in sorted(scalars.items())
         )
         lines.append(f"  metrics    {text}  (on {shown.get('evaluated_on', '?')})")
+    if shown.get("shadow"):
+        lines.append("  shadow     " + _shadow(shown["shadow"]))
     if shown.get("decision"):
         lines.append(f"  decision   {shown['decision']}")
     lines.append(f"  model      {shown['model_file']}")
     for filename, uri in sorted(shown.get("file_uris", {}).items()):
         lines.append(f"  {filename:<10} {uri}" if len(filename) <= 10 else f"  {filename} {uri}")
     return "\n".join(lines)
+
+
+def _shadow(section: dict[str, Any]) -> str:
+    """A shadow run's figures: jobs in of planned, items, agreement, confidence shift."""
+    plan, results = section.get("plan") or {}, section.get("results") or {}
+    agreement = results.get("agreement")
+    wanted = plan.get("min_agreement")
+    return (
+        f"{section.get('jobs_seen', 0)} of {plan.get('jobs', '?')} jobs against "
+        f"{plan.get('against', '?')}, {results.get('items', 0)} items, agreement "
+        + ("n/a" if agreement is None else f"{agreement:.4f}")
+        + ("" if wanted is None else f" (needs {wanted})")
+        + f", confidence shift {results.get('confidence_shift')}"
+    )
 
 
 def _serving(shown: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
 from bucketvision.infra.vocabulary import IMAGE_PATTERNS, INFERENCE_TASKS
 from bucketvision.models.registry import ModelRegistry, model_filename
+from bucketvision.models.shadow import ShadowSlot, claim_slot
 from bucketvision.producer.job_start import (
     DEFAULT_WINDOW,
     JobPlan,
@@ -176,6 +177,7 @@ def submit_job(
         window=request.window,
         review=planned.review,
         confidence_reference=planned.confidence_reference,
+        shadow=claim_slot(registry, jobs.redis, planned.model),
     )
 
 
@@ -227,6 +229,7 @@ def enqueue_job(
     window: int = DEFAULT_WINDOW,
     review: ReviewPolicy | None = None,
     confidence_reference: Sequence[int] | None = None,
+    shadow: ShadowSlot | None = None,
 ) -> SubmittedJob:
     """Record a job over ``keys`` with a pinned ``model``, write its plan, send its first batches.
 
@@ -235,10 +238,14 @@ def enqueue_job(
     ``window`` batches are sent now, and each recorded batch sends the next.
     """
     job_id = job_id or new_job_id()
+    candidate = shadow.candidate if shadow else None
     messages = [
-        BatchMessage(job_id, index, task, tuple(batch), input_uri, output_uri, model, item_outputs)
+        BatchMessage(
+            job_id, index, task, tuple(batch), input_uri, output_uri, model, item_outputs,
+            shadow=candidate,
+        )
         for index, batch in enumerate(chunk(keys, batch_size))
-    ]
+    ]  # fmt: skip
     job = JobPlan(
         job_id,
         task,
@@ -251,5 +258,6 @@ def enqueue_job(
         window,
         review,
         confidence_reference,
+        shadow,
     )
     return start_job(app, jobs, store, job, messages, item_outputs=item_outputs)

@@ -45,6 +45,7 @@ def submit_training(
         raise RegistryError(
             f"train takes a model NAME, not {request.name!r}; versions are made for you"
         )
+    request.check()
     if request.promote not in PROMOTE_MODES:
         raise UserError(f"--promote must be one of {', '.join(PROMOTE_MODES)}")
     if request.epochs is not None and request.epochs < 1:

@@ -37,6 +37,7 @@ from bucketvision.infra.s3 import ObjectInfo, S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
 from bucketvision.infra.vocabulary import FINAL_STATES, IMAGE_PATTERNS
 from bucketvision.models.registry import ModelRegistry
+from bucketvision.models.shadow import claim_slot
 from bucketvision.producer.job_start import DEFAULT_WINDOW
 from bucketvision.producer.submit import (
     SubmitError,
@@ -204,6 +205,7 @@ class Watcher:
                     window=self.request.window,
                     review=review_for(self.request.task, self.request.review, model.card),
                     confidence_reference=model.card.get("confidence_histogram"),
+                    shadow=claim_slot(self.registry, self.jobs.redis, str(model)),
                 )
         except BaseException:
             self._settle_later(lambda: self.jobs.abandon(job_id, ABANDONED))

@@ -36,6 +36,7 @@ from bucketvision.infra.vocabulary import CANCELLING, FINAL_STATES
 from bucketvision.worker.manifest_parts import compose_manifest, delete_parts
 from bucketvision.worker.review_files import write_review
 from bucketvision.worker.review_select import ReviewSelector
+from bucketvision.worker.shadow import finish_shadow
 from bucketvision.worker.summary import SummaryTally
 
 log = logging.getLogger("bucketvision.worker")
@@ -70,6 +71,7 @@ def finalize_job(
             finished_at = float(record.get("updated_at") or time.time())
             batches = jobs.recorded_batches(job_id)
             summary = _write_job_files(store, record, batches, finished_at)
+            finish_shadow(store, jobs, record, batches)  # settled before the job ends
             _note_on_record(jobs, job_id, summary)
         except OUTAGE_ERRORS:
             _release_quietly(jobs, job_id, owner)
@@ -86,7 +88,8 @@ def finalize_job(
         log.warning("job %s: lost the finalisation lease while writing; not ending it", job_id)
         return None
     if batches is not None:
-        delete_parts(store, parse_s3_uri(record["output"]), job_id, batches)
+        shadowed = bool(record.get("shadow"))
+        delete_parts(store, parse_s3_uri(record["output"]), job_id, batches, shadowed=shadowed)
     return summary
 
 

@@ -20,7 +20,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from bucketvision.infra.job_plans import plan_key
-from bucketvision.infra.outputs import MANIFEST_FILE, job_file_key, jsonl, manifest_part_key
+from bucketvision.infra.outputs import (
+    MANIFEST_FILE,
+    job_file_key,
+    jsonl,
+    manifest_part_key,
+    shadow_part_key,
+)
 from bucketvision.infra.s3 import ObjectMissing, S3Store, S3Uri, StorageError
 from bucketvision.infra.s3_streams import MultipartWriter, delete_keys
 
@@ -87,9 +93,14 @@ def compose_manifest(
                     observe(json.loads(row))
 
 
-def delete_parts(store: S3Store, output: S3Uri, job_id: str, batches: Iterable[int]) -> None:
-    """Delete an ended job's parts and plan; a failure is logged (they are only litter)."""
-    names = (manifest_part_key(output, job_id, int(batch)) for batch in batches)
+def delete_parts(
+    store: S3Store, output: S3Uri, job_id: str, batches: Iterable[int], *, shadowed: bool = False
+) -> None:
+    """Delete an ended job's parts (``shadowed``: its shadow parts too) and plan; a failure is
+    logged (they are only litter)."""
+    names = [manifest_part_key(output, job_id, int(batch)) for batch in batches]
+    if shadowed:
+        names += [shadow_part_key(output, job_id, int(batch)) for batch in batches]
     try:
         delete_keys(store, output.bucket, [plan_key(output, job_id), *names])
     except StorageError as error:

@@ -20,7 +20,7 @@ from bucketvision.infra.confidence import DRIFT_PSI
 
 STAGES = ("download", "decode", "infer", "upload")
 STATUSES = ("ok", "error", "skipped")
-TRAINING_OUTCOMES = ("promoted", "rejected", "failed", "skipped")
+TRAINING_OUTCOMES = ("promoted", "shadow", "rejected", "failed", "skipped")
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bucketvision.infra.outputs import manifest_line
+from bucketvision.models.shadow import ShadowTally
 
 
 @dataclass
@@ -23,6 +24,7 @@ class BatchOutcome:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     failure: str | None = None
     stopped: bool = False  # its job was cancelled: only the items that ran have a line
+    shadow: ShadowTally | None = None  # a shadowed batch: the candidate's comparison
 
     def dead_lettered(self) -> int:
         """How many items were dead-lettered (their worker kept dying)."""

@@ -24,8 +24,9 @@ from bucketvision.infra.messages import BatchMessage
 from bucketvision.infra.outputs import item_output_key, manifest_line, mapping_error
 from bucketvision.infra.s3 import S3Store, StorageError, StorageUnavailable
 from bucketvision.models.decoding import DecodedImage, DecodeError, decode_image
-from bucketvision.models.family import ItemFile, ServedModel
+from bucketvision.models.family import ItemFile, ItemResult, ServedModel
 from bucketvision.worker.outcomes import BatchOutcome, all_failed
+from bucketvision.worker.shadow import ShadowRun, load_shadow
 
 
 @dataclass
@@ -119,7 +120,6 @@ def _post_process(model: ServedModel, item: ItemState, output: Any) -> None:
         item.files = list(produced.files)
     except Exception as error:
         item.error = ("PostprocessError", f"{type(error).__name__}: {error}")
-    item.decoded = None
 
 
 def _stream(
@@ -131,6 +131,7 @@ def _stream(
     pool: Executor,
     limits: Limits,
     should_stop: Callable[[], bool],
+    shadow: ShadowRun | None = None,
 ) -> tuple[float, bool]:
     """Download, decode, infer and upload ``items`` as a stream; the infer seconds, and stopped?
 
@@ -156,7 +157,7 @@ def _stream(
                     for pending in fetches:
                         pending.cancel()  # not started yet: never downloaded
                     break
-                infer_seconds += _infer_group(model, ready, pool)
+                infer_seconds += _infer_group(model, ready, pool, shadow)
                 for done_item in ready:
                     done_item.ran = True
                 if message.item_outputs or any(item.files for item in ready):
@@ -170,19 +171,38 @@ def _stream(
     return infer_seconds, stopped
 
 
-def _infer_group(model: ServedModel, group: list[ItemState], pool: Executor) -> float:
-    """One forward pass over ``group``, then its post-processing in threads."""
+def _infer_group(
+    model: ServedModel, group: list[ItemState], pool: Executor, shadow: ShadowRun | None
+) -> float:
+    """One forward pass over ``group``, then its post-processing in threads.
+
+    A ``shadow`` candidate runs on the same pixels; each item is compared once CURRENT's
+    result is made (nothing of the candidate's is kept on the item).
+    """
     started = time.perf_counter()
+    candidate_outputs: Any = None
     try:
-        outputs = model.infer(np.stack([item.decoded.pixels for item in group]))  # type: ignore[union-attr]
+        pixels = np.stack([item.decoded.pixels for item in group])  # type: ignore[union-attr]
+        outputs = model.infer(pixels)
         if len(outputs) != len(group):
             raise ValueError(f"the model returned {len(outputs)} outputs for {len(group)}")
+        if shadow is not None:
+            candidate_outputs = shadow.infer(pixels, len(group))
     except Exception as error:
         outputs = []
         for item in group:
             item.error = ("InferenceError", f"{type(error).__name__}: {error}")
-    list(pool.map(lambda pair: _post_process(model, *pair), zip(group, outputs, strict=False)))
-    return time.perf_counter() - started  # includes post-processing
+
+    def finish(index: int) -> None:
+        item = group[index]
+        _post_process(model, item, outputs[index])
+        if shadow is not None and candidate_outputs is not None and item.result is not None:
+            current = ItemResult(item.result, item.files)
+            shadow.compare(model.task, current, candidate_outputs[index], item.decoded)
+        item.decoded = None
+
+    list(pool.map(finish, range(len(outputs))))
+    return time.perf_counter() - started  # includes post-processing (and the shadow's)
 
 
 def run_batch(
@@ -212,8 +232,16 @@ def run_batch(
             message, message.keys, ("ModelLoadError", reason), attempt, started, reason
         )
 
+    shadow = load_shadow(message.shadow, load_model, model, len(items))
     infer_seconds, stopped = _stream(
-        message, items, model, store=store, pool=pool, limits=limits, should_stop=should_stop
+        message,
+        items,
+        model,
+        store=store,
+        pool=pool,
+        limits=limits,
+        should_stop=should_stop,
+        shadow=shadow,
     )
     latency = (time.perf_counter() - started) * 1000.0
     lines = [
@@ -240,4 +268,5 @@ def run_batch(
             "upload": sum(item.upload_seconds for item in items),
         },
         stopped=stopped,
+        shadow=shadow.tally if shadow is not None else None,
     )

@@ -23,6 +23,7 @@ from bucketvision.worker.isolation import IsolationLedger
 from bucketvision.worker.manifest_parts import write_part
 from bucketvision.worker.outcomes import BatchOutcome
 from bucketvision.worker.runtime import WorkerRuntime
+from bucketvision.worker.shadow import write_shadow_part
 
 log = logging.getLogger("bucketvision.worker")
 
@@ -70,6 +71,10 @@ def _write_part(runtime: WorkerRuntime, message: JobMessage, outcome: BatchOutco
     failure, and the job ends ``failed`` saying why.
     """
     try:
+        if outcome.shadow is not None:  # before the part: a recorded batch has both
+            write_shadow_part(
+                runtime.store, message.output, message.job_id, message.batch, outcome.shadow
+            )
         write_part(runtime.store, message.output, message.job_id, message.batch, outcome.lines)
     except StorageUnavailable:
         raise

@@ -26,6 +26,13 @@ from bucketvision.worker.runtime import get_runtime
 log = logging.getLogger("bucketvision.training")
 
 
+def training_outcome(promoted: bool, decision: str) -> str:
+    """The run's outcome label: promoted, shadow (promoted later, if it agrees) or rejected."""
+    if promoted:
+        return "promoted"
+    return "shadow" if decision.startswith("shadowing") else "rejected"
+
+
 def handle_training(body: dict[str, Any]) -> TrainingReport:
     """Train as the :class:`TrainingMessage` in ``body`` asks and record the outcome."""
     runtime = get_runtime()
@@ -92,6 +99,6 @@ def handle_training(body: dict[str, Any]) -> TrainingReport:
         about,
         state="finished",
         version=str(outcome.ref),
-        outcome="promoted" if outcome.promoted else "rejected",
+        outcome=training_outcome(outcome.promoted, outcome.decision),
         metrics=outcome.metrics,
     )

@@ -508,3 +508,63 @@ def test_a_cancelled_batch_stops_after_its_forward_pass_with_lines_for_what_ran(
     assert output_objects(store) == [f"results/{key[len('incoming/') :]}.json" for key in ran]
     whole = run(store, pool, keys, model=GroupedModel(), should_stop=lambda: False)
     assert not whole.stopped and len(whole.lines) == len(keys)
+
+
+class DisagreeingModel(FakeModel):
+    """A candidate that picks label 2 for every other image, with lower confidence."""
+
+    def infer(self, pixels: np.ndarray) -> np.ndarray:
+        rows = [
+            [0.1, 0.6, 0.3] if index % 2 == 0 else [0.1, 0.3, 0.6] for index in range(len(pixels))
+        ]
+        return np.asarray(rows, dtype=np.float32)
+
+
+def test_a_shadowed_batch_compares_the_candidate_and_writes_nothing_of_it(
+    store: S3Store, pool: ThreadPoolExecutor, png: bytes
+) -> None:
+    keys = [f"incoming/{index}.png" for index in range(6)]
+    for key in keys:
+        store.put_bytes(BUCKET, key, png, "image/png")
+    current, candidate = FakeModel(), DisagreeingModel()
+    models = {"digits@v1": current, "digits@v2": candidate}
+    outcome = run_batch(
+        message(keys, shadow="digits@v2"),
+        store=store,
+        load_model=models.__getitem__,
+        pool=pool,
+        limits=LIMITS,
+        attempt=1,
+    )
+    assert [line["result"]["label"] for line in outcome.lines] == ["1"] * 6  # CURRENT's only
+    tally = outcome.shadow
+    assert tally is not None and (tally.items, tally.agreed, tally.errors) == (6, 3.0, 0)
+    assert tally.current_confidence == pytest.approx(6 * 0.7)
+    assert tally.candidate_confidence == pytest.approx(6 * 0.6)
+    assert tally.current_histogram[7] == 6 and tally.candidate_histogram[6] == 6
+    assert all(".json" in key for key in output_objects(store))  # only CURRENT's results
+
+
+def test_a_candidate_that_fails_counts_errors_and_the_batch_is_untouched(
+    store: S3Store, pool: ThreadPoolExecutor, png: bytes
+) -> None:
+    keys = ["incoming/a.png", "incoming/b.png"]
+    for key in keys:
+        store.put_bytes(BUCKET, key, png, "image/png")
+
+    def load_model(reference: str) -> Any:
+        if reference == "digits@v2":
+            raise ValueError("broken candidate")
+        return FakeModel()
+
+    outcome = run_batch(
+        message(keys, shadow="digits@v2"),
+        store=store,
+        load_model=load_model,
+        pool=pool,
+        limits=LIMITS,
+        attempt=1,
+    )
+    assert [line["status"] for line in outcome.lines] == ["ok", "ok"]
+    assert outcome.shadow is not None and (outcome.shadow.items, outcome.shadow.errors) == (0, 2)
+    assert run(store, pool, keys).shadow is None  # no shadow named: none run

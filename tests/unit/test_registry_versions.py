@@ -124,7 +124,8 @@ def test_an_unknown_status_writes_nothing(
     registry: ModelRegistry, store: S3Store, model_file: str
 ) -> None:
     registry.add_version("digits", model_file, dict(CARD))
-    with pytest.raises(RegistryError, match="status must be one of candidate, promoted, rejected"):
+    statuses = "candidate, shadow, promoted, rejected"
+    with pytest.raises(RegistryError, match=f"status must be one of {statuses}"):
         registry.add_version("digits", model_file, dict(CARD), status="archived", files=FILES)
     assert registry.versions("digits") == ["v1"]
     assert not store.exists(BUCKET, "models/digits/v2/model.keras")
