@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bucketvision.infra.confidence import confidence_histogram
 from bucketvision.models.detection import MAIN_METRIC
 from bucketvision.models.detection.decode import Detections, box_iou
 
@@ -152,7 +153,17 @@ def predict(
     return detections, truths
 
 
-def evaluate_detector(model: Any, card: dict[str, Any], val_ds: Any) -> dict[str, float]:
-    """COCO-style metrics of ``model`` on an unbatched ``(image, boxes, classes)`` dataset."""
+def evaluate_detector(model: Any, card: dict[str, Any], val_ds: Any) -> dict[str, Any]:
+    """COCO-style metrics of ``model`` on an unbatched ``(image, boxes, classes)`` dataset.
+
+    Also ``confidence_histogram``: of each image's best box score among the boxes a worker
+    would return (at the card's score threshold), the reference of jobs' drift.
+    """
+    from bucketvision.models.detection.serve import DEFAULT_SCORE_THRESHOLD
+
     detections, truths = predict(model, card, val_ds)
-    return average_precisions(detections, truths, list(card["labels"]))
+    metrics: dict[str, Any] = dict(average_precisions(detections, truths, list(card["labels"])))
+    threshold = float(card.get("score_threshold", DEFAULT_SCORE_THRESHOLD))
+    served = (np.asarray(found.scores, np.float64) for found in detections)
+    best = [float(scores.max()) for scores in served if (scores >= threshold).any()]
+    return {**metrics, "confidence_histogram": confidence_histogram(best)}

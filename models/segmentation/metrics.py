@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from bucketvision.infra.confidence import confidence_histogram
+
 MAIN_METRIC = "miou"
 EVAL_BATCH = 32
 
@@ -48,8 +50,14 @@ def scores_from_confusion(matrix: np.ndarray, labels: list[str]) -> dict[str, An
     }
 
 
-def predict_ids(model: Any, card: dict[str, Any], batch_size: int = EVAL_BATCH) -> Any:
-    """A compiled ``uint8 [B, H, W, C] -> int32 [B, H, W]`` class-id forward pass."""
+def predict_ids(
+    model: Any, card: dict[str, Any], batch_size: int = EVAL_BATCH, *, confidence: bool = False
+) -> Any:
+    """A compiled ``uint8 [B, H, W, C] -> int32 [B, H, W]`` class-id forward pass.
+
+    ``confidence``: it returns ``(ids, confidence [B])`` instead, the mean over each image's
+    pixels of the top class probability (what a job's ``confidence`` is).
+    """
     import tensorflow as tf
 
     from bucketvision.models.pixels import scale_pixels
@@ -64,7 +72,10 @@ def predict_ids(model: Any, card: dict[str, Any], batch_size: int = EVAL_BATCH) 
     )
     def forward(pixels: Any) -> Any:
         probabilities = model(scale_pixels(pixels, preprocess), training=False)
-        return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        if confidence:
+            return ids, tf.reduce_mean(tf.reduce_max(probabilities, axis=-1), axis=[1, 2])
+        return ids
 
     return forward
 
@@ -75,17 +86,22 @@ def evaluate_segmenter(
     """Score ``model`` on unbatched ``(image uint8, mask uint8)`` elements of ``val_ds``.
 
     Returns ``miou`` (the main metric: mean IoU over all classes, background included),
-    ``pixel_accuracy``, ``per_class_iou`` {label: iou or None} and ``count`` (images).
+    ``pixel_accuracy``, ``per_class_iou`` {label: iou or None}, ``count`` (images) and
+    ``confidence_histogram`` (of each image's mean top pixel probability: jobs' drift).
     """
     import tensorflow as tf
 
     labels = list(card["labels"])
-    forward = predict_ids(model, card, batch_size)
+    forward = predict_ids(model, card, batch_size, confidence=True)
     matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
     count = 0
+    confidences: list[float] = []
     batches = val_ds.map(lambda image, mask: (tf.cast(image, tf.uint8), mask)).batch(batch_size)
     for images, masks in batches:
-        prediction = forward(images).numpy()
+        ids, confidence = forward(images)
+        prediction = ids.numpy()
         matrix += confusion_matrix(masks.numpy(), prediction, len(labels))
         count += int(prediction.shape[0])
-    return {**scores_from_confusion(matrix, labels), "count": count}
+        confidences += [float(value) for value in confidence.numpy()]
+    scores = scores_from_confusion(matrix, labels)
+    return {**scores, "count": count, "confidence_histogram": confidence_histogram(confidences)}

@@ -332,3 +332,23 @@ def test_the_annotated_png_is_the_original_photo_with_boxes_in_its_pixels(
     x0 = round(found["box"][0])
     assert (drawn[40:90, x0 + 1] == PALETTE[2]).all()
     assert not (photo[40:90, x0 + 1] == PALETTE[2]).all()
+
+
+def test_evaluate_detector_keeps_the_histogram_of_each_images_best_served_box(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bucketvision.models.detection import metrics as detection_metrics
+
+    found = [
+        _found([[0, 0, 8, 8], [2, 2, 9, 9]], [0.95, 0.5], [0, 1]),  # best 0.95
+        _found([[0, 0, 8, 8]], [0.35], [0]),  # served at 0.3: best 0.35
+        _found([[0, 0, 8, 8]], [0.1], [0]),  # below the card's 0.3: no served box
+    ]
+    truths = [*TRUTHS, TRUTHS[0]]
+    monkeypatch.setattr(detection_metrics, "predict", lambda *args: (found, truths))
+    card = {"labels": LABELS, "score_threshold": 0.3}
+    metrics = detection_metrics.evaluate_detector(None, card, None)
+    histogram = [0] * 10
+    histogram[9] += 1
+    histogram[3] += 1
+    assert metrics["confidence_histogram"] == histogram and "map50" in metrics

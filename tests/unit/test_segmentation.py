@@ -93,6 +93,7 @@ def test_evaluate_accumulates_one_matrix_over_every_batch() -> None:
     assert scores["miou"] == pytest.approx(expected["miou"])
     assert scores["miou"] == pytest.approx((3 / 5 + 4 / 5 + 3 / 4 + 1) / 4)
     assert scores["pixel_accuracy"] == pytest.approx(16 / 18)
+    assert scores["confidence_histogram"] == [0] * 9 + [3]  # top probability 0.925 everywhere
 
 
 def test_a_two_step_fit_saves_and_reloads_in_safe_mode(tmp_path: Any) -> None:
