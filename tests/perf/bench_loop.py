@@ -6,7 +6,8 @@ labelled digits a class and the rest of the training split as the unlabelled poo
 then five rounds of: train (the classify family's trainer with its default stopping,
 :func:`models.classification.train.train_classifier`), score on the test split, predict
 the pool, choose 50 items, "correct" them with their true labels and add them to the
-labelled set. Two ways to choose the 50, side by side on the same start:
+labelled set. Two ways to choose the 50, side by side from the same start (round 0 is
+trained once per seed and shared):
 
 - ``uncertainty``: what ``--review-below 1 --review-max 50`` routes
   (:class:`worker.review_select.ReviewSelector`, the least confident first);
@@ -90,9 +91,25 @@ def _uncertain(probabilities: np.ndarray, pool: np.ndarray, count: int) -> np.nd
     return np.array([int(item.key) for item in selector.selected()], dtype=np.int64)
 
 
-def run_one(seed: int, strategy: str, data: tuple[np.ndarray, ...]) -> Iterator[dict[str, Any]]:
-    """The rounds of one seed and strategy: labels used and test accuracy after each."""
+def _round(
+    seed: int, labelled: np.ndarray, data: tuple[np.ndarray, ...]
+) -> tuple[Any, dict[str, Any]]:
+    """Train on ``labelled`` and score on the test split: the model and the round's figures."""
     train_images, train_labels, test_images, test_labels = data
+    began = time.perf_counter()
+    model, card = _train(train_images[labelled], train_labels[labelled], seed)
+    accuracy = float((_probabilities(model, test_images).argmax(axis=1) == test_labels).mean())
+    return model, {
+        "labels": len(labelled),
+        "accuracy": accuracy,
+        "steps": card.get("stopping", {}).get("steps_trained"),
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+
+
+def run_seed(seed: int, data: tuple[np.ndarray, ...]) -> Iterator[dict[str, Any]]:
+    """Both strategies from one start (round 0 trained once): a row per strategy and round."""
+    train_labels = data[1]
     rng = np.random.default_rng(seed)
     labelled = np.concatenate(
         [
@@ -100,19 +117,26 @@ def run_one(seed: int, strategy: str, data: tuple[np.ndarray, ...]) -> Iterator[
             for digit in range(10)
         ]
     )
+    start = _round(seed, labelled, data)
+    for strategy in STRATEGIES:
+        yield from run_one(seed, strategy, data, labelled, start)
+
+
+def run_one(
+    seed: int,
+    strategy: str,
+    data: tuple[np.ndarray, ...],
+    labelled: np.ndarray,
+    start: tuple[Any, dict[str, Any]],
+) -> Iterator[dict[str, Any]]:
+    """The rounds of one seed and strategy from ``start``: labels used and test accuracy."""
+    train_images, train_labels = data[0], data[1]
+    rng = np.random.default_rng([seed, STRATEGIES.index(strategy)])
+    model, figures = start
     for round_number in range(ROUNDS + 1):
-        began = time.perf_counter()
-        model, card = _train(train_images[labelled], train_labels[labelled], seed)
-        accuracy = float((_probabilities(model, test_images).argmax(axis=1) == test_labels).mean())
-        yield {
-            "seed": seed,
-            "strategy": strategy,
-            "round": round_number,
-            "labels": len(labelled),
-            "accuracy": accuracy,
-            "steps": card.get("stopping", {}).get("steps_trained"),
-            "seconds": round(time.perf_counter() - began, 1),
-        }
+        if round_number:
+            model, figures = _round(seed, labelled, data)
+        yield {"seed": seed, "strategy": strategy, "round": round_number, **figures}
         if round_number == ROUNDS:
             return
         pool = np.setdiff1d(np.arange(len(train_labels)), labelled)
@@ -173,10 +197,9 @@ def main() -> None:
     data = sklearn_digits()
     rows: list[dict[str, Any]] = []
     for seed in range(options.seeds):
-        for strategy in STRATEGIES:
-            for row in run_one(seed, strategy, data):
-                rows.append(row)
-                print(json.dumps(row), file=sys.stderr, flush=True)
+        for row in run_seed(seed, data):
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
     summary = summarise(rows)
     print()
     print(format_table(summary))
