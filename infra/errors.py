@@ -11,6 +11,7 @@ from __future__ import annotations
 
 EXIT_USAGE = 2  # a request that cannot run as given
 EXIT_FAILED = 1  # the work ran and failed, or a wait ran out
+EXIT_UNAVAILABLE = 3  # a service (Redis, S3) did not answer: the same command may work later
 
 
 class UserError(Exception):

@@ -24,7 +24,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from bucketvision.infra.errors import UserError
+from bucketvision.infra.errors import EXIT_UNAVAILABLE, UserError
 from bucketvision.infra.settings import Settings
 
 
@@ -36,8 +36,10 @@ class StorageUnavailable(StorageError):
     """S3 did not answer, or answered "try later" (5xx, throttling), after botocore's retries.
 
     The object may be fine: the caller should retry the whole unit of work later
-    rather than report the object as failed.
+    rather than report the object as failed. A command ends with exit code 3.
     """
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 class ObjectTooLarge(StorageError):

@@ -1,7 +1,8 @@
 """The ``bucketvision`` command: one entry point, subcommands per way in.
 
 Every error a user can cause ends in one clear line on stderr and a non-zero
-exit: 2 for a request that cannot run, 1 for a job that ran and failed.
+exit: 2 for a request that cannot run, 1 for a job that ran and failed, 3 for a
+service (Redis, S3) that did not answer, when the same command may work later.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+import kombu.exceptions
 import redis
 
-from bucketvision.infra.errors import EXIT_USAGE, UserError
+from bucketvision.infra.errors import EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_USAGE, UserError
 from bucketvision.infra.logs import configure_logging, leave_logging_to_us
 from bucketvision.infra.settings import Settings
 from bucketvision.infra.vocabulary import IMAGE_PATTERNS, INFERENCE_TASKS
@@ -25,7 +27,13 @@ from bucketvision.producer.cli_jobs import (
 )
 from bucketvision.producer.cli_models import add_model_commands
 from bucketvision.producer.cli_review import add_review_commands, add_review_flags, review_policy
-from bucketvision.producer.cli_support import clients, report_job
+from bucketvision.producer.cli_support import (
+    CommandError,
+    clients,
+    positive_number,
+    report_job,
+    whole_number,
+)
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
@@ -67,8 +75,12 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     from bucketvision.infra.queue import make_celery
     from bucketvision.producer.watch import Watcher, WatchRequest
 
+    if args.input_flag and args.input and args.input_flag != args.input:
+        raise CommandError("give the prefix once: --input s3://BUCKET/PREFIX/")
+    if not (args.input_flag or args.input):
+        raise CommandError("watch needs --input s3://BUCKET/PREFIX/: the prefix to watch")
     request = WatchRequest(
-        input=args.input,
+        input=args.input_flag or args.input,
         task=args.task,
         output=args.output,
         model=args.model,
@@ -103,6 +115,9 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     report(f"watching {request.input} every {request.interval:g} s -> {request.output}")
     state = watcher.run()
     report(f"stopped after {state.cycles} cycles; {state.enqueued} objects enqueued")
+    if request.once and state.failed:
+        report(f"jobs that did not finish: {', '.join(state.failed)} (see `bucketvision status`)")
+        return EXIT_FAILED
     return 0
 
 
@@ -157,16 +172,33 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     return run_doctor(settings)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bucketvision")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bucketvision", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="bucketvision",
+        description="Batch image AI over S3 buckets: classify, detect, segment and generate "
+        "with Celery workers, train and serve your own models. Exit codes: 0 ok, 1 the job "
+        "failed or a wait timed out, 2 a request that cannot run, 3 Redis or S3 unavailable.",
+    )
+    parser.add_argument("--version", action="version", version=f"bucketvision {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     submit = sub.add_parser("submit", help="run a task over every image under an S3 prefix")
-    submit.add_argument("--task", required=True, choices=INFERENCE_TASKS)
+    submit.add_argument("--task", required=True, choices=INFERENCE_TASKS, help="what to run")
     submit.add_argument("--input", required=True, help="s3://BUCKET/PREFIX/")
     submit.add_argument("--output", help="s3://BUCKET/PREFIX/ (default s3://BUCKET/results/...)")
     submit.add_argument("--model", help="NAME[@VERSION] (default: the task's default model)")
-    submit.add_argument("--batch-size", type=int, help="keys per task (default BV_BATCH_SIZE)")
+    submit.add_argument(
+        "--batch-size", type=whole_number(), help="keys per task (default BV_BATCH_SIZE)"
+    )
     add_key_filters(submit, "repeatable; default image suffixes, or every listed key")
     submit.add_argument(
         "--keys-from", metavar="PATH|s3://...|-", help="these keys (or a manifest's), not a listing"
@@ -181,16 +213,26 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(handler=cmd_submit)
 
     watch = sub.add_parser("watch", help="process every object that lands under a prefix, once")
-    watch.add_argument("input", help="s3://BUCKET/incoming/")
-    watch.add_argument("--task", required=True, choices=INFERENCE_TASKS)
+    watch.add_argument(
+        "--input", dest="input_flag", metavar="INPUT", help="s3://BUCKET/incoming/: the prefix"
+    )
+    watch.add_argument("input", nargs="?", help="the same as --input (kept for older scripts)")
+    watch.add_argument("--task", required=True, choices=INFERENCE_TASKS, help="what to run")
     watch.add_argument("--output", required=True, help="s3://BUCKET/results/")
     watch.add_argument("--model", help="NAME (CURRENT is pinned per cycle)")
-    watch.add_argument("--interval", type=float, default=5.0, help="seconds between cycles")
+    watch.add_argument(
+        "--interval", type=positive_number, default=5.0, help="seconds between cycles"
+    )
     watch.add_argument("--move-to", help="s3://BUCKET/done/: move inputs there once processed")
     watch.add_argument("--once", action="store_true", help="process what is there and exit")
-    watch.add_argument("--batch-size", type=int)
     watch.add_argument(
-        "--max-in-flight", type=int, default=5000, help="wait above this many unfinished items"
+        "--batch-size", type=whole_number(), help="keys per task (default BV_BATCH_SIZE)"
+    )
+    watch.add_argument(
+        "--max-in-flight",
+        type=whole_number(),
+        default=5000,
+        help="wait above this many unfinished items",
     )
     watch.add_argument(
         "--rescan-seconds",
@@ -203,15 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
     watch.set_defaults(handler=cmd_watch)
 
     beat = sub.add_parser("beat", help="scheduled retraining from BV_SCHEDULE_FILE (TOML)")
-    beat.add_argument("--loglevel", default="INFO")
+    beat.add_argument("--loglevel", default="INFO", help="log level (default INFO)")
     beat.set_defaults(handler=cmd_beat)
 
     add_job_commands(sub)
 
     report = sub.add_parser("report", help="a self-contained HTML report of a finished job")
-    report.add_argument("job_id")
+    report.add_argument("job_id", help="the job id that submit printed")
     report.add_argument("--save", metavar="PATH", help="also write the HTML to this local file")
-    report.add_argument("--limit", type=int, default=48, help="thumbnails shown (default 48)")
+    report.add_argument(
+        "--limit", type=whole_number(0), default=48, help="thumbnails shown (default 48)"
+    )
     report.add_argument("--output", help="s3://BUCKET/PREFIX/: when the job record has expired")
     report.set_defaults(handler=cmd_report)
 
@@ -219,16 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", default="inference", help="inference,training")
     worker.add_argument("--gpus", help="GPU indexes, one pool child each (default: all GPUs)")
     worker.add_argument("--cpu", action="store_true", help="no GPU: split the cores")
-    worker.add_argument("--concurrency", type=int, help="pool children")
-    worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--concurrency", type=whole_number(), help="pool children")
+    worker.add_argument("--loglevel", default="INFO", help="log level (default INFO)")
     worker.set_defaults(handler=cmd_worker)
 
     add_model_commands(sub)
     add_review_commands(sub)
 
     demo = sub.add_parser("demo", help="the whole flow on a local stack, end to end")
-    demo.add_argument("--images", type=int, default=500, help="images in the demo job")
-    demo.add_argument("--epochs", type=int, help="epochs for every model (default: each family's)")
+    demo.add_argument("--images", type=whole_number(), default=500, help="images in the demo job")
+    demo.add_argument(
+        "--epochs", type=whole_number(), help="epochs for every model (default: each family's)"
+    )
     demo.add_argument("--keep-running", action="store_true", help="leave Redis/S3 running")
     demo.set_defaults(handler=cmd_demo)
 
@@ -246,12 +292,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    except redis.exceptions.ConnectionError as error:
+    except redis.exceptions.AuthenticationError as error:
+        print(f"error: Redis refused the credentials in BV_BROKER_URL ({error})", file=sys.stderr)
+        return EXIT_USAGE
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
         print(
-            f"error: cannot reach Redis ({error}); is it running, and is BV_BROKER_URL right?",
+            f"error: cannot reach Redis ({error}); is it running, and is BV_BROKER_URL right? "
+            "Run the command again once it answers",
             file=sys.stderr,
         )
-        return EXIT_USAGE
+        return EXIT_UNAVAILABLE
+    except kombu.exceptions.OperationalError as error:
+        print(
+            f"error: the broker did not take the message ({error}); run the command again once "
+            "Redis answers",
+            file=sys.stderr,
+        )
+        return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

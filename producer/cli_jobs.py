@@ -16,7 +16,13 @@ from typing import Any
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.settings import Settings
 from bucketvision.infra.vocabulary import JOB_STATES
-from bucketvision.producer.cli_support import clients, report_job, wait_for_job
+from bucketvision.producer.cli_support import (
+    clients,
+    positive_number,
+    report_job,
+    wait_for_job,
+    whole_number,
+)
 
 
 def add_key_filters(parser: argparse.ArgumentParser, default: str) -> None:
@@ -34,7 +40,10 @@ def add_wait_flags(parser: argparse.ArgumentParser, what: str = "the job") -> No
     parser.add_argument("--wait", action="store_true", help=f"follow {what} to its end")
     parser.add_argument("--quiet", action="store_true", help="no progress bar with --wait")
     parser.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="with --wait: exit 1 after this long"
+        "--timeout",
+        type=positive_number,
+        metavar="SECONDS",
+        help="with --wait: exit 1 after this long",
     )
 
 
@@ -97,23 +106,31 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 def add_job_commands(sub: Any) -> None:
     """Register status, jobs, cancel and retry on the ``bucketvision`` subparsers."""
     status = sub.add_parser("status", help="state, counts, rate and ETA of a job")
-    status.add_argument("job_id")
-    status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "job_id", help="the job id that submit printed (e.g. 20261129T050102Z-1a2b3c4d)"
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
     add_wait_flags(status)
     status.set_defaults(handler=cmd_status)
 
     jobs = sub.add_parser("jobs", help="recent jobs, newest first")
     jobs.add_argument("--state", choices=JOB_STATES, help="only jobs in this state")
-    jobs.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
-    jobs.add_argument("--json", action="store_true")
+    jobs.add_argument(
+        "--limit", type=whole_number(), default=20, help="at most this many (default 20)"
+    )
+    jobs.add_argument("--json", action="store_true", help="print the jobs as JSON")
     jobs.set_defaults(handler=cmd_jobs)
 
     cancel = sub.add_parser("cancel", help="stop a job: no new batch starts, running ones stop")
-    cancel.add_argument("job_id")
+    cancel.add_argument(
+        "job_id", help="the job id that submit printed (e.g. 20261129T050102Z-1a2b3c4d)"
+    )
     cancel.set_defaults(handler=cmd_cancel)
 
     retry = sub.add_parser("retry", help="a new job over the error lines of a job")
-    retry.add_argument("job_id")
+    retry.add_argument(
+        "job_id", help="the job id that submit printed (e.g. 20261129T050102Z-1a2b3c4d)"
+    )
     retry.add_argument("--errors", metavar="TYPE[,TYPE]", help="only lines of these error types")
     retry.add_argument("--model", help="NAME[@VERSION] (default: the job's model)")
     add_wait_flags(retry, "the new job")

@@ -62,8 +62,8 @@ def add_register(models_sub: Any) -> None:
         help="add your own model (.keras or SavedModel) as a new version",
         description="Validate a model with one forward pass and add it to the registry.",
     )
-    register.add_argument("name")
-    register.add_argument("--task", required=True, choices=FAMILY_TASKS)
+    register.add_argument("name", help="the model name; the version is the next one")
+    register.add_argument("--task", required=True, choices=FAMILY_TASKS, help="its family")
     register.add_argument(
         "--file",
         required=True,

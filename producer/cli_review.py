@@ -12,6 +12,7 @@ import json
 
 from bucketvision.infra.review import DEFAULT_REVIEW_MAX, REVIEW_BY, ReviewPolicy
 from bucketvision.infra.settings import Settings
+from bucketvision.producer.cli_support import whole_number
 
 
 def add_review_flags(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +42,7 @@ def add_review_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--review-max",
-        type=int,
+        type=whole_number(),
         default=DEFAULT_REVIEW_MAX,
         metavar="N",
         help=f"route at most N items, the least confident first (default {DEFAULT_REVIEW_MAX})",
@@ -81,7 +82,9 @@ def cmd_review_import(args: argparse.Namespace, settings: Settings) -> int:
 def add_review_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``bucketvision review import``."""
     review = sub.add_parser("review", help="bring reviewed items back into a dataset")
-    actions = review.add_subparsers(dest="review_command", required=True)
+    actions = review.add_subparsers(
+        dest="review_command", required=True, title="subcommands", metavar="COMMAND"
+    )
     imported = actions.add_parser(
         "import",
         help="add a job's corrected review items to a dataset's train split, each once",

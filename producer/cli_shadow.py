@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from bucketvision.infra.settings import Settings
-from bucketvision.producer.cli_support import CommandError, clients
+from bucketvision.producer.cli_support import CommandError, clients, whole_number
 
 
 def add_shadow(models_sub: Any) -> None:
@@ -25,8 +25,10 @@ def add_shadow(models_sub: Any) -> None:
             "CURRENT. NAME alone shows the running shadow; with --stop it ends it now."
         ),
     )
-    shadow.add_argument("reference", metavar="NAME[@V]")
-    shadow.add_argument("--jobs", type=int, default=3, help="jobs to shadow (default 3)")
+    shadow.add_argument(
+        "reference", metavar="NAME[@V]", help="NAME@V: start a shadow of that version; NAME: show"
+    )
+    shadow.add_argument("--jobs", type=whole_number(), default=3, help="jobs to shadow (default 3)")
     shadow.add_argument(
         "--min-agreement",
         type=float,
@@ -39,7 +41,7 @@ def add_shadow(models_sub: Any) -> None:
         help="auto: promote it when the jobs are in and it agrees enough (default auto)",
     )
     shadow.add_argument("--stop", action="store_true", help="end the running shadow now")
-    shadow.add_argument("--json", action="store_true")
+    shadow.add_argument("--json", action="store_true", help="print the shadow as JSON")
 
 
 def cmd_shadow(args: argparse.Namespace, settings: Settings) -> int:

@@ -60,18 +60,81 @@ def wait(followed: Followed[T], *, progress: bool = True, patience: Patience, **
         bar.close()
 
 
-def progress_bar(description: str, *, total: int | None, unit: str, enabled: bool) -> Any:
-    """A progress bar on stderr (tqdm), or one that draws nothing when not ``enabled``."""
+def progress_bar(
+    description: str, *, total: int | None, unit: str, enabled: bool, stream: Any = None
+) -> Any:
+    """A progress bar on a terminal (tqdm); elsewhere (CI logs, ``docker logs``) a plain line
+    every :data:`PLAIN_SECONDS` (:class:`PlainProgress`); nothing when not ``enabled``."""
     from tqdm import tqdm
 
+    stream = stream or sys.stderr
+    if enabled and not stream.isatty():
+        return PlainProgress(description, total=total, unit=unit, stream=stream)
     return tqdm(
         total=total,
         unit=unit,
         desc=description,
         disable=not enabled,
-        file=sys.stderr,
+        file=stream,
         dynamic_ncols=True,
     )
+
+
+PLAIN_SECONDS = 5.0
+
+
+class PlainProgress:
+    """The part of tqdm's interface ``--wait`` uses, as a plain line every few seconds.
+
+    A bar redrawn with carriage returns is thousands of frames in a log; this writes one
+    ``description: n/total unit (postfix)`` line when something changed and at least
+    ``every`` seconds have passed, and a last one when closed.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        total: int | None,
+        unit: str,
+        stream: Any,
+        every: float = PLAIN_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.desc, self.total, self.unit, self.n = description, total, unit, 0
+        self.stream, self.every, self.clock = stream, every, clock
+        self.postfix = ""
+        self._written, self._last = "", -every
+
+    def set_description_str(self, description: str, refresh: bool = True) -> None:
+        self.desc = description
+        if refresh:
+            self._maybe_write()
+
+    def update(self, count: float = 1) -> None:
+        self.n += int(count)
+        self._maybe_write()
+
+    def set_postfix(
+        self, ordered: dict[str, Any] | None = None, refresh: bool = True, **values: Any
+    ) -> None:
+        merged = {**(ordered or {}), **values}
+        self.postfix = ", ".join(f"{key}={value}" for key, value in merged.items())
+        if refresh:
+            self._maybe_write()
+
+    def _line(self) -> str:
+        done = f"{self.n}/{self.total}" if self.total is not None else str(self.n)
+        return f"{self.desc}: {done} {self.unit}" + (f" ({self.postfix})" if self.postfix else "")
+
+    def _maybe_write(self, force: bool = False) -> None:
+        line, now = self._line(), self.clock()
+        if line != self._written and (force or now - self._last >= self.every):
+            print(line, file=self.stream, flush=True)
+            self._written, self._last = line, now
+
+    def close(self) -> None:
+        self._maybe_write(force=True)
 
 
 def follow(

@@ -161,8 +161,6 @@ def run_report(args: argparse.Namespace, settings: Settings) -> int:
     from bucketvision.infra.jobs import JobStore
     from bucketvision.producer.report_html import render_report
 
-    if args.limit < 0:
-        raise CommandError("--limit must be 0 or more")
     store = S3Store.from_settings(settings)
     jobs = None if args.output else JobStore.from_url(settings.broker_url)
     data = gather(

@@ -96,9 +96,9 @@ def followed_job(jobs: JobStore, job_id: str) -> Followed[dict[str, Any]]:
     label = f"{record['task']} {job_id}"
 
     def show(bar: Any, status: dict[str, Any]) -> None:
-        bar.set_description_str(label)
-        bar.update(status["done"] - bar.n)
+        bar.set_description_str(label, refresh=False)
         bar.set_postfix(ok=status["ok"], error=status["error"], refresh=False)
+        bar.update(status["done"] - bar.n)  # draws the frame (or the plain line)
 
     def hint(status: dict[str, Any], quiet: float) -> str:
         return f"no progress for {quiet:.0f} s: is `bucketvision worker` running on this broker?"

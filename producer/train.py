@@ -93,10 +93,10 @@ def followed_run(runs: TrainingRuns, run_id: str) -> Followed[dict[str, Any]]:
     def show(bar: Any, record: dict[str, Any]) -> None:
         if record.get("epochs") and bar.total != record["epochs"]:
             bar.total = record["epochs"]
-        bar.update(int(record.get("epoch") or 0) - bar.n)
         logs = record.get("logs") or {}
-        bar.set_description_str(f"{run_id} {record.get('stage') or record['state']}")
-        bar.set_postfix({k: f"{v:.4g}" for k, v in list(logs.items())[:4]}, refresh=True)
+        bar.set_description_str(f"{run_id} {record.get('stage') or record['state']}", refresh=False)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in list(logs.items())[:4]}, refresh=False)
+        bar.update(int(record.get("epoch") or 0) - bar.n)  # draws the frame (or the plain line)
 
     def hint(record: dict[str, Any], quiet: float) -> str | None:
         if record["state"] != "queued":

@@ -78,6 +78,7 @@ class WatchState:
     """What this watcher started and has not settled yet."""
 
     jobs: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # jobs that ended failed or cancelled
     cycles: int = 0
     enqueued: int = 0
     last_rescan: float = 0.0
@@ -238,6 +239,8 @@ class Watcher:
             record = self.jobs.get(job_id)
             if record["state"] not in FINAL_STATES:
                 continue
+            if record["state"] != "finished":
+                self.state.failed.append(job_id)
             if self.move_to is not None:
                 self._move_inputs(job_id)
             self.state.jobs.remove(job_id)

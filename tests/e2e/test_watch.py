@@ -237,3 +237,33 @@ def test_backpressure_waits_instead_of_enqueueing(
     assert reports == ["waiting: 5 items in flight (--max-in-flight)"]
     jobs.mark_finished("pressure-job", "finished", time.time())
     assert watcher.cycle() is not None  # room again: the object is claimed and enqueued
+
+
+def test_watch_once_exits_1_when_a_job_it_ran_failed(
+    service_env: dict[str, str], s3_client: Any, start_worker: Any, tmp_path: Path
+) -> None:
+    """A model file that cannot load fails the job: ``--once`` says so and exits 1."""
+    from bucketvision.infra.s3 import S3Store
+    from bucketvision.infra.settings import Settings
+    from bucketvision.models.registry import ModelRegistry
+
+    bucket = "e2e-watch-fails"
+    s3_client.create_bucket(Bucket=bucket)
+    broken = tmp_path / "model.keras"
+    broken.write_bytes(b"not a Keras file")
+    settings = Settings.from_env(service_env)
+    card = {"task": "classify", "input_shape": [28, 28, 1], "labels": ["0", "1"]}
+    ModelRegistry(S3Store.from_settings(settings), settings.models_uri).add_version(
+        "broken-watch", str(broken), card
+    )
+    images, _ = make_digits(3, seed=7)
+    for index in range(3):
+        s3_client.put_object(Bucket=bucket, Key=f"in/{index}.png", Body=png_bytes(images[index]))
+    worker = start_worker("--cpu", "--concurrency", "1")
+    worker.wait_for_children(1)
+    ran = run_cli(
+        service_env, "watch", "--input", f"s3://{bucket}/in/", "--task", "classify",
+        "--output", f"s3://{bucket}/out/", "--model", "broken-watch", "--once",
+    )  # fmt: skip
+    assert ran.returncode == 1, ran.stderr + worker.log()[-2000:]
+    assert "jobs that did not finish" in ran.stderr

@@ -83,7 +83,12 @@ def test_cli_bad_paths_exit_non_zero_with_a_message(service_env, fake_model) -> 
     unknown_job = run_cli(service_env, "status", "nope")
     assert unknown_job.returncode == 2 and "no job" in unknown_job.stderr
     redis_down = run_cli({**service_env, "BV_BROKER_URL": "redis://127.0.0.1:1/0"}, "status", "x")
-    assert redis_down.returncode == 2 and "cannot reach Redis" in redis_down.stderr
+    assert redis_down.returncode == 3 and "cannot reach Redis" in redis_down.stderr
+    s3_down = run_cli(
+        {**service_env, "BV_S3_ENDPOINT_URL": "http://127.0.0.1:1"},
+        "submit", "--task", "classify", "--input", "s3://bv-test-models/x/",
+    )  # fmt: skip
+    assert s3_down.returncode == 3 and "error:" in s3_down.stderr, s3_down.stderr
     bad_setting = run_cli({**service_env, "BV_BATCH_SIZE": "lots"}, "status", "x")
     assert bad_setting.returncode == 2 and "BV_BATCH_SIZE" in bad_setting.stderr
     listing = run_cli(service_env, "models", "list")
