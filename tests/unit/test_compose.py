@@ -285,6 +285,7 @@ def test_beat_and_watcher(services: dict[str, Any]) -> None:
     assert _command(services["watcher"]) == [
         "bucketvision",
         "watch",
+        "--input",
         "s3://bucketvision/incoming/",
         "--task",
         "classify",
