@@ -92,7 +92,13 @@ class ObjectInfo:
 
 
 def make_client(settings: Settings, *, pool_size: int = 64) -> Any:
-    """A pooled boto3 S3 client configured from ``settings``."""
+    """A pooled boto3 S3 client configured from ``settings``.
+
+    Keys given in the settings (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and, for
+    temporary credentials, ``AWS_SESSION_TOKEN``) are used as they are; without them boto3's
+    default chain finds the credentials (``AWS_PROFILE`` and the shared files, container
+    and instance roles, SSO).
+    """
     config = Config(
         retries={"mode": "standard", "max_attempts": 8},
         max_pool_connections=pool_size,
@@ -106,6 +112,7 @@ def make_client(settings: Settings, *, pool_size: int = 64) -> Any:
         region_name=settings.aws_region,
         aws_access_key_id=settings.aws_access_key_id,
         aws_secret_access_key=settings.aws_secret_access_key,
+        aws_session_token=settings.aws_session_token if settings.aws_access_key_id else None,
         config=config,
     )
 

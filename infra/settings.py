@@ -103,6 +103,7 @@ class Settings:
     aws_region: str = "us-east-1"
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)  # temporary credentials
     models_uri: str = "s3://bucketvision/models/"
     batch_size: int = 32
     job_window: int = 256  # batches of one job on the queue at a time (infra.job_plans)
@@ -151,6 +152,7 @@ class Settings:
                 aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
                 aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
                 aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+                aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
                 models_uri=models_uri if models_uri.endswith("/") else models_uri + "/",
                 batch_size=_integer(env, "BV_BATCH_SIZE", defaults.batch_size),
                 job_window=_integer(env, "BV_JOB_WINDOW", defaults.job_window),

@@ -271,3 +271,29 @@ def test_a_body_read_error_is_an_outage_not_a_bad_object(
     monkeypatch.setattr(s3_client, "get_object", get_object)
     with pytest.raises(StorageUnavailable):
         store.get_bytes(BUCKET, "a.bin", max_bytes=100)
+
+
+def test_temporary_credentials_keep_their_session_token() -> None:
+    """STS/SSO credentials are three values: the token must reach the signer (it was dropped)."""
+    from bucketvision.infra.s3 import make_client
+    from bucketvision.infra.settings import Settings
+
+    environ = {"AWS_ACCESS_KEY_ID": "ASIAX", "AWS_SECRET_ACCESS_KEY": "s", "AWS_SESSION_TOKEN": "t"}
+    credentials = make_client(Settings.from_env(environ))._request_signer._credentials
+    assert (credentials.access_key, credentials.token) == ("ASIAX", "t")
+
+
+def test_without_keys_the_default_chain_reads_a_profile(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bucketvision.infra.s3 import make_client
+    from bucketvision.infra.settings import Settings
+
+    shared = tmp_path / "credentials"
+    shared.write_text("[team]\naws_access_key_id = AKIATEAM\naws_secret_access_key = x\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(shared))
+    monkeypatch.setenv("AWS_PROFILE", "team")
+    credentials = make_client(Settings.from_env({}))._request_signer._credentials
+    assert credentials.access_key == "AKIATEAM"
