@@ -35,8 +35,17 @@ def add_key_filters(parser: argparse.ArgumentParser, default: str) -> None:
     )
 
 
-def add_wait_flags(parser: argparse.ArgumentParser, what: str = "the job") -> None:
-    """``--wait``, ``--quiet`` and ``--timeout SECONDS``."""
+def add_wait_flags(
+    parser: argparse.ArgumentParser, what: str = "the job", *, json_flag: bool = True
+) -> None:
+    """``--wait``, ``--quiet``, ``--timeout SECONDS`` and (``json_flag``) ``--json``."""
+    if json_flag:
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="print one JSON object on stdout instead of the id: the submission, or with"
+            " --wait the final status",
+        )
     parser.add_argument("--wait", action="store_true", help=f"follow {what} to its end")
     parser.add_argument("--quiet", action="store_true", help="no progress bar with --wait")
     parser.add_argument(
@@ -110,7 +119,7 @@ def add_job_commands(sub: Any) -> None:
         "job_id", help="the job id that submit printed (e.g. 20261129T050102Z-1a2b3c4d)"
     )
     status.add_argument("--json", action="store_true", help="print the status as JSON")
-    add_wait_flags(status)
+    add_wait_flags(status, json_flag=False)
     status.set_defaults(handler=cmd_status)
 
     jobs = sub.add_parser("jobs", help="recent jobs, newest first")

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from bucketvision.infra.errors import EXIT_FAILED, EXIT_USAGE, UserError
@@ -68,11 +68,15 @@ def report_job(found: dict[str, Any], job: Any, args: argparse.Namespace, what: 
 
     A job whose id was taken already (``submit --job-id``) is that job: nothing new was sent.
     """
-    print(job.job_id, flush=True)
+    as_json = getattr(args, "json", False)
+    if not as_json:
+        print(job.job_id, flush=True)
     if getattr(job, "existing", False):
         what = f"job {job.job_id} exists already: nothing new submitted"
     print(what, file=sys.stderr)
     if not args.wait:
+        if as_json:
+            print(json.dumps(asdict(job), indent=2))
         return 0
     return wait_for_job(found["jobs"], job.job_id, args)
 

@@ -7,6 +7,7 @@ file is uploaded to the registry's ``_weights/`` first, so workers can read it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any
@@ -56,15 +57,20 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         runs=runs,
         registry=found["registry"],
     )
-    print(run_id, flush=True)
+    if not args.json:
+        print(run_id, flush=True)
     split = ", ".join(f"{name} {count}" for name, count in counts.items() if count)
     print(
         f"queued training of {args.name} ({args.task}) on {args.dataset}: {split}", file=sys.stderr
     )
     if not args.wait:
+        if args.json:
+            print(json.dumps({"run_id": run_id, "counts": counts}, indent=2))
         return 0
     followed = followed_run(runs, run_id)
     record = wait(followed, progress=not args.quiet, patience=TRAINING_PATIENCE)
+    if args.json:
+        print(json.dumps(record, indent=2, default=str))
     print(format_run(record), file=sys.stderr)
     return 0 if record["state"] == "finished" else EXIT_FAILED
 
@@ -192,4 +198,10 @@ def add_train(sub: Any) -> None:
     train.add_argument("--steps-per-epoch", type=int, help=argparse.SUPPRESS)
     train.add_argument("--wait", action="store_true", help="follow the run epoch by epoch")
     train.add_argument("--quiet", action="store_true", help="no progress bar with --wait")
+    train.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object on stdout instead of the run id: the run queued, or with"
+        " --wait its final record (version, decision, metrics)",
+    )
     train.set_defaults(handler=cmd_train)

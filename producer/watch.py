@@ -99,6 +99,7 @@ class Watcher:
         jobs: JobStore,
         registry: ModelRegistry,
         report: Callable[[str], None] = print,
+        announce: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         if request.interval <= 0:
             raise SubmitError("--interval must be above 0 seconds")
@@ -107,7 +108,7 @@ class Watcher:
         self.request = request
         self.app, self.store, self.jobs, self.registry = app, store, jobs, registry
         self.claims = Claims(jobs.redis, self.input)
-        self.report = report
+        self.report, self.announce = report, announce  # announce: each job sent (--json)
         self.state = WatchState()
         self.stopping = threading.Event()
         registry.resolve(self._model_name(), task=request.task)  # fail now, not per cycle
@@ -216,6 +217,8 @@ class Watcher:
         self.state.jobs.append(job.job_id)
         self.state.enqueued += job.total
         self.report(f"{job.job_id}: {job.total} new objects with {job.model}")
+        if self.announce is not None:
+            self.announce({"job_id": job.job_id, "total": job.total, "model": job.model})
         return job.job_id
 
     def _settle_later(self, write: Callable[[], object]) -> None:

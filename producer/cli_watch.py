@@ -1,0 +1,128 @@
+"""``bucketvision watch``: the drop folder; every object that lands under a prefix, once.
+
+The flags map onto a :class:`producer.watch.WatchRequest`; the watcher itself is
+:class:`producer.watch.Watcher` (:class:`producer.metrics.MeteredWatcher` with metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from bucketvision.infra.errors import EXIT_FAILED
+from bucketvision.infra.logs import configure_logging
+from bucketvision.infra.settings import Settings
+from bucketvision.infra.vocabulary import IMAGE_PATTERNS, INFERENCE_TASKS
+from bucketvision.producer.cli_jobs import add_key_filters
+from bucketvision.producer.cli_review import add_review_flags, review_policy
+from bucketvision.producer.cli_support import CommandError, clients, positive_number, whole_number
+
+
+def add_watch(sub: Any) -> None:
+    watch = sub.add_parser("watch", help="process every object that lands under a prefix, once")
+    watch.add_argument(
+        "--input", dest="input_flag", metavar="INPUT", help="s3://BUCKET/incoming/: the prefix"
+    )
+    watch.add_argument("input", nargs="?", help="the same as --input (kept for older scripts)")
+    watch.add_argument("--task", required=True, choices=INFERENCE_TASKS, help="what to run")
+    watch.add_argument("--output", required=True, help="s3://BUCKET/results/")
+    watch.add_argument("--model", help="NAME (CURRENT is pinned per cycle)")
+    watch.add_argument(
+        "--interval", type=positive_number, default=5.0, help="seconds between cycles"
+    )
+    watch.add_argument("--move-to", help="s3://BUCKET/done/: move inputs there once processed")
+    watch.add_argument("--once", action="store_true", help="process what is there and exit")
+    watch.add_argument(
+        "--batch-size", type=whole_number(), help="keys per task (default BV_BATCH_SIZE)"
+    )
+    watch.add_argument(
+        "--max-in-flight",
+        type=whole_number(),
+        default=5000,
+        help="wait above this many unfinished items",
+    )
+    watch.add_argument(
+        "--rescan-seconds",
+        type=float,
+        default=60.0,
+        help="list the whole prefix this often (overwrites, out-of-order keys)",
+    )
+    add_key_filters(watch, "repeatable; default image suffixes")
+    add_review_flags(watch)
+    watch.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object a line on stdout: each job sent ({job_id, total, model}), and"
+        " the end ({stopped, cycles, enqueued, failed})",
+    )
+    watch.set_defaults(handler=cmd_watch)
+
+
+def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    from bucketvision.infra.queue import make_celery
+    from bucketvision.producer.watch import Watcher, WatchRequest
+
+    if args.input_flag and args.input and args.input_flag != args.input:
+        raise CommandError("give the prefix once: --input s3://BUCKET/PREFIX/")
+    if not (args.input_flag or args.input):
+        raise CommandError("watch needs --input s3://BUCKET/PREFIX/: the prefix to watch")
+    request = WatchRequest(
+        input=args.input_flag or args.input,
+        task=args.task,
+        output=args.output,
+        model=args.model,
+        interval=args.interval,
+        move_to=args.move_to,
+        once=args.once,
+        batch_size=args.batch_size or settings.batch_size,
+        max_in_flight=args.max_in_flight,
+        rescan_seconds=args.rescan_seconds,
+        includes=tuple(args.include or IMAGE_PATTERNS),
+        excludes=tuple(args.exclude or ()),
+        window=settings.job_window,
+        review=review_policy(args),
+    )
+    configure_logging("INFO", settings.log_format)
+    report = _reporter(settings, "bucketvision.watch")
+    found = clients(settings)
+    found["announce"] = _json_lines if args.json else None
+    if settings.metrics_port is None:
+        watcher = Watcher(request, app=make_celery(settings), report=report, **found)
+    else:
+        from bucketvision.producer.metrics import (
+            MeteredWatcher,
+            WatcherMetrics,
+            export_producer_metrics,
+        )
+
+        export_producer_metrics(settings)
+        watcher = MeteredWatcher(
+            request, app=make_celery(settings), report=report, metrics=WatcherMetrics(), **found
+        )
+    watcher.stop_on_signals()
+    report(f"watching {request.input} every {request.interval:g} s -> {request.output}")
+    state = watcher.run()
+    report(f"stopped after {state.cycles} cycles; {state.enqueued} objects enqueued")
+    if args.json:
+        _json_lines({"stopped": True, "cycles": state.cycles, "enqueued": state.enqueued,
+                     "failed": state.failed})  # fmt: skip
+    if request.once and state.failed:
+        report(f"jobs that did not finish: {', '.join(state.failed)} (see `bucketvision status`)")
+        return EXIT_FAILED
+    return 0
+
+
+def _json_lines(record: dict[str, Any]) -> None:
+    """``watch --json``: one JSON object a line on stdout (each job sent; the end)."""
+    print(json.dumps(record), flush=True)
+
+
+def _reporter(settings: Settings, logger: str) -> Callable[[str], None]:
+    """Progress lines of a long-running command: log records in JSON, plain lines in text."""
+    if settings.log_format == "json":
+        return logging.getLogger(logger).info
+    return lambda text: print(text, file=sys.stderr, flush=True)
