@@ -28,10 +28,12 @@ from bucketvision.producer.cli_models import add_model_commands
 from bucketvision.producer.cli_review import add_review_commands, add_review_flags, review_policy
 from bucketvision.producer.cli_support import (
     clients,
+    positive_number,
     report_job,
     whole_number,
 )
 from bucketvision.producer.cli_watch import add_watch
+from bucketvision.producer.health import CHECKS
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
@@ -105,6 +107,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from bucketvision.producer.demo import run_demo
 
     return run_demo(settings, images=args.images, epochs=args.epochs, keep=args.keep_running)
+
+
+def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    from bucketvision.producer.health import run_health
+
+    return run_health(settings, args.check, max_age=args.max_age)
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
@@ -188,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--keep-running", action="store_true", help="leave Redis/S3 running")
     demo.set_defaults(handler=cmd_demo)
+
+    health = sub.add_parser(
+        "health", help="a container health check: is this host's worker, watcher or beat working?"
+    )
+    health.add_argument("check", choices=CHECKS, help="which process to ask")
+    health.add_argument(
+        "--max-age",
+        type=positive_number,
+        default=120.0,
+        help="watcher: its last cycle at most this many seconds ago (default 120)",
+    )
+    health.set_defaults(handler=cmd_health)
 
     doctor = sub.add_parser("doctor", help="check Redis, S3, TensorFlow, GPUs and models")
     doctor.add_argument("--json", action="store_true", help="print the checks as one JSON object")

@@ -10,12 +10,13 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 from bucketvision.infra.errors import EXIT_FAILED
 from bucketvision.infra.logs import configure_logging
-from bucketvision.infra.settings import Settings
+from bucketvision.infra.settings import DEFAULT_MODELS, Settings
 from bucketvision.infra.vocabulary import IMAGE_PATTERNS, INFERENCE_TASKS
 from bucketvision.producer.cli_jobs import add_key_filters
 from bucketvision.producer.cli_review import add_review_flags, review_policy
@@ -59,6 +60,12 @@ def add_watch(sub: Any) -> None:
         help="one JSON object a line on stdout: each job sent ({job_id, total, model}), and"
         " the end ({stopped, cycles, enqueued, failed})",
     )
+    watch.add_argument(
+        "--wait-for-model",
+        action="store_true",
+        help="until the model has a CURRENT version, wait (checking every 15 s) instead of"
+        " exiting 2: for a watcher started with a fresh stack",
+    )
     watch.set_defaults(handler=cmd_watch)
 
 
@@ -89,6 +96,10 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging("INFO", settings.log_format)
     report = _reporter(settings, "bucketvision.watch")
     found = clients(settings)
+    if args.wait_for_model:
+        wait_for_model(
+            found["registry"], args.model or DEFAULT_MODELS[args.task], args.task, report
+        )
     found["announce"] = _json_lines if args.json else None
     if settings.metrics_port is None:
         watcher = Watcher(request, app=make_celery(settings), report=report, **found)
@@ -114,6 +125,31 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         report(f"jobs that did not finish: {', '.join(state.failed)} (see `bucketvision status`)")
         return EXIT_FAILED
     return 0
+
+
+MODEL_POLL_SECONDS = 15.0
+
+
+def wait_for_model(
+    registry: Any,
+    name: str,
+    task: str,
+    report: Callable[[str], None],
+    *,
+    poll_seconds: float = MODEL_POLL_SECONDS,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> None:
+    """Until ``name`` has a CURRENT version of ``task`` (a fresh stack, before training):
+    a watcher started with the stack waits instead of exiting and being restarted."""
+    from bucketvision.models.registry import ModelNotFound
+
+    while True:
+        try:
+            registry.resolve(name, task=task)
+            return
+        except ModelNotFound as error:
+            report(f"waiting for the model: {error}")
+        sleep(poll_seconds)
 
 
 def _json_lines(record: dict[str, Any]) -> None:

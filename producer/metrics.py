@@ -15,11 +15,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import redis
 from celery.signals import after_task_publish
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from bucketvision.infra.metrics import Exporter, start_exporter
+from bucketvision.infra.queue import INFERENCE_QUEUE, TRAINING_QUEUE
 from bucketvision.infra.settings import Settings
+from bucketvision.producer.queue_metrics import QueueCollector
 from bucketvision.producer.watch import Watcher
 
 CYCLE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -151,4 +154,6 @@ def export_producer_metrics(settings: Settings) -> Exporter | None:
         return None
     exporter = start_exporter(settings.metrics_port)
     ProducerMetrics().install()
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
+    REGISTRY.register(QueueCollector(client, (INFERENCE_QUEUE, TRAINING_QUEUE)))
     return exporter

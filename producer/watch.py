@@ -38,6 +38,7 @@ from bucketvision.infra.settings import DEFAULT_MODELS
 from bucketvision.infra.vocabulary import FINAL_STATES, IMAGE_PATTERNS
 from bucketvision.models.registry import ModelRegistry
 from bucketvision.models.shadow import claim_slot
+from bucketvision.producer.health import touch_heartbeat
 from bucketvision.producer.job_start import DEFAULT_WINDOW
 from bucketvision.producer.submit import (
     SubmitError,
@@ -269,6 +270,7 @@ class Watcher:
         backoff = Backoff()
         while not self.stopping.is_set():
             began = time.monotonic()
+            touch_heartbeat()  # alive and looping: what its health check reads
             try:
                 self.cycle()
             except OUTAGE_ERRORS as error:

@@ -128,7 +128,7 @@ class TaskHooks:
         if report.attempt > 1:
             metrics.record_redelivery(name)
         if report.job_finished:
-            metrics.record_job_finished(name, report.job_finished)
+            metrics.record_job_finished(name, report.job_finished, report.job_seconds)
             if report.confidence_psi is not None:
                 metrics.record_confidence(report.model, report.confidence_psi)
         if report.items is None:  # dropped, or recorded by an earlier attempt

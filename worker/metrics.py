@@ -64,6 +64,13 @@ class WorkerMetrics:
         self.jobs_finished = Counter(
             "bv_jobs_finished_total", "Jobs finalised (summary written)", ["task", "state"], **where
         )
+        self.job_seconds = Histogram(
+            "bv_job_seconds",
+            "Wall seconds of a job, from submission to its end",
+            ["task", "state"],
+            buckets=WAIT_BUCKETS,
+            **where,
+        )
         self.dead_letters = Counter(
             "bv_dead_letter_batches_total", "Batches dead-lettered", ["task"], **where
         )
@@ -145,8 +152,11 @@ class WorkerMetrics:
         """A batch came back because the worker of its previous attempt died."""
         self.worker_deaths.labels(task).inc()
 
-    def record_job_finished(self, task: str, state: str) -> None:
+    def record_job_finished(self, task: str, state: str, seconds: float | None = None) -> None:
+        """A job ended; its wall time (submission to the end) goes to ``bv_job_seconds``."""
         self.jobs_finished.labels(task, state).inc()
+        if seconds is not None and math.isfinite(seconds):
+            self.job_seconds.labels(task, state).observe(max(0.0, seconds))
 
     def record_confidence(self, model: str, psi: float) -> None:
         """A job finished with this PSI against its model card (infra/confidence.py)."""

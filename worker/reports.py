@@ -47,6 +47,7 @@ class BatchReport(Report):
     dead_lettered_items: int = 0
     job_finished: str | None = None  # the job's final state, if this delivery finalised it
     confidence_psi: float | None = None  # and its drift from the model card (infra/confidence)
+    job_seconds: float | None = None  # and its wall time, submission to the end
 
     @property
     def dead_letter(self) -> bool:

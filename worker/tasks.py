@@ -137,7 +137,11 @@ def ended(report: BatchReport, summary: dict[str, Any] | None) -> BatchReport:
     if summary is None:
         return report
     psi = (summary.get("confidence") or {}).get("psi")
-    return replace(report, job_finished=str(summary["state"]), confidence_psi=psi)
+    wall = summary.get("wall_seconds")
+    seconds = float(wall) if isinstance(wall, int | float) else None
+    return replace(
+        report, job_finished=str(summary["state"]), confidence_psi=psi, job_seconds=seconds
+    )
 
 
 def _begin(

@@ -117,3 +117,22 @@ def test_progress_off_a_terminal_is_a_plain_line_every_few_seconds() -> None:
         "job J: 55/100 img (ok=55, error=0)",
         "job J: 60/100 img (ok=60, error=0)",
     ]
+
+
+def test_watch_can_wait_for_its_model_on_a_fresh_stack() -> None:
+    from bucketvision.models.registry import ModelNotFound
+    from bucketvision.producer.cli_watch import wait_for_model
+
+    answers: list[Exception | None] = [ModelNotFound("no model named 'digits'")] * 2 + [None]
+
+    class Registry:
+        def resolve(self, name: str, *, task: str) -> None:
+            assert (name, task) == ("digits", "classify")
+            answer = answers.pop(0)
+            if answer is not None:
+                raise answer
+
+    said: list[str] = []
+    slept: list[float] = []
+    wait_for_model(Registry(), "digits", "classify", said.append, sleep=slept.append)
+    assert said == ["waiting for the model: no model named 'digits'"] * 2 and len(slept) == 2

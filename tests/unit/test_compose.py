@@ -1,11 +1,12 @@
 """The production stack: docker-compose.yml, its Dockerfiles and its monitoring files.
 
-``docker-compose config`` validates and resolves the file (with no .env, with
-the compose profiles, and with .env.example); the resolved YAML is then checked
-for what the README promises: a durable, password-protected Redis, one GPU per
-GPU worker, a training worker, health checks, and Prometheus scraping every
-bucketvision process. Without docker-compose the tests skip, except under CI,
-where they fail.
+``docker-compose config`` validates and resolves the file (it refuses to without the
+secrets; with them, with the ``gpu`` and ``grafana`` profiles, and from .env.example
+filled in); the resolved YAML is then checked for what the README promises: a durable
+Redis whose password is on no command line, a default stack with no GPU service, one GPU
+per GPU worker, a training worker, health checks that ask each process itself, and
+Prometheus finding every replica of every bucketvision process. Without docker-compose the
+tests skip, except under CI, where they fail.
 """
 
 from __future__ import annotations
@@ -92,6 +93,15 @@ def _resolved(*args: str, env_file: Path) -> dict[str, Any]:
     return _yaml().safe_load(result.stdout)
 
 
+SECRETS = {
+    "REDIS_PASSWORD": "redis-secret",
+    "AWS_ACCESS_KEY_ID": "bv-key",
+    "AWS_SECRET_ACCESS_KEY": "s3-secret-123",
+    "FLOWER_BASIC_AUTH": "admin:flower-secret",
+    "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
+}
+
+
 @pytest.fixture(scope="module")
 def empty_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("compose") / "empty.env"
@@ -100,9 +110,16 @@ def empty_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(empty_env: Path) -> dict[str, Any]:
-    """docker-compose.yml resolved with no .env and every profile on."""
-    return _resolved("--profile", "cpu", "--profile", "grafana", env_file=empty_env)
+def secrets_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("compose") / "secrets.env"
+    path.write_text("".join(f"{name}={value}\n" for name, value in SECRETS.items()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(secrets_env: Path) -> dict[str, Any]:
+    """docker-compose.yml resolved with the secrets and every profile on."""
+    return _resolved("--profile", "gpu", "--profile", "grafana", env_file=secrets_env)
 
 
 @pytest.fixture(scope="module")
@@ -145,16 +162,23 @@ def _gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
     return list(reservations.get("devices", []))
 
 
-def test_config_is_valid_with_no_env_file(empty_env: Path) -> None:
+def test_config_refuses_to_start_without_the_secrets(empty_env: Path) -> None:
     result = _compose("config", "-q", env_file=empty_env)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode != 0 and "set REDIS_PASSWORD in .env" in result.stderr
 
 
-def test_config_is_valid_with_every_profile(empty_env: Path) -> None:
-    result = _compose(
-        "--profile", "cpu", "--profile", "grafana", "config", "-q", env_file=empty_env
-    )
-    assert result.returncode == 0, result.stderr
+def test_config_is_valid_by_default_and_with_every_profile(secrets_env: Path) -> None:
+    for profiles in ((), ("--profile", "gpu"), ("--profile", "gpu", "--profile", "grafana")):
+        result = _compose(*profiles, "config", "-q", env_file=secrets_env)
+        assert result.returncode == 0, (profiles, result.stderr)
+
+
+def test_no_secret_has_a_default() -> None:
+    text = COMPOSE_FILE.read_text()
+    assert "change-me" not in text
+    for name in SECRETS:
+        uses = re.findall(r"\$\{" + name + r"(:?[-?])?", text)
+        assert uses and all(kind == ":?" for kind in uses), f"{name} must be ${{{name}:?...}}"
 
 
 def test_the_whole_stack_is_there(services: dict[str, Any]) -> None:
@@ -173,26 +197,39 @@ def test_the_whole_stack_is_there(services: dict[str, Any]) -> None:
         "grafana",
     }
     assert expected <= set(services)
-    assert services["worker-cpu"]["profiles"] == ["cpu"]
     assert services["grafana"]["profiles"] == ["grafana"]
-    for name in ("worker-gpu0", "worker-gpu1", "worker-training", "watcher", "beat"):
+    for name in ("worker-gpu0", "worker-gpu1", "worker-training"):
+        assert services[name]["profiles"] == ["gpu"], f"{name} runs only with --profile gpu"
+    for name in ("worker-cpu", "watcher", "beat"):
         assert not services[name].get("profiles"), f"{name} must start without a profile"
 
 
-def test_redis_is_durable_and_needs_a_password(services: dict[str, Any]) -> None:
+def test_the_default_stack_needs_no_gpu(services: dict[str, Any]) -> None:
+    default = {name: svc for name, svc in services.items() if not svc.get("profiles")}
+    assert "worker-cpu" in default
+    for name, service in default.items():
+        assert not _gpu_devices(service), f"{name} reserves a GPU without --profile gpu"
+
+
+def test_redis_is_durable_and_its_password_is_on_no_command_line(
+    services: dict[str, Any],
+) -> None:
     redis = services["redis"]
-    command = _command(redis)
-    assert command[0] == "redis-server"
-    assert _option(command, "--appendonly") == "yes"
-    assert _option(command, "--appendfsync") == "everysec"
-    assert _option(command, "--requirepass"), "redis must require a password"
-    assert _option(command, "--maxmemory-policy") == "noeviction"
+    script = " ".join(_command(redis))
+    for option in ("--appendonly yes", "--appendfsync everysec", "--maxmemory-policy noeviction"):
+        assert option in script
+    assert "requirepass" in script and "REDIS_PASSWORD" in script
+    assert SECRETS["REDIS_PASSWORD"] not in script, "the password is written to a file"
+    assert redis["environment"]["REDIS_PASSWORD"] == SECRETS["REDIS_PASSWORD"]
     assert any(target == "/data" for _, target in _mounts(redis))
     assert redis["healthcheck"]["test"]
+    for name, service in services.items():
+        for secret in SECRETS.values():
+            assert secret not in " ".join(_command(service)), f"{name}: a secret on its command"
 
 
 def test_every_process_reaches_redis_with_its_password(services: dict[str, Any]) -> None:
-    password = _option(_command(services["redis"]), "--requirepass")
+    password = SECRETS["REDIS_PASSWORD"]
     for name in (*_workers(services), "beat", "watcher"):
         url = services[name]["environment"]["BV_BROKER_URL"]
         assert url == f"redis://:{password}@redis:6379/0", name
@@ -201,15 +238,23 @@ def test_every_process_reaches_redis_with_its_password(services: dict[str, Any])
     )
 
 
-def test_env_example_password_flows_into_the_broker_url() -> None:
-    resolved = _resolved("--profile", "cpu", env_file=ENV_EXAMPLE)["services"]
+def test_env_example_filled_in_flows_into_the_services(tmp_path: Path) -> None:
+    filled = tmp_path / ".env"
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    filled.write_text(
+        "\n".join(
+            f"{line}{SECRETS[line[:-1]]}" if line.endswith("=") and line[:-1] in SECRETS else line
+            for line in lines
+        )
+    )
+    resolved = _resolved("--profile", "gpu", env_file=filled)["services"]
     example = dict(
         line.split("=", 1)
         for line in ENV_EXAMPLE.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     )
-    password = example["REDIS_PASSWORD"]
-    assert _option(_command(resolved["redis"]), "--requirepass") == password
+    password = SECRETS["REDIS_PASSWORD"]
+    assert resolved["redis"]["environment"]["REDIS_PASSWORD"] == password
     assert resolved["worker-gpu0"]["environment"]["BV_BROKER_URL"] == (
         f"redis://:{password}@redis:6379/0"
     )
@@ -223,8 +268,7 @@ def test_env_example_documents_every_variable() -> None:
         for line in ENV_EXAMPLE.read_text().splitlines()
         if "=" in line and not line.lstrip().startswith("#")
     }
-    settings_vars = {
-        "BV_BROKER_URL",
+    settings_vars = {  # BV_BROKER_URL is built from REDIS_SCHEME, REDIS_PASSWORD, REDIS_HOST...
         "BV_S3_ENDPOINT_URL",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
@@ -291,6 +335,7 @@ def test_beat_and_watcher(services: dict[str, Any]) -> None:
         "classify",
         "--output",
         "s3://bucketvision/results/",
+        "--wait-for-model",
     ]
 
 
@@ -300,6 +345,19 @@ def test_every_bucketvision_process_has_a_healthcheck(services: dict[str, Any]) 
         assert check and check.get("test") and not check.get("disable"), name
     for name in ("redis", "minio", "prometheus"):
         assert services[name]["healthcheck"]["test"], name
+
+
+def test_no_healthcheck_of_a_bucketvision_process_is_only_a_redis_ping(
+    services: dict[str, Any],
+) -> None:
+    """Each asks its own process: a worker's Celery ping, the watcher's last cycle, beat's lease."""
+    asks = {name: "worker" for name in _workers(services)} | {"watcher": "watcher", "beat": "beat"}
+    for name, check in asks.items():
+        test = " ".join(str(part) for part in services[name]["healthcheck"]["test"])
+        assert f"bucketvision health {check}" in test, f"{name}: {test}"
+        assert ".ping()" not in test
+    flower = " ".join(services["flower"]["healthcheck"]["test"])
+    assert "5555/healthcheck" in flower
 
 
 def test_services_wait_for_a_healthy_redis(services: dict[str, Any]) -> None:
@@ -316,18 +374,31 @@ def test_published_ports_are_loopback_by_default(services: dict[str, Any]) -> No
             assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond this host"
 
 
-def test_prometheus_scrapes_every_bucketvision_process(services: dict[str, Any]) -> None:
+def test_prometheus_finds_every_replica_of_every_bucketvision_process(
+    services: dict[str, Any],
+) -> None:
+    """DNS discovery (a service name resolves to each replica), not one static target."""
     config = _yaml().safe_load(PROMETHEUS_FILE.read_text())
-    targets = {
-        target
+    discovered = {
+        (name, int(group["port"]))
         for job in config["scrape_configs"]
-        for group in job.get("static_configs", [])
-        for target in group["targets"]
+        for group in job.get("dns_sd_configs", [])
+        for name in group["names"]
     }
-    port = services["watcher"]["environment"]["BV_METRICS_PORT"]
+    port = int(services["watcher"]["environment"]["BV_METRICS_PORT"])
     for name in (*_workers(services), "watcher", "beat"):
-        assert services[name]["environment"]["BV_METRICS_PORT"] == port
-        assert f"{name}:{port}" in targets, f"prometheus does not scrape {name}"
+        assert int(services[name]["environment"]["BV_METRICS_PORT"]) == port
+        assert (name, port) in discovered, f"prometheus does not discover {name}"
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    alerts = ROOT / "infra" / "prometheus" / "alerts.yml"
+    assert (str(alerts), "/etc/prometheus/alerts.yml") in _mounts(services["prometheus"])
+    rules = {
+        rule["alert"]: rule["expr"] for group in _yaml().safe_load(alerts.read_text())["groups"]
+        for rule in group["rules"]
+    }  # fmt: skip
+    assert "bv_queue_depth" in rules["BucketvisionQueueGrowing"]
+    assert "bv_dead_letter_batches_total" in rules["BucketvisionDeadLetters"]
+    assert 'up{job="bucketvision-workers"}' in rules["BucketvisionNoWorker"]
     assert (str(PROMETHEUS_FILE), "/etc/prometheus/prometheus.yml") in _mounts(
         services["prometheus"]
     )
@@ -392,7 +463,12 @@ def test_dockerfile_is_multistage_nonroot_and_healthchecked(name: str) -> None:
     for extra in wanted.group(1).split(","):
         assert extra in extras, f"{name} installs the unknown extra {extra!r}"
     assert ("gpu" in wanted.group(1).split(",")) == (name == "Dockerfile.gpu")
-    assert "python:3.11-slim" in text
+    assert re.search(r"python:3\.11\.\d+-slim", text), "the base image is pinned to a patch"
+    assert 'bucketvision", "health", "worker' in text, "the image's check asks the worker"
+    copies = [index for index, line in enumerate(lines) if line.startswith("COPY ")]
+    installs = [index for index, line in enumerate(lines) if "pip install -r" in line]
+    source = next(index for index in copies if "producer" in lines[index])
+    assert installs and installs[0] < source, "the dependency layer comes before the source"
 
 
 def test_ops_extra_has_flower_and_workers_export_metrics() -> None:
