@@ -21,7 +21,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest tests
 
-# Faults on purpose: workers killed, Redis restarted, S3 cut for 30 s (~10 min).
+# Faults on purpose: workers killed, Redis restarted, S3 cut for 30 s (~7 min on 2 cores).
 test-chaos: install
 	$(BIN)/python -m pytest tests/chaos -m chaos -s
 
@@ -53,7 +53,7 @@ bench-quality: install
 	$(BIN)/python -m tests.perf.quality
 
 # Default training on data the project did not generate: scikit-learn's scanned digits,
-# detect and segment on scenes of another style (~45 min); prints a table.
+# detect and segment on scenes of another style (~30 min on 2 cores); prints a table.
 bench-real: install
 	$(BIN)/python -m tests.perf.bench_real
 

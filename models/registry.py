@@ -154,8 +154,9 @@ class ModelRegistry:
                     )
                 known = ", ".join(self.names()) or "none registered yet"
                 raise ModelNotFound(
-                    f"no model named {name!r} in {self.root} (models: {known}); register one with"
-                    " `bucketvision models register NAME --task T --file model.keras`"
+                    f"no model named {name!r} in {self.root} (models: {known}); train one"
+                    " (`bucketvision train NAME --task T --dataset s3://...`) or register one"
+                    " (`bucketvision models register NAME --task T --file model.keras`)"
                 )
         card = self.card(name, version)
         if task is not None and card.get("task") != task:
