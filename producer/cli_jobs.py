@@ -66,32 +66,31 @@ def check_wait_flags(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from bucketvision.infra.jobs import JobStore
-    from bucketvision.producer.status import format_status, job_status
+    from bucketvision.producer.client import Client
+    from bucketvision.producer.status import format_status
 
     check_wait_flags(args)
-    jobs = JobStore.from_url(settings.broker_url)
-    status = job_status(jobs.get(args.job_id))
+    client = Client.from_settings(settings)
+    status = client.job(args.job_id).status()
     if args.wait:
-        return wait_for_job(jobs, args.job_id, args)
+        return wait_for_job(client.job_store, args.job_id, args)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    from bucketvision.infra.jobs import JobStore
-    from bucketvision.producer.lifecycle import format_jobs, list_jobs
+    from bucketvision.producer.client import Client
+    from bucketvision.producer.lifecycle import format_jobs
 
-    rows = list_jobs(JobStore.from_url(settings.broker_url), state=args.state, limit=args.limit)
+    rows = Client.from_settings(settings).jobs(state=args.state, limit=args.limit)
     print(json.dumps(rows, indent=2) if args.json else format_jobs(rows))
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    from bucketvision.producer.lifecycle import cancel_job
+    from bucketvision.producer.client import Client
 
-    found = clients(settings)
-    print(cancel_job(found["jobs"], found["store"], args.job_id))
+    print(Client.from_settings(settings).job(args.job_id).cancel())
     return 0
 
 

@@ -50,17 +50,12 @@ def positive_number(text: str) -> float:
 
 
 def clients(settings: Settings) -> dict[str, Any]:
-    """The S3 store, the Redis job store and the model registry for ``settings``."""
-    from bucketvision.infra.jobs import JobStore
-    from bucketvision.infra.s3 import S3Store
-    from bucketvision.models.registry import ModelRegistry
+    """The S3 store, the Redis job store and the model registry for ``settings``: the
+    parts of the Python API's :class:`~producer.client.Client` the commands pass on."""
+    from bucketvision.producer.client import Client
 
-    store = S3Store.from_settings(settings)
-    return {
-        "store": store,
-        "jobs": JobStore.from_url(settings.broker_url),
-        "registry": ModelRegistry(store, settings.models_uri),
-    }
+    client = Client.from_settings(settings)
+    return {"store": client.store, "jobs": client.job_store, "registry": client.registry}
 
 
 def report_job(found: dict[str, Any], job: Any, args: argparse.Namespace, what: str) -> int:
