@@ -92,6 +92,8 @@ def test_a_worse_candidate_is_held_back_and_a_good_one_promoted(
     assert started.returncode == 0, started.stderr
     running = run_cli(env, "models", "shadow", NAME)
     assert running.returncode == 0 and "still running" in running.stdout, running.stdout
+    shown = json.loads(run_cli(env, "models", "shadow", NAME, "--json").stdout)
+    assert shown["plan"]["version"] == "v3" and shown["jobs_seen"] == 0
     _shadowed_job(env, s3_client, worker)
     good = _card(env, "v3")
     print(f"good candidate: {good['shadow']['results']}")
