@@ -197,3 +197,27 @@ def manifest_lines(
         )
         for key in keys
     ]
+
+
+def classify_loop_stack(
+    service_env: dict[str, str],
+    s3_client: Any,
+    start_worker: Any,
+    cache: Path,
+    *,
+    bucket: str,
+    dataset: str,
+    seed: int,
+) -> tuple[dict[str, str], Any, dict[str, int]]:
+    """The learning-loop tests' start: a 200-digit dataset, 300 new digits under
+    ``incoming/``, a worker on both queues; (env, worker, key -> true label)."""
+    s3_client.create_bucket(Bucket=bucket)
+    made = run_cli(
+        service_env, "datasets", "make", "--task", "classify", "--count", "200", "--output", dataset
+    )
+    assert made.returncode == 0, made.stderr
+    truth = upload_digits(s3_client, bucket, "incoming/", 300, seed=seed)
+    env = {**service_env, "BV_MODEL_CACHE_DIR": str(cache)}
+    worker = start_worker("--queues", "inference,training", "--cpu", "--concurrency", "2", env=env)
+    worker.wait_for_children(2)
+    return env, worker, truth

@@ -24,12 +24,12 @@ import pytest
 
 from bucketvision.models.digits import make_digits
 from tests.helpers import (
+    classify_loop_stack,
     printed_job_id,
     read_job,
     run_cli,
     start_cli,
     submit_cli,
-    upload_digits,
     upload_labelled,
 )
 
@@ -91,15 +91,10 @@ def _correct(s3_client: Any, folder: str, truth: dict[str, int]) -> None:
 def test_review_routes_the_unsure_items_and_the_import_grows_the_dataset_once(
     service_env: dict[str, str], s3_client: Any, start_worker: Any, tmp_path: Path
 ) -> None:
-    s3_client.create_bucket(Bucket=BUCKET)
-    made = run_cli(
-        service_env, "datasets", "make", "--task", "classify", "--count", "200", "--output", DATASET
-    )
-    assert made.returncode == 0, made.stderr
-    truth = upload_digits(s3_client, BUCKET, "incoming/", 300, seed=31)
-    env = {**service_env, "BV_MODEL_CACHE_DIR": str(tmp_path / "cache")}
-    worker = start_worker("--queues", "inference,training", "--cpu", "--concurrency", "2", env=env)
-    worker.wait_for_children(2)
+    env, worker, truth = classify_loop_stack(
+        service_env, s3_client, start_worker, tmp_path / "cache", bucket=BUCKET, dataset=DATASET,
+        seed=31,
+    )  # fmt: skip
     trained = run_cli(
         env, "train", NAME, "--task", "classify", "--dataset", DATASET, "--epochs", "40",
         "--wait", "--quiet", timeout=600,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import printed_job_id, read_job, run_cli, submit_cli, upload_digits
+from tests.helpers import classify_loop_stack, printed_job_id, read_job, run_cli, submit_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -58,15 +58,10 @@ def _shadowed_job(env: dict[str, str], s3_client: Any, worker: Any) -> list[dict
 def test_a_worse_candidate_is_held_back_and_a_good_one_promoted(
     service_env: dict[str, str], s3_client: Any, start_worker: Any, tmp_path: Path
 ) -> None:
-    s3_client.create_bucket(Bucket=BUCKET)
-    made = run_cli(
-        service_env, "datasets", "make", "--task", "classify", "--count", "200", "--output", DATASET
-    )
-    assert made.returncode == 0, made.stderr
-    upload_digits(s3_client, BUCKET, "incoming/", 300, seed=41)
-    env = {**service_env, "BV_MODEL_CACHE_DIR": str(tmp_path / "cache")}
-    worker = start_worker("--queues", "inference,training", "--cpu", "--concurrency", "2", env=env)
-    worker.wait_for_children(2)
+    env, worker, _ = classify_loop_stack(
+        service_env, s3_client, start_worker, tmp_path / "cache", bucket=BUCKET, dataset=DATASET,
+        seed=41,
+    )  # fmt: skip
     _train(env, "--epochs", "40")
 
     _train(

@@ -103,6 +103,13 @@ def run(
     )
 
 
+def put_pngs(store: S3Store, png: bytes, keys: list[str]) -> list[str]:
+    """Put the same PNG under each key; returns the keys."""
+    for key in keys:
+        store.put_bytes(BUCKET, key, png, "image/png")
+    return keys
+
+
 def output_objects(store: S3Store) -> list[str]:
     return sorted(info.key for info in store.list_objects(OUTPUT))
 
@@ -444,9 +451,7 @@ class GroupedModel(FakeModel):
 def test_a_batch_streams_through_the_forward_pass_in_groups(
     store: S3Store, pool: ThreadPoolExecutor, png: bytes
 ) -> None:
-    keys = [f"incoming/g/{index:02d}.png" for index in range(10)]
-    for key in keys:
-        store.put_bytes(BUCKET, key, png, "image/png")
+    keys = put_pngs(store, png, [f"incoming/g/{index:02d}.png" for index in range(10)])
     store.put_bytes(BUCKET, "incoming/g/bad.png", b"not an image")
     model = GroupedModel()
     outcome = run(store, pool, [*keys[:5], "incoming/g/bad.png", *keys[5:]], model=model)
@@ -523,9 +528,7 @@ class DisagreeingModel(FakeModel):
 def test_a_shadowed_batch_compares_the_candidate_and_writes_nothing_of_it(
     store: S3Store, pool: ThreadPoolExecutor, png: bytes
 ) -> None:
-    keys = [f"incoming/{index}.png" for index in range(6)]
-    for key in keys:
-        store.put_bytes(BUCKET, key, png, "image/png")
+    keys = put_pngs(store, png, [f"incoming/{index}.png" for index in range(6)])
     current, candidate = FakeModel(), DisagreeingModel()
     models = {"digits@v1": current, "digits@v2": candidate}
     outcome = run_batch(
@@ -548,9 +551,7 @@ def test_a_shadowed_batch_compares_the_candidate_and_writes_nothing_of_it(
 def test_a_candidate_that_fails_counts_errors_and_the_batch_is_untouched(
     store: S3Store, pool: ThreadPoolExecutor, png: bytes
 ) -> None:
-    keys = ["incoming/a.png", "incoming/b.png"]
-    for key in keys:
-        store.put_bytes(BUCKET, key, png, "image/png")
+    keys = put_pngs(store, png, ["incoming/a.png", "incoming/b.png"])
 
     def load_model(reference: str) -> Any:
         if reference == "digits@v2":
