@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import kombu.exceptions
 import redis
@@ -197,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true", help="leave Redis/S3 running")
     demo.set_defaults(handler=cmd_demo)
 
+    _add_service_commands(sub)
+    return parser
+
+
+def _add_service_commands(sub: Any) -> None:
+    """``health`` and ``doctor``: is this host's service working, and what does it see."""
     health = sub.add_parser(
         "health", help="a container health check: is this host's worker, watcher or beat working?"
     )
@@ -212,7 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check Redis, S3, TensorFlow, GPUs and models")
     doctor.add_argument("--json", action="store_true", help="print the checks as one JSON object")
     doctor.set_defaults(handler=cmd_doctor)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -175,16 +175,7 @@ def add_train(sub: Any) -> None:
         help="auto: promote if the main metric passes the gate (see --tolerance); always; never"
         " (default auto)",
     )
-    train.add_argument(
-        "--shadow-jobs",
-        type=int,
-        default=0,
-        help="with --promote auto: a version the gate passes first runs beside CURRENT on this"
-        " many jobs (default 0: promoted at once)",
-    )
-    train.add_argument(
-        "--shadow-agreement", type=float, help="... and is promoted only if it agrees this much"
-    )
+    _add_shadow_flags(train)
     train.add_argument(
         "--backbone", help="classify: a keras.applications backbone, e.g. MobileNetV2"
     )
@@ -205,3 +196,17 @@ def add_train(sub: Any) -> None:
         " --wait its final record (version, decision, metrics)",
     )
     train.set_defaults(handler=cmd_train)
+
+
+def _add_shadow_flags(train: Any) -> None:
+    """``--shadow-jobs`` and ``--shadow-agreement``: the version first runs in CURRENT's shadow."""
+    train.add_argument(
+        "--shadow-jobs",
+        type=int,
+        default=0,
+        help="with --promote auto: a version the gate passes first runs beside CURRENT on this"
+        " many jobs (default 0: promoted at once)",
+    )
+    train.add_argument(
+        "--shadow-agreement", type=float, help="... and is promoted only if it agrees this much"
+    )

@@ -80,6 +80,11 @@ class WorkerMetrics:
             ["task"],
             **where,
         )
+        self._model_metrics(where)
+        self._models: dict[str, str] = {}  # name@version -> task, as set in model_info
+
+    def _model_metrics(self, where: dict[str, Any]) -> None:
+        """What the worker says about its models: loaded versions, training runs, drift."""
         self.model_info = Gauge(
             "bv_model_info",
             "1 for a model version loaded in a worker child (0 once dropped)",
@@ -115,7 +120,6 @@ class WorkerMetrics:
             ["model"],
             **where,
         )
-        self._models: dict[str, str] = {}  # name@version -> task, as set in model_info
 
     def record_queue_wait(self, queue: str, task: str, seconds: float) -> None:
         """A task started ``seconds`` after the producer enqueued it."""
