@@ -61,7 +61,7 @@ bench-real: install
 bench-footprint: install
 	$(BIN)/python -m tests.perf.bench_footprint $(ARGS)
 
-# Review pays? Uncertainty vs random selection of labels on scikit-learn's digits, 5 rounds x 3 seeds.
+# Review pays? Uncertainty vs random selection of labels on scikit-learn's digits, 5 rounds x 3 seeds (~35 min on 2 cores).
 bench-loop: install
 	$(BIN)/python -m tests.perf.bench_loop $(ARGS)
 
