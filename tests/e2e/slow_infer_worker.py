@@ -27,10 +27,10 @@ def _configure_and_slow_down(*args: Any, **kwargs: Any) -> Any:
     real_infer = pipeline._infer_group
     seconds = float(os.environ.get("BV_TEST_INFER_SECONDS", "0.5"))
 
-    def slow_infer(model: Any, group: list[Any], pool: Any) -> float:
+    def slow_infer(model: Any, group: list[Any], pool: Any, *rest: Any) -> float:
         if any("/slow/" in item.key for item in group):
             time.sleep(seconds)
-        return real_infer(model, group, pool)
+        return real_infer(model, group, pool, *rest)
 
     pipeline._infer_group = slow_infer  # type: ignore[assignment]
     return _real_configure(*args, **kwargs)

@@ -375,7 +375,7 @@ def test_generate_job_writes_images_and_is_reproducible(
         "--model",
         NAMES["generate"],
     )
-    assert bad.returncode == 2 and "--count must be between" in bad.stderr
+    assert bad.returncode == 2 and "argument --count: must be at least 1, not 0" in bad.stderr
 
 
 def test_a_backbone_starts_from_a_weights_file_the_test_made(

@@ -229,7 +229,7 @@ def _versions(env: dict[str, str]) -> list[str]:
 def test_review_flags_are_checked(service_env: dict[str, str]) -> None:
     for flags, message in (
         (["--review-below", "0"], "--review-below must be a probability in (0, 1]"),
-        (["--review-below", "0.5", "--review-max", "0"], "--review-max must be at least 1"),
+        (["--review-below", "0.5", "--review-max", "0"], "argument --review-max: must be at"),
         (["--review-below", "0.5", "--review-floor", "0.6"], "--review-floor must be at least 0"),
     ):
         done = submit_cli(service_env, f"s3://{BUCKET}/incoming/", f"s3://{BUCKET}/o/", *flags)
