@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= worker,heif,local,dev
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-chaos lint format bench bench-quality bench-real bench-footprint bench-loop clean
+.PHONY: install demo test test-chaos lint format bench bench-quality bench-real bench-footprint bench-loop bench-watch clean
 
 install: $(STAMP)
 
@@ -64,6 +64,12 @@ bench-footprint: install
 # Review pays? Uncertainty vs random selection of labels on scikit-learn's digits, 5 rounds x 3 seeds (~35 min on 2 cores).
 bench-loop: install
 	$(BIN)/python -m tests.perf.bench_loop $(ARGS)
+
+# Drop-folder latency: bucket events (SQS), repeated and lost events, polling a small prefix and
+# one of 10,000 objects; each prints drop-to-result p50/p95 (~5 min).
+bench-watch: install
+	$(BIN)/python -m pytest -s -m 'slow or e2e' tests/e2e/test_drop_events.py \
+		tests/e2e/test_watch.py -k 'events or exactly_once or 10000'
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

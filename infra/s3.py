@@ -91,8 +91,9 @@ class ObjectInfo:
     etag: str
 
 
-def make_client(settings: Settings, *, pool_size: int = 64) -> Any:
-    """A pooled boto3 S3 client configured from ``settings``.
+def make_client(settings: Settings, *, pool_size: int = 64, service: str = "s3") -> Any:
+    """A pooled boto3 S3 client configured from ``settings`` (``service="sqs"``: the SQS
+    client the drop folder reads bucket events with, at ``BV_SQS_ENDPOINT_URL``).
 
     Keys given in the settings (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and, for
     temporary credentials, ``AWS_SESSION_TOKEN``) are used as they are; without them boto3's
@@ -106,9 +107,10 @@ def make_client(settings: Settings, *, pool_size: int = 64) -> Any:
         read_timeout=60,
         s3={"addressing_style": "path"} if settings.s3_endpoint_url else {},
     )
+    endpoint = settings.s3_endpoint_url if service == "s3" else settings.sqs_endpoint_url
     return boto3.session.Session().client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
+        service,  # type: ignore[call-overload]
+        endpoint_url=endpoint,
         region_name=settings.aws_region,
         aws_access_key_id=settings.aws_access_key_id,
         aws_secret_access_key=settings.aws_secret_access_key,
@@ -273,10 +275,14 @@ class S3Store:
         return True
 
     def exists(self, bucket: str, key: str) -> bool:
+        return self.etag(bucket, key) is not None
+
+    def etag(self, bucket: str, key: str) -> str | None:
+        """The object's ETag (unquoted, as listings give it); None when there is none."""
         try:
-            self.client.head_object(Bucket=bucket, Key=key)
-            return True
+            head = self.client.head_object(Bucket=bucket, Key=key)
         except ClientError as error:
             if _error_code(error) in ("404", "NoSuchKey", "NotFound"):
-                return False
+                return None
             raise self.explain(error, f"s3://{bucket}/{key}") from error
+        return str(head.get("ETag", "")).strip('"')

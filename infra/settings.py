@@ -100,6 +100,8 @@ class Settings:
 
     broker_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     s3_endpoint_url: str | None = None
+    sqs_endpoint_url: str | None = None  # watch --events sqs://: a local stack's SQS
+    watch_events: str | None = field(default=None, repr=False)  # --events's default (a secret)
     aws_region: str = "us-east-1"
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = field(default=None, repr=False)
@@ -149,6 +151,8 @@ class Settings:
             cls(
                 broker_url=broker_url,
                 s3_endpoint_url=env.get("BV_S3_ENDPOINT_URL") or None,
+                sqs_endpoint_url=env.get("BV_SQS_ENDPOINT_URL") or None,
+                watch_events=env.get("BV_WATCH_EVENTS") or None,
                 aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
                 aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
                 aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
@@ -202,6 +206,9 @@ class Settings:
             "broker_url": redact_url(self.broker_url),
             "s3_endpoint_url": redact_url(self.s3_endpoint_url)
             if self.s3_endpoint_url
+            else "(AWS)",
+            "sqs_endpoint_url": redact_url(self.sqs_endpoint_url)
+            if self.sqs_endpoint_url
             else "(AWS)",
             "aws_region": self.aws_region,
             "aws_access_key_id": "set" if self.aws_access_key_id else "(default chain)",

@@ -228,9 +228,10 @@ class ModelRegistry:
             self._set_current(name, version)
         return ModelRef(name, version, card)
 
-    def promote(self, name: str, version: str) -> ModelRef:
-        """Point CURRENT at ``version`` (by hand, or after the promotion gate)."""
-        card = self.card(name, version)
+    def promote(self, name: str, version: str, card: dict[str, Any] | None = None) -> ModelRef:
+        """Point CURRENT at ``version`` (by hand, or after the promotion gate); ``card``: its
+        card as the caller just changed it, saved once with the promotion (not read again)."""
+        card = dict(card) if card is not None else self.card(name, version)
         card["status"] = "promoted"
         card["promoted_at"] = now_iso()
         self.save_card(name, version, card)

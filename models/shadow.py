@@ -234,10 +234,12 @@ def settle(
             section.update(decision=decision, ended_at=now_iso())
             card.update(status=status, decision=decision)
         card["shadow"] = section
-        registry.save_card(name, version, card)
-        if running and plan is not None and "ended_at" in section:
-            if card["status"] == "promoted":
-                registry.promote(name, version)
+        ended = running and plan is not None and "ended_at" in section
+        if ended and card["status"] == "promoted":
+            registry.promote(name, version, card)  # the card, saved once, then CURRENT
+        else:
+            registry.save_card(name, version, card)
+        if ended:
             bucket, pointer = _pointer(registry, name)
             delete_keys(registry.store, bucket, [pointer])
     return section

@@ -52,6 +52,7 @@ class TrainingOutcome:
     promoted: bool
     decision: str
     seconds: float
+    shadowing: bool = False  # it passed the gate and runs in CURRENT's shadow first
 
 
 def promotion_decision(
@@ -95,8 +96,9 @@ def shadow_decision(decision: str, request: TrainingRequest, current: ModelRef |
 
 def _start_shadow(
     registry: ModelRegistry, ref: ModelRef, request: TrainingRequest, decision: str
-) -> str:
-    """Put the new version in CURRENT's shadow; the decision, changed if it cannot run."""
+) -> tuple[str, bool]:
+    """Put the new version in CURRENT's shadow: the decision (changed if it cannot run) and
+    whether the shadow runs."""
     try:
         start_shadow(
             registry, ref, jobs=request.shadow_jobs, min_agreement=request.shadow_agreement
@@ -105,7 +107,8 @@ def _start_shadow(
         decision = f"kept as a candidate: it cannot run in CURRENT's shadow: {error}"
         card = registry.card(ref.name, ref.version)
         registry.save_card(ref.name, ref.version, {**card, "decision": decision})
-    return decision
+        return decision, False
+    return decision, True
 
 
 def status_of(decision: str) -> str:
@@ -209,8 +212,9 @@ def run_training(
     promote, decision = promotion_decision(
         entry.main_metric, value, current, request.tolerance, request.promote
     )
-    shadow_first = promote and current is not None and request.shadow_jobs > 0
-    if shadow_first and request.promote == "auto":
+    shadowing = promote and current is not None and request.shadow_jobs > 0
+    shadowing = shadowing and request.promote == "auto"
+    if shadowing:
         promote, decision = False, shadow_decision(decision, request, current)
     report({"stage": "registering", "decision": decision})
     history = {key: [float(v) for v in values] for key, values in trained.history.items()}
@@ -243,8 +247,8 @@ def run_training(
             status=None if promote else status_of(decision),
             files=_files(trained, history, title),
         )
-    if decision.startswith("shadowing"):
-        decision = _start_shadow(registry, ref, request, decision)
+    if shadowing:
+        decision, shadowing = _start_shadow(registry, ref, request, decision)
     seconds = time.perf_counter() - started
     _announce(report, ref, card, promote, seconds)
-    return TrainingOutcome(ref, metrics, promote, decision, seconds)
+    return TrainingOutcome(ref, metrics, promote, decision, seconds, shadowing)

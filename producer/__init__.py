@@ -2,7 +2,7 @@
 
 from typing import Any
 
-__all__ = ["Client", "Job", "JobFailed", "TrainingRun"]
+__all__ = ["Client", "Job", "JobFailed", "ReviewPolicy", "TrainingRun"]
 
 
 def __getattr__(name: str) -> Any:

@@ -27,49 +27,39 @@ from bucketvision.producer.cli_jobs import (
 )
 from bucketvision.producer.cli_models import add_model_commands
 from bucketvision.producer.cli_review import add_review_commands, add_review_flags, review_policy
-from bucketvision.producer.cli_support import (
-    clients,
-    positive_number,
-    report_job,
-    whole_number,
-)
+from bucketvision.producer.cli_support import positive_number, report_job, whole_number
 from bucketvision.producer.cli_watch import add_watch
 from bucketvision.producer.health import CHECKS
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    from bucketvision.infra.queue import make_celery
-    from bucketvision.producer.key_lists import check_job_id, read_key_list
-    from bucketvision.producer.lifecycle import dry_run
-    from bucketvision.producer.submit import JobRequest, submit_job
+    from bucketvision.producer.client import Client
+    from bucketvision.producer.key_lists import read_key_list
 
     check_wait_flags(args)
-    found = clients(settings)
-    listed = read_key_list(args.keys_from, found["store"]) if args.keys_from else None
-    request = JobRequest(
-        task=args.task,
-        input=args.input,
-        output=args.output,
-        model=args.model,
-        batch_size=args.batch_size or settings.batch_size,
-        includes=args.include or (),
-        item_outputs=not args.no_item_outputs,
-        excludes=args.exclude or (),
-        keys=listed,
-        keys_source=f"--keys-from {args.keys_from}",
-        job_id=check_job_id(args.job_id) if args.job_id else None,
-        window=settings.job_window,
-        review=review_policy(args),
-    )
+    client = Client.from_settings(settings)
+    options: dict[str, Any] = {
+        "task": args.task,
+        "output": args.output,
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "include": args.include or (),
+        "exclude": args.exclude or (),
+        "keys": read_key_list(args.keys_from, client.store) if args.keys_from else None,
+        "keys_source": f"--keys-from {args.keys_from}",
+        "job_id": args.job_id,
+        "item_outputs": not args.no_item_outputs,
+        "review": review_policy(args),
+    }
     if args.dry_run:
-        print(dry_run(request, store=found["store"], registry=found["registry"]).describe())
+        print(client.dry_run(args.input, **options).describe())
         return 0
-    job = submit_job(request, app=make_celery(settings), **found)
+    job = client.submit(args.input, **options)
     what = (
-        f"submitted {job.total} objects in {job.batches} batches with {job.model}; "
-        f"results under {job.output}"
+        f"submitted {job.submission.total} objects in {job.submission.batches} batches with "
+        f"{job.submission.model}; results under {job.submission.output}"
     )
-    return report_job(found, job, args, what)
+    return report_job(job, args, what)
 
 
 def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,7 +9,6 @@ when a ``--wait`` sees the job fail or get cancelled, or its ``--timeout`` run o
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from typing import Any
 
@@ -17,7 +16,6 @@ from bucketvision.infra.errors import UserError
 from bucketvision.infra.settings import Settings
 from bucketvision.infra.vocabulary import JOB_STATES
 from bucketvision.producer.cli_support import (
-    clients,
     positive_number,
     report_job,
     wait_for_job,
@@ -95,20 +93,16 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from bucketvision.infra.queue import make_celery
-    from bucketvision.producer.lifecycle import retry_request
-    from bucketvision.producer.submit import submit_job
+    from bucketvision.producer.client import Client
 
     check_wait_flags(args)
-    found = clients(settings)
     errors = [kind.strip() for kind in (args.errors or "").split(",") if kind.strip()]
-    request = retry_request(
-        found["jobs"], found["store"], args.job_id, errors=errors, model=args.model
+    job = Client.from_settings(settings).retry(args.job_id, errors=errors, model=args.model)
+    what = (
+        f"retrying {job.submission.total} error lines of {args.job_id} with "
+        f"{job.submission.model} as {job.id}"
     )
-    request = dataclasses.replace(request, window=settings.job_window)
-    job = submit_job(request, app=make_celery(settings), **found)
-    what = f"retrying {job.total} error lines of {args.job_id} with {job.model} as {job.job_id}"
-    return report_job(found, job, args, what)
+    return report_job(job, args, what)
 
 
 def add_job_commands(sub: Any) -> None:

@@ -21,23 +21,22 @@ from bucketvision.producer.cli_train import add_train
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
-    from bucketvision.infra.queue import make_celery
-    from bucketvision.producer.generate import GenerateRequest, submit_generate
+    from bucketvision.producer.client import Client
 
     check_wait_flags(args)
-    request = GenerateRequest(
-        count=args.count,
+    job = Client.from_settings(settings).generate(
+        args.count,
         output=args.output,
         model=args.model,
         seed=args.seed,
         label=args.label,
-        batch_size=args.batch_size or settings.batch_size,
-        window=settings.job_window,
+        batch_size=args.batch_size,
     )
-    found = clients(settings)
-    job = submit_generate(request, app=make_celery(settings), **found)
-    what = f"generating {job.total} images with {job.model} under {job.output}generated/"
-    return report_job(found, job, args, what)
+    what = (
+        f"generating {job.submission.total} images with {job.submission.model} under "
+        f"{job.submission.output}generated/"
+    )
+    return report_job(job, args, what)
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,10 +7,13 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bucketvision.infra.errors import EXIT_FAILED, EXIT_USAGE, UserError
 from bucketvision.infra.settings import Settings
+
+if TYPE_CHECKING:
+    from bucketvision.producer.handles import Job
 
 
 class CommandError(UserError):
@@ -58,22 +61,23 @@ def clients(settings: Settings) -> dict[str, Any]:
     return {"store": client.store, "jobs": client.job_store, "registry": client.registry}
 
 
-def report_job(found: dict[str, Any], job: Any, args: argparse.Namespace, what: str) -> int:
+def report_job(job: Job, args: argparse.Namespace, what: str) -> int:
     """Print the job id (stdout) and ``what`` (stderr); with ``--wait`` follow it to the end.
 
     A job whose id was taken already (``submit --job-id``) is that job: nothing new was sent.
     """
+    submitted = job.submission
     as_json = getattr(args, "json", False)
     if not as_json:
-        print(job.job_id, flush=True)
-    if getattr(job, "existing", False):
-        what = f"job {job.job_id} exists already: nothing new submitted"
+        print(job.id, flush=True)
+    if submitted.existing:
+        what = f"job {job.id} exists already: nothing new submitted"
     print(what, file=sys.stderr)
     if not args.wait:
         if as_json:
-            print(json.dumps(asdict(job), indent=2))
+            print(json.dumps(asdict(submitted), indent=2))
         return 0
-    return wait_for_job(found["jobs"], job.job_id, args)
+    return wait_for_job(job.client.job_store, job.id, args)
 
 
 def wait_for_job(jobs: Any, job_id: str, args: argparse.Namespace) -> int:

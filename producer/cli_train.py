@@ -10,29 +10,25 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bucketvision.infra.errors import EXIT_FAILED
 from bucketvision.infra.s3 import parse_s3_uri
 from bucketvision.infra.settings import Settings
 from bucketvision.infra.vocabulary import FAMILY_TASKS
 from bucketvision.models.registry import file_sha256
-from bucketvision.producer.cli_support import CommandError, clients, positive_number, whole_number
+from bucketvision.producer.cli_support import CommandError, positive_number, whole_number
+
+if TYPE_CHECKING:
+    from bucketvision.producer.client import Client
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from bucketvision.infra.messages import TrainingRequest
-    from bucketvision.infra.queue import make_celery
-    from bucketvision.infra.training_runs import TrainingRuns
-    from bucketvision.producer.follow import wait
-    from bucketvision.producer.train import (
-        TRAINING_PATIENCE,
-        followed_run,
-        format_run,
-        submit_training,
-    )
+    from bucketvision.producer.client import Client
+    from bucketvision.producer.train import format_run
 
-    found = clients(settings)
+    client = Client.from_settings(settings)
     request = TrainingRequest(
         name=args.name,
         task=args.task,
@@ -47,35 +43,27 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         steps_per_epoch=args.steps_per_epoch,
         shadow_jobs=args.shadow_jobs,
         shadow_agreement=args.shadow_agreement,
-        extra={**_backbone_options(args, found), **_budget_options(args)},
+        extra={**_backbone_options(args, client), **_budget_options(args)},
     )
-    runs = TrainingRuns(found["jobs"].redis)
-    run_id, counts = submit_training(
-        request,
-        app=make_celery(settings),
-        store=found["store"],
-        runs=runs,
-        registry=found["registry"],
-    )
+    run = client.train(request=request)
     if not args.json:
-        print(run_id, flush=True)
-    split = ", ".join(f"{name} {count}" for name, count in counts.items() if count)
+        print(run.id, flush=True)
+    split = ", ".join(f"{name} {count}" for name, count in run.counts.items() if count)
     print(
         f"queued training of {args.name} ({args.task}) on {args.dataset}: {split}", file=sys.stderr
     )
     if not args.wait:
         if args.json:
-            print(json.dumps({"run_id": run_id, "counts": counts}, indent=2))
+            print(json.dumps({"run_id": run.id, "counts": run.counts}, indent=2))
         return 0
-    followed = followed_run(runs, run_id)
-    record = wait(followed, progress=not args.quiet, patience=TRAINING_PATIENCE)
+    record = run.wait(progress=not args.quiet)
     if args.json:
         print(json.dumps(record, indent=2, default=str))
     print(format_run(record), file=sys.stderr)
     return 0 if record["state"] == "finished" else EXIT_FAILED
 
 
-def _backbone_options(args: argparse.Namespace, found: dict[str, Any]) -> dict[str, Any]:
+def _backbone_options(args: argparse.Namespace, client: Client) -> dict[str, Any]:
     """``--backbone`` / ``--weights`` as the classify family's options.
 
     A local weights file is uploaded beside the registry first, so a worker on another
@@ -94,7 +82,7 @@ def _backbone_options(args: argparse.Namespace, found: dict[str, Any]) -> dict[s
     if weights is None:
         return extra
     weights = check_weights_name(weights)
-    store, registry = found["store"], found["registry"]
+    store, registry = client.store, client.registry
     if weights.startswith("s3://"):
         uri = parse_s3_uri(weights, directory=False)
         if not store.exists(uri.bucket, uri.prefix):

@@ -16,7 +16,7 @@ from typing import Any
 
 from bucketvision.infra.errors import EXIT_FAILED
 from bucketvision.infra.logs import configure_logging
-from bucketvision.infra.settings import DEFAULT_MODELS, Settings
+from bucketvision.infra.settings import DEFAULT_MODELS, Settings, redact_url
 from bucketvision.infra.vocabulary import IMAGE_PATTERNS, INFERENCE_TASKS
 from bucketvision.producer.cli_jobs import add_key_filters
 from bucketvision.producer.cli_review import add_review_flags, review_policy
@@ -48,9 +48,25 @@ def add_watch(sub: Any) -> None:
     )
     watch.add_argument(
         "--rescan-seconds",
-        type=float,
+        type=positive_number,
         default=60.0,
-        help="list the whole prefix this often (overwrites, out-of-order keys)",
+        help="list the whole prefix this often (default 60): with --events the reconciliation"
+        " that finds what the event source dropped; without, what a large prefix's cursor"
+        " misses (overwrites, keys that sort before it)",
+    )
+    watch.add_argument(
+        "--events",
+        metavar="URI",
+        help="learn of new objects from bucket events: sqs://HOST/ACCOUNT/QUEUE (S3"
+        " notifications) or redis://HOST:PORT/DB/LIST (MinIO's Redis target, access format);"
+        " default BV_WATCH_EVENTS (keeps a password off the command line); docs/jobs.md",
+    )
+    watch.add_argument(
+        "--full-listing-max",
+        type=whole_number(0),
+        default=10_000,
+        help="without --events, list the whole prefix every cycle while it holds at most this"
+        " many objects (default 10000), so key order does not delay anything",
     )
     add_key_filters(watch, "repeatable; default image suffixes")
     add_review_flags(watch)
@@ -58,7 +74,7 @@ def add_watch(sub: Any) -> None:
         "--json",
         action="store_true",
         help="one JSON object a line on stdout: each job sent ({job_id, total, model}), and"
-        " the end ({stopped, cycles, enqueued, failed})",
+        " the end ({stopped, cycles, enqueued, failed, events: {received, duplicate, reconciled}})",
     )
     watch.add_argument(
         "--wait-for-model",
@@ -88,6 +104,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         batch_size=args.batch_size or settings.batch_size,
         max_in_flight=args.max_in_flight,
         rescan_seconds=args.rescan_seconds,
+        full_listing_max=args.full_listing_max,
         includes=tuple(args.include or IMAGE_PATTERNS),
         excludes=tuple(args.exclude or ()),
         window=settings.job_window,
@@ -101,6 +118,11 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
             found["registry"], args.model or DEFAULT_MODELS[args.task], args.task, report
         )
     found["announce"] = _json_lines if args.json else None
+    events = args.events or settings.watch_events
+    if events:
+        from bucketvision.producer.watch_events import open_event_source
+
+        found["events"] = open_event_source(events, settings)
     if settings.metrics_port is None:
         watcher = Watcher(request, app=make_celery(settings), report=report, **found)
     else:
@@ -115,12 +137,19 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
             request, app=make_celery(settings), report=report, metrics=WatcherMetrics(), **found
         )
     watcher.stop_on_signals()
-    report(f"watching {request.input} every {request.interval:g} s -> {request.output}")
+    how = (
+        f"on events from {redact_url(args.events)}"
+        if args.events
+        else f"every {request.interval:g} s"
+    )
+    report(f"watching {request.input} {how} -> {request.output}")
     state = watcher.run()
     report(f"stopped after {state.cycles} cycles; {state.enqueued} objects enqueued")
     if args.json:
+        events = {"received": state.events.received, "duplicate": state.events.duplicate,
+                  "reconciled": state.events.reconciled}  # fmt: skip
         _json_lines({"stopped": True, "cycles": state.cycles, "enqueued": state.enqueued,
-                     "failed": state.failed})  # fmt: skip
+                     "failed": state.failed, "events": events})  # fmt: skip
     if request.once and state.failed:
         report(f"jobs that did not finish: {', '.join(state.failed)} (see `bucketvision status`)")
         return EXIT_FAILED

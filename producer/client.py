@@ -19,104 +19,25 @@ alone, so a notebook can pick up a job submitted elsewhere: ``client.job(job_id)
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bucketvision.infra.errors import EXIT_FAILED, UserError
+from bucketvision.infra.errors import UserError
 from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.messages import TrainingRequest
-from bucketvision.infra.outputs import MANIFEST_FILE, SUMMARY_FILE, job_file_key
 from bucketvision.infra.review import ReviewPolicy
-from bucketvision.infra.s3 import S3Store, parse_s3_uri
-from bucketvision.infra.s3_streams import iter_json_lines
+from bucketvision.infra.s3 import S3Store
 from bucketvision.infra.settings import Settings
 from bucketvision.infra.training_runs import TrainingRuns
 from bucketvision.models.registry import ModelRef, ModelRegistry
-from bucketvision.producer.follow import Patience, wait
-from bucketvision.producer.job_start import SubmittedJob
+from bucketvision.producer.handles import Job, JobFailed, TrainingRun
 
+if TYPE_CHECKING:
+    from bucketvision.producer.lifecycle import DryRun
+    from bucketvision.producer.submit import JobRequest
 
-class JobFailed(UserError):
-    """A job waited for ended ``failed`` or ``cancelled``; ``status`` holds its last status."""
-
-    exit_code = EXIT_FAILED
-
-    def __init__(self, message: str, status: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass
-class Job:
-    """A job, by its id: its status, its end, its results."""
-
-    id: str
-    client: Client = field(repr=False)
-    submitted: SubmittedJob | None = field(default=None, repr=False)
-
-    def status(self) -> dict[str, Any]:
-        """State, counts, rate and ETA (what ``bucketvision status --json`` prints)."""
-        from bucketvision.producer.status import job_status
-
-        return job_status(self.client.job_store.get(self.id))
-
-    def wait(self, timeout: float | None = None, *, progress: bool = False) -> dict[str, Any]:
-        """Block until the job ends; its final status. Raises :class:`JobFailed` when it failed
-        or was cancelled, and ``WaitTimedOut`` after ``timeout`` seconds (the job goes on)."""
-        from bucketvision.producer.status import JOB_PATIENCE, followed_job
-
-        patience: Patience = replace(JOB_PATIENCE, timeout_seconds=timeout)
-        status = wait(
-            followed_job(self.client.job_store, self.id), progress=progress, patience=patience
-        )
-        if status["state"] != "finished":
-            reason = status.get("failure") or status["state"]
-            raise JobFailed(f"job {self.id} ended {status['state']}: {reason}", status)
-        return status
-
-    def cancel(self) -> str:
-        """Stop the job: no new batch starts, running ones stop; what happened, in words."""
-        from bucketvision.producer.lifecycle import cancel_job
-
-        return cancel_job(self.client.job_store, self.client.store, self.id)
-
-    def _file_key(self, name: str) -> tuple[str, str]:
-        output = parse_s3_uri(str(self.client.job_store.get(self.id)["output"]))
-        return output.bucket, job_file_key(output, self.id, name)
-
-    def summary(self) -> dict[str, Any]:
-        """The finished job's ``summary.json`` (counts, timings, confidence, review)."""
-        found: dict[str, Any] = self.client.store.get_json(*self._file_key(SUMMARY_FILE))
-        return found
-
-    def results(self) -> Iterator[dict[str, Any]]:
-        """The finished job's manifest lines, one per input, streamed (any size)."""
-        return iter_json_lines(self.client.store, *self._file_key(MANIFEST_FILE))
-
-
-@dataclass
-class TrainingRun:
-    """A training run, by its id: its record and its end."""
-
-    id: str
-    client: Client = field(repr=False)
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def status(self) -> dict[str, Any]:
-        """The run's record: state, stage, epoch and logs, then version, decision, metrics."""
-        record: dict[str, Any] = self.client.runs.get(self.id)
-        return record
-
-    def wait(self, timeout: float | None = None, *, progress: bool = False) -> dict[str, Any]:
-        """Block until the run ends; its final record (``state`` finished or failed)."""
-        from bucketvision.producer.train import TRAINING_PATIENCE, followed_run
-
-        patience = replace(TRAINING_PATIENCE, timeout_seconds=timeout)
-        record: dict[str, Any] = wait(
-            followed_run(self.client.runs, self.id), progress=progress, patience=patience
-        )
-        return record
+__all__ = ["Client", "Job", "JobFailed", "Models", "ReviewPolicy", "TrainingRun"]
 
 
 @dataclass
@@ -214,7 +135,7 @@ class Client:
     def _clients(self) -> dict[str, Any]:
         return {"store": self.store, "jobs": self.job_store, "registry": self.registry}
 
-    def submit(
+    def job_request(
         self,
         input: str,
         *,
@@ -225,14 +146,20 @@ class Client:
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         keys: Sequence[str] | None = None,
+        keys_source: str = "the keys given",
         job_id: str | None = None,
         item_outputs: bool = True,
-        review_below: float | None = None,
-    ) -> Job:
-        """Run ``task`` over the images under ``input`` (or over ``keys``); the job, queued."""
-        from bucketvision.producer.submit import JobRequest, submit_job
+        review: ReviewPolicy | None = None,
+    ) -> JobRequest:
+        """The request :meth:`submit` sends; settings fill what is not given (``BV_BATCH_SIZE``).
 
-        request = JobRequest(
+        ``keys`` runs those keys (``keys_source`` names them in errors) instead of a listing;
+        ``review`` routes items below its confidence to review (else the card's ``review_below``).
+        """
+        from bucketvision.producer.key_lists import check_job_id
+        from bucketvision.producer.submit import JobRequest
+
+        return JobRequest(
             task=task,
             input=input,
             output=output,
@@ -242,13 +169,38 @@ class Client:
             item_outputs=item_outputs,
             excludes=tuple(exclude),
             keys=list(keys) if keys is not None else None,
-            keys_source="the keys given",
-            job_id=job_id,
+            keys_source=keys_source,
+            job_id=check_job_id(job_id) if job_id else None,
             window=self.settings.job_window,
-            review=ReviewPolicy(below=review_below) if review_below is not None else None,
+            review=review,
         )
+
+    def submit(self, input: str, **options: Any) -> Job:
+        """Run ``task`` over the images under ``input`` (or over ``keys``); the job, queued.
+        ``options`` are :meth:`job_request`'s. A ``job_id`` taken already is that job."""
+        return self.send(self.job_request(input, **options))
+
+    def send(self, request: JobRequest) -> Job:
+        """Queue a job for ``request`` (from :meth:`job_request`, or a retry's)."""
+        from bucketvision.producer.submit import submit_job
+
         submitted = submit_job(request, app=self.app, **self._clients())
         return Job(submitted.job_id, self, submitted)
+
+    def dry_run(self, input: str, **options: Any) -> DryRun:
+        """What :meth:`submit` would run (objects, bytes, model, output), without a job."""
+        from bucketvision.producer.lifecycle import dry_run
+
+        request = self.job_request(input, **options)
+        return dry_run(request, store=self.store, registry=self.registry)
+
+    def retry(self, job_id: str, *, errors: Sequence[str] = (), model: str | None = None) -> Job:
+        """A new job over the keys of ``job_id``'s error lines (of the ``errors`` types only,
+        when given), with its model unless ``model``; linked to it by ``retry_of``."""
+        from bucketvision.producer.lifecycle import retry_request
+
+        request = retry_request(self.job_store, self.store, job_id, errors=errors, model=model)
+        return self.send(replace(request, window=self.settings.job_window))
 
     def generate(
         self,
@@ -270,14 +222,16 @@ class Client:
         submitted = submit_generate(request, app=self.app, **self._clients())
         return Job(submitted.job_id, self, submitted)
 
-    def train(self, name: str, *, task: str, dataset: str, **options: Any) -> TrainingRun:
-        """Queue a training run of the next version of ``name``; ``options`` are the fields of
-        a training request (``epochs``, ``minibatch_size``, ``promote``, ``shadow_jobs``...)."""
+    def train(
+        self, name: str = "", *, request: TrainingRequest | None = None, **options: Any
+    ) -> TrainingRun:
+        """Queue a training run of the next version of ``name``: ``options`` are the fields of
+        a training request (``task``, ``dataset``, ``epochs``, ``minibatch_size``, ``promote``,
+        ``shadow_jobs``...), or pass a whole ``request``."""
         from bucketvision.producer.train import submit_training
 
-        request = TrainingRequest.from_json(
-            {"name": name, "task": task, "dataset": dataset, **options}
-        )
+        if request is None:
+            request = TrainingRequest.from_json({"name": name, **options})
         run_id, counts = submit_training(
             request, app=self.app, store=self.store, runs=self.runs, registry=self.registry
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -24,8 +25,10 @@ from bucketvision.infra.queue import INFERENCE_QUEUE, TRAINING_QUEUE
 from bucketvision.infra.settings import Settings
 from bucketvision.producer.queue_metrics import QueueCollector
 from bucketvision.producer.watch import Watcher
+from bucketvision.producer.watch_state import EventCounts
 
 CYCLE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120, 300)
 
 
 class ProducerMetrics:
@@ -110,6 +113,34 @@ class WatcherMetrics:
             **where,
         )
 
+        self.events = Counter(
+            "bv_watcher_events_total",
+            "Bucket events for the watched prefix: new objects claimed, or duplicates",
+            ["outcome"],
+            **where,
+        )
+        self.reconciled = Counter(
+            "bv_watcher_reconciled_total",
+            "Objects a reconciliation listing found that no event announced (--events)",
+            **where,
+        )
+        self.event_lag = Histogram(
+            "bv_watcher_event_lag_seconds",
+            "From an object's event time to its claim (--events)",
+            buckets=LAG_BUCKETS,
+            **where,
+        )
+
+    def record_events(self, before: EventCounts, after: EventCounts) -> None:
+        """What the cycle's events added: claims, duplicates, reconciled objects, lags."""
+        duplicates = after.duplicate - before.duplicate
+        self.events.labels("new").inc(after.received - before.received - duplicates)
+        self.events.labels("duplicate").inc(duplicates)
+        self.reconciled.inc(after.reconciled - before.reconciled)
+        for lag in after.lags:
+            self.event_lag.observe(lag)
+        after.lags.clear()
+
     def record_cycle(self, seconds: float, enqueued: int) -> None:
         self.cycles.inc()
         self.cycle_seconds.observe(seconds)
@@ -134,11 +165,14 @@ class MeteredWatcher(Watcher):
 
     def cycle(self, *, full: bool = False) -> str | None:
         began, before = time.perf_counter(), self.state.enqueued
+        events = replace(self.state.events, lags=[])
         try:
             job_id = super().cycle(full=full)
         except Exception as error:
             self.metrics.record_error(error)
             raise
+        finally:
+            self.metrics.record_events(events, self.state.events)
         self.metrics.record_cycle(time.perf_counter() - began, self.state.enqueued - before)
         return job_id
 

@@ -1,45 +1,41 @@
 """``bucketvision watch``: the drop folder. Every object that lands is processed once.
 
-Each cycle lists what is new (from the listing cursor; the whole prefix every
-``rescan_seconds`` to catch overwrites and keys that sort before the cursor),
-claims each object version in Redis as a lease (:mod:`producer.watch_claims`),
-and enqueues what it claimed as one job at once — no waiting for a full batch.
-It renews the leases while it enqueues, and enqueues only the objects it still
-holds right before sending (a fencing check), so a watcher that stalls keeps
-its objects and one cut off past its lease leaves them to whoever took them
-over. The cursor moves only after that. When Redis goes away mid-cycle, the
-writes that settle the cycle (confirm or release the claims, mark a half-sent
-job failed) are kept and applied first when it is back, so an outage delays an
-object by the outage, not by the lease.
-Above ``max_in_flight`` unfinished items it waits instead of flooding Redis.
-With ``move_to``, an input is moved only after its job recorded its result;
-failed inputs go to ``<move_to>failed/`` with an ``.error.json`` beside them.
-Nothing is ever deleted without its copy written first.
+A cycle finds what is new: with bucket events (``--events``, :mod:`producer.watch_events`)
+what they announce, and a full listing every ``rescan_seconds`` to reconcile; without,
+a listing, of the whole prefix while it holds at most ``full_listing_max`` objects (so
+key order does not matter), else from the cursor with a full listing every
+``rescan_seconds``. It claims each object version in Redis as a lease
+(:mod:`producer.watch_claims`) and enqueues what it claimed as one job at once. It
+renews the leases while it enqueues and enqueues only the objects it still holds right
+before sending (a fencing check), so one cut off past its lease leaves them to whoever
+took them over. The cursor moves, and events are acknowledged, only after that. Writes
+an outage interrupted (confirm or release claims, abandon a half-sent job) are applied
+first when Redis is back. Above ``max_in_flight`` unfinished items it waits. With
+``move_to``, an input is moved only after its job recorded its result (failed ones to
+``<move_to>failed/`` with an ``.error.json``); nothing is deleted before its copy exists.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from itertools import islice
 from typing import Any
 
 from celery import Celery
 
-from bucketvision.infra.jobs import JobNotFound, JobStore
+from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.outages import OUTAGE_ERRORS, Backoff
-from bucketvision.infra.review import ReviewPolicy
 from bucketvision.infra.s3 import ObjectInfo, S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.settings import DEFAULT_MODELS
-from bucketvision.infra.vocabulary import FINAL_STATES, IMAGE_PATTERNS
+from bucketvision.infra.vocabulary import FINAL_STATES
 from bucketvision.models.registry import ModelRegistry
 from bucketvision.models.shadow import claim_slot
 from bucketvision.producer.health import touch_heartbeat
-from bucketvision.producer.job_start import DEFAULT_WINDOW
 from bucketvision.producer.submit import (
     SubmitError,
     check_target,
@@ -49,43 +45,14 @@ from bucketvision.producer.submit import (
     select_keys,
 )
 from bucketvision.producer.watch_claims import Claims
+from bucketvision.producer.watch_events import EventSource, acknowledge, current_versions
 from bucketvision.producer.watch_moves import move_job_inputs
+from bucketvision.producer.watch_state import ABANDONED, WatchRequest, WatchState, holds_its_objects
 
-log = logging.getLogger("bucketvision.watch")
-
-ABANDONED = "the watcher could not send all its batches; its objects are enqueued again"
-
-
-@dataclass(frozen=True)
-class WatchRequest:
-    input: str
-    task: str
-    output: str
-    model: str | None = None
-    interval: float = 5.0
-    move_to: str | None = None
-    once: bool = False
-    batch_size: int = 32
-    window: int = DEFAULT_WINDOW  # batches of a job on the queue at a time (BV_JOB_WINDOW)
-    max_in_flight: int = 5000
-    rescan_seconds: float = 60.0
-    includes: tuple[str, ...] = IMAGE_PATTERNS  # globs on the key relative to the input
-    excludes: tuple[str, ...] = ()
-    review: ReviewPolicy | None = None  # --review-below ...; else the card's review_below
+__all__ = ["ABANDONED", "WatchRequest", "WatchState", "Watcher"]
 
 
-@dataclass
-class WatchState:
-    """What this watcher started and has not settled yet."""
-
-    jobs: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)  # jobs that ended failed or cancelled
-    cycles: int = 0
-    enqueued: int = 0
-    last_rescan: float = 0.0
-    # Writes to Redis that an outage interrupted (confirming or releasing claims,
-    # abandoning a half-sent job), applied in order before anything new is claimed.
-    unsettled: list[Callable[[], object]] = field(default_factory=list)
+LISTING_PAGE = 1000  # keys claimed at a time while a listing goes on (S3's own page)
 
 
 class Watcher:
@@ -101,6 +68,7 @@ class Watcher:
         registry: ModelRegistry,
         report: Callable[[str], None] = print,
         announce: Callable[[dict[str, Any]], None] | None = None,
+        events: EventSource | None = None,
     ) -> None:
         if request.interval <= 0:
             raise SubmitError("--interval must be above 0 seconds")
@@ -110,6 +78,7 @@ class Watcher:
         self.app, self.store, self.jobs, self.registry = app, store, jobs, registry
         self.claims = Claims(jobs.redis, self.input)
         self.report, self.announce = report, announce  # announce: each job sent (--json)
+        self.events = events  # bucket events (--events); listings then only reconcile
         self.state = WatchState()
         self.stopping = threading.Event()
         registry.resolve(self._model_name(), task=request.task)  # fail now, not per cycle
@@ -120,18 +89,31 @@ class Watcher:
     def _excluded(self) -> list[S3Uri]:
         return [uri for uri in (self.output, self.move_to) if uri is not None]
 
-    def _list(self, full: bool) -> tuple[list[ObjectInfo], str | None]:
-        """The listed images to claim, and the last key listed (the next cursor)."""
-        start_after = None if full else self.claims.cursor()
-        listed = list(self.store.list_objects(self.input, start_after=start_after))
-        found = (info.key for info in listed)
+    def _selected(self, objects: Iterable[ObjectInfo]) -> list[ObjectInfo]:
+        """The images under the prefix that the filters keep, outside the output and move-to."""
+        prefix = self.input.prefix
+        by_key = {info.key: info for info in objects if info.key.startswith(prefix)}
         request = self.request
-        keys = set(select_keys(found, self.input, None, request.includes, request.excludes))
+        keys = set(select_keys(by_key, self.input, None, request.includes, request.excludes))
         for excluded in self._excluded():
             if excluded.bucket == self.input.bucket and excluded.prefix:
                 keys = {key for key in keys if not key.startswith(excluded.prefix)}
-        last_key = listed[-1].key if listed else None
-        return [info for info in listed if info.key in keys], last_key
+        return [info for key, info in by_key.items() if key in keys]
+
+    def _pages(self, full: bool) -> Iterator[tuple[list[ObjectInfo], str]]:
+        """The listing a page at a time (all of it, or after the cursor), each with its last
+        key, so a page is claimed and enqueued while the next is listed. A full listing, read
+        to its end, also prunes the claims of keys that are gone (:meth:`Claims.prune`)."""
+        start_after = None if full else self.claims.cursor()
+        found: set[str] = set()
+        listing = iter(self.store.list_objects(self.input, start_after=start_after))
+        while page := list(islice(listing, LISTING_PAGE)):
+            found.update(info.key for info in page)
+            yield page, page[-1].key
+        if full:
+            self.state.prefix_size = len(found)
+            with contextlib.suppress(*OUTAGE_ERRORS):  # housekeeping: the next listing prunes
+                self.claims.prune(found)
 
     def in_flight(self) -> int:
         """Items of this watcher's jobs that are not done yet."""
@@ -143,41 +125,60 @@ class Watcher:
         return pending
 
     def cycle(self, *, full: bool = False) -> str | None:
-        """List, claim and enqueue once; returns the job id when something was enqueued."""
+        """Claim and enqueue what is new once; returns the job id when something was enqueued.
+
+        With events, what they announced (waiting up to ``interval`` for it) and, every
+        ``rescan_seconds``, a full listing that reconciles; without, a listing: the whole
+        prefix when it is small (``full_listing_max``), else from the cursor."""
         self._apply_unsettled()
         self.settle()
         pending = self.in_flight()
-        if pending >= self.request.max_in_flight:
+        self.state.throttled = pending >= self.request.max_in_flight
+        if self.state.throttled:
             self.report(f"waiting: {pending} items in flight (--max-in-flight)")
             return None
         now = time.monotonic()
         full = full or now - self.state.last_rescan >= self.request.rescan_seconds
         if full:
             self.state.last_rescan = now
-        listed, last_key = self._list(full)
-        claimed = self.claims.claim(listed, self._enqueued)
+        self.state.cycles += 1
+        if self.events is not None and not self.request.once:
+            job_id = self._take_events(self.events)
+            if not full:
+                return job_id
+        elif (self.state.prefix_size or 0) <= self.request.full_listing_max:
+            full = True
+        job_id = None
+        for page, last_key in self._pages(full):
+            claimed = self._claim(self._selected(page))
+            if self.events is not None:
+                self.state.events.reconciled += len(claimed)
+            job_id = (self._enqueue(claimed) if claimed else None) or job_id
+            self._settle_later(partial(self.claims.advance, last_key))  # all before it is sent
+        return job_id
+
+    def _take_events(self, source: EventSource) -> str | None:
+        """Claim and enqueue what the events announce; acknowledge them once that is done."""
+        received = source.receive(self.request.interval)
+        ours = [e for e in received.events if e.bucket == self.input.bucket]
+        wanted = {info.key for info in self._selected(ObjectInfo(e.key, 0, "") for e in ours)}
+        announced = [event for event in ours if event.key in wanted]
+        fresh = current_versions(self.store, self.claims, announced)
+        objects = list({e.key: ObjectInfo(e.key, e.size, e.etag) for e in fresh}.values())
+        claimed = self._claim(objects)
+        self.state.events.count(announced, claimed)
+        job_id = self._enqueue(claimed) if claimed else None
+        acknowledge(source, received)
+        return job_id
+
+    def _claim(self, objects: list[ObjectInfo]) -> list[ObjectInfo]:
+        claimed = self.claims.claim(objects, lambda job_id: holds_its_objects(self.jobs, job_id))
         for job_id in self.claims.adopted:  # a dead watcher's job: move its inputs for it
             self.report(f"{job_id}: confirmed the claims of a watcher that stopped")
             if self.move_to is not None and job_id not in self.state.jobs:
                 self.state.jobs.append(job_id)
         self.claims.adopted.clear()
-        self.state.cycles += 1
-        job_id = self._enqueue(claimed) if claimed else None
-        if last_key is not None:  # only once what was listed is claimed and enqueued
-            self._settle_later(lambda: self.claims.advance(last_key))
-        return job_id
-
-    def _enqueued(self, job_id: str) -> bool:
-        """Whether ``job_id``, bound to a lapsed claim, holds its objects: its whole plan
-        was written (the lost-batch audit sends what was not sent) or it finished, and
-        its watcher did not abandon it."""
-        try:
-            record = self.jobs.get(job_id)
-        except JobNotFound:
-            return False
-        if record["state"] in FINAL_STATES:
-            return record.get("failure") != ABANDONED
-        return bool(record.get("planned"))
+        return claimed
 
     def _enqueue(self, claimed: list[ObjectInfo]) -> str | None:
         """One job over the claimed objects we still hold; if sending fails, none stays claimed.
@@ -279,7 +280,9 @@ class Watcher:
                 self.stopping.wait(delay)
                 continue
             backoff.reset()
-            self.stopping.wait(max(0.0, self.request.interval - (time.monotonic() - began)))
+            if self.events is None or self.state.throttled:
+                waited = time.monotonic() - began  # events: receiving waited already
+                self.stopping.wait(max(0.0, self.request.interval - waited))
         with contextlib.suppress(*OUTAGE_ERRORS):
             self._apply_unsettled()
             self.settle()

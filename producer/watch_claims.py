@@ -130,6 +130,18 @@ return held
 """
 )
 
+# KEYS[1]; ARGV = key1, value1, ...: each claim still ``value`` is deleted. Returns the count.
+_PRUNE = """
+local pruned = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    pruned = pruned + 1
+  end
+end
+return pruned
+"""
+
 
 class Claims:
     """The claims of one watched prefix (``bv:watch:<hash of the prefix>``), held as one token."""
@@ -146,6 +158,8 @@ class Claims:
         self._claim = client.register_script(_CLAIM)
         self._take_over = client.register_script(_TAKE_OVER)
         self._holder = client.register_script(_HOLDER)
+        self._prune = client.register_script(_PRUNE)
+        self._gone: dict[str, bytes] = {}  # final claims of keys the last full listing missed
 
     def claim(
         self, objects: list[ObjectInfo], enqueued: Callable[[str], bool] = lambda _job: False
@@ -239,6 +253,36 @@ class Claims:
         finally:
             stop.set()
             thread.join(timeout=1.0)  # a late renewal is harmless: settled claims have no lease
+
+    def etags(self, keys: list[str]) -> dict[str, str]:
+        """The ETag each of ``keys`` is claimed with (final or leased); unclaimed keys left out."""
+        found: dict[str, str] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            for key, value in zip(chunk, self.redis.hmget(self.key, chunk), strict=True):
+                if value is not None:
+                    found[key] = value.decode().split(" pending ", 1)[0]
+        return found
+
+    def prune(self, existing: set[str]) -> int:
+        """Drop final claims of keys that two full listings in a row did not find; how many.
+
+        Without ``--move-to`` the record would otherwise hold every key ever dropped. A key
+        is dropped only if it was gone at the listing before too and its claim is unchanged
+        (a compare-and-delete), so an object claimed by an event after a listing began, and
+        listed by the next one, keeps its claim. Leases are never pruned."""
+        gone: dict[str, bytes] = {}
+        for field, value in self.redis.hscan_iter(self.key, count=1000):
+            key = field.decode()
+            if key not in existing and b" pending " not in value:
+                gone[key] = value
+        ready = [(key, value) for key, value in gone.items() if self._gone.get(key) == value]
+        self._gone = {key: value for key, value in gone.items() if self._gone.get(key) != value}
+        pruned = 0
+        for start in range(0, len(ready), _CHUNK):
+            arguments = [item for pair in ready[start : start + _CHUNK] for item in pair]
+            pruned += int(self._prune(keys=[self.key], args=arguments))
+        return pruned
 
     def forget(self, keys: list[str]) -> None:
         """Drop claims of moved objects, so the same bytes dropped again are processed again."""

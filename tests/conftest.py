@@ -12,15 +12,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 import redis
-from botocore.config import Config
 
 from bucketvision.infra.local_services import ManagedProcess, redis_answers, start_moto, start_redis
 from bucketvision.infra.s3 import S3Store
 from bucketvision.infra.settings import Settings
-from tests.helpers import train_and_register_digits
+from tests.helpers import aws_client, train_and_register_digits
 from tests.workers import WorkerProcess
 
 TEST_REDIS_DB = 11
@@ -70,14 +68,7 @@ def settings(service_env: dict[str, str]) -> Settings:
 
 @pytest.fixture(scope="session")
 def s3_client(service_env: dict[str, str]):  # type: ignore[no-untyped-def]
-    return boto3.client(
-        "s3",
-        endpoint_url=service_env["BV_S3_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing-secret",
-        config=Config(max_pool_connections=32),
-    )
+    return aws_client(service_env, "s3")
 
 
 @pytest.fixture(scope="session")

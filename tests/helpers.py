@@ -221,3 +221,18 @@ def classify_loop_stack(
     worker = start_worker("--queues", "inference,training", "--cpu", "--concurrency", "2", env=env)
     worker.wait_for_children(2)
     return env, worker, truth
+
+
+def aws_client(env: dict[str, str], service: str) -> Any:
+    """A boto3 client of ``service`` (s3, sqs) on the tests' moto server."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        service,  # type: ignore[call-overload]
+        endpoint_url=env["BV_S3_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing-secret",
+        config=Config(max_pool_connections=32),
+    )

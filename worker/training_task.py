@@ -18,7 +18,7 @@ from typing import Any
 from bucketvision.infra.messages import TrainingMessage
 from bucketvision.infra.training_runs import RunNotFound, TrainingRuns
 from bucketvision.infra.vocabulary import FINAL_STATES
-from bucketvision.models.training import run_training
+from bucketvision.models.training import TrainingOutcome, run_training
 from bucketvision.models.weights import local_weights
 from bucketvision.worker.reports import TrainingReport
 from bucketvision.worker.runtime import get_runtime
@@ -26,11 +26,11 @@ from bucketvision.worker.runtime import get_runtime
 log = logging.getLogger("bucketvision.training")
 
 
-def training_outcome(promoted: bool, decision: str) -> str:
+def training_outcome(outcome: TrainingOutcome) -> str:
     """The run's outcome label: promoted, shadow (promoted later, if it agrees) or rejected."""
-    if promoted:
+    if outcome.promoted:
         return "promoted"
-    return "shadow" if decision.startswith("shadowing") else "rejected"
+    return "shadow" if outcome.shadowing else "rejected"
 
 
 def handle_training(body: dict[str, Any]) -> TrainingReport:
@@ -99,6 +99,6 @@ def handle_training(body: dict[str, Any]) -> TrainingReport:
         about,
         state="finished",
         version=str(outcome.ref),
-        outcome=training_outcome(outcome.promoted, outcome.decision),
+        outcome=training_outcome(outcome),
         metrics=outcome.metrics,
     )

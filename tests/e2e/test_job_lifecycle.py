@@ -183,10 +183,12 @@ def test_retry_runs_the_error_lines_again_linked_to_the_job(
 
     fixed = png_bytes(make_digits(1, seed=9)[0][0])  # the empty object, now a digit
     s3_client.put_object(Bucket=BUCKET, Key="in/bad/empty.png", Body=fixed)
-    done = run_cli(service_env, "retry", mixed_job, "--errors", "EmptyObject", "--wait")
+    done = run_cli(service_env, "retry", mixed_job, "--errors", "EmptyObject", "--wait", "--json")
     assert done.returncode == 0, done.stderr + worker.log()
-    retry_id = printed_job_id(done)
-    assert retry_id != mixed_job
+    status = json.loads(done.stdout)  # --json: the final status alone on stdout
+    retry_id = status["job_id"]
+    assert retry_id != mixed_job and status["state"] == "finished" and status["ok"] == 1
+    assert f"retrying 1 error lines of {mixed_job}" in done.stderr
     lines, summary = read_job(s3_client, BUCKET, "out/mixed/", retry_id)
     assert [(line["key"], line["status"]) for line in lines] == [("in/bad/empty.png", "ok")]
     assert summary["retry_of"] == mixed_job and summary["model"].startswith("digits@")

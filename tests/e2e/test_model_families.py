@@ -338,7 +338,7 @@ def test_generate_job_writes_images_and_is_reproducible(
     service_env: dict[str, str], trained: Any, s3_client: Any
 ) -> None:
     jobs = []
-    for output in ("gen-a/", "gen-b/"):
+    for output, report in (("gen-a/", "--quiet"), ("gen-b/", "--json")):
         done = run_cli(
             service_env,
             "generate",
@@ -351,10 +351,23 @@ def test_generate_job_writes_images_and_is_reproducible(
             "--seed",
             "5",
             "--wait",
-            "--quiet",
+            report,
         )
         assert done.returncode == 0, done.stderr
-        jobs.append(printed_job_id(done))
+        if report == "--json":  # stdout is the final status alone: one JSON document
+            status = json.loads(done.stdout)
+            assert status["state"] == "finished" and status["ok"] == 12 and status["error"] == 0
+            jobs.append(status["job_id"])
+        else:
+            jobs.append(printed_job_id(done))
+    queued = run_cli(
+        service_env, "generate", "--count", "3", "--model", NAMES["generate"],
+        "--output", f"s3://{BUCKET}/gen-d/", "--json",
+    )  # fmt: skip
+    assert queued.returncode == 0, queued.stderr
+    submitted = json.loads(queued.stdout)
+    assert submitted["total"] == 3 and submitted["model"].startswith(f"{NAMES['generate']}@")
+    assert submitted["output"] == f"s3://{BUCKET}/gen-d/" and not submitted["existing"]
     first, summary = check_job_outputs(s3_client, BUCKET, "gen-a/", jobs[0], "generate")
     second, _ = check_job_outputs(s3_client, BUCKET, "gen-b/", jobs[1], "generate")
     assert summary["task"] == "generate" and summary["ok"] == 12

@@ -54,7 +54,14 @@ def test_json_outputs_parse(
     )  # fmt: skip
     assert watched.returncode == 0, watched.stderr
     lines = [json.loads(line) for line in watched.stdout.splitlines()]
-    assert lines[-1] == {"stopped": True, "cycles": 1, "enqueued": 0, "failed": []}
+    events = {"received": 0, "duplicate": 0, "reconciled": 0}  # no --events
+    assert lines[-1] == {
+        "stopped": True,
+        "cycles": 1,
+        "enqueued": 0,
+        "failed": [],
+        "events": events,
+    }
 
     made = run_cli(
         service_env, "datasets", "make", "--task", "classify", "--count", "20",

@@ -339,6 +339,25 @@ def test_beat_and_watcher(services: dict[str, Any]) -> None:
     ]
 
 
+def test_the_watcher_reads_minios_bucket_events_from_redis(services: dict[str, Any]) -> None:
+    """MinIO publishes incoming/'s new objects to a Redis list (access format) and the watcher
+    pops it; the URI with the Redis password is in the environment, not the command line."""
+    minio = services["minio"]["environment"]
+    assert minio["MINIO_NOTIFY_REDIS_ENABLE_BV"] == "on"
+    assert minio["MINIO_NOTIFY_REDIS_FORMAT_BV"] == "access"
+    assert minio["MINIO_NOTIFY_REDIS_ADDRESS_BV"] == "redis:6379"
+    key = minio["MINIO_NOTIFY_REDIS_KEY_BV"]
+    assert minio["MINIO_NOTIFY_REDIS_QUEUE_DIR_BV"].startswith("/data/")
+    init = " ".join(services["minio-init"]["entrypoint"])
+    assert "mc event add" in init and "arn:minio:sqs::bv:redis" in init
+    assert "--prefix incoming/" in init and "--event put" in init
+    events = services["watcher"]["environment"]["BV_WATCH_EVENTS"]
+    password = services["redis"]["environment"]["REDIS_PASSWORD"]
+    assert events == f"redis://:{password}@redis:6379/0/{key}"
+    assert password not in " ".join(_command(services["watcher"]))
+    assert services["watcher"]["environment"]["BV_BROKER_URL"]  # the shared settings too
+
+
 def test_every_bucketvision_process_has_a_healthcheck(services: dict[str, Any]) -> None:
     for name in (*_workers(services), *BUCKETVISION_IMAGE_SERVICES):
         check = services[name].get("healthcheck")

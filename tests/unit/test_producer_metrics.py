@@ -89,3 +89,38 @@ def test_watcher_cycles_are_counted_and_timed() -> None:
     assert _value(registry, "bv_watcher_errors_total", error="ConnectionError") == 1
     assert _value(registry, "bv_watcher_in_flight") == 3
     assert _value(registry, "bv_watcher_cycle_seconds_count") == 2
+
+
+def test_bucket_events_are_counted_and_their_lag_observed() -> None:
+    """A cycle's events: the new ones, the repeats, what reconciliation found, the lags."""
+    registry = CollectorRegistry()
+    watcher = object.__new__(_Metered)
+    watcher.metrics = WatcherMetrics(registry)
+    watcher.state = WatchState()
+    events = watcher.state.events
+
+    def one_cycle() -> None:  # what _take_events and a reconciliation add during a cycle
+        events.received += 5
+        events.duplicate += 2
+        events.reconciled += 1
+        events.lags += [0.2, 0.4, 2.5]
+
+    watcher.script = [0, 0]
+    original = _FakeWatcher.cycle
+
+    def cycle(self: _FakeWatcher, *, full: bool = False) -> str | None:
+        one_cycle()
+        return original(self, full=full)
+
+    _FakeWatcher.cycle = cycle  # type: ignore[method-assign]
+    try:
+        watcher.cycle()
+        watcher.cycle()
+    finally:
+        _FakeWatcher.cycle = original  # type: ignore[method-assign]
+    assert _value(registry, "bv_watcher_events_total", outcome="new") == 6
+    assert _value(registry, "bv_watcher_events_total", outcome="duplicate") == 4
+    assert _value(registry, "bv_watcher_reconciled_total") == 2
+    assert _value(registry, "bv_watcher_event_lag_seconds_count") == 6
+    assert _value(registry, "bv_watcher_event_lag_seconds_bucket", le="0.5") == 4
+    assert events.lags == []  # drained into the histogram
