@@ -101,9 +101,8 @@ class Watcher:
         return [info for key, info in by_key.items() if key in keys]
 
     def _pages(self, full: bool) -> Iterator[tuple[list[ObjectInfo], str]]:
-        """The listing a page at a time (all of it, or after the cursor), each with its last
-        key, so a page is claimed and enqueued while the next is listed. A full listing, read
-        to its end, also prunes the claims of keys that are gone (:meth:`Claims.prune`)."""
+        """The listing (all, or after the cursor) a page at a time with its last key: a page is
+        enqueued before the next is listed. Read to its end, a full one prunes the claims."""
         start_after = None if full else self.claims.cursor()
         found: set[str] = set()
         listing = iter(self.store.list_objects(self.input, start_after=start_after))
@@ -117,25 +116,15 @@ class Watcher:
 
     def in_flight(self) -> int:
         """Items of this watcher's jobs that are not done yet."""
-        pending = 0
-        for job_id in self.state.jobs:
-            record = self.jobs.get(job_id)
-            if record["state"] not in FINAL_STATES:
-                pending += int(record["total"]) - int(record["ok"]) - int(record["error"])
-        return pending
+        records = [self.jobs.get(job_id) for job_id in self.state.jobs]
+        unfinished = [record for record in records if record["state"] not in FINAL_STATES]
+        return sum(int(r["total"]) - int(r["ok"]) - int(r["error"]) for r in unfinished)
 
     def cycle(self, *, full: bool = False) -> str | None:
-        """Claim and enqueue what is new once; returns the job id when something was enqueued.
-
-        With events, what they announced (waiting up to ``interval`` for it) and, every
-        ``rescan_seconds``, a full listing that reconciles; without, a listing: the whole
-        prefix when it is small (``full_listing_max``), else from the cursor."""
+        """Claim and enqueue what is new once (see the module docstring); the last job sent."""
         self._apply_unsettled()
         self.settle()
-        pending = self.in_flight()
-        self.state.throttled = pending >= self.request.max_in_flight
-        if self.state.throttled:
-            self.report(f"waiting: {pending} items in flight (--max-in-flight)")
+        if self._throttled():
             return None
         now = time.monotonic()
         full = full or now - self.state.last_rescan >= self.request.rescan_seconds
@@ -155,17 +144,33 @@ class Watcher:
                 self.state.events.reconciled += len(claimed)
             job_id = (self._enqueue(claimed) if claimed else None) or job_id
             self._settle_later(partial(self.claims.advance, last_key))  # all before it is sent
+            if claimed and self._throttled():  # the rest of the listing waits: list it again
+                self.state.last_rescan = 0.0 if full else self.state.last_rescan
+                break
         return job_id
+
+    def _throttled(self) -> bool:
+        """Above ``max_in_flight`` unfinished items (or Redis away): enqueue nothing more now."""
+        try:
+            pending = self.in_flight()
+        except OUTAGE_ERRORS:
+            return True  # mid-listing: stop; the next cycle waits for Redis
+        self.state.throttled = pending >= self.request.max_in_flight
+        if self.state.throttled:
+            self.report(f"waiting: {pending} items in flight (--max-in-flight)")
+        return self.state.throttled
 
     def _take_events(self, source: EventSource) -> str | None:
         """Claim and enqueue what the events announce; acknowledge them once that is done."""
-        received = source.receive(self.request.interval)
+        until_rescan = self.state.last_rescan + self.request.rescan_seconds - time.monotonic()
+        received = source.receive(max(0.05, min(self.request.interval, until_rescan)))
         ours = [e for e in received.events if e.bucket == self.input.bucket]
         wanted = {info.key for info in self._selected(ObjectInfo(e.key, 0, "") for e in ours)}
         announced = [event for event in ours if event.key in wanted]
         fresh = current_versions(self.store, self.claims, announced)
-        objects = list({e.key: ObjectInfo(e.key, e.size, e.etag) for e in fresh}.values())
-        claimed = self._claim(objects)
+        claimed = self._claim(
+            list({e.key: ObjectInfo(e.key, e.size, e.etag) for e in fresh}.values())
+        )
         self.state.events.count(announced, claimed)
         job_id = self._enqueue(claimed) if claimed else None
         acknowledge(source, received)
@@ -247,13 +252,9 @@ class Watcher:
             if record["state"] != "finished":
                 self.state.failed.append(job_id)
             if self.move_to is not None:
-                self._move_inputs(job_id)
+                where = (self.input, self.output, self.move_to)
+                self.claims.forget(move_job_inputs(self.store, where, job_id, self.report))
             self.state.jobs.remove(job_id)
-
-    def _move_inputs(self, job_id: str) -> None:
-        if self.move_to is not None:
-            where = (self.input, self.output, self.move_to)
-            self.claims.forget(move_job_inputs(self.store, where, job_id, self.report))
 
     def wait_for_jobs(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -3,6 +3,7 @@ events are no-ops, dropped ones are found by reconciliation, and the record stay
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -13,7 +14,7 @@ from bucketvision.infra.s3 import ObjectInfo, S3Uri
 from bucketvision.infra.settings import Settings
 from bucketvision.producer.watch import Watcher, WatchRequest
 from bucketvision.producer.watch_claims import Claims
-from bucketvision.producer.watch_events import BucketEvent, Received
+from bucketvision.producer.watch_events import BucketEvent, Received, open_event_source
 from tests.helpers import png_bytes
 
 
@@ -107,3 +108,70 @@ def test_claims_of_deleted_objects_are_pruned_after_two_listings(redis_url: str)
         "in/leased.png",
     ]
     assert leased and claims.prune(existing) == 1  # in/3.png now; a lease never
+
+
+def test_a_minio_redis_list_feeds_the_watcher(
+    settings: Settings, s3_client: Any, fake_model: str, producer_clients: Any, redis_url: str
+) -> None:
+    """MinIO's Redis target (access format) on a real Redis, read through ``--events``'s URI:
+    each entry popped once, its object claimed; a repeated entry is a no-op."""
+    bucket = f"watch-minio-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=bucket)
+    key = f"drop/{uuid.uuid4().hex}.png"
+    body = png_bytes(np.zeros((4, 4), dtype="uint8"))
+    etag = s3_client.put_object(Bucket=bucket, Key=key, Body=body)["ETag"].strip('"')
+    record = {
+        "eventName": "s3:ObjectCreated:Put",
+        "eventTime": "2026-12-03T10:00:00.000Z",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": key, "eTag": etag, "size": 1}},
+    }
+    entry = json.dumps([{"Event": [record], "EventTime": "2026-12-03T10:00:00.000Z"}])
+    list_key = f"bv-drop-events-{uuid.uuid4().hex[:6]}"
+    client = redis.Redis.from_url(redis_url)
+    client.rpush(list_key, entry, entry)
+    source = open_event_source(f"{redis_url}/{list_key}", settings)
+    request = WatchRequest(
+        f"s3://{bucket}/drop/", "classify", f"s3://{bucket}/out/", model=fake_model,
+        rescan_seconds=3600, interval=0.2,
+    )  # fmt: skip
+    watcher = Watcher(request, **producer_clients(settings), events=source)
+    watcher.state.last_rescan = 1e18  # events only: no listing
+    sent = _sent_keys(watcher)
+    watcher.cycle()
+    assert sent == [key] and client.llen(list_key) == 0
+    assert watcher.state.events.received == 2 and watcher.state.events.duplicate == 1
+    watcher.cycle()  # nothing left: waits up to the interval and returns
+    assert sent == [key]
+
+
+def test_a_long_listing_stops_enqueueing_at_max_in_flight(
+    settings: Settings,
+    s3_client: Any,
+    fake_model: str,
+    producer_clients: Any,
+    monkeypatch: Any,
+) -> None:
+    """Pages are claimed as they are listed, and the watcher checks what is in flight after
+    each: a first scan of a full prefix does not enqueue it all at once."""
+    import time
+
+    import bucketvision.producer.watch as watch_module
+
+    monkeypatch.setattr(watch_module, "LISTING_PAGE", 2)
+    bucket = f"watch-pages-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=bucket)
+    for index in range(5):
+        s3_client.put_object(Bucket=bucket, Key=f"drop/{index}.png", Body=b"x")
+    request = WatchRequest(
+        f"s3://{bucket}/drop/", "classify", f"s3://{bucket}/out/", model=fake_model,
+        max_in_flight=2,
+    )  # fmt: skip
+    watcher = Watcher(request, **producer_clients(settings), report=lambda _line: None)
+    sent = _sent_keys(watcher)
+    watcher.cycle()
+    assert sent == ["drop/0.png", "drop/1.png"] and watcher.state.throttled
+    assert watcher.cycle() is None and len(sent) == 2  # still 2 in flight: nothing more
+    for job_id in watcher.state.jobs:
+        watcher.jobs.mark_finished(job_id, "finished", time.time())
+    watcher.cycle()
+    assert sent == [f"drop/{index}.png" for index in range(4)]

@@ -90,3 +90,28 @@ def test_a_minio_list_is_drained_in_one_read_and_bad_entries_are_skipped() -> No
     received = source.receive(0.1)
     assert received.messages == 3 and [e.key for e in received.events] == ["in/1.png"] * 2
     assert source.receive(0.1) == Received()
+
+
+class _FailingSqs:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def get_queue_attributes(self, **_arguments: Any) -> Any:
+        raise self.error
+
+
+def test_a_missing_queue_is_an_error_to_fix_and_a_network_cut_an_outage() -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from bucketvision.infra.s3 import StorageUnavailable
+    from bucketvision.producer.watch_events import SqsEvents
+
+    missing = ClientError(
+        {"Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue", "Message": "no queue"}},
+        "GetQueueAttributes",
+    )
+    with pytest.raises(EventSourceError, match="check the queue URL, BV_SQS_ENDPOINT_URL"):
+        SqsEvents(_FailingSqs(missing), "https://sqs.example/1/q").check()
+    cut = EndpointConnectionError(endpoint_url="https://sqs.example")
+    with pytest.raises(StorageUnavailable):
+        SqsEvents(_FailingSqs(cut), "https://sqs.example/1/q").check()
