@@ -65,13 +65,14 @@ def check_wait_flags(args: argparse.Namespace) -> None:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from bucketvision.producer.client import Client
+    from bucketvision.producer.handles import Job
     from bucketvision.producer.status import format_status
 
     check_wait_flags(args)
-    client = Client.from_settings(settings)
-    status = client.job(args.job_id).status()
+    job = Job(args.job_id, Client.from_settings(settings))
+    status = job.status()  # an unknown job: JobNotFound, with its advice
     if args.wait:
-        return wait_for_job(client.job_store, args.job_id, args)
+        return wait_for_job(job, args)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
 
@@ -87,8 +88,9 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     from bucketvision.producer.client import Client
+    from bucketvision.producer.handles import Job
 
-    print(Client.from_settings(settings).job(args.job_id).cancel())
+    print(Job(args.job_id, Client.from_settings(settings)).cancel())  # unknown: JobNotFound
     return 0
 
 

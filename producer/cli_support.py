@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from bucketvision.infra.errors import EXIT_FAILED, EXIT_USAGE, UserError
@@ -77,16 +77,19 @@ def report_job(job: Job, args: argparse.Namespace, what: str) -> int:
         if as_json:
             print(json.dumps(asdict(submitted), indent=2))
         return 0
-    return wait_for_job(job.client.job_store, job.id, args)
+    return wait_for_job(job, args)
 
 
-def wait_for_job(jobs: Any, job_id: str, args: argparse.Namespace) -> int:
-    """Follow a job to its end: 0 finished; 1 failed or cancelled, or past ``args.timeout``."""
-    from bucketvision.producer.follow import wait
-    from bucketvision.producer.status import JOB_PATIENCE, followed_job, format_status
+def wait_for_job(job: Job, args: argparse.Namespace) -> int:
+    """Follow a job to its end (:meth:`Job.wait`): 0 finished; 1 failed or cancelled, or past
+    ``args.timeout``."""
+    from bucketvision.producer.handles import JobFailed
+    from bucketvision.producer.status import format_status
 
-    patience = replace(JOB_PATIENCE, timeout_seconds=getattr(args, "timeout", None))
-    status = wait(followed_job(jobs, job_id), progress=not args.quiet, patience=patience)
+    try:
+        status = job.wait(getattr(args, "timeout", None), progress=not args.quiet)
+    except JobFailed as failed:
+        status = failed.status
     if getattr(args, "json", False):
         print(json.dumps(status, indent=2))
     print(format_status(status), file=sys.stderr)
@@ -94,5 +97,5 @@ def wait_for_job(jobs: Any, job_id: str, args: argparse.Namespace) -> int:
         return 0
     if status["state"] == "cancelled":
         done, total = status["done"], status["total"]
-        print(f"job {job_id} was cancelled: {done} of {total} items ran", file=sys.stderr)
+        print(f"job {job.id} was cancelled: {done} of {total} items ran", file=sys.stderr)
     return EXIT_FAILED

@@ -11,7 +11,6 @@ jobs show in the workers' ``bv_jobs_finished_total``.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -22,7 +21,6 @@ from celery.signals import after_task_publish
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from bucketvision.infra.metrics import Exporter, start_exporter
-from bucketvision.infra.outages import OUTAGE_ERRORS
 from bucketvision.infra.queue import INFERENCE_QUEUE, TRAINING_QUEUE
 from bucketvision.infra.settings import Settings
 from bucketvision.producer.queue_metrics import QueueCollector
@@ -175,9 +173,6 @@ class MeteredWatcher(Watcher):
         finally:
             self.metrics.record_events(events, self.state.events)
         self.metrics.record_cycle(time.perf_counter() - began, self.state.enqueued - before)
-        if self.state.enqueued > before:  # the gauge with what this cycle sent, at once
-            with contextlib.suppress(*OUTAGE_ERRORS):
-                self.in_flight()
         return job_id
 
     def in_flight(self) -> int:

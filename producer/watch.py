@@ -1,17 +1,14 @@
 """``bucketvision watch``: the drop folder. Every object that lands is processed once.
 
-A cycle finds what is new: with bucket events (``--events``, :mod:`producer.watch_events`)
-what they announce, and a full listing every ``rescan_seconds`` to reconcile; without,
-a listing, of the whole prefix while it holds at most ``full_listing_max`` objects (so
-key order does not matter), else from the cursor with a full listing every
-``rescan_seconds``. It claims each object version in Redis as a lease
-(:mod:`producer.watch_claims`) and enqueues what it claimed as one job at once. It
-renews the leases while it enqueues and enqueues only the objects it still holds right
-before sending (a fencing check), so one cut off past its lease leaves them to whoever
-took them over. The cursor moves, and events are acknowledged, only after that. Writes
-an outage interrupted (confirm or release claims, abandon a half-sent job) are applied
-first when Redis is back. Above ``max_in_flight`` unfinished items it waits. With
-``move_to``, an input is moved only after its job recorded its result (failed ones to
+A cycle finds what is new: with ``--events`` (:mod:`producer.watch_events`) what they
+announce; without, a listing of the whole prefix while it holds at most
+``full_listing_max`` objects, else from the cursor. A full listing every
+``rescan_seconds`` reconciles and prunes. Each object version is claimed in Redis as a
+lease (:mod:`producer.watch_claims`), renewed while its job is enqueued and fenced right
+before sending, so one cut off past its lease leaves them to whoever took them over; the
+cursor moves, and events are acknowledged, only after that. Writes an outage interrupted
+are applied first when Redis is back. Above ``max_in_flight`` unfinished items it waits.
+With ``move_to``, an input is moved only after its result is recorded (failed ones to
 ``<move_to>failed/`` with an ``.error.json``); nothing is deleted before its copy exists.
 """
 
@@ -48,9 +45,6 @@ from bucketvision.producer.watch_claims import Claims
 from bucketvision.producer.watch_events import EventSource, acknowledge, current_versions
 from bucketvision.producer.watch_moves import move_job_inputs
 from bucketvision.producer.watch_state import ABANDONED, WatchRequest, WatchState, holds_its_objects
-
-__all__ = ["ABANDONED", "WatchRequest", "WatchState", "Watcher"]
-
 
 LISTING_PAGE = 1000  # keys claimed at a time while a listing goes on (S3's own page)
 
@@ -100,18 +94,22 @@ class Watcher:
                 keys = {key for key in keys if not key.startswith(excluded.prefix)}
         return [info for key, info in by_key.items() if key in keys]
 
-    def _pages(self, full: bool) -> Iterator[tuple[list[ObjectInfo], str]]:
-        """The listing (all, or after the cursor) a page at a time with its last key: a page is
-        enqueued before the next is listed. Read to its end, a full one prunes the claims."""
-        start_after = None if full else self.claims.cursor()
+    def _pages(self, whole: bool, prune: bool) -> Iterator[tuple[list[ObjectInfo], str]]:
+        """The listing (the whole prefix, or after the cursor) a page at a time with its last
+        key: a page is enqueued before the next is listed. ``prune`` (a rescan, read to its
+        end): the claims of keys that are gone are dropped too (:meth:`Claims.prune`)."""
+        start_after = None if whole else self.claims.cursor()
         found: set[str] = set()
+        count = 0
         listing = iter(self.store.list_objects(self.input, start_after=start_after))
         while page := list(islice(listing, LISTING_PAGE)):
-            found.update(info.key for info in page)
+            count += len(page)
+            found.update(info.key for info in page if prune)
             yield page, page[-1].key
-        if full:
-            self.state.prefix_size = len(found)
-            with contextlib.suppress(*OUTAGE_ERRORS):  # housekeeping: the next listing prunes
+        if whole:
+            self.state.prefix_size = count
+        if prune:
+            with contextlib.suppress(*OUTAGE_ERRORS):  # housekeeping: the next rescan prunes
                 self.claims.prune(found)
 
     def in_flight(self) -> int:
@@ -127,25 +125,24 @@ class Watcher:
         if self._throttled():
             return None
         now = time.monotonic()
-        full = full or now - self.state.last_rescan >= self.request.rescan_seconds
-        if full:
+        rescan = full or now - self.state.last_rescan >= self.request.rescan_seconds
+        if rescan:
             self.state.last_rescan = now
         self.state.cycles += 1
+        whole = rescan or (self.state.prefix_size or 0) <= self.request.full_listing_max
         if self.events is not None and not self.request.once:
             job_id = self._take_events(self.events)
-            if not full:
+            if not rescan:
                 return job_id
-        elif (self.state.prefix_size or 0) <= self.request.full_listing_max:
-            full = True
         job_id = None
-        for page, last_key in self._pages(full):
+        for page, last_key in self._pages(whole, prune=rescan):
             claimed = self._claim(self._selected(page))
             if self.events is not None:
                 self.state.events.reconciled += len(claimed)
             job_id = (self._enqueue(claimed) if claimed else None) or job_id
             self._settle_later(partial(self.claims.advance, last_key))  # all before it is sent
             if claimed and self._throttled():  # the rest of the listing waits: list it again
-                self.state.last_rescan = 0.0 if full else self.state.last_rescan
+                self.state.last_rescan = 0.0 if rescan else self.state.last_rescan
                 break
         return job_id
 
@@ -168,11 +165,12 @@ class Watcher:
         wanted = {info.key for info in self._selected(ObjectInfo(e.key, 0, "") for e in ours)}
         announced = [event for event in ours if event.key in wanted]
         fresh = current_versions(self.store, self.claims, announced)
-        claimed = self._claim(
-            list({e.key: ObjectInfo(e.key, e.size, e.etag) for e in fresh}.values())
-        )
+        objects = {event.key: ObjectInfo(event.key, event.size, event.etag) for event in fresh}
+        claimed = self._claim(list(objects.values()))
         self.state.events.count(announced, claimed)
         job_id = self._enqueue(claimed) if claimed else None
+        if claimed:
+            self._throttled()  # the in-flight count with this job in it (and its gauge)
         acknowledge(source, received)
         return job_id
 

@@ -40,14 +40,22 @@ def test_the_watcher_takes_include_and_exclude_globs(
         excludes=("tmp/*",),
     )  # fmt: skip
     watcher = Watcher(request, **producer_clients(settings), report=lambda _line: None)
-    listed = [info for page, _ in watcher._pages(full=True) for info in watcher._selected(page)]
+    listed = [
+        info
+        for page, _ in watcher._pages(whole=True, prune=False)
+        for info in watcher._selected(page)
+    ]
     assert sorted(info.key for info in listed) == ["in/a.png", "in/b.JPG"]
     narrower = WatchRequest(
         f"s3://{bucket}/in/", "classify", f"s3://{bucket}/out/", model=fake_model,
         includes=("*.png",), excludes=("*/c.png",),
     )  # fmt: skip
     watcher = Watcher(narrower, **producer_clients(settings), report=lambda _line: None)
-    listed = [info for page, _ in watcher._pages(full=True) for info in watcher._selected(page)]
+    listed = [
+        info
+        for page, _ in watcher._pages(whole=True, prune=False)
+        for info in watcher._selected(page)
+    ]
     assert sorted(info.key for info in listed) == ["in/a.png", "in/tmp/keep.png"]
 
 

@@ -60,8 +60,9 @@ class _FakeWatcher(Watcher):
         step = self.script.pop(0)
         if isinstance(step, BaseException):
             raise step
-        self.in_flight()
         self.state.enqueued += step
+        if step:
+            self.in_flight()  # after sending, as the watcher checks --max-in-flight
         return "J" if step else None
 
     def in_flight(self) -> int:
