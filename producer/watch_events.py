@@ -29,9 +29,9 @@ from urllib.parse import unquote_plus, urlsplit
 import redis
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bucketvision.infra.errors import UserError
+from bucketvision.infra.errors import EXIT_UNAVAILABLE, UserError
 from bucketvision.infra.s3 import StorageUnavailable, is_transient, make_client
-from bucketvision.infra.settings import Settings
+from bucketvision.infra.settings import Settings, redact_url
 
 if TYPE_CHECKING:
     from bucketvision.infra.s3 import S3Store
@@ -45,6 +45,12 @@ REDIS_BATCH = 500  # entries popped from a MinIO list at a time
 
 class EventSourceError(UserError):
     """``--events`` names no source this watcher can read."""
+
+
+class EventSourceUnavailable(UserError):
+    """The event source did not answer at start: the same command may work later."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -237,7 +243,17 @@ def open_event_source(uri: str, settings: Settings) -> EventSource:
         if database.isdigit() and key:
             base = parts._replace(path=f"/{database}").geturl()
             client = redis.Redis.from_url(base, socket_timeout=30, socket_connect_timeout=5)
-            client.ping()  # unreachable: exit 3 now, not at the first cycle
+            try:
+                client.ping()  # unreachable: exit 3 now, not at the first cycle
+            except redis.exceptions.AuthenticationError as error:
+                raise EventSourceError(
+                    f"--events: Redis refused the credentials ({error})"
+                ) from None
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+                raise EventSourceUnavailable(
+                    f"--events: cannot reach the Redis of {redact_url(uri)} ({error}); is it"
+                    " running, and is the URI right? Run the command again once it answers"
+                ) from error
             return RedisListEvents(client, key)
     raise EventSourceError(
         f"--events {uri!r}: use sqs://HOST/ACCOUNT/QUEUE (an SQS queue S3 notifies) or "

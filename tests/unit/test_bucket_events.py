@@ -115,3 +115,11 @@ def test_a_missing_queue_is_an_error_to_fix_and_a_network_cut_an_outage() -> Non
     cut = EndpointConnectionError(endpoint_url="https://sqs.example")
     with pytest.raises(StorageUnavailable):
         SqsEvents(_FailingSqs(cut), "https://sqs.example/1/q").check()
+
+
+def test_an_unreachable_events_redis_is_named_with_exit_3_and_no_password() -> None:
+    from bucketvision.producer.watch_events import EventSourceUnavailable
+
+    with pytest.raises(EventSourceUnavailable, match="cannot reach the Redis of") as raised:
+        open_event_source("redis://:secret@127.0.0.1:1/0/drop-events", Settings())
+    assert raised.value.exit_code == 3 and "secret" not in str(raised.value)
