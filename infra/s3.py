@@ -1,9 +1,7 @@
 """The S3 store: every object read and write of the service goes through here.
 
-boto3 is the only client. One pooled, thread-safe client is shared by all the
-threads of a process; botocore's "standard" retry mode retries throttling and
-5xx answers with exponential backoff and jitter, within a bounded number of
-attempts, so callers see either a result or a clear error.
+One pooled, thread-safe boto3 client per process, retrying throttling and 5xx answers with
+backoff (botocore's "standard" mode); a worker's :class:`DataPlane` does its hot-path GETs/PUTs.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -33,11 +31,10 @@ class StorageError(UserError):
 
 
 class StorageUnavailable(StorageError):
-    """S3 did not answer, or answered "try later" (5xx, throttling), after botocore's retries.
+    """S3 did not answer, or said "try later" (5xx, throttling), after the client's retries.
 
-    The object may be fine: the caller should retry the whole unit of work later
-    rather than report the object as failed. A command ends with exit code 3.
-    """
+    The object may be fine: retry the whole unit of work later, rather than report the
+    object as failed. A command ends with exit code 3."""
 
     exit_code = EXIT_UNAVAILABLE
 
@@ -123,7 +120,7 @@ def _error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-_TRY_LATER_CODES = frozenset(
+TRY_LATER_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"}
     | {"InternalError", "503", "500", "502", "504"}
 )
@@ -134,19 +131,30 @@ def is_transient(error: BaseException) -> bool:
     """True for failures that say nothing about the object: network, timeouts, 5xx, throttling."""
     if isinstance(error, ClientError):
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        return status >= 500 or _error_code(error) in _TRY_LATER_CODES
+        return status >= 500 or _error_code(error) in TRY_LATER_CODES
     return isinstance(error, _TRANSPORT_ERRORS)
+
+
+class DataPlane(Protocol):
+    """Whole-object reads and writes by another client, raising this module's errors."""
+
+    def get_bytes(self, bucket: str, key: str, *, max_bytes: int | None = None) -> bytes: ...
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None: ...
 
 
 class S3Store:
     """Thin, typed wrapper over a boto3 client with the service's error vocabulary."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, data: DataPlane | None = None) -> None:
         self.client = client
+        self.data = data
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, pool_size: int = 64) -> S3Store:
-        return cls(make_client(settings, pool_size=pool_size))
+    def from_settings(
+        cls, settings: Settings, *, pool_size: int = 64, data: DataPlane | None = None
+    ) -> S3Store:
+        return cls(make_client(settings, pool_size=pool_size), data)
 
     def explain(self, error: Exception, what: str) -> StorageError:
         if isinstance(error, StorageError):
@@ -200,6 +208,8 @@ class S3Store:
 
     def get_bytes(self, bucket: str, key: str, *, max_bytes: int | None = None) -> bytes:
         """Read a whole object, refusing one larger than ``max_bytes``."""
+        if self.data is not None:
+            return self.data.get_bytes(bucket, key, max_bytes=max_bytes)
         what = f"s3://{bucket}/{key}"
         try:
             response = self.client.get_object(Bucket=bucket, Key=key)
@@ -231,6 +241,8 @@ class S3Store:
     def put_bytes(
         self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream"
     ) -> None:
+        if self.data is not None:
+            return self.data.put_bytes(bucket, key, data, content_type)
         try:
             self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
         except Exception as error:

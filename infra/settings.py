@@ -16,6 +16,7 @@ from bucketvision.infra.errors import UserError
 from bucketvision.infra.ownership import LEASE_SECONDS
 
 LOG_FORMATS = ("text", "json")
+S3_DATA_CLIENTS = ("obstore", "boto3")  # BV_S3_DATA_CLIENT: the worker's GETs and PUTs
 MAX_PORT = 65535
 # A redelivery waits up to an owner lease to tell a live owner from a dead one
 # (infra.ownership): its own delivery must not come back meanwhile.
@@ -63,6 +64,14 @@ def redact_url(url: str) -> str:
     host = parts.netloc.rpartition("@")[2]
     netloc = f"{user}:***@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """``env[name]`` lower-cased, one of ``choices`` (the first when unset)."""
+    value = (env.get(name) or choices[0]).strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name}={env.get(name)!r}: use {' or '.join(choices)}")
+    return value
 
 
 def _checked(settings: Settings) -> Settings:
@@ -121,6 +130,7 @@ class Settings:
     lost_batch_seconds: int = 600
     schedule_file: str | None = None
     log_format: str = "text"
+    s3_data_client: str = "obstore"
     unsafe_models: frozenset[str] = frozenset()
     model_cache_dir: str = field(
         default_factory=lambda: os.path.join(os.path.expanduser("~"), ".cache", "bucketvision")
@@ -138,11 +148,6 @@ class Settings:
         if not broker_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(
                 f"BV_BROKER_URL={redact_url(broker_url)!r} must be a redis:// or rediss:// URL"
-            )
-        log_format = (env.get("BV_LOG_FORMAT") or defaults.log_format).strip().lower()
-        if log_format not in LOG_FORMATS:
-            raise SettingsError(
-                f"BV_LOG_FORMAT={env.get('BV_LOG_FORMAT')!r}: use {' or '.join(LOG_FORMATS)}"
             )
         metrics_port = _optional_integer(env, "BV_METRICS_PORT")
         if metrics_port is not None and metrics_port > MAX_PORT:
@@ -177,7 +182,8 @@ class Settings:
                     env, "BV_LOST_BATCH_SECONDS", defaults.lost_batch_seconds, minimum=0
                 ),
                 schedule_file=env.get("BV_SCHEDULE_FILE") or None,
-                log_format=log_format,
+                log_format=_choice(env, "BV_LOG_FORMAT", LOG_FORMATS),
+                s3_data_client=_choice(env, "BV_S3_DATA_CLIENT", S3_DATA_CLIENTS),
                 unsafe_models=frozenset(
                     name.strip()
                     for name in env.get("BV_UNSAFE_MODELS", "").split(",")
@@ -219,6 +225,7 @@ class Settings:
             "max_object_bytes": self.max_object_bytes,
             "metrics_port": self.metrics_port,
             "log_format": self.log_format,
+            "s3_data_client": self.s3_data_client,
             "visibility_timeout": self.visibility_timeout,
             "outage_seconds": self.outage_seconds,
             "lost_batch_seconds": self.lost_batch_seconds,

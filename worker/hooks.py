@@ -47,11 +47,14 @@ class TaskHooks:
         loaded_models: Callable[[], list[str]] | None = None,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.perf_counter,
+        cpu: Callable[[], float] = time.process_time,
     ) -> None:
         self.metrics = metrics
         self.loaded_models = loaded_models
-        self.clock, self.timer = clock, timer
-        self._running: dict[str, tuple[float, contextvars.Token[Mapping[str, Any] | None]]] = {}
+        self.clock, self.timer, self.cpu = clock, timer, cpu
+        # task id -> (timer, process CPU, log context) at its start
+        self._running: dict[str, tuple[float, float, contextvars.Token[Mapping[str, Any] | None]]]
+        self._running = {}
 
     def install(self) -> None:
         """Connect to Celery's signals (in the parent, so every forked child has them)."""
@@ -72,7 +75,7 @@ class TaskHooks:
             batch=body.get("batch"),
             run_id=body.get("run_id"),
         )
-        self._running[task_id] = (self.timer(), token)
+        self._running[task_id] = (self.timer(), self.cpu(), token)
         enqueued_at = body.get("enqueued_at")
         if self.metrics is None or not isinstance(enqueued_at, int | float):
             return
@@ -91,12 +94,13 @@ class TaskHooks:
         state: str | None = None,
         **_: Any,
     ) -> None:
-        started, token = self._running.pop(task_id, (None, None))
+        started, cpu_started, token = self._running.pop(task_id, (None, None, None))
         try:
             if self.metrics is not None:
                 seconds = self.timer() - started if started is not None else 0.0
+                cpu = self.cpu() - cpu_started if cpu_started is not None else 0.0
                 name = short_task_name(getattr(task, "name", "") or "")
-                self.record(name, retval, state, seconds)
+                self.record(name, retval, state, seconds, cpu)
         except Exception:
             log.exception("could not record the metrics of task %s", task_id)
         finally:
@@ -105,14 +109,21 @@ class TaskHooks:
             except ValueError:  # set in another context: start clean instead
                 reset_context()
 
-    def record(self, name: str, result: Any, state: str | None, seconds: float) -> None:
-        """Record what task ``name`` returned after ``seconds``."""
+    def record(
+        self, name: str, result: Any, state: str | None, seconds: float, cpu: float = 0.0
+    ) -> None:
+        """Record what task ``name`` returned after ``seconds`` (``cpu``: its process CPU).
+
+        A pool child runs one task at a time, so the CPU its process used meanwhile, in
+        all its threads, is the task's: with ``bv_items_total``, what each image costs.
+        """
         metrics = self.metrics
         if metrics is None:
             return
         try:
             if isinstance(result, Mapping) and name in BATCH_TASKS:
-                self._record_batch(metrics, name, BatchReport.from_json(dict(result)), seconds)
+                report = BatchReport.from_json(dict(result))
+                self._record_batch(metrics, name, report, seconds, cpu)
             elif isinstance(result, Mapping) and name in TRAINING_TASKS:
                 training = TrainingReport.from_json(dict(result))
                 if training.outcome:
@@ -123,7 +134,7 @@ class TaskHooks:
             metrics.record_task(name, state or "unknown")
 
     def _record_batch(
-        self, metrics: WorkerMetrics, name: str, report: BatchReport, seconds: float
+        self, metrics: WorkerMetrics, name: str, report: BatchReport, seconds: float, cpu: float
     ) -> None:
         if report.attempt > 1:
             metrics.record_redelivery(name)
@@ -137,6 +148,7 @@ class TaskHooks:
             name,
             size=report.items,
             seconds=seconds,
+            cpu_seconds=cpu,
             stage_seconds=report.stage_seconds,
             counts=report.counts if report.recorded else None,
             dead_letter=report.dead_letter,

@@ -51,6 +51,13 @@ class WorkerMetrics:
             buckets=SECONDS_BUCKETS,
             **where,
         )
+        self.batch_cpu = Counter(
+            "bv_batch_cpu_seconds",
+            "Process CPU seconds (all threads) of batch tasks in the pool children; over "
+            "bv_items_total, the CPU per image",
+            ["task"],
+            **where,
+        )
         self.queue_wait = Histogram(
             "bv_queue_wait_seconds",
             "Seconds from enqueue to the start of the task",
@@ -136,12 +143,14 @@ class WorkerMetrics:
         size: int,
         seconds: float,
         stage_seconds: Mapping[str, float],
+        cpu_seconds: float = 0.0,
         counts: Mapping[str, int] | None,
         dead_letter: bool = False,
     ) -> None:
         """A batch ran; ``counts`` only when this run recorded it (items count once)."""
         self.batch_size.labels(task).observe(size)
         self.batch_seconds.labels(task).observe(max(0.0, seconds))
+        self.batch_cpu.labels(task).inc(max(0.0, cpu_seconds))
         for stage in STAGES:
             value = stage_seconds.get(stage)
             if isinstance(value, int | float) and math.isfinite(value):

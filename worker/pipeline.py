@@ -1,12 +1,10 @@
 """One batch of an inference job: download, decode, infer, upload, manifest.
 
-Plain functions with explicit dependencies: the Celery task only parses the message and
-calls :func:`run_batch`. A bad image never fails its batch; it becomes an ``error`` manifest
-line with the reason, and so does a key with no output key of its own (``UnmappableKey``,
-infra/outputs.py), which is not even downloaded. S3 being unavailable says nothing about an
-image, so :class:`StorageUnavailable` is raised out of the batch for the task to retry it whole.
-A batch whose job is cancelled stops after its current forward pass (``should_stop`` is
-asked once per forward pass): only the items that ran get a line.
+The Celery task only parses the message and calls :func:`run_batch`. A bad image never fails
+its batch: it becomes an ``error`` line with the reason, as does a key with no output key of its
+own (``UnmappableKey``, infra/outputs.py; never downloaded). S3 being unavailable says nothing
+about an image: :class:`StorageUnavailable` is raised for the task to retry the batch whole.
+A batch whose job is cancelled stops before its next forward pass: only items that ran get a line.
 """
 
 from __future__ import annotations
@@ -48,6 +46,7 @@ class ItemState:
     download_seconds: float = 0.0
     decode_seconds: float = 0.0
     upload_seconds: float = 0.0
+    result_seconds: float = 0.0  # post-processing: the result and files from the raw output
     ran: bool = False  # went through to its result or its error (all do unless stopped)
 
 
@@ -136,8 +135,9 @@ def _stream(
     """Download, decode, infer and upload ``items`` as a stream; the infer seconds, and stopped?
 
     Downloads start at once (not for items already failed); the forward pass runs on each group
-    of ``model.forward_batch`` decoded items once complete, and that group's uploads start while
-    the next group downloads, so CPU and S3 wait overlap. All is waited for, also on an error.
+    of ``model.forward_batch`` decoded items once complete, and each item of that group is then
+    finished in one thread task (its result, then its uploads) while the next group downloads,
+    so CPU and S3 wait overlap. All is waited for, also on an error.
     ``should_stop()`` before a forward pass stops the stream: the items not through are left.
     """
     bucket = message.input.bucket
@@ -157,52 +157,82 @@ def _stream(
                     for pending in fetches:
                         pending.cancel()  # not started yet: never downloaded
                     break
-                infer_seconds += _infer_group(model, ready, pool, shadow)
-                for done_item in ready:
+                seconds, outputs = _forward(model, ready, shadow)
+                infer_seconds += seconds
+                for index, done_item in enumerate(ready):
                     done_item.ran = True
-                if message.item_outputs or any(item.files for item in ready):
-                    done = [item for item in ready if item.result is not None]
-                    writes += [pool.submit(_upload_result, store, message, item) for item in done]
+                    output = outputs[index] if outputs is not None else None
+                    writes.append(
+                        pool.submit(_finish, model, done_item, output, shadow, store, message)
+                    )
                 ready = []
         for write in writes:
             write.result()
     finally:
         wait([*fetches, *writes])
+    infer_seconds += sum(item.result_seconds for item in items)
     return infer_seconds, stopped
 
 
-def _infer_group(
-    model: ServedModel, group: list[ItemState], pool: Executor, shadow: ShadowRun | None
-) -> float:
-    """One forward pass over ``group``, then its post-processing in threads.
+@dataclass
+class _Outputs:
+    """An item's raw output: CURRENT's, and a shadow candidate's on the same pixels."""
 
-    A ``shadow`` candidate runs on the same pixels; each item is compared once CURRENT's
-    result is made (nothing of the candidate's is kept on the item).
+    current: Any
+    candidate: Any = None
+
+
+def _forward(
+    model: ServedModel, group: list[ItemState], shadow: ShadowRun | None
+) -> tuple[float, list[_Outputs] | None]:
+    """One forward pass over ``group`` (and the shadow's): its seconds, one output per item.
+
+    None when the pass failed: every item of the group then has the error.
     """
     started = time.perf_counter()
-    candidate_outputs: Any = None
     try:
         pixels = np.stack([item.decoded.pixels for item in group])  # type: ignore[union-attr]
         outputs = model.infer(pixels)
         if len(outputs) != len(group):
             raise ValueError(f"the model returned {len(outputs)} outputs for {len(group)}")
-        if shadow is not None:
-            candidate_outputs = shadow.infer(pixels, len(group))
+        candidates = shadow.infer(pixels, len(group)) if shadow is not None else None
     except Exception as error:
-        outputs = []
         for item in group:
-            item.error = ("InferenceError", f"{type(error).__name__}: {error}")
+            item.error, item.decoded = ("InferenceError", f"{type(error).__name__}: {error}"), None
+        return time.perf_counter() - started, None
+    found = [
+        _Outputs(output, candidates[index] if candidates is not None else None)
+        for index, output in enumerate(outputs)
+    ]
+    return time.perf_counter() - started, found
 
-    def finish(index: int) -> None:
-        item = group[index]
-        _post_process(model, item, outputs[index])
-        if shadow is not None and candidate_outputs is not None and item.result is not None:
-            current = ItemResult(item.result, item.files)
-            shadow.compare(model.task, current, candidate_outputs[index], item.decoded)
-        item.decoded = None
 
-    list(pool.map(finish, range(len(outputs))))
-    return time.perf_counter() - started  # includes post-processing (and the shadow's)
+def _finish(
+    model: ServedModel,
+    item: ItemState,
+    output: _Outputs | None,
+    shadow: ShadowRun | None,
+    store: S3Store,
+    message: BatchMessage,
+) -> ItemState:
+    """An item after its forward pass, in one thread task: its result, then its uploads.
+
+    A ``shadow`` candidate's output is compared once CURRENT's result is made (nothing of
+    the candidate's is kept on the item).
+    """
+    if output is None:
+        return item
+    started = time.perf_counter()
+    _post_process(model, item, output.current)
+    if shadow is not None and output.candidate is not None and item.result is not None:
+        shadow.compare(
+            model.task, ItemResult(item.result, item.files), output.candidate, item.decoded
+        )
+    item.decoded = None
+    item.result_seconds = time.perf_counter() - started
+    if item.result is not None and (message.item_outputs or item.files):
+        _upload_result(store, message, item)
+    return item
 
 
 def run_batch(
@@ -233,16 +263,8 @@ def run_batch(
         )
 
     shadow = load_shadow(message.shadow, load_model, model, len(items))
-    infer_seconds, stopped = _stream(
-        message,
-        items,
-        model,
-        store=store,
-        pool=pool,
-        limits=limits,
-        should_stop=should_stop,
-        shadow=shadow,
-    )
+    streams = {"store": store, "pool": pool, "limits": limits, "should_stop": should_stop}
+    infer_seconds, stopped = _stream(message, items, model, shadow=shadow, **streams)
     latency = (time.perf_counter() - started) * 1000.0
     lines = [
         manifest_line(

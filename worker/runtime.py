@@ -22,6 +22,7 @@ from bucketvision.infra.jobs import JobStore
 from bucketvision.infra.logs import ContextThreadPool
 from bucketvision.infra.queue import make_celery
 from bucketvision.infra.s3 import S3Store
+from bucketvision.infra.s3_data import open_data_plane
 from bucketvision.infra.settings import Settings
 from bucketvision.models.registry import ModelRegistry, parse_model_ref
 from bucketvision.worker.pipeline import Limits
@@ -191,7 +192,9 @@ class WorkerRuntime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = S3Store.from_settings(settings, pool_size=max(settings.io_threads, 10) * 2)
+        self.store = S3Store.from_settings(
+            settings, pool_size=max(settings.io_threads, 10) * 2, data=open_data_plane(settings)
+        )
         self.jobs = JobStore.from_url(settings.broker_url)
         self.registry = ModelRegistry(self.store, settings.models_uri)
         self.models = ModelCache(

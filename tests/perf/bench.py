@@ -41,8 +41,17 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bucketvision.infra.local_services import ManagedProcess, start_moto, start_redis
+from bucketvision.infra.s3 import S3Store
+from bucketvision.infra.s3_data import open_data_plane
 from bucketvision.infra.settings import Settings
-from tests.perf import bench_bounds, bench_ceilings, bench_peers, bench_report, bench_service
+from tests.perf import (
+    bench_bounds,
+    bench_budget,
+    bench_ceilings,
+    bench_peers,
+    bench_report,
+    bench_service,
+)
 from tests.perf.bench_cpu import CpuMeter
 from tests.perf.bench_data import upload_digit_pngs, upload_photos
 from tests.perf.bench_report import figure
@@ -210,10 +219,18 @@ class Bench:
         self.phases = Phases()
         self.settings = Settings.from_env()
         self.s3 = bench_ceilings.s3_client(endpoint)
+        # The storage ceilings run through the service's own store with each data-plane client.
+        self.stores = {
+            client: S3Store(
+                self.s3, open_data_plane(self.settings.with_overrides(s3_data_client=client))
+            )
+            for client in bench_report.CLIENTS
+        }
         self.sizes = {"cnn": options.cnn_images, "mobilenet": options.mobilenet_images}
         self.corpora = {key: CORPORA[key] for key in options.models}
         self.models: dict[str, Any] = {}
         self.decode_ms: dict[str, float | None] = {}
+        self.decode_split: dict[str, tuple[float, float] | None] = {}
         self.keys: dict[str, list[str]] = {}
         self.figures: dict[str, dict[str, Any]] = {key: {} for key in self.corpora}
         self.results: dict[str, Any] = {
@@ -249,8 +266,10 @@ class Bench:
         self.ray()
         for key in self.corpora:
             self.results["models"][key]["ratios"] = bench_report.ratios(self.figures[key])
-            self.results["models"][key]["bounds"] = bench_bounds.bounds(
-                self.figures[key], self.cores, self.decode_ms.get(key)
+            limits = bench_bounds.bounds(self.figures[key], self.cores, self.decode_ms.get(key))
+            self.results["models"][key]["bounds"] = limits
+            self.results["models"][key]["budget"] = bench_budget.budget(
+                self.figures[key], limits, self.decode_split.get(key), self.settings.s3_data_client
             )
         self.results["targets"] = bench_report.targets(self.results)
         self.results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -295,6 +314,9 @@ class Bench:
                     for name in self.keys.get(key, [])[:DECODE_SAMPLE]
                 ]
                 self.decode_ms[key] = bench_bounds.decode_ms_per_image(
+                    blobs, info["input_shape"], self.settings.max_image_pixels
+                )
+                self.decode_split[key] = bench_budget.decode_split_ms(
                     blobs, info["input_shape"], self.settings.max_image_pixels
                 )
                 say(f"{key}: decode {self.decode_ms[key] or 0:.2f} ms of CPU per image")
@@ -370,11 +392,13 @@ class Bench:
         log = open(self.workdir / f"compute-{key}.log", "ab")  # noqa: SIM115 - closed below
         closers.append(log.close)
         try:
-            if key in self.keys:
-                contenders["get"] = lambda repeat: self.storage_run(key, "get", repeat)
-                contenders["get_put"] = lambda repeat: self.storage_run(key, "get_put", repeat)
-            else:
-                failed["get"] = failed["get_put"] = "no corpus"
+            for name, (kind, client) in bench_report.STORAGE.items():
+                if key in self.keys:
+                    contenders[name] = lambda repeat, k=kind, c=client: self.storage_run(
+                        key, k, c, repeat
+                    )
+                else:
+                    failed[name] = "no corpus"
             compute_pids: dict[str, list[int]] = {}
             layouts = {f"{options.concurrency}x{self.threads}": (options.concurrency, self.threads)}
             layouts.setdefault(f"1x{self.cores}", (1, self.cores))
@@ -415,11 +439,12 @@ class Bench:
                 close()
         self.store_figures(key, runs, failed, skipped)
 
-    def storage_run(self, key: str, kind: str, repeat: int) -> dict[str, Any]:
+    def storage_run(self, key: str, kind: str, client: str, repeat: int) -> dict[str, Any]:
+        store = self.stores[client]
         if kind == "get":
-            return {"images_per_second": bench_ceilings.get_rate(self.s3, BUCKET, self.keys[key])}
+            return {"images_per_second": bench_ceilings.get_rate(store, BUCKET, self.keys[key])}
         rate = bench_ceilings.get_put_rate(
-            self.s3, BUCKET, self.keys[key], f"ceiling/{key}/{repeat}/"
+            store, BUCKET, self.keys[key], f"ceiling/{key}/{client}/{repeat}/"
         )
         return {"images_per_second": rate}
 
@@ -567,11 +592,12 @@ class Bench:
         skipped: dict[str, str],
     ) -> None:
         figures = self.figures[key]
-        for name in ("get", "get_put", *COMPARED):
+        for name in (*bench_report.STORAGE, *COMPARED):
             if runs.get(name) and name not in failed:
                 extra: dict[str, Any] = {"jobs": [_job(run) for run in runs[name]]}
-                if name in ("get", "get_put"):
+                if name in bench_report.STORAGE:
                     extra["threads"] = bench_ceilings.STORAGE_THREADS
+                    extra["client"] = bench_report.STORAGE[name][1]
                 figures[name] = figure([run["images_per_second"] for run in runs[name]], **extra)
             elif name in skipped:
                 figures[name] = {"images_per_second": None, "skipped": skipped[name]}

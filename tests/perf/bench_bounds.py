@@ -9,11 +9,11 @@ model:
 - ``decode_ms``: CPU per image of the service's decoder (JPEG draft mode), on
   one thread of the bench over objects of the corpus: the cheapest decode of
   the contenders (the peers decode in full);
-- ``server_ms_*`` / ``client_ms_*``: CPU of the S3 server, and of the boto3
-  client (the bench's own process, which does nothing else then), per item of
-  the GET+PUT ceiling and per GET of the GETs-only ceiling;
+- ``server_ms_*`` / ``client_ms_*``: CPU of the S3 server, and of the fastest
+  data-plane client measured (the bench's own process, which does nothing else
+  then), per item of the GET+PUT ceiling and per GET of the GETs-only ceiling;
 - ``most_with_outputs`` / ``most_without_outputs``: the most images/s that any
-  contender which GETs each image with boto3 (and PUTs its result) could reach
+  contender which GETs each image with that client (and PUTs its result) could reach
   here, ``min(cores / (forward + decode + server + client), SERVER_CORES /
   server)``: the forward pass, decoding and both ends of the S3 work share the
   cores, and a single-process Python server (moto, one GIL) uses at most one
@@ -35,7 +35,7 @@ from typing import Any
 from bucketvision.models.decoding import decode_image
 
 SERVER = "s3_server"
-CLIENT = "bench_producer"  # the storage ceilings' boto3 client runs in the bench's process
+CLIENT = "bench_producer"  # the storage ceilings' clients run in the bench's process
 SERVER_CORES = 1.0
 
 
@@ -79,12 +79,21 @@ def _most(cores: int, per_image: Sequence[float | None], server_ms: float | None
     return min(shared, 1000.0 * SERVER_CORES / server_ms)
 
 
+def _fastest_client(figures: dict[str, Any], kind: str) -> float | None:
+    """The least client CPU per item of a storage ceiling of ``kind`` over the clients run."""
+    names = [name for name in figures if name == kind or name.startswith(f"{kind}_")]
+    if kind == "get":
+        names = [name for name in names if not name.startswith("get_put")]
+    found = [cpu_ms_per_image(figures[name], lambda n: n == CLIENT) for name in names]
+    return min((value for value in found if value is not None), default=None)
+
+
 def bounds(figures: dict[str, Any], cores: int, decode_ms: float | None) -> dict[str, Any]:
     """The per-image CPU figures and the most this machine allows, for one model."""
     forward_ms = cpu_ms_per_image(figures.get("compute", {}), lambda n: n.startswith("compute_"))
     kinds = ("get_put", "get")
     server = {k: cpu_ms_per_image(figures.get(k, {}), lambda n: n == SERVER) for k in kinds}
-    client = {k: cpu_ms_per_image(figures.get(k, {}), lambda n: n == CLIENT) for k in kinds}
+    client = {k: _fastest_client(figures, k) for k in kinds}
     return {
         "cores": cores,
         "forward_ms": forward_ms,
@@ -116,7 +125,7 @@ def lines(limits: dict[str, Any]) -> list[str]:
     text = (
         f"  CPU per image: forward {limits['forward_ms']:.2f} ms (compute ceiling); "
         f"decode {limits['decode_ms']:.2f} ms; "
-        f"S3 server + boto3 client {limits['server_ms_get_put']:.2f} + "
+        f"S3 server + fastest client {limits['server_ms_get_put']:.2f} + "
         f"{limits['client_ms_get_put']:.2f} ms per GET+PUT"
     )
     if limits.get("server_ms_get") and limits.get("client_ms_get") is not None:

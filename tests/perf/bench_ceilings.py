@@ -10,8 +10,9 @@
   the faster one.
 * Storage, against the same S3 server as the job: parallel GETs of the
   corpus, and per item the S3 work a job must do (GET, then PUT a result JSON
-  of the size the service writes). One shared boto3 client with
-  ``max_pool_connections=64`` and a pool of 32 threads.
+  of the size the service writes), through the service's own ``S3Store``
+  with each data-plane client it has (boto3 with ``max_pool_connections=64``;
+  obstore), a pool of 32 threads.
 """
 
 from __future__ import annotations
@@ -46,11 +47,11 @@ def result_body(key: str, model: str) -> bytes:
     return json.dumps({**document, "top_k": top}).encode()
 
 
-def get_rate(client: Any, bucket: str, keys: list[str], threads: int = STORAGE_THREADS) -> float:
-    """Objects per second reading every key once, ``threads`` at a time."""
+def get_rate(store: Any, bucket: str, keys: list[str], threads: int = STORAGE_THREADS) -> float:
+    """Objects per second reading every key once through ``store``, ``threads`` at a time."""
 
     def get(key: str) -> int:
-        return len(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return len(store.get_bytes(bucket, key))
 
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
@@ -59,7 +60,7 @@ def get_rate(client: Any, bucket: str, keys: list[str], threads: int = STORAGE_T
 
 
 def get_put_rate(
-    client: Any,
+    store: Any,
     bucket: str,
     keys: list[str],
     out_prefix: str,
@@ -68,13 +69,9 @@ def get_put_rate(
     """Items per second doing a job's per-item S3 work: GET the object, PUT its result JSON."""
 
     def item(key: str) -> None:
-        client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        client.put_object(
-            Bucket=bucket,
-            Key=f"{out_prefix}{key}.json",
-            Body=result_body(key, "bench@v1"),
-            ContentType="application/json",
-        )
+        store.get_bytes(bucket, key)
+        body = result_body(key, "bench@v1")
+        store.put_bytes(bucket, f"{out_prefix}{key}.json", body, "application/json")
 
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:

@@ -5,12 +5,24 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from tests.perf import bench_bounds
+from tests.perf import bench_bounds, bench_budget
 
+CLIENTS = ("boto3", "obstore")  # the data-plane clients the storage ceilings run with
+STORAGE = {  # figure: (kind, client); boto3's keep the names of earlier results
+    f"{kind}{'' if client == 'boto3' else '_' + client}": (kind, client)
+    for kind in ("get", "get_put")
+    for client in CLIENTS
+}
+# The feed CPU per image (worker less forward, ms) of main before the obstore data plane:
+# 1e8a461, `python -m tests.perf.bench --skip peers,ray,enqueue,rss` on the 2-core machine,
+# 2026-12-03 20:30 (medians of 3; tests/perf/NOTES.md).
+FEED_BEFORE_MS: dict[str, float | None] = {"cnn": 3.465, "mobilenet": 4.151}
 FIGURES = {  # key: (table label, which S3 ceiling bounds it)
     "compute": ("compute ceiling", "get_put"),
-    "get": ("GETs only (ceiling)", "get"),
-    "get_put": ("GET+PUT (ceiling)", "get_put"),
+    "get": ("GETs only, boto3 (ceiling)", "get"),
+    "get_obstore": ("GETs only, obstore (ceiling)", "get"),
+    "get_put": ("GET+PUT, boto3 (ceiling)", "get_put"),
+    "get_put_obstore": ("GET+PUT, obstore (ceiling)", "get_put"),
     "pipeline": ("pipeline", "get_put"),
     "pipeline_no_item_outputs": ("pipeline --no-item-outputs", "get"),
     "naive_celery": ("naive Celery", "get_put"),
@@ -42,12 +54,22 @@ def rate(figures: dict[str, Any], key: str) -> float | None:
     return float(value) if value else None
 
 
+def storage_ceiling(figures: dict[str, Any], kind: str) -> tuple[str | None, float | None]:
+    """The S3 ceiling of ``kind`` (get, get_put) with the fastest client measured."""
+    measured = [(name, rate(figures, name)) for name, (k, _) in STORAGE.items() if k == kind]
+    found = [(name, value) for name, value in measured if value is not None]
+    return max(found, key=lambda pair: pair[1]) if found else (None, None)  # type: ignore[arg-type,return-value]
+
+
 def lower_ceiling(figures: dict[str, Any], key: str) -> tuple[str | None, float | None]:
-    """The lower of the compute ceiling and the S3 ceiling that bounds ``key``."""
+    """The lower of the compute ceiling and the S3 ceiling (fastest client) that bounds ``key``."""
     candidates = [
-        (name, rate(figures, name))
-        for name in ("compute", FIGURES[key][1])
-        if rate(figures, name) is not None
+        pair
+        for pair in (
+            ("compute", rate(figures, "compute")),
+            storage_ceiling(figures, FIGURES[key][1]),
+        )
+        if pair[1] is not None
     ]
     if not candidates:
         return None, None
@@ -80,7 +102,7 @@ def _ratio(value: float | None) -> str:
 
 
 def model_table(title: str, figures: dict[str, Any], table: dict[str, Any]) -> list[str]:
-    header = f"{'figure':28} {'img/s':>10} {'xceiling':>9} {'(of)':9}" + "".join(
+    header = f"{'figure':28} {'img/s':>10} {'xceiling':>9} {'(of)':15}" + "".join(
         f" {PEER_LABELS[peer]:>10}" for peer in PEERS
     )
     lines = [title, header, "-" * len(header)]
@@ -92,7 +114,7 @@ def model_table(title: str, figures: dict[str, Any], table: dict[str, Any]) -> l
             continue
         row = table[key]
         line = f"{label:28} {_number(entry['images_per_second']):>10}"
-        line += f" {_ratio(row['ceiling']):>9} {row['ceiling_name'] or '-':9}"
+        line += f" {_ratio(row['ceiling']):>9} {row['ceiling_name'] or '-':15}"
         line += "".join(f" {_ratio(row[peer]):>10}" for peer in PEERS)
         lines.append(line)
     lines += cpu_lines(figures)
@@ -153,17 +175,25 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             checks.append(check(name, None, threshold))
             return
         figures = models[model]["figures"]
-        value, other = rate(figures, key), rate(figures, against)
+        value = rate(figures, key)
+        other = storage_ceiling(figures, against)[1] if against in ("get", "get_put") else None
+        other = other or rate(figures, against)
         limit = bench_bounds.at_most(models[model].get("bounds", {}), figures, key, against)
         checks.append(
             check(name, value / other if value and other else None, threshold, at_most=limit)
         )
 
     compared("mobilenet: pipeline / compute ceiling", "mobilenet", "pipeline", "compute", 0.7)
+    if "mobilenet" in models:
+        most = models["mobilenet"].get("bounds", {}).get("most_with_outputs")
+        value = rate(models["mobilenet"]["figures"], "pipeline")
+        ratio = value / most if value and most else None
+        checks.append(check("mobilenet: pipeline / machine bound", ratio, 0.9))
     compared(
         "mobilenet: pipeline / batched Celery", "mobilenet", "pipeline", "batched_celery", 1.25
     )
-    compared("cnn: pipeline / GET+PUT ceiling", "cnn", "pipeline", "get_put", 0.9)
+    compared("mobilenet: pipeline / Ray Data warm", "mobilenet", "pipeline", "ray_warm", 2.0)
+    compared("cnn: pipeline / GET+PUT ceiling (fastest client)", "cnn", "pipeline", "get_put", 0.9)
     compared(
         "cnn: pipeline --no-item-outputs / GETs ceiling",
         "cnn",
@@ -174,6 +204,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for model in ("cnn", "mobilenet"):
         compared(f"{model}: pipeline / naive Celery", model, "pipeline", "naive_celery", 2.0)
         compared(f"{model}: pipeline / Ray Data cold", model, "pipeline", "ray_cold", 2.0)
+    for model, limit in (("cnn", 1 / 3), ("mobilenet", 1 / 2)):
+        before = FEED_BEFORE_MS.get(model)
+        now = bench_budget.feed_ms(models[model]) if model in models else None
+        fraction = now / before if now and before else None
+        checks.append(check(f"{model}: feed CPU per image / before", fraction, limit, below=True))
     enqueue = results.get("enqueue", {})
     label = f"enqueue keys/s ({enqueue.get('keys', 0):,}-key job)"
     checks.append(check(label, enqueue.get("keys_per_second"), 20_000))
@@ -189,6 +224,8 @@ def render(results: dict[str, Any]) -> str:
         lines += model_table(model["title"], model["figures"], model["ratios"])
         lines += bench_bounds.lines(model.get("bounds", {}))
         lines.append("")
+    lines += bench_budget.lines(results["models"])
+    lines.append("")
     enqueue = results.get("enqueue", {})
     if enqueue.get("keys_per_second") is not None:
         lines.append(

@@ -222,6 +222,14 @@ def test_log_format_is_text_or_json() -> None:
         Settings.from_env({"BV_LOG_FORMAT": "yaml"})
 
 
+def test_the_data_plane_client_is_obstore_unless_boto3_is_asked_for() -> None:
+    assert Settings.from_env({}).s3_data_client == "obstore"
+    assert Settings.from_env({"BV_S3_DATA_CLIENT": "Boto3"}).s3_data_client == "boto3"
+    assert Settings.from_env({}).describe()["s3_data_client"] == "obstore"
+    with pytest.raises(SettingsError, match=r"BV_S3_DATA_CLIENT='awscrt': use obstore or boto3"):
+        Settings.from_env({"BV_S3_DATA_CLIENT": "awscrt"})
+
+
 def test_metrics_port_above_65535_is_refused() -> None:
     assert Settings.from_env({"BV_METRICS_PORT": "65535"}).metrics_port == 65535
     with pytest.raises(SettingsError, match="BV_METRICS_PORT"):

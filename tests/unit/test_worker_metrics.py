@@ -47,7 +47,11 @@ def timer() -> Clock:
 def hooks(registry: CollectorRegistry, timer: Clock) -> TaskHooks:
     loaded = ["digits@v2"]
     hooks = TaskHooks(
-        WorkerMetrics(registry), loaded_models=lambda: list(loaded), clock=lambda: NOW, timer=timer
+        WorkerMetrics(registry),
+        loaded_models=lambda: list(loaded),
+        clock=lambda: NOW,
+        timer=timer,
+        cpu=lambda: timer.now * 0.5,  # the process used half a core while the task ran
     )
     hooks.loaded = loaded  # type: ignore[attr-defined]  # the test changes what is loaded
     return hooks
@@ -98,6 +102,7 @@ def test_a_batch_is_counted_by_status_stage_and_size(
     assert _value(registry, "bv_batch_size_bucket", task="classify", le="16.0") == 1
     assert _value(registry, "bv_batch_size_bucket", task="classify", le="8.0") == 0
     assert _value(registry, "bv_batch_seconds_sum", task="classify") == pytest.approx(1.5)
+    assert _value(registry, "bv_batch_cpu_seconds_total", task="classify") == pytest.approx(0.75)
     wait = {"queue": "inference", "task": "classify"}
     assert _value(registry, "bv_queue_wait_seconds_sum", **wait) == pytest.approx(2.5)
     assert _value(registry, "bv_queue_wait_seconds_count", **wait) == 1
