@@ -24,15 +24,15 @@ _real_configure = runtime_module.configure_tensorflow
 def _configure_and_slow_down(*args: Any, **kwargs: Any) -> Any:
     import bucketvision.worker.pipeline as pipeline
 
-    real_infer = pipeline._infer_group
+    real_forward = pipeline._forward  # the forward pass of one group (renamed: fail loudly)
     seconds = float(os.environ.get("BV_TEST_INFER_SECONDS", "0.5"))
 
-    def slow_infer(model: Any, group: list[Any], pool: Any, *rest: Any) -> float:
+    def slow_forward(model: Any, group: list[Any], *rest: Any) -> Any:
         if any("/slow/" in item.key for item in group):
             time.sleep(seconds)
-        return real_infer(model, group, pool, *rest)
+        return real_forward(model, group, *rest)
 
-    pipeline._infer_group = slow_infer  # type: ignore[assignment]
+    pipeline._forward = slow_forward  # type: ignore[assignment]
     return _real_configure(*args, **kwargs)
 
 
