@@ -43,6 +43,19 @@ def _wait(env: dict[str, str], job_id: str, timeout: float, batches: int | None 
         time.sleep(0.1)
 
 
+def _wait_for_a_batch_in_flight(env: dict[str, str], job_id: str, timeout: float = 60) -> None:
+    """Until a child holds a batch's owner lease, so the kill lands mid-batch.
+
+    A batch of 16 digits takes well under 0.1 s, so a kill right after a recording can find
+    both children between batches: then no batch comes back as a second attempt.
+    """
+    jobs = redis.Redis.from_url(env["BV_BROKER_URL"])
+    deadline = time.monotonic() + timeout
+    while not any(f.startswith(b"owner:") for f in jobs.hkeys(f"bv:job:{job_id}:attempts")):
+        assert time.monotonic() < deadline, f"job {job_id}: no batch in flight"
+        time.sleep(0.002)
+
+
 def test_a_whole_worker_sigkilled_mid_job_is_replaced_and_nothing_is_lost(
     chaos_env: dict[str, str], s3_client: Any, digits_model: str, start_faulty_worker: Any
 ) -> None:
@@ -53,6 +66,7 @@ def test_a_whole_worker_sigkilled_mid_job_is_replaced_and_nothing_is_lost(
     first.wait_for_children(2)
     job_id = _submit(chaos_env, bucket)
     _wait(chaos_env, job_id, 180, batches=6)
+    _wait_for_a_batch_in_flight(chaos_env, job_id)
     first.kill()  # parent and children at once: their reserved batches stay unacked in Redis
     killed_at = time.monotonic()
     second = start_faulty_worker(chaos_env, "--cpu", "--concurrency", "2")
