@@ -13,38 +13,32 @@ from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    EndpointConnectionError,
-    HTTPClientError,
-    IncompleteReadError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from bucketvision.infra.errors import EXIT_UNAVAILABLE, UserError
+from bucketvision.infra.errors import UserError
+from bucketvision.infra.s3_errors import (  # the error vocabulary, also importable from here
+    ObjectMissing,
+    ObjectTooLarge,
+    StorageError,
+    StorageUnavailable,
+    error_code,
+    explain,
+)
 from bucketvision.infra.settings import Settings
 
-
-class StorageError(UserError):
-    """An S3 operation failed in a way the caller should report to the user."""
-
-
-class StorageUnavailable(StorageError):
-    """S3 did not answer, or said "try later" (5xx, throttling), after the client's retries.
-
-    The object may be fine: retry the whole unit of work later, rather than report the
-    object as failed. A command ends with exit code 3."""
-
-    exit_code = EXIT_UNAVAILABLE
-
-
-class ObjectTooLarge(StorageError):
-    """The object is larger than BV_MAX_OBJECT_BYTES."""
-
-
-class ObjectMissing(StorageError):
-    """The object or bucket does not exist."""
+__all__ = [
+    "DataPlane",
+    "ObjectInfo",
+    "ObjectMissing",
+    "ObjectTooLarge",
+    "S3Store",
+    "S3Uri",
+    "StorageError",
+    "StorageUnavailable",
+    "UriError",
+    "make_client",
+    "parse_s3_uri",
+]
 
 
 @dataclass(frozen=True)
@@ -116,25 +110,6 @@ def make_client(settings: Settings, *, pool_size: int = 64, service: str = "s3")
     )
 
 
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-TRY_LATER_CODES = frozenset(
-    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"}
-    | {"InternalError", "503", "500", "502", "504"}
-)
-_TRANSPORT_ERRORS = (BotoConnectionError, HTTPClientError, IncompleteReadError, ConnectionError)
-
-
-def is_transient(error: BaseException) -> bool:
-    """True for failures that say nothing about the object: network, timeouts, 5xx, throttling."""
-    if isinstance(error, ClientError):
-        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        return status >= 500 or _error_code(error) in TRY_LATER_CODES
-    return isinstance(error, _TRANSPORT_ERRORS)
-
-
 class DataPlane(Protocol):
     """Whole-object reads and writes by another client, raising this module's errors."""
 
@@ -157,32 +132,15 @@ class S3Store:
         return cls(make_client(settings, pool_size=pool_size), data)
 
     def explain(self, error: Exception, what: str) -> StorageError:
-        if isinstance(error, StorageError):
-            return error
-        if isinstance(error, EndpointConnectionError):
-            return StorageUnavailable(
-                f"{what}: cannot reach the S3 endpoint ({error}); is BV_S3_ENDPOINT_URL right?"
-            )
-        if is_transient(error):
-            reason = f"{type(error).__name__}: {error}"
-            return StorageUnavailable(f"{what}: S3 is unavailable ({reason})")
-        if isinstance(error, ClientError):
-            code = _error_code(error)
-            if code in ("NoSuchBucket",):
-                return ObjectMissing(f"{what}: the bucket does not exist ({code})")
-            if code in ("NoSuchKey", "404", "NotFound"):
-                return ObjectMissing(f"{what}: no such object")
-            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                return StorageError(f"{what}: access denied ({code}); check the AWS_* credentials")
-            return StorageError(f"{what}: {code or error}")
-        return StorageError(f"{what}: {type(error).__name__}: {error}")
+        """The store's error for what boto3 raised while doing ``what``."""
+        return explain(error, what)
 
     def bucket_exists(self, bucket: str) -> bool:
         try:
             self.client.head_bucket(Bucket=bucket)
             return True
         except ClientError as error:
-            if _error_code(error) in ("404", "NoSuchBucket", "NotFound"):
+            if error_code(error) in ("404", "NoSuchBucket", "NotFound"):
                 return False
             raise self.explain(error, f"s3://{bucket}") from error
         except Exception as error:
@@ -294,7 +252,7 @@ class S3Store:
         try:
             head = self.client.head_object(Bucket=bucket, Key=key)
         except ClientError as error:
-            if _error_code(error) in ("404", "NoSuchKey", "NotFound"):
+            if error_code(error) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise self.explain(error, f"s3://{bucket}/{key}") from error
         return str(head.get("ETag", "")).strip('"')

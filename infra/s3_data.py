@@ -38,13 +38,7 @@ try:
 except ImportError:  # a producer-only install: the worker extra brings obstore
     obstore = None
 
-from bucketvision.infra.s3 import (
-    TRY_LATER_CODES,
-    ObjectMissing,
-    ObjectTooLarge,
-    StorageError,
-    StorageUnavailable,
-)
+from bucketvision.infra.s3_errors import ObjectTooLarge, StorageError, storage_error
 from bucketvision.infra.settings import Settings
 
 RETRIES = {
@@ -57,24 +51,19 @@ _CODE = re.compile(r"<Code>([^<]+)</Code>")
 
 
 def _explain(error: Exception, what: str) -> StorageError:
-    """The store's error for what obstore raised (it names the status and S3's code)."""
+    """The store's error for what obstore raised (its text names the status and S3's code)."""
     text = str(error)
     status_found, code_found = _STATUS.search(text), _CODE.search(text)
     status = int(status_found.group(1)) if status_found else 0
     code = code_found.group(1) if code_found else ""
     name = type(error).__name__
-    if isinstance(error, FileNotFoundError) or code in ("NoSuchKey", "NoSuchBucket"):
-        if code == "NoSuchBucket":
-            return ObjectMissing(f"{what}: the bucket does not exist ({code})")
-        return ObjectMissing(f"{what}: no such object")
-    if name in ("PermissionDeniedError", "UnauthenticatedError") or status in (401, 403):
-        code = code or ("AccessDenied" if status == 403 else "Unauthenticated")
-        return StorageError(f"{what}: access denied ({code}); check the AWS_* credentials")
-    first_line = text.split("\n\n", 1)[0].strip()
+    if isinstance(error, FileNotFoundError) and not code:
+        code = "NoSuchKey"
+    if name in ("PermissionDeniedError", "UnauthenticatedError") and not (code or status):
+        status = 403 if name == "PermissionDeniedError" else 401
     transport = not status and name == "GenericError"  # refused, reset, timed out
-    if transport or status >= 500 or status == 429 or code in TRY_LATER_CODES:
-        return StorageUnavailable(f"{what}: S3 is unavailable ({first_line})")
-    return StorageError(f"{what}: {code or status or first_line}")
+    detail = text.split("\n\n", 1)[0].strip()
+    return storage_error(what, code=code, status=status, transport=transport, detail=detail)
 
 
 class ObstoreDataPlane:

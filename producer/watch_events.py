@@ -30,7 +30,8 @@ import redis
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bucketvision.infra.errors import EXIT_UNAVAILABLE, UserError
-from bucketvision.infra.s3 import StorageUnavailable, is_transient, make_client
+from bucketvision.infra.s3 import make_client
+from bucketvision.infra.s3_errors import StorageUnavailable, is_transient
 from bucketvision.infra.settings import Settings, redact_url
 
 if TYPE_CHECKING:

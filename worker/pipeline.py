@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, as_completed, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -144,6 +145,7 @@ def _stream(
     forward_batch = max(1, model.forward_batch)
     fetches = [pool.submit(_fetch_and_decode, store, bucket, item, model, limits) for item in items]
     writes: list[Future[Any]] = []
+    finish = partial(_finish, model, shadow, store, message)
     infer_seconds, stopped = 0.0, False
     try:
         ready: list[ItemState] = []
@@ -157,14 +159,13 @@ def _stream(
                     for pending in fetches:
                         pending.cancel()  # not started yet: never downloaded
                     break
-                seconds, outputs = _forward(model, ready, shadow)
+                seconds, outputs, candidates = _forward(model, ready, shadow)
                 infer_seconds += seconds
-                for index, done_item in enumerate(ready):
+                for position, done_item in enumerate(ready):
                     done_item.ran = True
-                    output = outputs[index] if outputs is not None else None
-                    writes.append(
-                        pool.submit(_finish, model, done_item, output, shadow, store, message)
-                    )
+                    if outputs is not None:
+                        candidate = candidates[position] if candidates is not None else None
+                        writes.append(pool.submit(finish, done_item, outputs[position], candidate))
                 ready = []
         for write in writes:
             write.result()
@@ -174,20 +175,13 @@ def _stream(
     return infer_seconds, stopped
 
 
-@dataclass
-class _Outputs:
-    """An item's raw output: CURRENT's, and a shadow candidate's on the same pixels."""
-
-    current: Any
-    candidate: Any = None
-
-
 def _forward(
     model: ServedModel, group: list[ItemState], shadow: ShadowRun | None
-) -> tuple[float, list[_Outputs] | None]:
-    """One forward pass over ``group`` (and the shadow's): its seconds, one output per item.
+) -> tuple[float, Any, Any]:
+    """One forward pass over ``group`` (and the shadow's): its seconds, CURRENT's outputs
+    and the shadow candidate's (None without a shadow), one per item.
 
-    None when the pass failed: every item of the group then has the error.
+    The outputs are None when the pass failed: every item of the group then has the error.
     """
     started = time.perf_counter()
     try:
@@ -199,35 +193,28 @@ def _forward(
     except Exception as error:
         for item in group:
             item.error, item.decoded = ("InferenceError", f"{type(error).__name__}: {error}"), None
-        return time.perf_counter() - started, None
-    found = [
-        _Outputs(output, candidates[index] if candidates is not None else None)
-        for index, output in enumerate(outputs)
-    ]
-    return time.perf_counter() - started, found
+        return time.perf_counter() - started, None, None
+    return time.perf_counter() - started, outputs, candidates
 
 
 def _finish(
     model: ServedModel,
-    item: ItemState,
-    output: _Outputs | None,
     shadow: ShadowRun | None,
     store: S3Store,
     message: BatchMessage,
+    item: ItemState,
+    output: Any,
+    candidate: Any,
 ) -> ItemState:
     """An item after its forward pass, in one thread task: its result, then its uploads.
 
     A ``shadow`` candidate's output is compared once CURRENT's result is made (nothing of
     the candidate's is kept on the item).
     """
-    if output is None:
-        return item
     started = time.perf_counter()
-    _post_process(model, item, output.current)
-    if shadow is not None and output.candidate is not None and item.result is not None:
-        shadow.compare(
-            model.task, ItemResult(item.result, item.files), output.candidate, item.decoded
-        )
+    _post_process(model, item, output)
+    if shadow is not None and candidate is not None and item.result is not None:
+        shadow.compare(model.task, ItemResult(item.result, item.files), candidate, item.decoded)
     item.decoded = None
     item.result_seconds = time.perf_counter() - started
     if item.result is not None and (message.item_outputs or item.files):
@@ -263,8 +250,16 @@ def run_batch(
         )
 
     shadow = load_shadow(message.shadow, load_model, model, len(items))
-    streams = {"store": store, "pool": pool, "limits": limits, "should_stop": should_stop}
-    infer_seconds, stopped = _stream(message, items, model, shadow=shadow, **streams)
+    infer_seconds, stopped = _stream(
+        message,
+        items,
+        model,
+        store=store,
+        pool=pool,
+        limits=limits,
+        should_stop=should_stop,
+        shadow=shadow,
+    )
     latency = (time.perf_counter() - started) * 1000.0
     lines = [
         manifest_line(

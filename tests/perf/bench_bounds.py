@@ -7,8 +7,9 @@ model:
 
 - ``forward_ms``: CPU per image of the compute ceiling (its processes only);
 - ``decode_ms``: CPU per image of the service's decoder (JPEG draft mode), on
-  one thread of the bench over objects of the corpus: the cheapest decode of
-  the contenders (the peers decode in full);
+  one thread of the bench over objects of the corpus (``bench_budget.decode_split_ms``,
+  decode and preprocess together): the cheapest decode of the contenders (the peers
+  decode in full);
 - ``server_ms_*`` / ``client_ms_*``: CPU of the S3 server, and of the fastest
   data-plane client measured (the bench's own process, which does nothing else
   then), per item of the GET+PUT ceiling and per GET of the GETs-only ceiling;
@@ -28,11 +29,8 @@ with this S3 server.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
-
-from bucketvision.models.decoding import decode_image
 
 SERVER = "s3_server"
 CLIENT = "bench_producer"  # the storage ceilings' clients run in the bench's process
@@ -49,27 +47,6 @@ def cpu_ms_per_image(entry: dict[str, Any], counts: Callable[[str], bool]) -> fl
         seconds = sum(used for name, used in cpu["cpu_seconds"].items() if counts(name))
         values.append(1000.0 * seconds / (rate * cpu["wall_seconds"]))
     return statistics.median(values) if values else None
-
-
-def decode_ms_per_image(
-    blobs: Sequence[bytes],
-    input_shape: Sequence[int],
-    max_pixels: int,
-    min_seconds: float = 1.0,
-) -> float | None:
-    """CPU ms per image of the service's decoder, over ``blobs`` for at least ``min_seconds``."""
-    if not blobs:
-        return None
-    height, width, channels = input_shape
-    mode = "L" if channels == 1 else "RGB"
-    images, start = 0, time.thread_time()
-    while True:
-        for blob in blobs:
-            decode_image(blob, mode=mode, size=(width, height), max_pixels=max_pixels)
-        images += len(blobs)
-        used = time.thread_time() - start
-        if used >= min_seconds:
-            return 1000.0 * used / images
 
 
 def _most(cores: int, per_image: Sequence[float | None], server_ms: float | None) -> float | None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.perf import bench_bounds, bench_report
+from tests.perf import bench_bounds, bench_budget, bench_report
 
 
 def _job(rate: float, wall: float, **cpu_seconds: float) -> dict[str, Any]:
@@ -100,6 +100,8 @@ def test_decode_cost_is_measured_with_the_service_decoder() -> None:
         buffer = io.BytesIO()
         Image.new("RGB", (640, 480), (shade * 60, 90, 200)).save(buffer, "JPEG", quality=90)
         blobs.append(buffer.getvalue())
-    cost = bench_bounds.decode_ms_per_image(blobs, (224, 224, 3), 40_000_000, min_seconds=0.05)
-    assert cost is not None and 0.0 < cost < 1000.0
-    assert bench_bounds.decode_ms_per_image([], (28, 28, 1), 40_000_000) is None
+    split = bench_budget.decode_split_ms(blobs, (224, 224, 3), 40_000_000, min_seconds=0.05)
+    assert split is not None
+    decode, preprocess = split
+    assert 0.0 < decode < 1000.0 and 0.0 <= preprocess < 1000.0
+    assert bench_budget.decode_split_ms([], (28, 28, 1), 40_000_000) is None

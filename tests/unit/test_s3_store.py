@@ -18,6 +18,7 @@ from bucketvision.infra.s3 import (
     make_client,
     parse_s3_uri,
 )
+from bucketvision.infra.s3_errors import storage_error
 from bucketvision.infra.settings import Settings
 
 BUCKET = "unit-bucket"
@@ -244,6 +245,31 @@ def test_errors_are_explained(error: Exception, kind: type, words: str) -> None:
     assert type(explained) is kind
     assert words in str(explained)
     assert str(explained).startswith("s3://b/k")
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind", "words"),
+    [
+        ({"code": "NoSuchKey", "status": 404}, ObjectMissing, "no such object"),
+        ({"status": 404}, ObjectMissing, "no such object"),
+        ({"code": "NoSuchBucket", "status": 404}, ObjectMissing, "bucket does not exist"),
+        ({"status": 403}, StorageError, "access denied (AccessDenied)"),
+        ({"status": 401}, StorageError, "access denied (Unauthenticated)"),
+        ({"code": "SignatureDoesNotMatch", "status": 403}, StorageError, "AWS_* credentials"),
+        ({"code": "RequestTimeTooSkewed", "status": 403}, StorageError, "RequestTimeTooSkewed"),
+        ({"status": 429, "detail": "too many"}, StorageUnavailable, "unavailable (too many)"),
+        ({"code": "SlowDown", "status": 503}, StorageUnavailable, "unavailable"),
+        ({"transport": True, "detail": "refused"}, StorageUnavailable, "unavailable (refused)"),
+        ({"code": "InvalidArgument", "status": 400}, StorageError, "InvalidArgument"),
+    ],
+)
+def test_one_mapping_serves_both_clients(answer: dict[str, Any], kind: type, words: str) -> None:
+    """boto3's errors (``explain``) and obstore's (``s3_data``) both go through storage_error."""
+    mapped = storage_error("s3://b/k", **answer)
+    assert type(mapped) is kind
+    assert str(mapped).startswith("s3://b/k: ") and words in str(mapped)
+    refused = answer.get("status") in (401, 403) and answer.get("code") != "RequestTimeTooSkewed"
+    assert ("access denied" in str(mapped)) == refused
 
 
 class _BrokenBody:
