@@ -144,10 +144,14 @@ def http_answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def start_moto(port: int | None = None) -> ManagedProcess:
-    """moto's S3 server on 127.0.0.1:``port``; its URL is the S3 endpoint."""
+def start_moto(port: int | None = None, *, server: str = "moto.server") -> ManagedProcess:
+    """moto's S3 server on 127.0.0.1:``port``; its URL is the S3 endpoint.
+
+    ``server`` is the module that serves it, run with moto.server's ``-H HOST -p PORT``
+    (the bench serves moto through one that keeps connections alive).
+    """
     port = port or free_port()
-    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    command = [sys.executable, "-m", server, "-H", "127.0.0.1", "-p", str(port)]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # A fixed argv of our own, no shell (bandit B603).
     process = subprocess.Popen(  # nosec B603
