@@ -14,9 +14,11 @@ STORAGE = {  # figure: (kind, client); boto3's keep the names of earlier results
     for client in CLIENTS
 }
 # The feed CPU per image (worker less forward, ms) of main before the obstore data plane:
-# 1e8a461, `python -m tests.perf.bench --skip peers,ray,enqueue,rss` on the 2-core machine,
-# 2026-12-03 20:30 (medians of 3; tests/perf/NOTES.md).
-FEED_BEFORE_MS: dict[str, float | None] = {"cnn": 3.465, "mobilenet": 4.151}
+# 1e8a461, `python -m tests.perf.bench --skip peers,ray,enqueue,rss --s3 URL` against this
+# bench's keep-alive moto (`python -m tests.perf.s3_keepalive -p PORT`) on the 2-core machine,
+# 2026-12-04 00:23 (medians of 3; tests/perf/NOTES.md). Against werkzeug's closing server on
+# a faster host of 2026-12-03 it was 3.465 and 4.151.
+FEED_BEFORE_MS: dict[str, float | None] = {"cnn": 5.540, "mobilenet": 6.119}
 FIGURES = {  # key: (table label, which S3 ceiling bounds it)
     "compute": ("compute ceiling", "get_put"),
     "get": ("GETs only, boto3 (ceiling)", "get"),
