@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, as_completed, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -175,9 +175,10 @@ def _stream(
     return infer_seconds, stopped
 
 
-def _forward(
-    model: ServedModel, group: list[ItemState], shadow: ShadowRun | None
-) -> tuple[float, Any, Any]:
+Forwarded = tuple[float, Sequence[Any] | None, Sequence[Any] | None]
+
+
+def _forward(model: ServedModel, group: list[ItemState], shadow: ShadowRun | None) -> Forwarded:
     """One forward pass over ``group`` (and the shadow's): its seconds, CURRENT's outputs
     and the shadow candidate's (None without a shadow), one per item.
 

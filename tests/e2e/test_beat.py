@@ -1,4 +1,4 @@
-"""Scheduled retraining: beat with a 45 s schedule makes versions through the promotion gate."""
+"""Scheduled retraining: beat with a 20 s schedule makes versions through the promotion gate."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_beat_retrains_on_schedule_and_jobs_use_the_promoted_version(
     schedule = tmp_path / "schedule.toml"
     schedule.write_text(
         f'[[train]]\nname = "{NAME}"\ntask = "classify"\n'
-        f'dataset = "s3://{BUCKET}/datasets/digits/"\nevery = "45s"\nepochs = 2\n'
+        f'dataset = "s3://{BUCKET}/datasets/digits/"\nevery = "20s"\nepochs = 2\n'
     )
     env = {
         **service_env,

@@ -229,7 +229,6 @@ class Bench:
         self.sizes = {"cnn": options.cnn_images, "mobilenet": options.mobilenet_images}
         self.corpora = {key: CORPORA[key] for key in options.models}
         self.models: dict[str, Any] = {}
-        self.decode_ms: dict[str, float | None] = {}
         self.decode_split: dict[str, tuple[float, float] | None] = {}
         self.keys: dict[str, list[str]] = {}
         self.figures: dict[str, dict[str, Any]] = {key: {} for key in self.corpora}
@@ -266,10 +265,12 @@ class Bench:
         self.ray()
         for key in self.corpora:
             self.results["models"][key]["ratios"] = bench_report.ratios(self.figures[key])
-            limits = bench_bounds.bounds(self.figures[key], self.cores, self.decode_ms.get(key))
+            split = self.decode_split.get(key)
+            decode_ms = sum(split) if split else None
+            limits = bench_bounds.bounds(self.figures[key], self.cores, decode_ms)
             self.results["models"][key]["bounds"] = limits
             self.results["models"][key]["budget"] = bench_budget.budget(
-                self.figures[key], limits, self.decode_split.get(key), self.settings.s3_data_client
+                self.figures[key], limits, split, self.settings.s3_data_client
             )
         self.results["targets"] = bench_report.targets(self.results)
         self.results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -317,8 +318,7 @@ class Bench:
                     blobs, info["input_shape"], self.settings.max_image_pixels
                 )
                 self.decode_split[key] = split
-                self.decode_ms[key] = sum(split) if split else None
-                say(f"{key}: decode {self.decode_ms[key] or 0:.2f} ms of CPU per image")
+                say(f"{key}: decode {sum(split) if split else 0:.2f} ms of CPU per image")
 
     # ------------------------------------------------------------------ producer side
 

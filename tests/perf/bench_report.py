@@ -120,6 +120,29 @@ def model_table(title: str, figures: dict[str, Any], table: dict[str, Any]) -> l
         line += "".join(f" {_ratio(row[peer]):>10}" for peer in PEERS)
         lines.append(line)
     lines += cpu_lines(figures)
+    lines += phase_lines(figures)
+    return lines
+
+
+def phase_lines(figures: dict[str, Any]) -> list[str]:
+    """Where each pipeline job's time went (last run): its submission (listing, plan), the rest.
+
+    The storage ceilings move a key list they were given; a job lists its input first,
+    which on moto costs far more than on S3, so both rates are shown.
+    """
+    lines = []
+    for key in ("pipeline", "pipeline_no_item_outputs"):
+        jobs = [job for job in (figures.get(key) or {}).get("jobs") or [] if job.get("items")]
+        if not jobs:
+            continue
+        job = jobs[-1]
+        submit, seconds = job["submit_seconds"], job["seconds"]
+        after = seconds - submit
+        lines.append(
+            f"  job phases in {FIGURES[key][0]}: submit (listing, plan) {submit:.2f} s, "
+            f"batches and finalisation {after:.2f} s; "
+            f"{_number(job['items'] / after if after > 0 else None)} img/s after the submission"
+        )
     return lines
 
 

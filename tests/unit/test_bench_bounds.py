@@ -105,3 +105,13 @@ def test_decode_cost_is_measured_with_the_service_decoder() -> None:
     decode, preprocess = split
     assert 0.0 < decode < 1000.0 and 0.0 <= preprocess < 1000.0
     assert bench_budget.decode_split_ms([], (28, 28, 1), 40_000_000) is None
+
+
+def test_the_report_splits_a_pipeline_job_at_its_submission() -> None:
+    figures = _figures()
+    job = {"items": 3000, "seconds": 20.0, "submit_seconds": 1.25, "images_per_second": 150.0}
+    figures["pipeline"]["jobs"] = [{**job, "seconds": 30.0}, job]  # the last run is shown
+    (line,) = bench_report.phase_lines(figures)
+    assert "submit (listing, plan) 1.25 s, batches and finalisation 18.75 s" in line
+    assert line.endswith("160.0 img/s after the submission")
+    assert bench_report.phase_lines({"pipeline": {"images_per_second": None}}) == []
