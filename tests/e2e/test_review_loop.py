@@ -7,7 +7,7 @@ corrected folder (files moved to their true label) imported into the dataset gro
 its ``train/`` by exactly those items, once however often it is imported; and a
 scheduled entry with ``min_new_items`` that skipped before the import trains after it.
 Drift: a job over ordinary digits keeps the card's confidence histogram (PSI below 0.2),
-one over inverted digits departs from it, and ``status`` says so.
+one over blends of two digits of different classes departs from it, and ``status`` says so.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bucketvision.models.digits import make_digits
@@ -179,7 +180,11 @@ def test_review_routes_the_unsure_items_and_the_import_grows_the_dataset_once(
 
 
 def _check_drift(env: dict[str, str], s3_client: Any, worker: Any) -> None:
-    """Ordinary digits keep the card's confidence histogram; inverted ones drift from it.
+    """Ordinary digits keep the card's confidence histogram; two-digit blends drift from it.
+
+    A blend of two digits of different classes leaves the classifier torn between them.
+    Inverted digits were used before, but a small CNN can be as sure of them as of ordinary
+    ones (PSI 0.145 in a CI run of 2026-12-04), so they did not always drift.
 
     The reference is the histogram on a 300-digit test split: a card scored on a handful
     of items is no yardstick (PSI compares shares).
@@ -199,9 +204,9 @@ def _check_drift(env: dict[str, str], s3_client: Any, worker: Any) -> None:
     assert len(card["confidence_histogram"]) == 10 and sum(card["confidence_histogram"]) > 0
     images, labels = make_digits(200, seed=41)
     upload_labelled(s3_client, BUCKET, "plain/", images, labels)
-    upload_labelled(s3_client, BUCKET, "inverted/", 255 - images, labels)
+    upload_labelled(s3_client, BUCKET, "blended/", _two_digit_blends(images, labels), labels)
     psi = {}
-    for name in ("plain", "inverted"):
+    for name in ("plain", "blended"):
         done = submit_cli(
             env, f"s3://{BUCKET}/{name}/", f"s3://{BUCKET}/drift-{name}/", "--model",
             f"{DRIFT_NAME}@v1", "--wait", "--quiet",
@@ -216,8 +221,18 @@ def _check_drift(env: dict[str, str], s3_client: Any, worker: Any) -> None:
         status = run_cli(env, "status", job_id)
         assert status.returncode == 0, status.stderr
         assert ("confidence drift: PSI" in status.stdout) == confidence["drift"]
-        assert confidence["drift"] == (name == "inverted"), (name, confidence)
-    print(f"confidence PSI against the card: plain {psi['plain']}, inverted {psi['inverted']}")
+        assert confidence["drift"] == (name == "blended"), (name, confidence)
+    print(f"confidence PSI against the card: plain {psi['plain']}, blended {psi['blended']}")
+
+
+def _two_digit_blends(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each digit averaged with the next one (cyclically) of another class."""
+    count = len(labels)
+    partners = [
+        next(j % count for j in range(i + 1, i + count) if labels[j % count] != labels[i])
+        for i in range(count)
+    ]
+    return ((images.astype(np.uint16) + images[partners]) // 2).astype(np.uint8)
 
 
 def _versions(env: dict[str, str]) -> list[str]:
