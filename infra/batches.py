@@ -11,7 +11,10 @@ looks at jobs that made no progress for ``quiet_seconds``: a batch sent (within
 the job's feeding window) but not recorded, in no queue and not unacknowledged
 is sent again. So is one whose sender died between taking it from the plan and
 sending it. A batch sent twice is recorded once (:mod:`infra.jobs`), so the
-cost of a false alarm is one no-op.
+cost of a false alarm is one no-op. A batch whose owner lease expired before it
+was recorded, and which the broker does not hold, is sent again at the next
+look, quiet or not: its owner died after acknowledging its message, while a
+pool child's finisher completed it (:mod:`worker.finishing`).
 
 The audit also drives finalisation to its end. A job whose batches are all
 recorded but which has not ended, whose finalisation lease nobody holds and of
@@ -19,14 +22,12 @@ which no batch is queued or unacknowledged has lost its finaliser (it died
 after recording, or while writing the job files): one of its batches is sent
 again, and the worker that finds it recorded finalises the job. So is a job
 being cancelled none of whose batches runs (no live owner): the worker that
-skips the batch finalises it as ``cancelled``. The audit runs
-every ``FINALIZE_CHECK_SECONDS`` at most, so such a job ends within a lease and
-a check (about 45 s) plus the time a worker takes to pick the batch up.
+skips the batch finalises it as ``cancelled``. The audit runs every
+``FINALIZE_CHECK_SECONDS`` at most: such a job ends within about 45 s.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -45,13 +46,16 @@ from bucketvision.infra.job_plans import read_plan
 from bucketvision.infra.jobs import FINALIZE_LEASE_SECONDS, JobNotFound, JobStore
 from bucketvision.infra.messages import JobMessage
 from bucketvision.infra.outages import OUTAGE_ERRORS
-from bucketvision.infra.queue import INFERENCE_QUEUE
+from bucketvision.infra.ownership import expired_owners
+from bucketvision.infra.queue import INFERENCE_QUEUE, task_ids_of
 from bucketvision.infra.s3 import S3Store, S3Uri, parse_s3_uri
 from bucketvision.infra.vocabulary import CANCELLING, FINAL_STATES, TASK_NAMES
 
 log = logging.getLogger("bucketvision.batches")
 
 FINALIZE_CHECK_SECONDS = FINALIZE_LEASE_SECONDS / 2  # the longest wait between two audits
+_LOST = "after {quiet:.0f} s without progress (lost by the broker)"
+_ORPHANED = "and their owner's lease expired (it died after its task returned)"
 
 
 def task_id_for(job_id: str, batch: int) -> str:
@@ -60,6 +64,7 @@ def task_id_for(job_id: str, batch: int) -> str:
 
 
 def batch_of_task_id(task_id: str) -> tuple[str, int] | None:
+    """The job and batch a task id names (:func:`task_id_for`), or None."""
     parts = task_id.rsplit(":", 2)
     if len(parts) != 3 or not parts[1].isdigit():
         return None
@@ -106,17 +111,6 @@ def send_from_plan(
     return sorted(found)
 
 
-def _task_ids(raws: Iterable[bytes], unacked: bool) -> Iterator[str]:
-    """The task ids of raw kombu messages (list entries, or ``unacked`` hash values)."""
-    for raw in raws:
-        try:
-            decoded = json.loads(raw)
-            message = decoded[0] if unacked else decoded
-            yield str(message["headers"]["id"])
-        except (ValueError, KeyError, IndexError, TypeError):
-            continue
-
-
 @dataclass
 class LostBatchAudit:
     """Finds the batches of quiet jobs that the broker no longer holds, and sends them again.
@@ -137,8 +131,8 @@ class LostBatchAudit:
         """One look at every active job; returns the batches sent again, by job."""
         unfinalised: dict[str, dict[str, Any]] = {}
         stalled = {
-            job_id: (record, missing)
-            for job_id, record, missing in self._stalled(unfinalised)
+            job_id: (record, missing, why)
+            for job_id, record, missing, why in self._stalled(unfinalised)
             if missing
         }
         if not stalled and not unfinalised:
@@ -147,9 +141,9 @@ class LostBatchAudit:
         if held is None:
             return {}
         resent: dict[str, list[int]] = {}
-        for job_id, (record, missing) in stalled.items():
+        for job_id, (record, missing, why) in stalled.items():
             lost = sorted(missing - held.get(job_id, set()))
-            if lost and (sent := self._send_again(record, lost)):
+            if lost and (sent := self._send_again(record, lost, why)):
                 resent[job_id] = sent
         for job_id, record in unfinalised.items():
             if not held.get(job_id) and (batch := self._send_to_finalize(record)) is not None:
@@ -158,8 +152,11 @@ class LostBatchAudit:
 
     def _stalled(
         self, unfinalised: dict[str, dict[str, Any]]
-    ) -> Iterator[tuple[str, dict[str, Any], set[int]]]:
-        """Active jobs quiet for ``quiet_seconds``: id, record and unrecorded batches.
+    ) -> Iterator[tuple[str, dict[str, Any], set[int], str]]:
+        """Active jobs with batches to look for: id, record, those batches, and why.
+
+        They are the batches of a job whose owner died holding them (lease expired,
+        not recorded), else the unrecorded batches of a job quiet for ``quiet_seconds``.
 
         Jobs with every batch recorded (or cancelling with none running), not ended
         and with no finaliser holding their lease are added to ``unfinalised``.
@@ -182,6 +179,9 @@ class LostBatchAudit:
                 continue
             if not self.resend_lost or not record.get("planned"):
                 continue  # a job whose plan is not whole yet has sent nothing
+            if orphaned := self._orphaned(job_id):
+                yield job_id, record, orphaned, _ORPHANED
+                continue
             # A job waiting behind a long queue stays quiet: it is looked at again only
             # a quiet period after the last look (by any worker), not every interval.
             moments = ("submitted_at", "started_at", "updated_at", "audited_at")
@@ -190,7 +190,14 @@ class LostBatchAudit:
                 self.jobs.redis.hset(keys.job(job_id), "audited_at", self.clock())
                 sent = int(record.get("sent", record.get("batches", 0)))
                 unrecorded = self.jobs.unrecorded_batches(job_id, sent)
-                yield job_id, record, {int(batch) for batch in unrecorded}
+                yield job_id, record, {int(batch) for batch in unrecorded}, _LOST
+
+    def _orphaned(self, job_id: str) -> set[int]:
+        """Unrecorded batches whose owner lease expired (their owner died)."""
+        expired = expired_owners(self.jobs.redis, job_id)
+        if expired:
+            expired -= set(self.jobs.recorded_batches(job_id).tolist())
+        return expired
 
     def _held_by_broker(self, job_ids: set[str]) -> dict[str, set[int]] | None:
         """The batches of these jobs waiting in the queue or unacknowledged; None: too many."""
@@ -204,7 +211,7 @@ class LostBatchAudit:
             )
             return None
         task_ids = list(
-            _task_ids(
+            task_ids_of(
                 (
                     raw
                     for start in range(0, queued, 1000)
@@ -214,7 +221,7 @@ class LostBatchAudit:
             )
         )
         raws = (raw for _, raw in client.hscan_iter(Channel.unacked_key, count=1000))
-        task_ids += _task_ids(raws, unacked=True)
+        task_ids += task_ids_of(raws, unacked=True)
         held: dict[str, set[int]] = {}
         for task_id in task_ids:
             batch = batch_of_task_id(task_id)
@@ -239,17 +246,17 @@ class LostBatchAudit:
         )
         return last
 
-    def _send_again(self, record: dict[str, Any], batches: list[int]) -> list[int]:
+    def _send_again(self, record: dict[str, Any], batches: list[int], why: str) -> list[int]:
         job_id = str(record["job_id"])
         job = (job_id, parse_s3_uri(record["output"]))
         sent = send_from_plan(self.app, self.jobs, self.store, job, batches)
         self.jobs.redis.hincrby(keys.job(job_id), "resent_batches", len(sent))
         log.warning(
-            "job %s: batches %s were in no queue, not unacknowledged and not recorded after "
-            "%.0f s without progress (lost by the broker); sent again",
+            "job %s: batches %s were in no queue, not unacknowledged and not recorded %s; "
+            "sent again",
             job_id,
             sent,
-            self.quiet_seconds,
+            why.format(quiet=self.quiet_seconds),
         )
         return sent
 

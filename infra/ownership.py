@@ -196,3 +196,21 @@ class Heartbeat:
         deadline = time.monotonic() + RELEASE_RETRY_SECONDS
         while time.monotonic() < deadline and not self._release():
             time.sleep(1.0)
+
+
+def expired_owners(client: redis.Redis, job_id: str) -> set[int]:
+    """The job's batches whose owner's lease has expired: their owner died holding them.
+
+    A batch is in the attempts hash only while it runs (recording deletes its owner), so
+    an expired lease is an owner that stopped renewing: the process died, or it gave the
+    batch up to the lost-batch audit (:mod:`worker.finishing`).
+    """
+    held = client.hgetall(keys.job_attempts(job_id))
+    seconds, micros = client.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    expired = set()
+    for field, value in held.items():
+        name, _, expiry = value.decode().rpartition(" ")
+        if field.startswith(b"owner:") and name and expiry.isdigit() and int(expiry) < now_ms:
+            expired.add(int(field[len(b"owner:") :]))
+    return expired

@@ -6,6 +6,9 @@ task code (nor TensorFlow); the worker registers its tasks on the same app.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator
+
 from celery import Celery
 from kombu import Exchange, Queue
 
@@ -80,3 +83,14 @@ def make_celery(settings: Settings) -> Celery:
         worker_redirect_stdouts=False,
     )
     return app
+
+
+def task_ids_of(raws: Iterable[bytes], unacked: bool) -> Iterator[str]:
+    """The task ids of raw kombu messages (list entries, or ``unacked`` hash values)."""
+    for raw in raws:
+        try:
+            decoded = json.loads(raw)
+            message = decoded[0] if unacked else decoded
+            yield str(message["headers"]["id"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue

@@ -21,7 +21,12 @@ import threading
 from dataclasses import dataclass
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 from celery.utils.log import current_process_index
 
 from bucketvision.infra.batches import start_lost_batch_audit
@@ -32,6 +37,7 @@ from bucketvision.infra.metrics import Exporter, start_multiprocess_exporter
 from bucketvision.infra.queue import INFERENCE_QUEUE, TRAINING_QUEUE, make_celery
 from bucketvision.infra.s3 import S3Store
 from bucketvision.infra.settings import Settings
+from bucketvision.worker.finishing import drain_finisher
 from bucketvision.worker.hooks import TaskHooks
 
 log = logging.getLogger("bucketvision.worker")
@@ -125,6 +131,8 @@ def run_worker(
     register_tasks(app)
     configure_logging(loglevel, settings.log_format)
     leave_logging_to_us()
+    # First: a child's finishing batch is recorded before the hooks' exit handling runs.
+    worker_process_shutdown.connect(drain_finisher, weak=False)
     exporter = _install_hooks(settings)
 
     @worker_process_init.connect(weak=False)

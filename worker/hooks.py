@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 
 from bucketvision.infra.logs import bind_context, reset_context
 from bucketvision.infra.vocabulary import BATCH_TASKS, TRAINING_TASKS, short_task_name
-from bucketvision.worker.reports import BatchReport, TrainingReport
+from bucketvision.worker.reports import BatchReport, TrainingReport, batch_finished
 
 if TYPE_CHECKING:  # importing it loads prometheus_client: only with BV_METRICS_PORT
     from bucketvision.worker.metrics import WorkerMetrics
@@ -55,11 +56,18 @@ class TaskHooks:
         # task id -> (timer, process CPU, log context) at its start
         self._running: dict[str, tuple[float, float, contextvars.Token[Mapping[str, Any] | None]]]
         self._running = {}
+        # A batch finished behind its task (worker.finishing) is recorded once both its
+        # task has returned and its finisher has reported, in either order:
+        # (job, batch, attempt) -> (task name, task start, task CPU) or the final report.
+        self._handed_over: dict[tuple[str, int, int], tuple[str, float, float]] = {}
+        self._finished_first: dict[tuple[str, int, int], BatchReport] = {}
+        self._meeting = threading.Lock()
 
     def install(self) -> None:
         """Connect to Celery's signals (in the parent, so every forked child has them)."""
         task_prerun.connect(self.before, weak=False)
         task_postrun.connect(self.after, weak=False)
+        batch_finished.connect(self.finished, weak=False)
         if self.metrics is not None:
             worker_process_shutdown.connect(_child_exit, weak=False)
 
@@ -123,7 +131,10 @@ class TaskHooks:
         try:
             if isinstance(result, Mapping) and name in BATCH_TASKS:
                 report = BatchReport.from_json(dict(result))
-                self._record_batch(metrics, name, report, seconds, cpu)
+                if report.finishing:
+                    self._task_returned(metrics, name, report, self.timer() - seconds, cpu)
+                else:
+                    self._record_batch(metrics, name, report, seconds, cpu)
             elif isinstance(result, Mapping) and name in TRAINING_TASKS:
                 training = TrainingReport.from_json(dict(result))
                 if training.outcome:
@@ -132,6 +143,38 @@ class TaskHooks:
                     )
         finally:  # last: once a task is counted, everything it reported is recorded
             metrics.record_task(name, state or "unknown")
+
+    def finished(self, sender: object = None, report: BatchReport | None = None, **_: Any) -> None:
+        """``batch_finished``: a batch handed to its child's finisher is recorded (or not)."""
+        if self.metrics is None or report is None:
+            return
+        key = (report.job_id, report.batch, report.attempt)
+        with self._meeting:
+            returned = self._handed_over.pop(key, None)
+            if returned is None:
+                self._finished_first[key] = report
+                return
+        name, started, cpu = returned
+        try:
+            self._record_batch(self.metrics, name, report, self.timer() - started, cpu)
+        except Exception:
+            log.exception("could not record the metrics of batch %s of job %s", *key[1::-1])
+
+    def _task_returned(
+        self, metrics: WorkerMetrics, name: str, report: BatchReport, started: float, cpu: float
+    ) -> None:
+        """The task of a batch its finisher completes returned: record it if that is done.
+
+        Its seconds run from the task's start to its record; its CPU is the process's while
+        the task ran (the finishing overlaps the next task, whose CPU it is counted in).
+        """
+        key = (report.job_id, report.batch, report.attempt)
+        with self._meeting:
+            final = self._finished_first.pop(key, None)
+            if final is None:
+                self._handed_over[key] = (name, started, cpu)
+                return
+        self._record_batch(metrics, name, final, self.timer() - started, cpu)
 
     def _record_batch(
         self, metrics: WorkerMetrics, name: str, report: BatchReport, seconds: float, cpu: float

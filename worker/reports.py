@@ -11,7 +11,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
+from celery.utils.dispatch import Signal
+
 from bucketvision.infra.messages import known_fields
+
+# Sent by a pool child's finisher (worker.finishing) with ``report=``, the final
+# BatchReport of a batch whose task returned before its record (``finishing``).
+batch_finished = Signal(name="bv_batch_finished")
 
 
 class Report:
@@ -32,6 +38,8 @@ class BatchReport(Report):
 
     ``recorded`` is True for the delivery that recorded the batch; ``items`` is
     None when this delivery ran nothing (dropped, or recorded by an earlier one).
+    ``finishing``: the task returned before its batch was complete and recorded; the
+    child's finisher reports the rest with :data:`batch_finished`.
     """
 
     job_id: str
@@ -48,6 +56,7 @@ class BatchReport(Report):
     job_finished: str | None = None  # the job's final state, if this delivery finalised it
     confidence_psi: float | None = None  # and its drift from the model card (infra/confidence)
     job_seconds: float | None = None  # and its wall time, submission to the end
+    finishing: bool = False
 
     @property
     def dead_letter(self) -> bool:

@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 from celery import Celery
-from celery.exceptions import Reject
 
-from bucketvision.infra.job_life import cancel_check
 from bucketvision.infra.jobs import JobNotFound
-from bucketvision.infra.messages import GenerateMessage, JobMessage, parse_job_message
-from bucketvision.infra.outages import OUTAGE_ERRORS, ride_out
+from bucketvision.infra.messages import JobMessage, parse_job_message
 from bucketvision.infra.ownership import LEASE_SECONDS, BatchStart, Heartbeat, owner_token
 from bucketvision.infra.vocabulary import BATCH_TASKS, CANCELLING, TASK_NAMES
-from bucketvision.worker.generation import run_generate_batch
-from bucketvision.worker.isolation import IsolationLedger, run_isolated
-from bucketvision.worker.outcomes import BatchOutcome, gave_up
-from bucketvision.worker.pipeline import run_batch
+from bucketvision.worker.delivery import (
+    ended,
+    ran_report,
+    ride_out_or_requeue,
+    run_delivery,
+)
+from bucketvision.worker.finishing import Delivery, hand_over_batch, may_finish_behind
 from bucketvision.worker.recording import finalize_if_complete, finalize_now, record_outcome
 from bucketvision.worker.reports import BatchReport
 from bucketvision.worker.runtime import WorkerRuntime, get_runtime
@@ -37,31 +36,10 @@ from bucketvision.worker.training_task import handle_training
 
 log = logging.getLogger("bucketvision.worker")
 
-T = TypeVar("T")
 OWNER_POLL_SECONDS = 0.5  # how often a duplicate delivery looks at the owner's lease
 
 
-def _run(runtime: WorkerRuntime, message: JobMessage, attempt: int) -> BatchOutcome:
-    if isinstance(message, GenerateMessage):
-        return run_generate_batch(
-            message,
-            store=runtime.store,
-            load_model=runtime.models.get,
-            pool=runtime.pool,
-            attempt=attempt,
-        )
-    return run_batch(
-        message,
-        store=runtime.store,
-        load_model=runtime.models.get,
-        pool=runtime.pool,
-        limits=runtime.limits,
-        attempt=attempt,
-        should_stop=cancel_check(runtime.jobs.redis, message.job_id),
-    )
-
-
-def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
+def handle_inference_batch(body: dict[str, Any], *, finish_behind: bool = False) -> BatchReport:
     """Run one batch of a job (classify, detect, segment or generate) and record it once.
 
     A batch of a job that has ended (failed, finished, cancelled) is skipped: acked
@@ -74,6 +52,10 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
     an error saying so, and the job still finishes. If Redis stays down, nothing
     can be recorded: the message is handed back unacknowledged, to come back after
     the broker's visibility timeout.
+
+    ``finish_behind`` (the Celery task's way): the batch is run to its last forward
+    pass here and completed, recorded and reported by the child's finisher
+    (:mod:`worker.finishing`), where the lost-batch audit is on to guard it.
     """
     runtime = get_runtime()
     message = parse_job_message(body)
@@ -94,7 +76,7 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
         finished = None
         if start.job_state == CANCELLING:
             job_id = message.job_id
-            finished = _ride_out_or_requeue(lambda: finalize_now(runtime, job_id), where, within)
+            finished = ride_out_or_requeue(lambda: finalize_now(runtime, job_id), where, within)
         return ended(replace(report, dropped=True), finished)
     if start.owned_elsewhere:
         # A live worker runs it (its lease was renewed): it records the batch.
@@ -105,15 +87,17 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
         # Redelivered after its results were recorded (e.g. the ack was lost): only make
         # sure the job gets finalised.
         log.info("%s was already recorded", where)
-        finished = _ride_out_or_requeue(
+        finished = ride_out_or_requeue(
             lambda: finalize_if_complete(runtime, message.job_id), where, within
         )
         return ended(report, finished)
     lease.start()
+    if finish_behind and may_finish_behind(runtime, message, start):
+        return hand_over_batch(Delivery(runtime, message, start, where, lease, report))
     try:
-        outcome, ledger = _run_delivery(runtime, message, start, where, lease)
+        outcome, ledger = run_delivery(runtime, message, start, where, lease)
 
-        first_time, finished = _ride_out_or_requeue(
+        first_time, finished = ride_out_or_requeue(
             lambda: record_outcome(runtime, message, outcome, ledger, lease), where, within, lease
         )
     except BaseException:
@@ -121,27 +105,7 @@ def handle_inference_batch(body: dict[str, Any]) -> BatchReport:
         raise
     finally:
         lease.stop()
-    ran = replace(
-        report,
-        recorded=first_time,
-        items=len(outcome.lines),
-        counts=outcome.counts(),
-        stage_seconds=outcome.stage_seconds,
-        dead_lettered_items=outcome.dead_lettered(),
-    )
-    return ended(ran, finished)
-
-
-def ended(report: BatchReport, summary: dict[str, Any] | None) -> BatchReport:
-    """The report of a delivery that finalised its job (``summary``), for the metrics hook."""
-    if summary is None:
-        return report
-    psi = (summary.get("confidence") or {}).get("psi")
-    wall = summary.get("wall_seconds")
-    seconds = float(wall) if isinstance(wall, int | float) else None
-    return replace(
-        report, job_finished=str(summary["state"]), confidence_psi=psi, job_seconds=seconds
-    )
+    return ended(ran_report(report, outcome, first_time), finished)
 
 
 def _begin(
@@ -158,68 +122,15 @@ def _begin(
     def begin() -> BatchStart:
         return runtime.jobs.begin_batch(message.job_id, message.batch, owner=owner)
 
-    start = _ride_out_or_requeue(begin, where, within, lease)
+    start = ride_out_or_requeue(begin, where, within, lease)
     seen = start.owner_expiry_ms
     deadline = time.monotonic() + LEASE_SECONDS + 2 * OWNER_POLL_SECONDS
     while start.owned_elsewhere and start.owner_expiry_ms == seen:
         if time.monotonic() > deadline:
             break
         time.sleep(OWNER_POLL_SECONDS)
-        start = _ride_out_or_requeue(begin, where, within, lease)
+        start = ride_out_or_requeue(begin, where, within, lease)
     return start
-
-
-def _run_delivery(
-    runtime: WorkerRuntime, message: JobMessage, start: BatchStart, where: str, lease: Heartbeat
-) -> tuple[BatchOutcome, IsolationLedger | None]:
-    """This delivery's outcome: whole, or one item at a time after a worker death.
-
-    A delivery that took the batch over from a dead owner charges that death to the
-    item then in flight, if it ran one at a time.
-    """
-    within = runtime.settings.outage_seconds
-    ledger = None
-    if start.worker_deaths:
-        ledger = IsolationLedger(runtime.jobs.redis, message.job_id, message.batch)
-        if start.death:
-            _ride_out_or_requeue(ledger.charge_death, where, within, lease)
-
-    def run() -> BatchOutcome:
-        if ledger is None:
-            return _run(runtime, message, start.attempt)
-        log.warning(
-            "%s: its worker died %d times; running it one item at a time",
-            where,
-            start.worker_deaths,
-        )
-        return run_isolated(
-            message,
-            attempt=start.attempt,
-            deaths=start.worker_deaths,
-            max_attempts=runtime.settings.max_attempts,
-            ledger=ledger,
-            run_one=lambda part: _run(runtime, part, start.attempt),
-        )
-
-    try:
-        return ride_out(run, where, within_seconds=within), ledger
-    except OUTAGE_ERRORS as error:
-        return gave_up(message, start.attempt, error, within), ledger
-
-
-def _ride_out_or_requeue(
-    call: Callable[[], T], where: str, within: float, lease: Heartbeat | None = None
-) -> T:
-    """``call`` through an outage; past the bound, hand the message back unacknowledged.
-
-    The batch's ``lease`` is released first, so its redelivery is not taken for a death.
-    """
-    try:
-        return ride_out(call, where, within_seconds=within)
-    except OUTAGE_ERRORS as error:
-        if lease is not None:
-            lease.hand_back()
-        raise Reject(f"{where}: Redis unavailable ({error})", requeue=True) from error
 
 
 def register_tasks(app: Celery) -> None:
@@ -233,7 +144,7 @@ def register_tasks(app: Celery) -> None:
 
 
 def _inference_task(message: dict[str, Any]) -> dict[str, Any]:
-    return handle_inference_batch(message).to_json()
+    return handle_inference_batch(message, finish_behind=True).to_json()
 
 
 def _training_task(body: dict[str, Any]) -> dict[str, Any]:

@@ -7,8 +7,9 @@ add up, and the summary says what happened.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -86,3 +87,10 @@ def assert_each_input_once(lines: list[dict], summary: dict, expected_keys: set[
     assert summary["ok"] + summary["error"] + summary["skipped"] == summary["total"]
     statuses = Counter(line["status"] for line in lines)
     assert (statuses["ok"], statuses["error"]) == (summary["ok"], summary["error"])
+
+
+def wait_until(ready: Callable[[], bool], deadline: float, stuck: Callable[[], str]) -> None:
+    """Until ``ready()``; past ``deadline`` (monotonic), fail saying ``stuck()``."""
+    while not ready():
+        assert time.monotonic() < deadline, stuck()
+        time.sleep(0.1)

@@ -1,16 +1,21 @@
-"""Workers dying: a whole worker SIGKILLed, a batch that kills its worker, a child OOM-killed."""
+"""Workers dying: a whole worker SIGKILLed (mid-batch, or while batches finish behind their
+tasks), a batch that kills its worker, a child OOM-killed."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from kombu.transport.redis import Channel
 
-from tests.chaos.conftest import assert_each_input_once
-from tests.chaos.faulty_worker import KILL_MARKER, OOM_MARKER
+from bucketvision.infra.batches import batch_of_task_id
+from bucketvision.infra.queue import INFERENCE_QUEUE, task_ids_of
+from tests.chaos.conftest import assert_each_input_once, wait_until
+from tests.chaos.faulty_worker import KILL_MARKER, OOM_MARKER, PAUSE_RECORD_ENV
 from tests.helpers import printed_job_id, read_job, submit_cli, upload_digits
 from tests.services import MemoryCgroup
 
@@ -56,6 +61,27 @@ def _wait_for_a_batch_in_flight(env: dict[str, str], job_id: str, timeout: float
         time.sleep(0.002)
 
 
+def _kill_and_replace(
+    first: Any, start: Any, env: dict[str, str], job: tuple[Any, str, str], truth: dict[str, int]
+) -> tuple[list[dict], dict, float, Any]:
+    """SIGKILL ``first`` (parent and children), ``start`` another worker, wait for the job.
+
+    ``job`` is the S3 client, bucket and job id. Every input must be ``ok`` once. Returns
+    the job's lines and summary, the seconds from the kill to its end, and the new worker.
+    """
+    s3_client, bucket, job_id = job
+    first.kill()
+    killed_at = time.monotonic()
+    second = start(env, "--cpu", "--concurrency", "2")
+    second.wait_for_children(2)
+    _wait(env, job_id, 300)
+    recovered = time.monotonic() - killed_at
+    lines, summary = read_job(s3_client, bucket, "out/", job_id)
+    assert_each_input_once(lines, summary, set(truth))
+    assert summary["state"] == "finished" and summary["ok"] == len(truth), second.log()
+    return lines, summary, recovered, second
+
+
 def test_a_whole_worker_sigkilled_mid_job_is_replaced_and_nothing_is_lost(
     chaos_env: dict[str, str], s3_client: Any, digits_model: str, start_faulty_worker: Any
 ) -> None:
@@ -67,15 +93,11 @@ def test_a_whole_worker_sigkilled_mid_job_is_replaced_and_nothing_is_lost(
     job_id = _submit(chaos_env, bucket)
     _wait(chaos_env, job_id, 180, batches=6)
     _wait_for_a_batch_in_flight(chaos_env, job_id)
-    first.kill()  # parent and children at once: their reserved batches stay unacked in Redis
-    killed_at = time.monotonic()
-    second = start_faulty_worker(chaos_env, "--cpu", "--concurrency", "2")
-    second.wait_for_children(2)
-    _wait(chaos_env, job_id, 300)
-    recovered = time.monotonic() - killed_at
-    lines, summary = read_job(s3_client, bucket, "out/", job_id)
-    assert_each_input_once(lines, summary, set(truth))
-    assert summary["state"] == "finished" and summary["ok"] == len(truth), second.log()
+    # parent and children at once: their reserved batches stay unacked in Redis
+    job = (s3_client, bucket, job_id)
+    lines, summary, recovered, _ = _kill_and_replace(
+        first, start_faulty_worker, chaos_env, job, truth
+    )
     redelivered = Counter(line["attempts"] for line in lines)
     assert max(redelivered) >= 2, "no batch came back after BV_VISIBILITY_TIMEOUT"
     assert summary["redelivered_items"] == sum(n for a, n in redelivered.items() if a > 1)
@@ -156,3 +178,56 @@ def test_a_child_killed_for_memory_is_replaced_and_its_batch_dead_lettered(
     finally:
         worker.kill()
         cgroup.remove()
+
+
+def _held_by_broker(env: dict[str, str]) -> set[tuple[str, int] | None]:
+    """The (job, batch) of every message waiting in the queue or unacknowledged."""
+    broker = redis.Redis.from_url(env["BV_BROKER_URL"])
+    queued = task_ids_of(broker.lrange(INFERENCE_QUEUE, 0, -1), unacked=False)
+    unacked = task_ids_of(broker.hvals(Channel.unacked_key), unacked=True)
+    return {batch_of_task_id(task_id) for task_id in [*queued, *unacked]}
+
+
+def test_a_worker_killed_while_batches_finish_behind_their_tasks_loses_nothing(
+    chaos_env: dict[str, str],
+    s3_client: Any,
+    digits_model: str,
+    start_faulty_worker: Any,
+    tmp_path: Path,
+) -> None:
+    """A child's task returns after its last forward pass; its finisher records the batch.
+
+    The worker is killed while a finisher holds a batch whose message is acknowledged
+    (worker.finishing): only the batch's owner lease guards it. Once that expires, the
+    lost-batch audit sends the batch again and a new worker takes it over, one death.
+    """
+    bucket = "chaos-finishing-kill"
+    s3_client.create_bucket(Bucket=bucket)
+    truth = upload_digits(s3_client, bucket, "in/", 160, seed=83)
+    paused = tmp_path / "recording"
+    first = start_faulty_worker(
+        {**chaos_env, PAUSE_RECORD_ENV: str(paused)}, "--cpu", "--concurrency", "2"
+    )
+    first.wait_for_children(2)
+    job_id = _submit(chaos_env, bucket)
+    deadline = time.monotonic() + 180
+    wait_until(paused.exists, deadline, lambda: f"no finisher held a batch\n{first.log()}")
+    pid, paused_job, batch = paused.read_text().split()
+    assert paused_job == job_id and int(pid) in first.children()
+    wait_until(  # the task's acknowledgement has landed
+        lambda: (job_id, int(batch)) not in _held_by_broker(chaos_env),
+        deadline,
+        lambda: f"batch {batch}'s message was never acknowledged",
+    )
+    job = (s3_client, bucket, job_id)
+    lines, _, recovered, second = _kill_and_replace(
+        first, start_faulty_worker, chaos_env, job, truth
+    )
+    keys = sorted(truth)[int(batch) * 16 :][:16]
+    attempts = {line["key"]: line["attempts"] for line in lines}
+    assert {attempts[key] for key in keys} == {2}, "the held batch was not taken over"
+    assert "their owner's lease expired" in second.full_log() + first.full_log()
+    print(
+        f"\nworker SIGKILL while batch {batch} finished behind its task: {len(truth)} images,"
+        f" finished {recovered:.1f} s after the kill (lease 10 s, audit every 7.5 s)"
+    )

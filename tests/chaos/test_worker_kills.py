@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ import pytest
 
 from bucketvision.infra import keys
 from bucketvision.infra.jobs import JobStore
-from tests.chaos.conftest import assert_each_input_once
+from tests.chaos.conftest import assert_each_input_once, wait_until
 from tests.chaos.faulty_worker import PAUSE_FINALIZE_ENV
 from tests.helpers import printed_job_id, read_job, submit_cli, upload_labelled
 from tests.perf.real_data import sklearn_digits
@@ -54,12 +53,6 @@ def _upload_real_digits(s3_client: Any, bucket: str, prefix: str) -> dict[str, i
     images = [*train_images, *test_images][:IMAGES]
     labels = [*train_labels, *test_labels][:IMAGES]
     return upload_labelled(s3_client, bucket, prefix, images, labels)
-
-
-def _wait_until(ready: Callable[[], bool], deadline: float, stuck: Callable[[], str]) -> None:
-    while not ready():
-        assert time.monotonic() < deadline, stuck()
-        time.sleep(0.1)
 
 
 def _owned_batches(jobs: JobStore, job_id: str) -> set[int]:
@@ -110,14 +103,14 @@ class _Scenario:
             recorded = set(self.jobs.recorded_batches(self.job_id).tolist())
             return len(recorded) >= done_batches and after <= recorded
 
-        _wait_until(ready, time.monotonic() + PATIENCE, self.stuck)
+        wait_until(ready, time.monotonic() + PATIENCE, self.stuck)
         self.worker.kill()
         return _owned_batches(self.jobs, self.job_id)
 
     def kill_while_finalising(self) -> tuple[int, str]:
         """Once the finaliser is held inside finalisation: kill; its pid and lease holder."""
         deadline = time.monotonic() + PATIENCE
-        _wait_until(self.pause_file.exists, deadline, self.stuck)
+        wait_until(self.pause_file.exists, deadline, self.stuck)
         pid_text, paused_job = self.pause_file.read_text().split()
         holder = self.jobs.redis.get(keys.job_finalize_lock(self.job_id))
         children = self.worker.children()
@@ -158,7 +151,7 @@ def test_the_whole_worker_killed_three_times_the_last_while_finalising(
     last_kill = time.monotonic()
     assert run.record()["done_batches"] == batches and run.record()["state"] == "running"
     run.worker = run.new_worker()
-    _wait_until(
+    wait_until(
         lambda: run.record()["state"] in ("finished", "failed"),
         last_kill + FINISH_WITHIN,
         run.stuck,

@@ -37,11 +37,13 @@ def test_two_workers_with_different_devices_share_a_job(
     assert summary["ok"] == len(truth)
 
     def batches_run(log: str) -> int:
-        """Batches of this job the worker ran and recorded (Celery's "succeeded" lines)."""
+        """Batches of this job the worker ran and recorded: its finisher's lines (or
+        Celery's "succeeded" lines of a batch recorded inside its task)."""
         return sum(
             1
             for line in log.splitlines()
-            if "succeeded in" in line and job_id in line and "'recorded': True" in line
+            if f"of job {job_id} recorded behind its task: {{" in line
+            or ("succeeded in" in line and job_id in line and "'recorded': True" in line)
         )
 
     by_gpu_style, by_cpu_style = (

@@ -5,14 +5,14 @@ heartbeat while the batch runs (riding out an outage included). A second deliver
 of a batch whose owner is alive stands down; one whose owner stopped renewing
 takes the batch over and is charged one death. Deliveries are driven in process
 through ``tasks.handle_inference_batch`` on a real Redis and S3 (moto); the model
-run is replaced by ``_run``, which here may be slow or cut off from S3.
+run is replaced by ``delivery.run_message``, which here may be slow or cut off from S3.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -26,8 +26,10 @@ from bucketvision.infra.outputs import parse_jsonl
 from bucketvision.infra.queue import INFERENCE_QUEUE
 from bucketvision.infra.s3 import StorageUnavailable, parse_s3_uri
 from bucketvision.infra.settings import Settings
+from bucketvision.models.family import ItemResult
 from bucketvision.producer.submit import JobRequest, submit_job
-from bucketvision.worker import tasks
+from bucketvision.worker import delivery, finishing, tasks
+from bucketvision.worker.reports import BatchReport, batch_finished
 from bucketvision.worker.runtime import WorkerRuntime
 from tests.helpers import manifest_lines, png_bytes
 
@@ -116,7 +118,7 @@ def test_a_second_delivery_while_the_owner_is_alive_counts_no_death_and_does_not
             assert go_on.wait(60)
         return _ok(message, attempt)
 
-    monkeypatch.setattr(tasks, "_run", run)
+    monkeypatch.setattr(delivery, "run_message", run)
     owner, owner_report = _in_thread(lambda: tasks.handle_inference_batch(body))
     assert running.wait(30)
     duplicate = tasks.handle_inference_batch(body)  # the broker's visibility-timeout redelivery
@@ -157,7 +159,7 @@ def test_a_delivery_after_the_owner_stopped_heartbeating_counts_exactly_one_deat
         ran.append(attempt)
         return _ok(message, attempt)
 
-    monkeypatch.setattr(tasks, "_run", run)
+    monkeypatch.setattr(delivery, "run_message", run)
     report = tasks.handle_inference_batch(body)
     assert report.recorded and report.attempt == 2
     assert _deaths(jobs, job_id, s3_client) == 1
@@ -189,7 +191,7 @@ def test_good_images_survive_an_s3_cut_longer_than_the_visibility_timeout(
             raise StorageUnavailable("S3 unreachable (cut)")
         return _ok(message, attempt)
 
-    monkeypatch.setattr(tasks, "_run", run)
+    monkeypatch.setattr(delivery, "run_message", run)
     owner, owner_report = _in_thread(lambda: tasks.handle_inference_batch(body))
     deadline = time.monotonic() + 10
     while not calls:
@@ -241,3 +243,91 @@ def test_owner_leases_in_the_job_store(
     assert jobs.redis.ttl(keys.job_attempts(job_id)) > 0
     jobs.record_batch(job_id, 0, [], {})
     assert jobs.redis.hkeys(keys.job_attempts(job_id)) == []  # the owner and count went
+
+
+class _Labeller:
+    """A served classify model that calls every image "a" (``runtime.models.get``'s stand-in)."""
+
+    task, mode, size, resize = "classify", "L", (28, 28), "stretch"
+    preview_size, forward_batch, labels = None, 32, ("a", "b")
+
+    def infer(self, pixels: np.ndarray) -> np.ndarray:
+        return np.tile(np.array([0.9, 0.1], dtype=np.float32), (len(pixels), 1))
+
+    def result(self, output: np.ndarray, image: Any) -> ItemResult:
+        return ItemResult({"label": "a", "score": float(output[0])})
+
+
+@pytest.fixture
+def submitted(
+    s3_client: Any, fake_model: str, settings: Settings, producer_clients: Any, broker: Any
+) -> tuple[str, dict[str, Any]]:
+    """A job of 2 images in one batch, and its task body."""
+    return _submit(s3_client, fake_model, settings, producer_clients, broker)
+
+
+@pytest.fixture
+def finished_reports(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[BatchReport]]:
+    """The reports a finisher sends to the task hooks, for the test to read."""
+    reports: list[BatchReport] = []
+
+    def receive(sender: object = None, report: BatchReport | None = None, **_: Any) -> None:
+        reports.append(report)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(finishing, "_finisher", None)  # this test's own
+    batch_finished.connect(receive, weak=False)
+    yield reports
+    batch_finished.disconnect(receive)
+
+
+def test_a_batch_finished_behind_its_task_keeps_its_lease_until_it_is_recorded(
+    submitted: tuple[str, dict[str, Any]],
+    s3_client: Any,
+    runtime: WorkerRuntime,
+    jobs: JobStore,
+    monkeypatch: pytest.MonkeyPatch,
+    finished_reports: list[BatchReport],
+) -> None:
+    """The Celery task's way: the task returns after its forward pass, and the child's
+    finisher records the batch. Until then the batch's owner lease is renewed, so a
+    redelivery stands down and the job is not finished."""
+    job_id, body = submitted
+    monkeypatch.setattr(runtime.models, "get", lambda reference: _Labeller())
+    recording, release = threading.Event(), threading.Event()
+    real_record = finishing.record_outcome
+
+    def held_record(*args: Any) -> Any:
+        recording.set()
+        assert release.wait(30)
+        return real_record(*args)
+
+    monkeypatch.setattr(finishing, "record_outcome", held_record)
+    report = tasks.handle_inference_batch(body, finish_behind=True)
+    assert report.finishing and report.items is None and not report.recorded
+    assert recording.wait(30)
+    time.sleep(2.5)  # past a renewal: the lease is kept by its heartbeat, not left to lapse
+    duplicate = tasks.handle_inference_batch(body)  # a redelivery while it finishes
+    assert duplicate.dropped and duplicate.items is None
+    assert jobs.get(job_id)["state"] == "running"
+    release.set()
+    assert finishing.get_finisher().wait(30)
+    final = finished_reports[-1]
+    assert final.recorded and final.items == 2 and final.job_finished == "finished"
+    assert jobs.get(job_id)["ok"] == 2 and _deaths(jobs, job_id, s3_client) == 0
+
+
+def test_without_the_lost_batch_audit_a_batch_is_recorded_inside_its_task(
+    submitted: tuple[str, dict[str, Any]],
+    runtime: WorkerRuntime,
+    jobs: JobStore,
+    monkeypatch: pytest.MonkeyPatch,
+    finished_reports: list[BatchReport],
+) -> None:
+    """With BV_LOST_BATCH_SECONDS=0 nothing would send again a batch whose finisher died."""
+    monkeypatch.setattr(runtime, "settings", runtime.settings.with_overrides(lost_batch_seconds=0))
+    job_id, body = submitted
+    monkeypatch.setattr(runtime.models, "get", lambda reference: _Labeller())
+    report = tasks.handle_inference_batch(body, finish_behind=True)
+    assert not report.finishing and report.recorded and report.items == 2
+    assert report.job_finished == "finished" and finished_reports == []
+    assert jobs.get(job_id)["ok"] == 2

@@ -28,7 +28,7 @@ from bucketvision.infra.s3 import S3Store, StorageError, StorageUnavailable, par
 from bucketvision.infra.settings import Settings
 from bucketvision.producer.status import format_status, job_status
 from bucketvision.producer.submit import JobRequest, submit_job
-from bucketvision.worker import tasks
+from bucketvision.worker import delivery, tasks
 from bucketvision.worker.finalize import finalize_job
 from bucketvision.worker.manifest_parts import write_part
 from bucketvision.worker.runtime import WorkerRuntime
@@ -295,7 +295,7 @@ def test_a_batch_of_an_ended_job_is_skipped(
         ran.append(message.batch)
         raise AssertionError(f"batch {message.batch} of a {ending} job ran")
 
-    monkeypatch.setattr(tasks, "_run", run)
+    monkeypatch.setattr(delivery, "run_message", run)
     report = tasks.handle_inference_batch(body)
     assert ran == []
     assert report.dropped and report.items is None and not report.recorded

@@ -26,7 +26,7 @@ from bucketvision.infra.queue import INFERENCE_QUEUE
 from bucketvision.infra.s3 import parse_s3_uri
 from bucketvision.infra.settings import Settings
 from bucketvision.producer.submit import JobRequest, submit_job
-from bucketvision.worker import tasks
+from bucketvision.worker import delivery, tasks
 from bucketvision.worker.manifest_parts import write_part
 from bucketvision.worker.outcomes import BatchOutcome
 from bucketvision.worker.runtime import WorkerRuntime
@@ -43,7 +43,7 @@ def runtime(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> WorkerRuntim
     """A pool child's runtime in this process; its model run answers ``ok`` for every key."""
     built = WorkerRuntime(settings.with_overrides(outage_seconds=5))
     monkeypatch.setattr(tasks, "get_runtime", lambda: built)
-    monkeypatch.setattr(tasks, "_run", _ok)
+    monkeypatch.setattr(delivery, "run_message", _ok)
     return built
 
 

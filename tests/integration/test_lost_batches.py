@@ -12,6 +12,7 @@ import pytest
 import redis
 from kombu.transport.redis import Channel
 
+from bucketvision.infra import keys
 from bucketvision.infra.batches import LostBatchAudit, batch_of_task_id
 from bucketvision.infra.job_plans import read_plan
 from bucketvision.infra.jobs import JobStore
@@ -67,7 +68,9 @@ def test_only_batches_in_no_queue_unacknowledged_or_recorded_are_sent_again(
     broker.hset(Channel.unacked_key, "tag-2", unacked)
     jobs.record_batch(job_id, 4, [{"key": "in/8.png", "status": "ok"}], {})
 
-    assert LostBatchAudit(app, jobs, store, quiet_seconds=3600).run_once() == {}  # not quiet yet
+    assert (
+        job_id not in LostBatchAudit(app, jobs, store, quiet_seconds=3600).run_once()
+    )  # not quiet
     crowded = LostBatchAudit(app, jobs, store, quiet_seconds=0, scan_limit=1)
     assert crowded.run_once() == {}  # too many messages to look through: try later
     audit = LostBatchAudit(app, jobs, store, quiet_seconds=0)
@@ -100,3 +103,42 @@ def test_an_abandoned_job_is_not_audited(
     assert jobs.abandon(job_id, "the watcher enqueued its objects again")
     assert job_id not in jobs.active_jobs() and _planned(store, jobs, job_id) == set()
     assert job_id not in LostBatchAudit(clients["app"], jobs, store, quiet_seconds=0).run_once()
+
+
+def test_a_batch_whose_owner_died_after_acknowledging_it_is_sent_again_without_waiting(
+    settings: Settings, s3_client: Any, fake_model: str, producer_clients: Any, broker: redis.Redis
+) -> None:
+    """A pool child's finisher holds a batch whose message is acknowledged (worker.finishing).
+
+    Its owner lease is all that guards it: once that expires unrecorded and the broker
+    holds no message for it, the audit sends it again at its next look, however recently
+    the job made progress. A live lease, a message the broker holds and a recorded batch
+    are left alone.
+    """
+    clients = producer_clients(settings)
+    jobs, app, store = clients["jobs"], clients["app"], clients["store"]
+    job_id = _submit(settings, s3_client, fake_model, clients)
+    queued = _queued(broker)
+    for batch in (1, 2, 3, 4):  # each delivered and taken by an owner
+        broker.lrem(INFERENCE_QUEUE, 1, queued[batch])
+        jobs.begin_batch(job_id, batch, owner=f"pid-{batch}:tok", lease_seconds=0.2)
+    jobs.begin_batch(job_id, 2, owner="pid-2:tok", lease_seconds=3600)  # 2: its owner lives
+    unacked = json.dumps([json.loads(queued[3]), INFERENCE_QUEUE, INFERENCE_QUEUE])
+    broker.hset(Channel.unacked_key, "tag-3", unacked)  # 3: its worker died before the ack
+    jobs.record_batch(job_id, 4, [{"key": "in/8.png", "status": "ok"}], {})
+    broker.hset(keys.job_attempts(job_id), "owner:4", "pid-4:tok 1")  # 4: recorded
+    time.sleep(0.3)  # the leases of 1, 3 and 4 expire
+
+    not_quiet = LostBatchAudit(app, jobs, store, quiet_seconds=3600)
+    assert not_quiet.run_once().get(job_id) == [1]
+    assert sorted(_queued(broker)) == [0, 1]
+    assert jobs.get(job_id)["resent_batches"] == 1
+    assert job_id not in not_quiet.run_once()  # held by the broker now: not twice
+
+    taken = jobs.begin_batch(job_id, 1, owner="pid-9:tok")  # the delivery that takes it over
+    assert taken.death and not taken.owned_elsewhere
+    broker.delete(INFERENCE_QUEUE)
+    assert job_id not in not_quiet.run_once()  # its new owner lives
+    off = LostBatchAudit(app, jobs, store, quiet_seconds=3600, resend_lost=False)
+    broker.hset(keys.job_attempts(job_id), "owner:1", "pid-9:tok 1")
+    assert job_id not in off.run_once()  # BV_LOST_BATCH_SECONDS=0: batches finish in their task

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,7 +16,7 @@ from bucketvision.infra.messages import BatchMessage
 from bucketvision.infra.s3 import S3Store, S3Uri, StorageUnavailable
 from bucketvision.models.family import ItemResult
 from bucketvision.worker.outcomes import BatchOutcome, dead_letter
-from bucketvision.worker.pipeline import Limits, run_batch
+from bucketvision.worker.pipeline import Limits, run_batch, start_batch
 
 BUCKET = "unit-bucket"
 INPUT = S3Uri(BUCKET, "incoming/")
@@ -334,7 +335,7 @@ def test_an_upload_failure_is_an_error_line(
 def test_a_decoder_crash_on_one_item_does_not_fail_the_batch(
     mixed_bucket: S3Store, pool: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bucketvision.worker.pipeline as pipeline
+    import bucketvision.worker.item_steps as pipeline
 
     real_decode = pipeline.decode_image
 
@@ -569,3 +570,41 @@ def test_a_candidate_that_fails_counts_errors_and_the_batch_is_untouched(
     assert [line["status"] for line in outcome.lines] == ["ok", "ok"]
     assert outcome.shadow is not None and (outcome.shadow.items, outcome.shadow.errors) == (0, 2)
     assert run(store, pool, keys).shadow is None  # no shadow named: none run
+
+
+class HeldUploads:
+    """An S3Store whose PUTs wait until released: the uploads of a batch stay in flight."""
+
+    def __init__(self, store: S3Store) -> None:
+        self.store, self.released = store, threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def put_bytes(self, *args: Any, **kwargs: Any) -> Any:
+        assert self.released.wait(10), "the uploads were never released"
+        return self.store.put_bytes(*args, **kwargs)
+
+
+def test_a_started_batch_returns_after_its_forward_pass_with_its_uploads_in_flight(
+    mixed_bucket: S3Store, pool: ThreadPoolExecutor
+) -> None:
+    """What the task runs (start_batch) ends before the uploads; complete() waits for them."""
+    held, model = HeldUploads(mixed_bucket), FakeModel()
+    pending = start_batch(
+        message(MIXED),
+        store=held,  # type: ignore[arg-type]
+        load_model=lambda reference: model,
+        pool=pool,
+        limits=LIMITS,
+        attempt=1,
+    )
+    assert len(model.batches) == 1  # its forward pass ran
+    assert pending.writes and not any(write.done() for write in pending.writes)
+    assert output_objects(mixed_bucket) == []  # nothing uploaded yet
+    held.released.set()
+    outcome = pending.complete()
+    assert [line["status"] for line in outcome.lines] == ["ok", "error", "error", "error"]
+    assert outcome.lines[0]["output"] == f"s3://{BUCKET}/results/a/good.png.json"
+    assert output_objects(mixed_bucket) == ["results/a/good.png.json"]
+    assert pending.complete() is outcome  # made once

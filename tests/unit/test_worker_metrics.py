@@ -291,3 +291,31 @@ def test_forked_children_are_summed_and_dead_ones_leave_live_gauges(tmp_path: Pa
     assert 'bv_model_info{model="digits",task="classify",version="v1"} 1.0' in before
     assert "bv_model_info{" not in after  # both children are gone
     assert leftover.strip() == "False"  # the directory it made is removed
+
+
+@pytest.mark.parametrize("finisher_first", [False, True])
+def test_a_batch_finished_behind_its_task_is_counted_once_both_have_reported(
+    hooks: TaskHooks, registry: CollectorRegistry, timer: Clock, finisher_first: bool
+) -> None:
+    """The task returns before its record (worker.finishing); its finisher reports the rest.
+
+    Either may come first. The batch's seconds run from the task's start to the later
+    of the two; its CPU is the process's while the task ran.
+    """
+    body = {"job_id": "J1", "batch": 3, "task": "classify"}
+    final = BatchReport.from_json(_batch_result())
+    handed_over = _batch_result(recorded=False, items=None, counts={}, finishing=True)
+    if finisher_first:
+        hooks.finished(report=final)
+    _run(hooks, timer, body, handed_over)
+    assert _value(registry, "bv_tasks_total", task="classify", state="success") == 1
+    if not finisher_first:
+        assert _value(registry, "bv_items_total", task="classify", status="ok") is None
+        timer.now += 0.5
+        hooks.finished(report=final)
+    assert _value(registry, "bv_items_total", task="classify", status="ok") == 13
+    assert _value(registry, "bv_batch_size_count", task="classify") == 1
+    seconds = 1.5 if finisher_first else 2.0
+    assert _value(registry, "bv_batch_seconds_sum", task="classify") == pytest.approx(seconds)
+    assert _value(registry, "bv_batch_cpu_seconds_total", task="classify") == pytest.approx(0.75)
+    assert not hooks._handed_over and not hooks._finished_first  # nothing kept

@@ -1,0 +1,140 @@
+"""One item's steps in a batch: download and decode it, then make and upload its result.
+
+:mod:`worker.pipeline` streams a batch's items through these in its thread pool;
+each step records its seconds on the item and turns what can go wrong with one
+image into that item's error, never the batch's. S3 being unavailable says nothing
+about an image: :class:`StorageUnavailable` goes up for the batch to be run again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bucketvision.infra.messages import BatchMessage
+from bucketvision.infra.outputs import item_output_key
+from bucketvision.infra.s3 import S3Store, StorageError, StorageUnavailable
+from bucketvision.models.decoding import DecodedImage, DecodeError, decode_image
+from bucketvision.models.family import ItemFile, ItemResult, ServedModel
+from bucketvision.worker.shadow import ShadowRun
+
+
+@dataclass
+class Limits:
+    max_pixels: int
+    max_bytes: int
+
+
+@dataclass
+class ItemState:
+    """One key's progress through the batch."""
+
+    key: str
+    decoded: DecodedImage | None = None
+    error: tuple[str, str] | None = None
+    result: dict[str, Any] | None = None
+    files: list[ItemFile] = field(default_factory=list)
+    output: str | None = None
+    download_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    upload_seconds: float = 0.0
+    result_seconds: float = 0.0  # post-processing: the result and files from the raw output
+    ran: bool = False  # went through to its result or its error (all do unless stopped)
+
+
+def fetch_and_decode(
+    store: S3Store, bucket: str, item: ItemState, model: ServedModel, limits: Limits
+) -> ItemState:
+    if item.error is not None:
+        return item
+    start = time.perf_counter()
+    try:
+        data = store.get_bytes(bucket, item.key, max_bytes=limits.max_bytes)
+    except StorageUnavailable:
+        raise
+    except StorageError as error:
+        item.error = (type(error).__name__, str(error))
+        item.download_seconds = time.perf_counter() - start
+        return item
+    decoded_at = time.perf_counter()
+    item.download_seconds = decoded_at - start
+    try:
+        item.decoded = decode_image(
+            data,
+            mode=model.mode,
+            size=model.size,
+            max_pixels=limits.max_pixels,
+            resize=model.resize,
+            preview_size=model.preview_size,
+        )
+    except DecodeError as error:
+        item.error = (error.kind, str(error))
+    except Exception as error:  # a decoder bug must not fail the batch
+        item.error = ("DecodeError", f"{type(error).__name__}: {error}")
+    item.decode_seconds = time.perf_counter() - decoded_at
+    return item
+
+
+def _upload_result(store: S3Store, message: BatchMessage, item: ItemState) -> ItemState:
+    """Write the item's files (masks, annotated images), then its JSON result."""
+    start = time.perf_counter()
+    bucket = message.output.bucket
+    result = dict(item.result or {})
+    try:
+        for file in item.files:
+            key = item_output_key(message.input, message.output, item.key, file.suffix)
+            store.put_bytes(bucket, key, file.data, file.content_type)
+            if file.field:
+                result[file.field] = key
+        item.result = result
+        if message.item_outputs:
+            key = item_output_key(message.input, message.output, item.key, ".json")
+            body = {"key": item.key, "model": message.model, "task": message.task, **result}
+            store.put_bytes(bucket, key, json.dumps(body).encode(), "application/json")
+            item.output = f"s3://{bucket}/{key}"
+    except StorageUnavailable:
+        raise
+    except StorageError as error:
+        item.error, item.result = ("UploadError", str(error)), None
+    item.upload_seconds = time.perf_counter() - start
+    return item
+
+
+def _post_process(model: ServedModel, item: ItemState, output: Any) -> None:
+    """The item's result and files from its raw output (encoding PNGs runs in threads)."""
+    try:
+        produced = model.result(output, item.decoded)
+        decoded = item.decoded
+        # The original's size as displayed (EXIF orientation applied): boxes and masks are in it.
+        size = [decoded.original_width, decoded.original_height] if decoded is not None else None
+        item.result = {**produced.result, "image_size": size} if size else produced.result
+        item.files = list(produced.files)
+    except Exception as error:
+        item.error = ("PostprocessError", f"{type(error).__name__}: {error}")
+
+
+def finish_item(
+    model: ServedModel,
+    shadow: ShadowRun | None,
+    store: S3Store,
+    message: BatchMessage,
+    item: ItemState,
+    output: Any,
+    candidate: Any,
+) -> ItemState:
+    """An item after its forward pass, in one thread task: its result, then its uploads.
+
+    A ``shadow`` candidate's output is compared once CURRENT's result is made (nothing of
+    the candidate's is kept on the item).
+    """
+    started = time.perf_counter()
+    _post_process(model, item, output)
+    if shadow is not None and candidate is not None and item.result is not None:
+        shadow.compare(model.task, ItemResult(item.result, item.files), candidate, item.decoded)
+    item.decoded = None
+    item.result_seconds = time.perf_counter() - started
+    if item.result is not None and (message.item_outputs or item.files):
+        _upload_result(store, message, item)
+    return item
