@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.utils import parse_timestamp
 
 from bucketvision.infra.errors import UserError
 from bucketvision.infra.s3_errors import (  # the error vocabulary, also importable from here
@@ -82,6 +85,22 @@ class ObjectInfo:
     etag: str
 
 
+def parse_response_timestamp(value: Any) -> datetime:
+    """A timestamp of a response, as botocore's own parser gives it, ISO 8601 ones faster.
+
+    botocore parses every timestamp with dateutil, about 0.1 ms each: a listing spent most of
+    its client CPU on the ``LastModified`` of its keys (0.1 s per 1,000-key page, a minute and
+    a half per million keys). ``datetime.fromisoformat`` reads S3's ``2026-12-04T12:59:37.000Z``
+    to the same instant; any other form (the RFC 822 dates of headers) goes to botocore's.
+    """
+    if isinstance(value, str) and value.endswith("Z"):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    return parse_timestamp(value)
+
+
 def make_client(settings: Settings, *, pool_size: int = 64, service: str = "s3") -> Any:
     """A pooled boto3 S3 client configured from ``settings`` (``service="sqs"``: the SQS
     client the drop folder reads bucket events with, at ``BV_SQS_ENDPOINT_URL``).
@@ -99,7 +118,10 @@ def make_client(settings: Settings, *, pool_size: int = 64, service: str = "s3")
         s3={"addressing_style": "path"} if settings.s3_endpoint_url else {},
     )
     endpoint = settings.s3_endpoint_url if service == "s3" else settings.sqs_endpoint_url
-    return boto3.session.Session().client(
+    session = botocore.session.get_session()
+    parsers = session.get_component("response_parser_factory")
+    parsers.set_parser_defaults(timestamp_parser=parse_response_timestamp)
+    return boto3.session.Session(botocore_session=session).client(
         service,  # type: ignore[call-overload]
         endpoint_url=endpoint,
         region_name=settings.aws_region,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from botocore.utils import parse_timestamp
 
 from bucketvision.infra.s3 import (
     ObjectMissing,
@@ -16,6 +18,7 @@ from bucketvision.infra.s3 import (
     StorageError,
     StorageUnavailable,
     make_client,
+    parse_response_timestamp,
     parse_s3_uri,
 )
 from bucketvision.infra.s3_errors import storage_error
@@ -87,6 +90,46 @@ def test_make_client_uses_the_settings(aws_env: None) -> None:
     assert client.meta.config.max_pool_connections == 7
     assert client.meta.config.retries["mode"] == "standard"
     assert client.meta.config.s3 == {"addressing_style": "path"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-12-04T12:59:37.000Z",  # what S3 lists
+        "2026-12-04T12:59:37Z",
+        "2026-12-04T12:59:37.123456Z",
+        "Fri, 04 Dec 2026 12:59:37 GMT",  # a Last-Modified header: botocore's parser
+        "2026-12-04T13:59:37+01:00",
+        1796388242,
+        "1796388242",
+    ],
+)
+def test_response_timestamps_are_the_instants_botocore_reads(value: object) -> None:
+    ours = parse_response_timestamp(value)
+    assert ours == parse_timestamp(value)  # the same instant
+    assert ours.tzinfo is not None
+
+
+def test_a_malformed_timestamp_is_refused_as_botocore_refuses_it() -> None:
+    with pytest.raises(ValueError, match="Invalid timestamp"):
+        parse_response_timestamp("2026-13-45T99:00:00Z")
+
+
+def test_a_client_reads_listed_and_header_timestamps_with_the_fast_parser(
+    aws_env: None,
+) -> None:
+    from moto import mock_aws
+
+    settings = Settings(aws_access_key_id="AKID", aws_secret_access_key="SECRET")
+    with mock_aws():
+        client = make_client(settings)
+        client.create_bucket(Bucket=BUCKET)
+        client.put_object(Bucket=BUCKET, Key="a.png", Body=b"x")
+        listed = client.list_objects_v2(Bucket=BUCKET)["Contents"][0]["LastModified"]
+        head = client.head_object(Bucket=BUCKET, Key="a.png")["LastModified"]
+    assert listed.tzinfo is not None and listed.utcoffset() == timedelta(0)
+    assert type(listed.tzinfo).__module__ == "datetime"  # datetime.fromisoformat read it
+    assert abs(listed - head) < timedelta(seconds=1)  # the header (RFC 822): botocore's
 
 
 # --- the store over moto -----------------------------------------------------------------------
