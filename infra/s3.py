@@ -88,10 +88,11 @@ class ObjectInfo:
 def parse_response_timestamp(value: Any) -> datetime:
     """A timestamp of a response, as botocore's own parser gives it, ISO 8601 ones faster.
 
-    botocore parses every timestamp with dateutil, about 0.1 ms each: a listing spent most of
-    its client CPU on the ``LastModified`` of its keys (0.1 s per 1,000-key page, a minute and
-    a half per million keys). ``datetime.fromisoformat`` reads S3's ``2026-12-04T12:59:37.000Z``
-    to the same instant; any other form (the RFC 822 dates of headers) goes to botocore's.
+    botocore parses every timestamp with dateutil: half of a listing's client CPU went to the
+    ``LastModified`` of its keys (3,000 keys listed from moto: 0.36 s of client CPU with it,
+    0.19 s without; about a minute per million keys). ``datetime.fromisoformat`` reads S3's
+    ``2026-12-04T12:59:37.000Z`` to the same instant; any other form (the RFC 822 dates of
+    headers, epoch seconds) goes to botocore's.
     """
     if isinstance(value, str) and value.endswith("Z"):
         try:
