@@ -5,8 +5,19 @@
 connect and the client's connection set-up, which no S3 endpoint charges (S3 and its
 compatible stores keep HTTP/1.1 connections alive, and every client pools them).
 The bench measures what a worker costs against S3, so its server serves the same moto
-application through waitress, which keeps connections alive; the S3 behaviour, state
-and responses are moto's own.
+application through cheroot (CherryPy's HTTP/1.1 server), which keeps connections alive;
+the S3 behaviour, state and responses are moto's own.
+
+Why cheroot and not waitress: a server's cost per request must not grow with the number
+of connections its clients hold open, since S3's does not. waitress's loop asks every
+open channel whether it is readable and writable on each turn, in Python, so moto's CPU
+per request grows with the connections: measured here by ``python -m
+tests.perf.s3_server_scaling`` (2,000 GETs of 300 bytes through obstore, one connection
+per client thread), 1.49 ms per GET with 2 client threads, 2.42 ms with 32 and 4.62 ms
+with 64. A worker whose pool children each keep a pool of connections then paid for the
+others' idle connections. cheroot parks idle keep-alive connections in a selector and
+hands only ready ones to its threads: 1.42, 1.57 and 1.59 ms per GET.
+(``tests/perf/NOTES.md``, "The bench's S3 server and open connections".)
 
 Run: ``python -m tests.perf.s3_keepalive -H HOST -p PORT`` (moto.server's arguments), or
 ``local_services.start_moto(server="tests.perf.s3_keepalive")``.
@@ -17,8 +28,24 @@ from __future__ import annotations
 import argparse
 import os
 
-import waitress
+from cheroot import wsgi
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+IDLE_SECONDS = 300  # keep-alive connections a client leaves idle stay open this long
+LISTEN_BACKLOG = 512  # connections waiting to be accepted, e.g. every pool opening at once
+
+
+def make_server(host: str, port: int, threads: int) -> wsgi.Server:
+    """A cheroot server of moto's S3 application on ``host:port``, not yet started."""
+    os.environ.setdefault("MOTO_PORT", str(port))  # moto builds its own URLs from it
+    application = DomainDispatcherApplication(create_backend_app)
+    return wsgi.Server(
+        (host, port),
+        application,
+        numthreads=threads,
+        request_queue_size=LISTEN_BACKLOG,
+        timeout=IDLE_SECONDS,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,18 +55,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-p", "--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=16, help="requests served at once")
     options = parser.parse_args(argv)
-    os.environ.setdefault("MOTO_PORT", str(options.port))  # moto builds its own URLs from it
-    application = DomainDispatcherApplication(create_backend_app)
-    waitress.serve(
-        application,
-        host=options.host,
-        port=options.port,
-        threads=options.threads,
-        connection_limit=512,
-        channel_timeout=300,
-        ident=None,
-        _quiet=True,
-    )
+    server = make_server(options.host, options.port, options.threads)
+    try:
+        server.start()
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":
