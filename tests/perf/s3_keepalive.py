@@ -12,11 +12,11 @@ Why cheroot and not waitress: a server's cost per request must not grow with the
 of connections its clients hold open, since S3's does not. waitress's loop asks every
 open channel whether it is readable and writable on each turn, in Python, so moto's CPU
 per request grows with the connections: measured here by ``python -m
-tests.perf.s3_server_scaling`` (2,000 GETs of 300 bytes through obstore, one connection
-per client thread), 1.49 ms per GET with 2 client threads, 2.42 ms with 32 and 4.62 ms
-with 64. A worker whose pool children each keep a pool of connections then paid for the
+tests.perf.s3_server_scaling`` (2,000 GETs of the bench's digit PNGs through obstore, one
+connection per client thread), 1.54 ms per GET with 2 client threads, 2.97 ms with 32 and
+5.79 ms with 64. A worker whose pool children each keep a pool of connections then paid for the
 others' idle connections. cheroot parks idle keep-alive connections in a selector and
-hands only ready ones to its threads: 1.42, 1.57 and 1.59 ms per GET.
+hands only ready ones to its threads: 1.57, 1.78 and 1.75 ms per GET.
 (``tests/perf/NOTES.md``, "The bench's S3 server and open connections".)
 
 Run: ``python -m tests.perf.s3_keepalive -H HOST -p PORT`` (moto.server's arguments), or

@@ -1,7 +1,7 @@
 """How the bench's S3 server's CPU per request grows with the connections its clients hold.
 
 For each number of client threads (one pooled connection each), a fresh server
-(``python -m tests.perf.s3_keepalive``) is started, filled with small objects, and
+(``python -m tests.perf.s3_keepalive``) is started, filled with the bench's digit PNGs, and
 read (GET) and then read-and-written (GET, then PUT of a result JSON) through the
 service's obstore data plane, the way ``make bench``'s storage ceilings do. It prints
 requests/s and the server's CPU per item from its process counters. S3's cost per
@@ -24,16 +24,10 @@ from bucketvision.infra.s3 import S3Store
 from bucketvision.infra.s3_data import open_data_plane
 from bucketvision.infra.settings import Settings
 from tests.perf import bench_ceilings
+from tests.perf.bench_cpu import cpu_seconds
+from tests.perf.bench_data import upload_digit_pngs
 
 BUCKET = "server-scaling"
-OBJECT = b"\x89PNG" + b"x" * 296  # the size of a digit PNG of the bench's corpus
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU of process ``pid`` so far, from /proc (Linux)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(threads: int, objects: int) -> list[str]:
@@ -42,9 +36,7 @@ def measure(threads: int, objects: int) -> list[str]:
     try:
         client = bench_ceilings.s3_client(server.url)
         client.create_bucket(Bucket=BUCKET)
-        keys = [f"digits/{index:05d}.png" for index in range(objects)]
-        for key in keys:
-            client.put_object(Bucket=BUCKET, Key=key, Body=OBJECT)
+        keys = upload_digit_pngs(client, BUCKET, "digits/", objects, seed=99)
         settings = Settings.from_env().with_overrides(
             s3_endpoint_url=server.url, s3_data_client="obstore"
         )
@@ -55,9 +47,9 @@ def measure(threads: int, objects: int) -> list[str]:
         }
         lines = []
         for kind, run in runs.items():
-            cpu, start = process_cpu_seconds(server.process.pid), time.perf_counter()
+            cpu, start = cpu_seconds(server.process.pid), time.perf_counter()
             rate = run()
-            used = process_cpu_seconds(server.process.pid) - cpu
+            used = cpu_seconds(server.process.pid) - cpu
             busy = used / (time.perf_counter() - start)
             lines.append(
                 f"{threads:>7} {kind:<8} {rate:>9.1f} {1000 * used / objects:>13.2f} {busy:>6.2f}"
