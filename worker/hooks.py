@@ -58,8 +58,9 @@ class TaskHooks:
         self._running = {}
         # A batch finished behind its task (worker.finishing) is recorded once both its
         # task has returned and its finisher has reported, in either order:
-        # (job, batch, attempt) -> (task name, task start, task CPU) or the final report.
-        self._handed_over: dict[tuple[str, int, int], tuple[str, float, float]] = {}
+        # (job, batch, attempt) -> (task name, state, task start, task CPU) or the final
+        # report. The task is counted with its batch, last, as any task is.
+        self._handed_over: dict[tuple[str, int, int], tuple[str, str, float, float]] = {}
         self._finished_first: dict[tuple[str, int, int], BatchReport] = {}
         self._meeting = threading.Lock()
 
@@ -128,11 +129,15 @@ class TaskHooks:
         metrics = self.metrics
         if metrics is None:
             return
+        waits_for_finisher = False
         try:
             if isinstance(result, Mapping) and name in BATCH_TASKS:
                 report = BatchReport.from_json(dict(result))
                 if report.finishing:
-                    self._task_returned(metrics, name, report, self.timer() - seconds, cpu)
+                    started = self.timer() - seconds
+                    waits_for_finisher = self._task_returned(
+                        metrics, name, state or "unknown", report, started, cpu
+                    )
                 else:
                     self._record_batch(metrics, name, report, seconds, cpu)
             elif isinstance(result, Mapping) and name in TRAINING_TASKS:
@@ -142,7 +147,8 @@ class TaskHooks:
                         training.model, training.task, training.outcome, training.metrics
                     )
         finally:  # last: once a task is counted, everything it reported is recorded
-            metrics.record_task(name, state or "unknown")
+            if not waits_for_finisher:
+                metrics.record_task(name, state or "unknown")
 
     def finished(self, sender: object = None, report: BatchReport | None = None, **_: Any) -> None:
         """``batch_finished``: a batch handed to its child's finisher is recorded (or not)."""
@@ -154,27 +160,37 @@ class TaskHooks:
             if returned is None:
                 self._finished_first[key] = report
                 return
-        name, started, cpu = returned
+        name, state, started, cpu = returned
         try:
             self._record_batch(self.metrics, name, report, self.timer() - started, cpu)
         except Exception:
             log.exception("could not record the metrics of batch %s of job %s", *key[1::-1])
+        finally:  # last, as in record
+            self.metrics.record_task(name, state)
 
     def _task_returned(
-        self, metrics: WorkerMetrics, name: str, report: BatchReport, started: float, cpu: float
-    ) -> None:
+        self,
+        metrics: WorkerMetrics,
+        name: str,
+        state: str,
+        report: BatchReport,
+        started: float,
+        cpu: float,
+    ) -> bool:
         """The task of a batch its finisher completes returned: record it if that is done.
 
         Its seconds run from the task's start to its record; its CPU is the process's while
         the task ran (the finishing overlaps the next task, whose CPU it is counted in).
+        True when the finisher has not reported yet: it counts the task when it does.
         """
         key = (report.job_id, report.batch, report.attempt)
         with self._meeting:
             final = self._finished_first.pop(key, None)
             if final is None:
-                self._handed_over[key] = (name, started, cpu)
-                return
+                self._handed_over[key] = (name, state, started, cpu)
+                return True
         self._record_batch(metrics, name, final, self.timer() - started, cpu)
+        return False
 
     def _record_batch(
         self, metrics: WorkerMetrics, name: str, report: BatchReport, seconds: float, cpu: float

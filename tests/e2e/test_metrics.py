@@ -97,7 +97,8 @@ def test_metrics_and_json_logs_of_a_classify_job(
     assert during, "no scrape while the job ran"
     assert during == sorted(during)  # counters only grow
 
-    # The last batch's hook records right after it finalised the job; bv_tasks_total last.
+    # The last batch is recorded right after it finalised the job (by its task's hook or,
+    # finished behind its task, by its finisher); bv_tasks_total counts it last.
     final = wait_for(
         lambda: (s := scrape(port)) and total(s, "bv_tasks_total", task="classify") >= 7 and s,
         "the last batch was not recorded",
