@@ -14,11 +14,14 @@ STORAGE = {  # figure: (kind, client); boto3's keep the names of earlier results
     for client in CLIENTS
 }
 # The feed CPU per image (worker less forward, ms) of main before the obstore data plane:
-# 1e8a461, `python -m tests.perf.bench --skip peers,ray,enqueue,rss --s3 URL` against this
-# bench's keep-alive moto (`python -m tests.perf.s3_keepalive -p PORT`) on the 2-core machine,
-# 2026-12-04 00:23 (medians of 3; tests/perf/NOTES.md). Against werkzeug's closing server on
-# a faster host of 2026-12-03 it was 3.465 and 4.151.
-FEED_BEFORE_MS: dict[str, float | None] = {"cnn": 5.540, "mobilenet": 6.119}
+# 1e8a461 in its own worktree and venv, `python -m tests.perf.bench --skip peers,ray,enqueue,rss
+# --repeats 1 --s3 URL`, alternating with main (5597e43) against one of this bench's cheroot
+# moto servers (`python -m tests.perf.s3_keepalive -p PORT`), 2026-12-04 19:02-19:15 on the
+# 2-core machine: means of two rounds (cnn 3.65, 3.81; MobileNetV2 6.05, 4.65, whose forward
+# pass subtracted moves by more than the feed). Against waitress the same commit measured 5.540
+# and 6.119 (00:23), against werkzeug's closing server 3.465 and 4.151 (2026-12-03):
+# tests/perf/NOTES.md, "The feed's before under cheroot". A constant, not a side-by-side figure.
+FEED_BEFORE_MS: dict[str, float | None] = {"cnn": 3.730, "mobilenet": 5.350}
 FIGURES = {  # key: (table label, which S3 ceiling bounds it)
     "compute": ("compute ceiling", "get_put"),
     "get": ("GETs only, boto3 (ceiling)", "get"),
