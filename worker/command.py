@@ -100,7 +100,7 @@ def _pin_child(placement: Placement) -> None:
     from bucketvision.worker.runtime import configure_tensorflow, get_runtime
 
     info = configure_tensorflow(placement.threads_per_child)
-    get_runtime()
+    get_runtime().cpu_threads = placement.threads_per_child
     log.info(
         "pool child %s: CUDA_VISIBLE_DEVICES=%s, %s",
         index,

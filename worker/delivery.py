@@ -53,6 +53,7 @@ def batch_arguments(runtime: WorkerRuntime, message: JobMessage, attempt: int) -
         "limits": runtime.limits,
         "attempt": attempt,
         "should_stop": cancel_check(runtime.jobs.redis, message.job_id),
+        "cpu_threads": runtime.cpu_threads,
     }
 
 

@@ -1,8 +1,9 @@
 """One item's steps in a batch: download and decode it, then make and upload its result.
 
-:mod:`worker.pipeline` streams a batch's items through these in its thread pool;
-each step records its seconds on the item and turns what can go wrong with one
-image into that item's error, never the batch's. S3 being unavailable says nothing
+:mod:`worker.pipeline` runs the I/O steps (:func:`fetch`, :func:`upload`) on its I/O
+threads and the CPU steps (:func:`decode`, :func:`make_result`) on the batch's own; each
+step records its seconds on the item and turns what can go wrong with one image into
+that item's error, never the batch's. S3 being unavailable says nothing
 about an image: :class:`StorageUnavailable` goes up for the batch to be run again.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,22 +47,27 @@ class ItemState:
     ran: bool = False  # went through to its result or its error (all do unless stopped)
 
 
-def fetch_and_decode(
-    store: S3Store, bucket: str, item: ItemState, model: ServedModel, limits: Limits
-) -> ItemState:
+def fetch(store: S3Store, bucket: str, item: ItemState, limits: Limits) -> bytes | None:
+    """The item's bytes (an I/O thread's only work); None once it is an error."""
     if item.error is not None:
-        return item
+        return None
     start = time.perf_counter()
     try:
-        data = store.get_bytes(bucket, item.key, max_bytes=limits.max_bytes)
+        return store.get_bytes(bucket, item.key, max_bytes=limits.max_bytes)
     except StorageUnavailable:
         raise
     except StorageError as error:
         item.error = (type(error).__name__, str(error))
+        return None
+    finally:
         item.download_seconds = time.perf_counter() - start
-        return item
-    decoded_at = time.perf_counter()
-    item.download_seconds = decoded_at - start
+
+
+def decode(item: ItemState, data: bytes | None, model: ServedModel, limits: Limits) -> None:
+    """Decode the fetched bytes to the model's input; a bad image becomes the item's error."""
+    if data is None:
+        return
+    start = time.perf_counter()
     try:
         item.decoded = decode_image(
             data,
@@ -73,12 +81,11 @@ def fetch_and_decode(
         item.error = (error.kind, str(error))
     except Exception as error:  # a decoder bug must not fail the batch
         item.error = ("DecodeError", f"{type(error).__name__}: {error}")
-    item.decode_seconds = time.perf_counter() - decoded_at
-    return item
+    item.decode_seconds = time.perf_counter() - start
 
 
-def _upload_result(store: S3Store, message: BatchMessage, item: ItemState) -> ItemState:
-    """Write the item's files (masks, annotated images), then its JSON result."""
+def upload(store: S3Store, message: BatchMessage, item: ItemState) -> ItemState:
+    """Write the item's files (masks, annotated images), then its JSON result (an I/O thread)."""
     start = time.perf_counter()
     bucket = message.output.bucket
     result = dict(item.result or {})
@@ -103,7 +110,7 @@ def _upload_result(store: S3Store, message: BatchMessage, item: ItemState) -> It
 
 
 def _post_process(model: ServedModel, item: ItemState, output: Any) -> None:
-    """The item's result and files from its raw output (encoding PNGs runs in threads)."""
+    """The item's result and files from its raw output."""
     try:
         produced = model.result(output, item.decoded)
         decoded = item.decoded
@@ -115,16 +122,14 @@ def _post_process(model: ServedModel, item: ItemState, output: Any) -> None:
         item.error = ("PostprocessError", f"{type(error).__name__}: {error}")
 
 
-def finish_item(
+def make_result(
     model: ServedModel,
     shadow: ShadowRun | None,
-    store: S3Store,
-    message: BatchMessage,
     item: ItemState,
     output: Any,
     candidate: Any,
-) -> ItemState:
-    """An item after its forward pass, in one thread task: its result, then its uploads.
+) -> None:
+    """The item's result from its forward pass output; then its pixels are let go.
 
     A ``shadow`` candidate's output is compared once CURRENT's result is made (nothing of
     the candidate's is kept on the item).
@@ -135,6 +140,37 @@ def finish_item(
         shadow.compare(model.task, ItemResult(item.result, item.files), candidate, item.decoded)
     item.decoded = None
     item.result_seconds = time.perf_counter() - started
-    if item.result is not None and (message.item_outputs or item.files):
-        _upload_result(store, message, item)
-    return item
+
+
+def needs_upload(message: BatchMessage, item: ItemState) -> bool:
+    """Whether the item has anything to write: its JSON result or files of its own."""
+    return item.result is not None and (message.item_outputs or bool(item.files))
+
+
+def on_threads(
+    pool: Executor,
+    threads: int,
+    items: Sequence[ItemState],
+    work: Callable[[ItemState, Any], None],
+    inputs: Sequence[Any],
+) -> None:
+    """``work(item, input)`` for each pair, in ``threads`` slices: one here, the rest on ``pool``.
+
+    A child with one CPU thread (``threads`` 1) does it all here, with no hand-off at all.
+    """
+    pairs = list(zip(items, inputs, strict=True))
+    step = -(-len(pairs) // max(1, threads)) if pairs else 1
+    slices = [pairs[start : start + step] for start in range(0, len(pairs), step)]
+
+    def run(part: list[tuple[ItemState, Any]]) -> None:
+        for item, given in part:
+            work(item, given)
+
+    helpers = [pool.submit(run, part) for part in slices[1:]]
+    try:
+        if slices:
+            run(slices[0])
+    finally:
+        wait(helpers)
+    for helper in helpers:
+        helper.result()

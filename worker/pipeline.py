@@ -1,9 +1,9 @@
 """One batch of an inference job: download, decode, infer, upload, manifest.
 
 The Celery task only parses the message and calls :func:`start_batch`, which returns once the
-last forward pass is done; its :meth:`PendingBatch.complete` waits for the items' results and
-uploads (:mod:`worker.finishing` does that behind the task; :func:`run_batch` does both in
-turn). An item's own steps are in :mod:`worker.item_steps`. A bad image never fails
+last forward pass is done; its :meth:`PendingBatch.complete` waits for the items' uploads
+(:mod:`worker.finishing` does that behind the task; :func:`run_batch` does both in turn).
+An item's own steps are in :mod:`worker.item_steps`. A bad image never fails
 its batch: it becomes an ``error`` line with the reason, as does a key with no output key of its
 own (``UnmappableKey``, infra/outputs.py; never downloaded). S3 being unavailable says nothing
 about an image: :class:`StorageUnavailable` is raised for the task to retry the batch whole.
@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, as_completed, wait
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, NotRequired, TypedDict, Unpack
 
 import numpy as np
@@ -25,9 +24,20 @@ from bucketvision.infra.messages import BatchMessage
 from bucketvision.infra.outputs import manifest_line, mapping_error
 from bucketvision.infra.s3 import S3Store, StorageUnavailable
 from bucketvision.models.family import ServedModel
-from bucketvision.worker.item_steps import ItemState, Limits, fetch_and_decode, finish_item
+from bucketvision.worker.item_steps import (
+    ItemState,
+    Limits,
+    decode,
+    fetch,
+    make_result,
+    needs_upload,
+    on_threads,
+    upload,
+)
 from bucketvision.worker.outcomes import BatchOutcome, all_failed
 from bucketvision.worker.shadow import ShadowRun, load_shadow
+
+MIN_WAVE = 8  # items downloaded together at least, whatever the forward batch
 
 
 @dataclass
@@ -70,47 +80,86 @@ def _stream(
     pool: Executor,
     limits: Limits,
     should_stop: Callable[[], bool],
+    cpu_threads: int,
 ) -> None:
-    """Download, decode and infer the items as a stream, up to the last forward pass.
+    """Download, decode and infer the items in waves, up to the last forward pass.
 
-    Downloads start at once (not for items already failed); the forward pass runs on each group
-    of ``model.forward_batch`` decoded items once complete, and each item of that group is then
-    finished in one thread task (its result, then its uploads) while the next group downloads,
-    so CPU and S3 wait overlap. Those tasks are left in flight in ``pending.writes``; on an
-    error all is waited for. ``should_stop()`` before a forward pass stops the stream: the
-    items not through are left.
+    A wave is ``model.forward_batch`` items (at least ``MIN_WAVE``). Its downloads run on
+    the I/O threads; once all are in, this thread decodes the wave and only then starts the
+    next wave's downloads, which go on while the forward pass runs. Decoding beside requests
+    in flight costs each image about three times the CPU (every completion takes the GIL
+    from the decoder: ``make bench``'s feed), so the CPU steps never share the wave's time
+    with its I/O. Results are made here too, and only the uploads go to the I/O threads;
+    they are left in flight in ``pending.writes``. On an error all is waited for.
+    ``should_stop()`` before a forward pass stops the stream: the items not through are left.
     """
-    message, items, shadow = pending.message, pending.items, pending.shadow
-    bucket = message.input.bucket
+    message, items = pending.message, pending.items
     forward_batch = max(1, model.forward_batch)
-    fetches = [pool.submit(fetch_and_decode, store, bucket, item, model, limits) for item in items]
-    pending.in_flight = fetches
-    finish = partial(finish_item, model, shadow, store, message)
+    size = max(forward_batch, MIN_WAVE)
+    waves = [items[start : start + size] for start in range(0, len(items), size)]
+
+    def download(wave: list[ItemState]) -> list[Future[bytes | None]]:
+        fetches = [pool.submit(fetch, store, message.input.bucket, item, limits) for item in wave]
+        pending.in_flight.extend(fetches)
+        return fetches
+
+    fetches = download(waves[0]) if waves else []
+    ready: list[ItemState] = []
     try:
-        ready: list[ItemState] = []
-        for index, fetched in enumerate(as_completed(fetches), start=1):
-            item = fetched.result()
-            item.ran = item.decoded is None  # an error: it went as far as it could
-            if item.decoded is not None:
-                ready.append(item)
-            if ready and (len(ready) == forward_batch or index == len(fetches)):
+        for index, wave in enumerate(waves):
+            data = [fetched.result() for fetched in fetches]
+            on_threads(
+                pool, cpu_threads, wave, lambda item, got: decode(item, got, model, limits), data
+            )
+            for item in wave:
+                item.ran = item.decoded is None  # an error: it went as far as it could
+            last = index + 1 == len(waves)
+            fetches = [] if last else download(waves[index + 1])
+            ready.extend(item for item in wave if item.decoded is not None)
+            while ready and (len(ready) >= forward_batch or last):
                 if should_stop():
                     pending.stopped = True
                     for waiting in fetches:
                         waiting.cancel()  # not started yet: never downloaded
-                    break
-                seconds, outputs, candidates = _forward(model, ready, shadow)
-                pending.infer_seconds += seconds
-                for position, done_item in enumerate(ready):
-                    done_item.ran = True
-                    if outputs is not None:
-                        candidate = candidates[position] if candidates is not None else None
-                        write = pool.submit(finish, done_item, outputs[position], candidate)
-                        pending.writes.append(write)
-                ready = []
+                    return
+                group, ready = ready[:forward_batch], ready[forward_batch:]
+                _run_group(pending, model, group, store=store, pool=pool, cpu_threads=cpu_threads)
     except BaseException:
-        wait([*fetches, *pending.writes])
+        wait([*pending.in_flight, *pending.writes])
         raise
+
+
+def _run_group(
+    pending: PendingBatch,
+    model: ServedModel,
+    group: list[ItemState],
+    *,
+    store: S3Store,
+    pool: Executor,
+    cpu_threads: int,
+) -> None:
+    """One forward pass over ``group``, its items' results, and their uploads started."""
+    seconds, outputs, candidates = _forward(model, group, pending.shadow)
+    pending.infer_seconds += seconds
+    for item in group:
+        item.ran = True
+    if outputs is None:
+        return
+    shadow, message = pending.shadow, pending.message
+    found = [
+        (outputs[position], candidates[position] if candidates is not None else None)
+        for position in range(len(group))
+    ]
+    on_threads(
+        pool,
+        cpu_threads,
+        group,
+        lambda item, got: make_result(model, shadow, item, got[0], got[1]),
+        found,
+    )
+    for item in group:
+        if needs_upload(message, item):
+            pending.writes.append(pool.submit(upload, store, message, item))
 
 
 Forwarded = tuple[float, Sequence[Any] | None, Sequence[Any] | None]
@@ -145,6 +194,7 @@ class BatchArguments(TypedDict):
     limits: Limits
     attempt: int
     should_stop: NotRequired[Callable[[], bool]]  # its job was cancelled; never, if left out
+    cpu_threads: NotRequired[int]  # threads for decoding and results (the child's CPU share); 1
 
 
 def run_batch(message: BatchMessage, **arguments: Unpack[BatchArguments]) -> BatchOutcome:
@@ -179,6 +229,7 @@ def start_batch(message: BatchMessage, **arguments: Unpack[BatchArguments]) -> P
         pool=arguments["pool"],
         limits=arguments["limits"],
         should_stop=arguments.get("should_stop", lambda: False),
+        cpu_threads=arguments.get("cpu_threads", 1),
     )
     return pending
 

@@ -209,6 +209,7 @@ class WorkerRuntime:
         self.pool = ContextThreadPool(settings.io_threads, thread_name_prefix="bv-io")
         self.limits = Limits(settings.max_image_pixels, settings.max_object_bytes)
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
+        self.cpu_threads = 1  # decoding and results per batch: the child's CPU share (_pin_child)
         self._sender: Celery | None = None
 
     @property
