@@ -147,24 +147,17 @@ def needs_upload(message: BatchMessage, item: ItemState) -> bool:
     return item.result is not None and (message.item_outputs or bool(item.files))
 
 
-def on_threads(
-    pool: Executor,
-    threads: int,
-    items: Sequence[ItemState],
-    work: Callable[[ItemState, Any], None],
-    inputs: Sequence[Any],
-) -> None:
-    """``work(item, input)`` for each pair, in ``threads`` slices: one here, the rest on ``pool``.
+def on_threads(pool: Executor, threads: int, steps: Sequence[Callable[[], None]]) -> None:
+    """Run ``steps`` in ``threads`` slices: the first here, the rest on ``pool``.
 
-    A child with one CPU thread (``threads`` 1) does it all here, with no hand-off at all.
+    A child with one CPU thread (``threads`` 1) runs them all here, with no hand-off at all.
     """
-    pairs = list(zip(items, inputs, strict=True))
-    step = -(-len(pairs) // max(1, threads)) if pairs else 1
-    slices = [pairs[start : start + step] for start in range(0, len(pairs), step)]
+    size = -(-len(steps) // max(1, threads)) or 1
+    slices = [steps[start : start + size] for start in range(0, len(steps), size)]
 
-    def run(part: list[tuple[ItemState, Any]]) -> None:
-        for item, given in part:
-            work(item, given)
+    def run(part: Sequence[Callable[[], None]]) -> None:
+        for step in part:
+            step()
 
     helpers = [pool.submit(run, part) for part in slices[1:]]
     try:

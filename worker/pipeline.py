@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NotRequired, TypedDict, Unpack
 
 import numpy as np
@@ -107,10 +108,11 @@ def _stream(
     ready: list[ItemState] = []
     try:
         for index, wave in enumerate(waves):
-            data = [fetched.result() for fetched in fetches]
-            on_threads(
-                pool, cpu_threads, wave, lambda item, got: decode(item, got, model, limits), data
-            )
+            decodes = [
+                partial(decode, item, fetched.result(), model, limits)
+                for item, fetched in zip(wave, fetches, strict=True)
+            ]
+            on_threads(pool, cpu_threads, decodes)
             for item in wave:
                 item.ran = item.decoded is None  # an error: it went as far as it could
             last = index + 1 == len(waves)
@@ -146,17 +148,12 @@ def _run_group(
     if outputs is None:
         return
     shadow, message = pending.shadow, pending.message
-    found = [
-        (outputs[position], candidates[position] if candidates is not None else None)
-        for position in range(len(group))
+    compared = candidates if candidates is not None else [None] * len(group)
+    results = [
+        partial(make_result, model, shadow, item, output, candidate)
+        for item, output, candidate in zip(group, outputs, compared, strict=True)
     ]
-    on_threads(
-        pool,
-        cpu_threads,
-        group,
-        lambda item, got: make_result(model, shadow, item, got[0], got[1]),
-        found,
-    )
+    on_threads(pool, cpu_threads, results)
     for item in group:
         if needs_upload(message, item):
             pending.writes.append(pool.submit(upload, store, message, item))

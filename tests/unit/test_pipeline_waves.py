@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -128,10 +129,10 @@ def test_cpu_steps_run_here_with_one_thread_and_in_slices_with_more() -> None:
         item.result = {"given": given}
 
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="helper") as helpers:
-        on_threads(helpers, 1, items, work, list(range(7)))
+        on_threads(helpers, 1, [partial(work, item, index) for index, item in enumerate(items)])
         assert set(ran_on.values()) == {here}
         ran_on.clear()
-        on_threads(helpers, 3, items, work, list(range(7)))
+        on_threads(helpers, 3, [partial(work, item, index) for index, item in enumerate(items)])
     # Slices of 3, 3 and 1: the first here, the others handed to the pool.
     assert [ran_on[given] == here for given in range(7)] == [True] * 3 + [False] * 4
     assert all(ran_on[given].startswith("helper") for given in range(3, 7))
@@ -152,5 +153,5 @@ def test_a_failing_slice_fails_the_call_after_every_slice_is_through() -> None:
         ThreadPoolExecutor(max_workers=2) as helpers,
         pytest.raises(RuntimeError, match="a bug in a step"),
     ):
-        on_threads(helpers, 3, items, work, list(range(6)))
+        on_threads(helpers, 3, [partial(work, item, index) for index, item in enumerate(items)])
     assert sorted(done) == [0, 1, 2, 3, 4]
