@@ -85,19 +85,21 @@ def _stream(
 ) -> None:
     """Download, decode and infer the items in waves, up to the last forward pass.
 
-    A wave is ``model.forward_batch`` items (at least ``MIN_WAVE``). Its downloads run on
-    the I/O threads; once all are in, this thread decodes the wave and only then starts the
-    next wave's downloads, which go on while the forward pass runs. Decoding beside requests
-    in flight costs each image about three times the CPU (every completion takes the GIL
-    from the decoder: ``make bench``'s feed), so the CPU steps never share the wave's time
-    with its I/O. Results are made here too, and only the uploads go to the I/O threads;
-    they are left in flight in ``pending.writes``. On an error all is waited for.
-    ``should_stop()`` before a forward pass stops the stream: the items not through are left.
+    A wave is ``model.forward_batch`` items (at least ``MIN_WAVE``). Each turn has a CPU
+    section with none of the batch's requests in flight (the last wave's results, then this
+    wave's decoding), then an I/O section: the last wave's uploads and the next wave's
+    downloads start together and run beside this wave's forward pass, which leaves the GIL
+    to them. Python work beside requests in flight costs about three times the CPU (every
+    completion takes the GIL from it: ``make bench``'s feed). The last wave's results are
+    made after the loop and its uploads left in flight in ``pending.writes``; on an error
+    all is waited for. ``should_stop()`` before a forward pass stops the stream: the items
+    not through are left, those past their pass still get their results.
     """
     message, items = pending.message, pending.items
     forward_batch = max(1, model.forward_batch)
     size = max(forward_batch, MIN_WAVE)
     waves = [items[start : start + size] for start in range(0, len(items), size)]
+    step = _Steps(pending, model, store, pool, cpu_threads)
 
     def download(wave: list[ItemState]) -> list[Future[bytes | None]]:
         fetches = [pool.submit(fetch, store, message.input.bucket, item, limits) for item in wave]
@@ -108,13 +110,14 @@ def _stream(
     ready: list[ItemState] = []
     try:
         for index, wave in enumerate(waves):
-            decodes = [
-                partial(decode, item, fetched.result(), model, limits)
-                for item, fetched in zip(wave, fetches, strict=True)
-            ]
-            on_threads(pool, cpu_threads, decodes)
+            fetched = [future.result() for future in fetches]
+            step.settle()
+            step.results()
+            decodes = zip(wave, fetched, strict=True)
+            step.on_threads([partial(decode, *got, model, limits) for got in decodes])
             for item in wave:
                 item.ran = item.decoded is None  # an error: it went as far as it could
+            step.start_uploads()
             last = index + 1 == len(waves)
             fetches = [] if last else download(waves[index + 1])
             ready.extend(item for item in wave if item.decoded is not None)
@@ -123,40 +126,64 @@ def _stream(
                     pending.stopped = True
                     for waiting in fetches:
                         waiting.cancel()  # not started yet: never downloaded
-                    return
+                    break
                 group, ready = ready[:forward_batch], ready[forward_batch:]
-                _run_group(pending, model, group, store=store, pool=pool, cpu_threads=cpu_threads)
+                step.forward(group)
+            if pending.stopped:
+                break
+        step.settle()
+        step.results()
+        step.start_uploads()
     except BaseException:
         wait([*pending.in_flight, *pending.writes])
         raise
 
 
-def _run_group(
-    pending: PendingBatch,
-    model: ServedModel,
-    group: list[ItemState],
-    *,
-    store: S3Store,
-    pool: Executor,
-    cpu_threads: int,
-) -> None:
-    """One forward pass over ``group``, its items' results, and their uploads started."""
-    seconds, outputs, candidates = _forward(model, group, pending.shadow)
-    pending.infer_seconds += seconds
-    for item in group:
-        item.ran = True
-    if outputs is None:
-        return
-    shadow, message = pending.shadow, pending.message
-    compared = candidates if candidates is not None else [None] * len(group)
-    results = [
-        partial(make_result, model, shadow, item, output, candidate)
-        for item, output, candidate in zip(group, outputs, compared, strict=True)
-    ]
-    on_threads(pool, cpu_threads, results)
-    for item in group:
-        if needs_upload(message, item):
-            pending.writes.append(pool.submit(upload, store, message, item))
+class _Steps:
+    """A batch's forward passes, and its results made a turn later (see :func:`_stream`)."""
+
+    def __init__(
+        self, pending: PendingBatch, model: ServedModel, store: S3Store, pool: Executor, cpu: int
+    ) -> None:
+        self.pending, self.model, self.store, self.pool, self.cpu = pending, model, store, pool, cpu
+        self.passed: list[tuple[ItemState, Any, Any]] = []  # (item, output, candidate)
+        self.made: list[ItemState] = []  # results made, uploads not started
+        self.uploads: list[Future[Any]] = []  # started with the current downloads
+
+    def on_threads(self, steps: Sequence[Callable[[], None]]) -> None:
+        on_threads(self.pool, self.cpu, steps)
+
+    def forward(self, group: list[ItemState]) -> None:
+        """One forward pass over ``group``; its results wait for the next CPU section."""
+        seconds, outputs, candidates = _forward(self.model, group, self.pending.shadow)
+        self.pending.infer_seconds += seconds
+        for item in group:
+            item.ran = True
+        if outputs is not None:
+            compared = candidates if candidates is not None else [None] * len(group)
+            self.passed.extend(zip(group, outputs, compared, strict=True))
+
+    def settle(self) -> None:
+        """Wait for the uploads started with the downloads just in: nothing is in flight."""
+        wait(self.uploads)
+
+    def results(self) -> None:
+        """The results of the items past their forward pass (here, or on the CPU share)."""
+        model, shadow = self.model, self.pending.shadow
+        self.on_threads([partial(make_result, model, shadow, *passed) for passed in self.passed])
+        self.made.extend(item for item, _, _ in self.passed)
+        self.passed = []
+
+    def start_uploads(self) -> None:
+        """Hand the made results' uploads to the I/O threads."""
+        message = self.pending.message
+        self.uploads = [
+            self.pool.submit(upload, self.store, message, item)
+            for item in self.made
+            if needs_upload(message, item)
+        ]
+        self.pending.writes.extend(self.uploads)
+        self.made = []
 
 
 Forwarded = tuple[float, Sequence[Any] | None, Sequence[Any] | None]

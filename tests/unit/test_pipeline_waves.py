@@ -1,9 +1,11 @@
-"""worker.pipeline's waves: a batch's CPU steps never share their time with its downloads.
+"""worker.pipeline's waves: a batch's CPU steps never share their time with its requests.
 
 Decoding beside requests in flight costs each image about three times the CPU of
 decoding alone (``make bench``'s feed, issue 17): so a wave's images are all
 downloaded before this thread decodes them, and the next wave's downloads start
-only then, to run beside the forward pass.
+only then, to run beside the forward pass. Results are made in the same CPU section,
+with the uploads started before it through, and their uploads start with the next
+downloads.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from PIL import Image
 import bucketvision.worker.item_steps as item_steps
 from bucketvision.infra.s3 import S3Store
 from bucketvision.worker.item_steps import on_threads
-from tests.unit.test_pipeline import FakeModel, put_pngs, run
+from tests.unit.test_pipeline import BUCKET, FakeModel, put_pngs, run
 
 
 class WavedModel(FakeModel):
@@ -39,8 +41,8 @@ class WavedModel(FakeModel):
         return super().infer(pixels)
 
 
-class CountedGets:
-    """An S3Store whose GETs take a while and count how many are in flight."""
+class CountedRequests:
+    """An S3Store whose GETs and PUTs take a while and count how many are in flight."""
 
     def __init__(self, store: S3Store, events: list[str]) -> None:
         self.store, self.events = store, events
@@ -61,6 +63,16 @@ class CountedGets:
             with self.lock:
                 self.in_flight -= 1
 
+    def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        with self.lock:
+            self.in_flight += 1
+        try:
+            time.sleep(0.01)
+            self.store.put_bytes(bucket, key, data, content_type)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
 
 @pytest.fixture
 def pool() -> Iterator[ThreadPoolExecutor]:
@@ -74,11 +86,11 @@ def keys(store: S3Store, encode: Any) -> list[str]:
     return put_pngs(store, png, [f"incoming/w/{index:02d}.png" for index in range(20)])
 
 
-def test_no_image_is_decoded_while_downloads_of_its_batch_are_in_flight(
+def test_no_image_is_decoded_while_requests_of_its_batch_are_in_flight(
     store: S3Store, pool: ThreadPoolExecutor, keys: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[str] = []
-    counted = CountedGets(store, events)
+    counted = CountedRequests(store, events)
     seen_in_flight: list[int] = []
     real_decode = item_steps.decode_image
 
@@ -92,6 +104,63 @@ def test_no_image_is_decoded_while_downloads_of_its_batch_are_in_flight(
     assert [line["status"] for line in outcome.lines] == ["ok"] * len(keys)
     assert len(seen_in_flight) == len(keys)
     assert seen_in_flight == [0] * len(keys)
+
+
+class CountingPool(ThreadPoolExecutor):
+    """A pool that counts the downloads and uploads handed to it and not yet through."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=16)
+        self.in_flight, self.lock = 0, threading.Lock()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        future = super().submit(fn, *args, **kwargs)
+        if fn in (item_steps.fetch, item_steps.upload):
+            with self.lock:
+                self.in_flight += 1
+            future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _: Any) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+
+class ResultsCounted(WavedModel):
+    """Notes how many of the batch's requests are in flight as each result is made."""
+
+    def __init__(self, pool: CountingPool) -> None:
+        super().__init__([])
+        self.pool, self.seen_in_flight = pool, list[int]()
+
+    def result(self, output: np.ndarray, image: Any) -> Any:
+        self.seen_in_flight.append(self.pool.in_flight)
+        return super().result(output, image)
+
+
+def test_no_result_is_made_while_requests_of_its_batch_are_in_flight(
+    store: S3Store, keys: list[str]
+) -> None:
+    """Handed to the I/O threads counts, started or not: they would take the GIL."""
+    with CountingPool() as pool:
+        model = ResultsCounted(pool)
+        outcome = run(CountedRequests(store, []), pool, keys, model=model)  # type: ignore[arg-type]
+    assert [line["status"] for line in outcome.lines] == ["ok"] * len(keys)
+    assert all(line["output"] for line in outcome.lines)  # every result was uploaded
+    assert model.seen_in_flight == [0] * len(keys)
+
+
+def test_a_stop_still_makes_and_uploads_the_results_of_items_past_their_pass(
+    store: S3Store, pool: ThreadPoolExecutor, keys: list[str]
+) -> None:
+    """Stopped before the second pass: the first wave's 8 items are through, with outputs."""
+    passes: list[str] = []
+    model = WavedModel(passes)
+    outcome = run(store, pool, keys, model=model, should_stop=lambda: len(passes) >= 1)
+    assert outcome.stopped
+    assert [line["key"] for line in outcome.lines] == keys[:8]
+    assert [line["status"] for line in outcome.lines] == ["ok"] * 8
+    assert all(store.exists(BUCKET, line["output"].split("/", 3)[3]) for line in outcome.lines)
 
 
 class RecordingPool(ThreadPoolExecutor):
