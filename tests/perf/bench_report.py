@@ -17,12 +17,13 @@ STORAGE = {  # figure: (kind, client); boto3's keep the names of earlier results
 # 1e8a461 in its own worktree and venv, `python -m tests.perf.bench --skip peers,ray,enqueue,rss
 # --repeats 1 --s3 URL`, alternating with main against one of this bench's cheroot moto
 # servers (`python -m tests.perf.s3_keepalive -p PORT`) on the 2-core machine, 2026-12-04:
-# means of every round (cnn 3.65, 3.81, 3.26 at 19:02-19:23 and 3.02, 3.10 at 21:34-21:39;
-# MobileNetV2 6.05, 4.65, whose forward pass subtracted moves by more than the feed).
+# means of every round (cnn 3.65, 3.81, 3.26 at 19:02-19:23, 3.02, 3.10 at 21:34-21:39 and
+# 2.87, 2.94, 2.99 at 00:03-00:10 the next night; MobileNetV2 6.05, 4.65, whose forward pass
+# subtracted moves by more than the feed).
 # Against waitress the same commit measured 5.540 and 6.119 (00:23), against werkzeug's
 # closing server 3.465 and 4.151 (2026-12-03): tests/perf/NOTES.md, "The feed's before under
 # cheroot" and "Waves". A constant, not a side-by-side figure.
-FEED_BEFORE_MS: dict[str, float | None] = {"cnn": 3.368, "mobilenet": 5.350}
+FEED_BEFORE_MS: dict[str, float | None] = {"cnn": 3.203, "mobilenet": 5.350}
 FIGURES = {  # key: (table label, which S3 ceiling bounds it)
     "compute": ("compute ceiling", "get_put"),
     "get": ("GETs only, boto3 (ceiling)", "get"),
