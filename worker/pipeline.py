@@ -111,13 +111,12 @@ def _stream(
     try:
         for index, wave in enumerate(waves):
             fetched = [future.result() for future in fetches]
-            step.settle()
-            step.results()
+            made = step.results()
             decodes = zip(wave, fetched, strict=True)
-            step.on_threads([partial(decode, *got, model, limits) for got in decodes])
+            on_threads(pool, cpu_threads, [partial(decode, *got, model, limits) for got in decodes])
             for item in wave:
                 item.ran = item.decoded is None  # an error: it went as far as it could
-            step.start_uploads()
+            step.start_uploads(made)
             last = index + 1 == len(waves)
             fetches = [] if last else download(waves[index + 1])
             ready.extend(item for item in wave if item.decoded is not None)
@@ -131,9 +130,7 @@ def _stream(
                 step.forward(group)
             if pending.stopped:
                 break
-        step.settle()
-        step.results()
-        step.start_uploads()
+        step.start_uploads(step.results())
     except BaseException:
         wait([*pending.in_flight, *pending.writes])
         raise
@@ -147,11 +144,7 @@ class _Steps:
     ) -> None:
         self.pending, self.model, self.store, self.pool, self.cpu = pending, model, store, pool, cpu
         self.passed: list[tuple[ItemState, Any, Any]] = []  # (item, output, candidate)
-        self.made: list[ItemState] = []  # results made, uploads not started
         self.uploads: list[Future[Any]] = []  # started with the current downloads
-
-    def on_threads(self, steps: Sequence[Callable[[], None]]) -> None:
-        on_threads(self.pool, self.cpu, steps)
 
     def forward(self, group: list[ItemState]) -> None:
         """One forward pass over ``group``; its results wait for the next CPU section."""
@@ -163,27 +156,24 @@ class _Steps:
             compared = candidates if candidates is not None else [None] * len(group)
             self.passed.extend(zip(group, outputs, compared, strict=True))
 
-    def settle(self) -> None:
-        """Wait for the uploads started with the downloads just in: nothing is in flight."""
+    def results(self) -> list[ItemState]:
+        """The results of the items past their forward pass (here, or on the CPU share),
+        once the uploads started with the downloads just in are through: none in flight."""
         wait(self.uploads)
-
-    def results(self) -> None:
-        """The results of the items past their forward pass (here, or on the CPU share)."""
-        model, shadow = self.model, self.pending.shadow
-        self.on_threads([partial(make_result, model, shadow, *passed) for passed in self.passed])
-        self.made.extend(item for item, _, _ in self.passed)
+        model, shadow, passed = self.model, self.pending.shadow, self.passed
+        on_threads(self.pool, self.cpu, [partial(make_result, model, shadow, *p) for p in passed])
         self.passed = []
+        return [item for item, _, _ in passed]
 
-    def start_uploads(self) -> None:
-        """Hand the made results' uploads to the I/O threads."""
+    def start_uploads(self, made: list[ItemState]) -> None:
+        """Hand the uploads of the results ``made`` to the I/O threads."""
         message = self.pending.message
         self.uploads = [
             self.pool.submit(upload, self.store, message, item)
-            for item in self.made
+            for item in made
             if needs_upload(message, item)
         ]
         self.pending.writes.extend(self.uploads)
-        self.made = []
 
 
 Forwarded = tuple[float, Sequence[Any] | None, Sequence[Any] | None]
