@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= worker,heif,local,dev
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-chaos lint format bench bench-quality bench-real bench-footprint bench-loop bench-watch clean
+.PHONY: install demo test test-chaos lint format bench bench-before bench-quality bench-real bench-footprint bench-loop bench-watch clean
 
 install: $(STAMP)
 
@@ -46,6 +46,11 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 
 bench: install $(BENCH_STAMP)
 	@$(BIN)/python -m tests.perf.bench $(ARGS)
+
+# The feed (CPU per image outside the model) of main before issue 17 and of this checkout,
+# alternating on this host, each run against a fresh S3 server (~12 min; ARGS='--only mobilenet --rounds 2').
+bench-before: install
+	$(BIN)/python -m tests.perf.bench_before $(ARGS)
 
 # Each model family trained with default settings and judged on held-out data (~30 min).
 # Both bench-quality and bench-real start their own Redis and S3; prints a table.

@@ -22,7 +22,8 @@ STORAGE = {  # figure: (kind, client); boto3's keep the names of earlier results
 # subtracted moves by more than the feed).
 # Against waitress the same commit measured 5.540 and 6.119 (00:23), against werkzeug's
 # closing server 3.465 and 4.151 (2026-12-03): tests/perf/NOTES.md, "The feed's before under
-# cheroot" and "Waves". A constant, not a side-by-side figure.
+# cheroot" and "Waves". A constant, not a side-by-side figure: `make bench-before`
+# measures the before and this checkout alternately on the same host.
 FEED_BEFORE_MS: dict[str, float | None] = {"cnn": 3.203, "mobilenet": 5.350}
 FIGURES = {  # key: (table label, which S3 ceiling bounds it)
     "compute": ("compute ceiling", "get_put"),

@@ -1,0 +1,60 @@
+"""make bench-before: the feed of the before commit and of this checkout, side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.perf import bench_before
+
+
+def _output(worker_cpu_seconds: float, forward_ms: float, rate: float = 100.0) -> str:
+    """A bench run's stdout: its report, then the result line (1 s of pipeline at ``rate``)."""
+    job = {
+        "images_per_second": rate,
+        "cpu": {"wall_seconds": 1.0, "cpu_seconds": {"bucketvision_worker": worker_cpu_seconds}},
+    }
+    model = {"figures": {"pipeline": {"images_per_second": rate, "jobs": [job]}}}
+    model["bounds"] = {"forward_ms": forward_ms}
+    result = {"bench": "bucketvision make bench", "models": {"cnn": model}}
+    return "targets\n  PASS ...\n" + json.dumps(result) + "\n"
+
+
+def test_a_round_reads_the_feed_from_the_bench_result_line() -> None:
+    # 0.3 s of worker CPU for 100 images is 3 ms each; less the 0.5 ms forward pass.
+    got = bench_before.round_result(_output(0.3, 0.5), "cnn")
+    assert got == {"feed_ms": pytest.approx(2.5), "images_per_second": 100.0}
+
+
+def test_a_round_without_a_result_or_a_feed_is_an_error_that_says_so() -> None:
+    with pytest.raises(bench_before.BeforeError, match="no result line"):
+        bench_before.round_result("Traceback ...\n", "cnn")
+    with pytest.raises(bench_before.BeforeError, match="no feed for mobilenet"):
+        bench_before.round_result(_output(0.3, 0.5), "mobilenet")
+
+
+def _sides(before: float, now: float) -> dict[str, dict[str, Any]]:
+    return {
+        "before": {"feed_ms": before, "images_per_second": 250.0},
+        "now": {"feed_ms": now, "images_per_second": 300.0},
+    }
+
+
+def test_the_verdict_is_the_ratio_of_the_means_against_the_issue_target() -> None:
+    lines, passed = bench_before.summary("cnn", [_sides(3.0, 0.9), _sides(2.8, 0.9)])
+    assert passed and lines[-1].split()[0] == "PASS" and "0.310 <= 0.333" in lines[-1]
+    assert "2.900" in lines[-2] and "0.900" in lines[-2]  # the means
+    lines, passed = bench_before.summary("cnn", [_sides(3.0, 1.0), _sides(3.0, 1.1)])
+    assert not passed
+    assert lines[-1].split()[0] == "FAIL" and "0.350 <= 0.333" in lines[-1]
+    lines, passed = bench_before.summary("mobilenet", [_sides(5.0, 2.4)])
+    assert passed and "0.480 <= 0.500" in lines[-1]
+
+
+def test_a_revision_not_in_the_history_says_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(bench_before.BeforeError, match="not in this checkout's history"):
+        bench_before.prepare_before("0" * 40, tmp_path)
+    assert not (tmp_path / "before").exists()
