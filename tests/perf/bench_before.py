@@ -35,13 +35,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bucketvision.infra.local_services import ManagedProcess, start_moto
+from bucketvision.infra.local_services import start_moto
+from tests.helpers import ROOT
 from tests.perf.bench_budget import feed_ms
 from tests.perf.bench_service import say
 
 BEFORE = "1e8a461"  # main when issue 17 was filed: boto3 for every request, one item at a time
 TARGETS = {"cnn": 1 / 3, "mobilenet": 1 / 2}
-ROOT = Path(__file__).resolve().parents[2]
 ROUND_ARGS = ["--skip", "peers,ray,enqueue,rss", "--repeats", "1"]
 
 
@@ -154,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bv-bench-before-"))
     say(f"work dir {work} (logs; the before's worktree)")
     checkout: Path | None = None
-    server: ManagedProcess | None = None
-    failed = False
     try:
         checkout = prepare_before(options.before, work)
         rounds: list[dict[str, dict[str, Any]]] = []
@@ -163,26 +161,24 @@ def main(argv: list[str] | None = None) -> int:
             sides: dict[str, dict[str, Any]] = {}
             for side, where in (("before", checkout), ("now", ROOT)):
                 server = start_moto(server="tests.perf.s3_keepalive")
-                log = work / f"{side}-{number}.log"
-                sides[side] = run_round(where, options.only, server.url, log)
-                server.stop()
-                server = None
+                try:
+                    log = work / f"{side}-{number}.log"
+                    sides[side] = run_round(where, options.only, server.url, log)
+                finally:
+                    server.stop()
                 say(f"round {number} {side}: feed {sides[side]['feed_ms']:.3f} ms")
             rounds.append(sides)
         lines, _ = summary(options.only, rounds)
         print("\n".join(lines))
-        return 0
     except BeforeError as error:
         print(f"bench-before: {error}", file=sys.stderr)
-        failed = True
-        return 2
+        return 2  # the work dir stays: the error names a log in it
     finally:
-        if server is not None:
-            server.stop()
         if checkout is not None and not options.keep:
             remove_before(checkout)
-        if not (options.keep or failed):
-            shutil.rmtree(work, ignore_errors=True)
+    if not options.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
