@@ -38,10 +38,10 @@ from typing import Any
 from bucketvision.infra.local_services import start_moto
 from tests.helpers import ROOT
 from tests.perf.bench_budget import feed_ms
+from tests.perf.bench_report import FEED_TARGETS
 from tests.perf.bench_service import say
 
 BEFORE = "1e8a461"  # main when issue 17 was filed: boto3 for every request, one item at a time
-TARGETS = {"cnn": 1 / 3, "mobilenet": 1 / 2}
 ROUND_ARGS = ["--skip", "peers,ray,enqueue,rss", "--repeats", "1"]
 
 
@@ -130,7 +130,7 @@ def summary(model: str, rounds: list[dict[str, dict[str, Any]]]) -> tuple[list[s
         )
     before_mean = statistics.mean(sides["before"]["feed_ms"] for sides in rounds)
     now_mean = statistics.mean(sides["now"]["feed_ms"] for sides in rounds)
-    ratio, target = now_mean / before_mean, TARGETS[model]
+    ratio, target = now_mean / before_mean, FEED_TARGETS[model]
     passed = ratio <= target
     lines.append(f"  {'mean':>5} {before_mean:>10.3f} {now_mean:>8.3f}")
     lines.append(
@@ -143,7 +143,7 @@ def summary(model: str, rounds: list[dict[str, dict[str, Any]]]) -> tuple[list[s
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default=BEFORE, help="the before commit (default %(default)s)")
-    parser.add_argument("--only", choices=sorted(TARGETS), default="cnn", help="the model")
+    parser.add_argument("--only", choices=sorted(FEED_TARGETS), default="cnn", help="the model")
     parser.add_argument("--rounds", type=int, default=3, help="before/now pairs (default 3)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir and worktree")
     return parser.parse_args(argv)
