@@ -2,8 +2,8 @@
 
 Each of them reads the same card fields (``input_shape``, ``labels``,
 ``preprocess``, ``resize``, ``outputs``), decodes images to the same ``mode`` and ``size``, and runs
-``model(scale(x))`` through one compiled fixed-batch forward pass
-(:class:`~models.forward.FixedBatchForward`) that is traced once at warm-up.
+``model(scale(x))`` through one compiled forward pass
+(:class:`~models.forward.CompiledForward`) that is traced once at warm-up.
 Only what a family does with the raw outputs differs, so that is all a family
 class writes: :meth:`ServedImageModel.result` and, when needed, ``infer``.
 """
@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bucketvision.models.family import ItemResult
-from bucketvision.models.forward import FixedBatchForward
+from bucketvision.models.forward import CompiledForward, declared_batch
 from bucketvision.models.pixels import check_preprocess
 
 
@@ -49,11 +49,12 @@ class ServedImageModel:
             raise ValueError(f"outputs {self.outputs!r}: expected one of {self.output_kinds}")
         self.mode = "L" if channels == 1 else "RGB"
         self.size = (width, height)
-        # A signature that insists on a batch size (TF Object Detection API exports: 1) gets it.
-        self.forward_batch = int(getattr(model, "fixed_batch", None) or forward_batch)
-        self._forward = FixedBatchForward(
-            model, (height, width, channels), self.forward_batch, self.preprocess
+        # A model that insists on a batch size (TF Object Detection API exports: 1) gets it.
+        fixed = declared_batch(model)
+        self._forward = CompiledForward(
+            model, (height, width, channels), forward_batch, self.preprocess, fixed_batch=fixed
         )
+        self.forward_batch = self._forward.forward_batch
 
     def check_output(self, output: Any) -> None:
         """Raise ValueError when one image's raw output does not fit the card (at registration)."""

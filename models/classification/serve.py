@@ -1,9 +1,9 @@
-"""Serving a classifier in the worker: a fixed-shape compiled forward pass and top-k results.
+"""Serving a classifier in the worker: a compiled forward pass and top-k results.
 
-The forward pass is one ``tf.function`` with a fixed ``(forward_batch, H, W, C)``
-uint8 signature, traced once at warm-up (:mod:`models.serving`); partial chunks
-are zero-padded to that shape so nothing is retraced at run time. Scaling
-follows the card's ``preprocess``.
+The forward pass is one ``tf.function`` with a ``(None, H, W, C)`` uint8
+signature, traced once at warm-up (:mod:`models.forward`), that runs chunks of
+at most ``forward_batch`` images; a short chunk costs its own images and nothing
+is retraced at run time. Scaling follows the card's ``preprocess``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Serving a detector in the worker: a compiled fixed-shape forward pass and item results.
+"""Serving a detector in the worker: a compiled forward pass and item results.
 
-Why a fixed shape: one ``tf.function`` traced once with a uint8 input signature
-of ``forward_batch`` images (pixels are scaled inside it, by the card's
-``preprocess``; :mod:`models.serving`) never retraces, and a partial chunk is
-zero-padded. The raw stride-4 output of each image is decoded in NumPy
+One ``tf.function`` traced once with a uint8 input signature open in its batch
+dimension runs chunks of at most ``forward_batch`` images (pixels are scaled inside
+it, by the card's ``preprocess``; :mod:`models.forward`) and never retraces; a
+signature that takes one batch size gets its chunks zero-padded to it. The raw
+stride-4 output of each image is decoded in NumPy
 (:mod:`models.detection.decode`) with the card's serving parameters, boxes go
 back to the original image through the decoded image's letterbox ``placement``,
 and the annotated PNG is drawn on the original image: the decoder keeps a copy

@@ -3,7 +3,7 @@
 A request names a seed per image; the latent vector is
 ``np.random.default_rng(seed).standard_normal(latent_dim)``, so the same seed
 (and label) always gives the same image, on any worker. Inference runs through
-one compiled fixed-batch ``tf.function`` (padded like the classifier's), never
+one compiled fixed-batch ``tf.function`` (short chunks zero-padded to it), never
 ``model.predict`` per call.
 
 There is no input image, so this class implements

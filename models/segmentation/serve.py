@@ -86,8 +86,8 @@ class ServedSegmenter(ServedImageModel):
     def infer(self, pixels: np.ndarray) -> list[np.ndarray]:
         """Per-pixel class probabilities (float32 [H, W, classes]) for each image of ``pixels``.
 
-        A partial chunk is padded to the fixed ``forward_batch`` shape the forward pass was
-        traced for.
+        Chunks of at most ``forward_batch`` images go through the compiled forward pass
+        (:mod:`models.forward`).
         """
         outputs = self._forward(pixels)
         if self.outputs == "class-map":
