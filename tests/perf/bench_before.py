@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bucketvision.infra.local_services import start_moto
+from bucketvision.producer.cli_support import whole_number
 from tests.helpers import ROOT
 from tests.perf.bench_budget import feed_ms
 from tests.perf.bench_report import FEED_TARGETS
@@ -144,7 +145,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default=BEFORE, help="the before commit (default %(default)s)")
     parser.add_argument("--only", choices=sorted(FEED_TARGETS), default="cnn", help="the model")
-    parser.add_argument("--rounds", type=int, default=3, help="before/now pairs (default 3)")
+    parser.add_argument(
+        "--rounds", type=whole_number(), default=3, help="before/now pairs (default 3)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir and worktree")
     return parser.parse_args(argv)
 

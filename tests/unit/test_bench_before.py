@@ -58,3 +58,13 @@ def test_a_revision_not_in_the_history_says_how_to_get_it(tmp_path: Path) -> Non
     with pytest.raises(bench_before.BeforeError, match="not in this checkout's history"):
         bench_before.prepare_before("0" * 40, tmp_path)
     assert not (tmp_path / "before").exists()
+
+
+@pytest.mark.parametrize("rounds", ["0", "-1", "two"])
+def test_rounds_below_one_are_refused_with_a_usage_error(
+    rounds: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        bench_before.parse_args(["--rounds", rounds])
+    assert stopped.value.code == 2
+    assert "--rounds" in capsys.readouterr().err
