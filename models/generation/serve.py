@@ -4,7 +4,10 @@ A request names a seed per image; the latent vector is
 ``np.random.default_rng(seed).standard_normal(latent_dim)``, so the same seed
 (and label) always gives the same image, on any worker. Inference runs through
 one compiled fixed-batch ``tf.function`` (short chunks zero-padded to it), never
-``model.predict`` per call.
+``model.predict`` per call. Unlike the image models' open batch dimension
+(:mod:`models.forward`), the generator keeps one shape on purpose: another batch
+size may run other kernels and round differently, and a seed's image must not depend
+on how many seeds share its call.
 
 There is no input image, so this class implements
 :class:`models.family.ServedGenerativeModel`, not the decoder's side of

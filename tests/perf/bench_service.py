@@ -38,14 +38,21 @@ from tests.workers import WorkerProcess
 JOB_TIMEOUT_SECONDS = 1800
 
 
+def bench_credentials() -> dict[str, str]:
+    """Credentials for the bench's own moto server (the environment's own, if it has some)."""
+    return {
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "bench"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "bench-secret"),
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
 def bench_environment(workdir: Path, models_uri: str, **more: str) -> None:
     """The environment every bench process shares: credentials for its own moto server,
     its registry, a model cache in ``workdir``, and ``more`` (``BV_*`` settings)."""
     os.environ.update(
         {
-            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "bench"),
-            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "bench-secret"),
-            "AWS_DEFAULT_REGION": "us-east-1",
+            **bench_credentials(),
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "BV_MODELS_URI": models_uri,
             "BV_MODEL_CACHE_DIR": str(workdir / "model-cache"),

@@ -26,6 +26,7 @@ from bucketvision.infra.settings import Settings
 from tests.perf import bench_ceilings
 from tests.perf.bench_cpu import cpu_seconds
 from tests.perf.bench_data import upload_digit_pngs
+from tests.perf.bench_service import bench_credentials
 
 BUCKET = "server-scaling"
 
@@ -64,8 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", default="2,16,32,64", help="client threads to try, a list")
     parser.add_argument("--objects", type=int, default=2000, help="objects read per figure")
     options = parser.parse_args(argv)
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench-secret")
+    os.environ.update(bench_credentials())
     print(f"{'threads':>7} {'kind':<8} {'items/s':>9} {'server ms/item':>13} {'busy':>6}")
     for threads in (int(value) for value in options.threads.split(",")):
         for line in measure(threads, options.objects):
