@@ -65,13 +65,16 @@ def get_put_rate(
     keys: list[str],
     out_prefix: str,
     threads: int = STORAGE_THREADS,
+    *,
+    out_bucket: str | None = None,
 ) -> float:
-    """Items per second doing a job's per-item S3 work: GET the object, PUT its result JSON."""
+    """Items per second doing a job's per-item S3 work: GET the object, PUT its result JSON
+    (into ``out_bucket``, else beside the object)."""
 
     def item(key: str) -> None:
         store.get_bytes(bucket, key)
         body = result_body(key, "bench@v1")
-        store.put_bytes(bucket, f"{out_prefix}{key}.json", body, "application/json")
+        store.put_bytes(out_bucket or bucket, f"{out_prefix}{key}.json", body, "application/json")
 
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:

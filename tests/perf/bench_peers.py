@@ -59,6 +59,7 @@ class PeerModel:
     preprocess: str
     bucket: str
     prefix: str
+    output_bucket: str  # where the results go
 
 
 def _tail(path: Path, size: int = 3000) -> str:
@@ -175,10 +176,12 @@ def run_celery_peer(
         keys = listed_keys(s3, model.bucket, model.prefix)
         if peer.name == "batched_celery":
             messages = peer.module.messages(
-                model.bucket, keys, model.prefix, output, counter, batch_size
+                model.bucket, keys, model.prefix, output, counter, batch_size, model.output_bucket
             )
         else:
-            messages = peer.module.messages(model.bucket, keys, model.prefix, output, counter)
+            messages = peer.module.messages(
+                model.bucket, keys, model.prefix, output, counter, model.output_bucket
+            )
         with app.producer_or_acquire() as producer:
             for message in messages:
                 app.send_task(peer.task, args=[message], queue=peer.queue, producer=producer)
@@ -228,6 +231,8 @@ def run_ray_peer(
         model.prefix,
         "--output",
         f"peers/ray_data/{model.key}/{repeat}/",
+        "--output-bucket",
+        model.output_bucket,
         "--batch",
         str(batch_size),
         "--concurrency",

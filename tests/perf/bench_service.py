@@ -185,7 +185,7 @@ def enqueue_rate(
     app = make_celery(isolated)
     jobs = JobStore.from_url(broker_url)
     store = S3Store.from_settings(isolated)
-    output = S3Uri("bench", "out/enqueue/")
+    output = S3Uri("bench-out", "out/enqueue/")  # the bench's OUTPUT_BUCKET
     store.ensure_bucket(output.bucket)  # the job's plan is written there
     client = redis.Redis.from_url(broker_url)
     try:

@@ -43,11 +43,13 @@ def messages(  # type: ignore[no-untyped-def]
     output_prefix: str,
     counter: str,
     batch_size: int = 32,
+    output_bucket: str | None = None,
 ):
-    """One message per ``batch_size`` keys."""
+    """One message per ``batch_size`` keys; results go to ``output_bucket`` (else ``bucket``)."""
     for start in range(0, len(keys), batch_size):
         yield {
             "bucket": bucket,
+            "output_bucket": output_bucket or bucket,
             "keys": keys[start : start + batch_size],
             "input_prefix": input_prefix,
             "output_prefix": output_prefix,
@@ -85,7 +87,7 @@ def classify_batch(message: dict[str, Any]) -> None:
             key, scores = pair
             try:
                 child.s3.put_object(
-                    Bucket=bucket,
+                    Bucket=message["output_bucket"],
                     Key=common.output_key(message, key),
                     Body=common.result_json(key, child.model_name, scores),
                     ContentType="application/json",

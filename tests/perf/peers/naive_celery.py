@@ -27,11 +27,19 @@ def _load_model(**_: object) -> None:
     common.load_child(batch_size=1)
 
 
-def messages(bucket: str, keys: list[str], input_prefix: str, output_prefix: str, counter: str):  # type: ignore[no-untyped-def]
-    """One message per key."""
+def messages(  # type: ignore[no-untyped-def]
+    bucket: str,
+    keys: list[str],
+    input_prefix: str,
+    output_prefix: str,
+    counter: str,
+    output_bucket: str | None = None,
+):
+    """One message per key; results go to ``output_bucket`` (else ``bucket``)."""
     for key in keys:
         yield {
             "bucket": bucket,
+            "output_bucket": output_bucket or bucket,
             "key": key,
             "input_prefix": input_prefix,
             "output_prefix": output_prefix,
@@ -49,7 +57,7 @@ def classify_one(message: dict[str, Any]) -> None:
         pixels = common.decode(data, child.spec)
         probabilities = common.infer(child, pixels[None])[0]
         child.s3.put_object(
-            Bucket=message["bucket"],
+            Bucket=message["output_bucket"],
             Key=common.output_key(message, key),
             Body=common.result_json(key, child.model_name, probabilities),
             ContentType="application/json",

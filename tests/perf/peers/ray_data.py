@@ -50,6 +50,7 @@ class Classify:
         bucket: str,
         input_prefix: str,
         output_prefix: str,
+        output_bucket: str | None = None,
     ) -> None:
         import tensorflow as tf
 
@@ -71,6 +72,7 @@ class Classify:
         self.s3 = common.s3_client(endpoint)
         self.pool = ThreadPoolExecutor(16)
         self.bucket = bucket
+        self.output_bucket = output_bucket or bucket
         self.message = {"input_prefix": input_prefix, "output_prefix": output_prefix}
         self.model_name = os.path.basename(model_path).removesuffix(".keras")
 
@@ -92,7 +94,7 @@ class Classify:
         def put(pair: tuple[str, np.ndarray]) -> None:
             key, scores = pair
             self.s3.put_object(
-                Bucket=self.bucket,
+                Bucket=self.output_bucket,
                 Key=self.common.output_key(self.message, key),
                 Body=self.common.result_json(key, self.model_name, scores),
                 ContentType="application/json",
@@ -133,6 +135,7 @@ def run_once(ray: Any, options: argparse.Namespace, output_prefix: str) -> int:
             "bucket": options.bucket,
             "input_prefix": options.prefix,
             "output_prefix": output_prefix,
+            "output_bucket": options.output_bucket,
         },
         compute=ray.data.ActorPoolStrategy(size=options.concurrency),
         batch_size=options.batch,
@@ -156,6 +159,7 @@ def main() -> None:
     parser.add_argument("--bucket", required=True)
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--output", required=True, help="output prefix; a run number is added")
+    parser.add_argument("--output-bucket", help="where the results go (default: --bucket)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="TF threads per actor")
