@@ -23,7 +23,7 @@ import redis
 
 from tests.perf.bench_data import listed_keys
 from tests.perf.peers import batched_celery, naive_celery
-from tests.perf.peers.common import peer_app
+from tests.perf.peers.common import peer_app, route
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER_TIMEOUT_SECONDS = 1800
@@ -174,14 +174,11 @@ def run_celery_peer(
     try:
         start = time.perf_counter()
         keys = listed_keys(s3, model.bucket, model.prefix)
+        where = route(model.bucket, model.prefix, output, model.output_bucket)
         if peer.name == "batched_celery":
-            messages = peer.module.messages(
-                model.bucket, keys, model.prefix, output, counter, batch_size, model.output_bucket
-            )
+            messages = peer.module.messages(where, keys, counter, batch_size)
         else:
-            messages = peer.module.messages(
-                model.bucket, keys, model.prefix, output, counter, model.output_bucket
-            )
+            messages = peer.module.messages(where, keys, counter)
         with app.producer_or_acquire() as producer:
             for message in messages:
                 app.send_task(peer.task, args=[message], queue=peer.queue, producer=producer)

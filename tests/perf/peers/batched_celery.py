@@ -36,25 +36,10 @@ def _load_model(**_: object) -> None:
     _pool = ThreadPoolExecutor(IO_THREADS)
 
 
-def messages(  # type: ignore[no-untyped-def]
-    bucket: str,
-    keys: list[str],
-    input_prefix: str,
-    output_prefix: str,
-    counter: str,
-    batch_size: int = 32,
-    output_bucket: str | None = None,
-):
-    """One message per ``batch_size`` keys; results go to ``output_bucket`` (else ``bucket``)."""
+def messages(route: dict[str, str], keys: list[str], counter: str, batch_size: int = 32):  # type: ignore[no-untyped-def]
+    """One message per ``batch_size`` keys, each with the job's ``route`` (:func:`common.route`)."""
     for start in range(0, len(keys), batch_size):
-        yield {
-            "bucket": bucket,
-            "output_bucket": output_bucket or bucket,
-            "keys": keys[start : start + batch_size],
-            "input_prefix": input_prefix,
-            "output_prefix": output_prefix,
-            "counter": counter,
-        }
+        yield {**route, "keys": keys[start : start + batch_size], "counter": counter}
 
 
 @app.task(name=TASK)

@@ -173,6 +173,16 @@ def result_json(key: str, model: str, probabilities: np.ndarray) -> bytes:
     return json.dumps(document).encode()
 
 
+def route(bucket: str, input_prefix: str, output_prefix: str, output_bucket: str) -> dict[str, str]:
+    """Where a peer's job reads and writes: the fields every one of its messages carries."""
+    return {
+        "bucket": bucket,
+        "output_bucket": output_bucket,
+        "input_prefix": input_prefix,
+        "output_prefix": output_prefix,
+    }
+
+
 def output_key(message: dict[str, Any], key: str) -> str:
     """``<output prefix><key relative to the input prefix>.json``, as the service writes."""
     return message["output_prefix"] + key[len(message["input_prefix"]) :] + ".json"

@@ -27,22 +27,12 @@ def _load_model(**_: object) -> None:
     common.load_child(batch_size=1)
 
 
-def messages(  # type: ignore[no-untyped-def]
-    bucket: str,
-    keys: list[str],
-    input_prefix: str,
-    output_prefix: str,
-    counter: str,
-    output_bucket: str | None = None,
-):
-    """One message per key; results go to ``output_bucket`` (else ``bucket``)."""
+def messages(route: dict[str, str], keys: list[str], counter: str):  # type: ignore[no-untyped-def]
+    """One message per key, each with the job's ``route`` (:func:`common.route`)."""
     for key in keys:
         yield {
-            "bucket": bucket,
-            "output_bucket": output_bucket or bucket,
+            **route,
             "key": key,
-            "input_prefix": input_prefix,
-            "output_prefix": output_prefix,
             "counter": counter,
         }
 
