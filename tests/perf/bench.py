@@ -55,13 +55,10 @@ from tests.perf import (
 from tests.perf.bench_cpu import CpuMeter
 from tests.perf.bench_data import upload_digit_pngs, upload_photos
 from tests.perf.bench_report import figure
-from tests.perf.bench_service import say
+from tests.perf.bench_service import OUTPUT_BUCKET, say
 
 ROOT = Path(__file__).resolve().parents[2]
-BUCKET = "bench"  # the corpora, which nothing writes to
-# Every contender writes here: moto lists a prefix by scanning its whole bucket, so outputs
-# piling up beside the corpora would slow each later listing of them (S3 does not).
-OUTPUT_BUCKET = "bench-out"
+BUCKET = "bench"  # the corpora, which nothing writes to (outputs: bench_service.OUTPUT_BUCKET)
 MODELS_URI = "s3://bench-models/models/"
 COMPUTE_MIN_SECONDS = 2.0  # each compute-ceiling repeat lasts at least this long
 DECODE_SAMPLE = 100  # objects of each corpus the decode cost is measured on
