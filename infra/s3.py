@@ -134,11 +134,14 @@ def make_client(settings: Settings, *, pool_size: int = 64, service: str = "s3")
 
 
 class DataPlane(Protocol):
-    """Whole-object reads and writes by another client, raising this module's errors."""
+    """Whole-object reads and writes, and byte ranges, by another client, raising this
+    module's errors."""
 
     def get_bytes(self, bucket: str, key: str, *, max_bytes: int | None = None) -> bytes: ...
 
     def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None: ...
+
+    def get_range(self, bucket: str, key: str, start: int, end: int) -> bytes: ...
 
 
 class S3Store:

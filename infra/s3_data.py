@@ -1,4 +1,4 @@
-"""The data plane: the GETs and PUTs of a batch's images and results, through obstore.
+"""The data plane: the GETs and PUTs of a batch's images, results and plan, through obstore.
 
 A worker spends most of its CPU outside the model on the S3 requests of each image:
 boto3 builds, signs and parses every request in Python (about 1.4 ms of CPU per GET or
@@ -126,6 +126,16 @@ class ObstoreDataPlane:
                     f"{what} is {size} bytes, above BV_MAX_OBJECT_BYTES={max_bytes}"
                 )
             return bytes(result.bytes())
+        except StorageError:
+            raise
+        except Exception as error:
+            raise _explain(error, what) from error
+
+    def get_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of an object (a slice of a job's plan); fewer at its end."""
+        what = f"s3://{bucket}/{key} bytes {start}-{end - 1}"
+        try:
+            return bytes(obstore.get_range(self._store(bucket), key, start=start, end=end))
         except StorageError:
             raise
         except Exception as error:

@@ -22,6 +22,7 @@ from bucketvision.infra.s3 import (
     StorageUnavailable,
 )
 from bucketvision.infra.s3_data import ObstoreDataPlane, open_data_plane
+from bucketvision.infra.s3_streams import get_range
 from bucketvision.infra.settings import Settings
 
 BUCKET = "data-plane"
@@ -60,6 +61,22 @@ def test_a_missing_object_or_bucket_and_a_large_object_are_the_stores_errors(
     with pytest.raises(ObjectTooLarge, match="2048 bytes, above BV_MAX_OBJECT_BYTES=1024"):
         store.get_bytes(BUCKET, "big.bin", max_bytes=1024)
     assert len(store.get_bytes(BUCKET, "big.bin", max_bytes=2048)) == 2048
+
+
+def test_a_plans_range_is_read_through_the_data_plane_exactly(store: S3Store) -> None:
+    """A batch's slice of its job's plan is a GET on the hot path: obstore's, not boto3's."""
+    store.put_bytes(BUCKET, "plan.jsonl", b"0123456789", "application/x-ndjson")
+    data_only = S3Store(client=None, data=store.data)  # boto3 used: AttributeError
+    assert get_range(data_only, BUCKET, "plan.jsonl", 2, 5) == b"234"
+    assert get_range(data_only, BUCKET, "plan.jsonl", 0, 10) == b"0123456789"
+    with pytest.raises(StorageError, match="bytes 8-11") as short:
+        get_range(data_only, BUCKET, "plan.jsonl", 8, 12)  # past the end: fewer bytes
+    with pytest.raises(StorageError, match="bytes 12-15") as beyond:
+        get_range(data_only, BUCKET, "plan.jsonl", 12, 16)  # starts past the end
+    for raised in (short, beyond):  # a corrupt plan, not an outage to wait out
+        assert not isinstance(raised.value, StorageUnavailable)
+    with pytest.raises(ObjectMissing, match="no such object"):
+        get_range(data_only, BUCKET, "never/planned.jsonl", 0, 3)
 
 
 def test_an_endpoint_that_refuses_connections_is_an_outage(settings: Settings) -> None:
