@@ -6,6 +6,7 @@ backoff (botocore's "standard" mode); a worker's :class:`DataPlane` does its hot
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -215,6 +216,21 @@ class S3Store:
             return data
         finally:
             body.close()
+
+    def get_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of an object, fewer at its end (checked by the caller)."""
+        if self.data is not None:
+            return self.data.get_range(bucket, key, start, end)
+        what = f"s3://{bucket}/{key} bytes {start}-{end - 1}"
+        try:
+            response = self.client.get_object(
+                Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+            )
+            with contextlib.closing(response["Body"]) as body:
+                data: bytes = body.read()
+        except Exception as error:
+            raise self.explain(error, what) from error
+        return data
 
     def get_text(self, bucket: str, key: str) -> str:
         return self.get_bytes(bucket, key).decode("utf-8")

@@ -6,7 +6,7 @@ it is given in parts of ``part_bytes`` (a single PUT when everything fits in one
 part), and :func:`get_range` reads the slice a batch needs. They go through the
 same boto3 client and the same error vocabulary as :class:`infra.s3.S3Store`, but for
 :func:`get_range`: every batch sent reads its slice of the plan, so that GET goes
-through the store's data plane (obstore) when it has one.
+through :meth:`S3Store.get_range`, on the store's data plane (obstore) when it has one.
 """
 
 from __future__ import annotations
@@ -30,17 +30,7 @@ def get_range(store: S3Store, bucket: str, key: str, start: int, end: int) -> by
     if end <= start:
         return b""
     what = f"s3://{bucket}/{key} bytes {start}-{end - 1}"
-    if store.data is not None:  # a batch's slice of its job's plan: on the hot path
-        data = store.data.get_range(bucket, key, start, end)
-    else:
-        try:
-            response = store.client.get_object(
-                Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"
-            )
-            with contextlib.closing(response["Body"]) as body:
-                data = body.read()
-        except Exception as error:
-            raise store.explain(error, what) from error
+    data = store.get_range(bucket, key, start, end)  # a batch's slice of its plan: hot path
     if len(data) != end - start:
         raise store.explain(
             ValueError(f"{len(data)} bytes came back for a range of {end - start}"), what
