@@ -1,10 +1,10 @@
 """One item's steps in a batch: download and decode it, then make and upload its result.
 
 :mod:`worker.pipeline` runs the I/O steps (:func:`fetch`, :func:`upload`) on its I/O
-threads and the CPU steps (:func:`decode`, :func:`make_result`) on the batch's own; each
-step records its seconds on the item and turns what can go wrong with one image into
-that item's error, never the batch's. S3 being unavailable says nothing
-about an image: :class:`StorageUnavailable` goes up for the batch to be run again.
+threads and the CPU steps (:func:`decode`, :func:`make_result`, :func:`prepare_upload`) on
+the batch's own; each step records its seconds on the item and turns what can go wrong
+with one image into that item's error, never the batch's. S3 being unavailable says
+nothing about an image: :class:`StorageUnavailable` goes up for the batch to be run again.
 """
 
 from __future__ import annotations
@@ -84,29 +84,46 @@ def decode(item: ItemState, data: bytes | None, model: ServedModel, limits: Limi
     item.decode_seconds = time.perf_counter() - start
 
 
-def upload(store: S3Store, message: BatchMessage, item: ItemState) -> ItemState:
-    """Write the item's files (masks, annotated images), then its JSON result (an I/O thread)."""
+Write = tuple[str, bytes, str]  # an output's key, bytes and content type
+
+
+def prepare_upload(message: BatchMessage, item: ItemState) -> list[Write]:
+    """The item's writes: its files (masks, annotated images), then its JSON result.
+
+    Made on the batch's own thread, in a CPU section with no request in flight, so the
+    I/O threads only send them (:mod:`worker.pipeline`); the result gains each file's key.
+    """
+    start = time.perf_counter()
+    result = dict(item.result or {})
+    writes: list[Write] = []
+    for file in item.files:
+        key = item_output_key(message.input, message.output, item.key, file.suffix)
+        writes.append((key, file.data, file.content_type))
+        if file.field:
+            result[file.field] = key
+    item.result = result
+    if message.item_outputs:
+        key = item_output_key(message.input, message.output, item.key, ".json")
+        body = {"key": item.key, "model": message.model, "task": message.task, **result}
+        writes.append((key, json.dumps(body).encode(), "application/json"))
+    item.result_seconds += time.perf_counter() - start
+    return writes
+
+
+def upload(store: S3Store, message: BatchMessage, item: ItemState, writes: list[Write]) -> None:
+    """Send the item's :func:`prepare_upload` writes in order (an I/O thread's only work)."""
     start = time.perf_counter()
     bucket = message.output.bucket
-    result = dict(item.result or {})
     try:
-        for file in item.files:
-            key = item_output_key(message.input, message.output, item.key, file.suffix)
-            store.put_bytes(bucket, key, file.data, file.content_type)
-            if file.field:
-                result[file.field] = key
-        item.result = result
+        for key, data, content_type in writes:
+            store.put_bytes(bucket, key, data, content_type)
         if message.item_outputs:
-            key = item_output_key(message.input, message.output, item.key, ".json")
-            body = {"key": item.key, "model": message.model, "task": message.task, **result}
-            store.put_bytes(bucket, key, json.dumps(body).encode(), "application/json")
-            item.output = f"s3://{bucket}/{key}"
+            item.output = f"s3://{bucket}/{writes[-1][0]}"
     except StorageUnavailable:
         raise
     except StorageError as error:
         item.error, item.result = ("UploadError", str(error)), None
     item.upload_seconds = time.perf_counter() - start
-    return item
 
 
 def _post_process(model: ServedModel, item: ItemState, output: Any) -> None:

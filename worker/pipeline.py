@@ -33,6 +33,7 @@ from bucketvision.worker.item_steps import (
     make_result,
     needs_upload,
     on_threads,
+    prepare_upload,
     upload,
 )
 from bucketvision.worker.outcomes import BatchOutcome, all_failed
@@ -166,10 +167,10 @@ class _Steps:
         return [item for item, _, _ in passed]
 
     def start_uploads(self, made: list[ItemState]) -> None:
-        """Hand the uploads of the results ``made`` to the I/O threads."""
+        """Hand the uploads of the results ``made`` to the I/O threads (their bodies made here)."""
         message = self.pending.message
         self.uploads = [
-            self.pool.submit(upload, self.store, message, item)
+            self.pool.submit(upload, self.store, message, item, prepare_upload(message, item))
             for item in made
             if needs_upload(message, item)
         ]
