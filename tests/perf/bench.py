@@ -56,6 +56,7 @@ from tests.perf.bench_cpu import CpuMeter
 from tests.perf.bench_data import upload_digit_pngs, upload_photos
 from tests.perf.bench_report import figure
 from tests.perf.bench_service import OUTPUT_BUCKET, say
+from tests.perf.s3_requests import ledger_difference, read_ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "bench"  # the corpora, which nothing writes to (outputs: bench_service.OUTPUT_BUCKET)
@@ -441,8 +442,10 @@ class Bench:
 
     def storage_run(self, key: str, kind: str, client: str, repeat: int) -> dict[str, Any]:
         store = self.stores[client]
+        items = len(self.keys[key])
         if kind == "get":
-            return {"images_per_second": bench_ceilings.get_rate(store, BUCKET, self.keys[key])}
+            rate = bench_ceilings.get_rate(store, BUCKET, self.keys[key])
+            return {"images_per_second": rate, "items": items}
         rate = bench_ceilings.get_put_rate(
             store,
             BUCKET,
@@ -450,7 +453,7 @@ class Bench:
             f"ceiling/{key}/{client}/{repeat}/",
             out_bucket=OUTPUT_BUCKET,
         )
-        return {"images_per_second": rate}
+        return {"images_per_second": rate, "items": items}
 
     def add_pipeline(
         self,
@@ -567,6 +570,7 @@ class Bench:
             for name in names[shift:] + names[:shift]:
                 if name in failed:
                     continue
+                ledger = read_ledger(self.endpoint)
                 meter.start()
                 try:
                     run = contenders[name](repeat)
@@ -577,6 +581,7 @@ class Bench:
                     traceback.print_exc(file=sys.stderr)
                     continue
                 run["cpu"] = meter.stop()
+                run["s3_server"] = ledger_difference(ledger, read_ledger(self.endpoint))
                 runs[name].append(run)
                 busy = ", ".join(
                     f"{process} {seconds / max(run['cpu']['wall_seconds'], 1e-9):.2f}"

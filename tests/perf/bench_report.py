@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from tests.perf import bench_bounds, bench_budget
+from tests.perf import bench_bounds, bench_budget, s3_requests
 
 CLIENTS = ("boto3", "obstore")  # the data-plane clients the storage ceilings run with
 STORAGE = {  # figure: (kind, client); boto3's keep the names of earlier results
@@ -128,6 +128,7 @@ def model_table(title: str, figures: dict[str, Any], table: dict[str, Any]) -> l
         lines.append(line)
     lines += cpu_lines(figures)
     lines += phase_lines(figures)
+    lines += s3_requests.server_lines(figures, {key: label for key, (label, _) in FIGURES.items()})
     return lines
 
 

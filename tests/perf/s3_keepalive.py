@@ -27,6 +27,9 @@ opened 1,000 connections and cost 0.31 ms of client CPU each, against 0.24 ms fo
 first client's, which kept its connections. This server keeps every idle connection
 (NOTES, "cheroot closed all but ten idle connections").
 
+It also keeps a ledger of its work by kind of request (:mod:`tests.perf.s3_requests`), which
+the bench reads over each run to say what a job asks of S3 besides its items.
+
 Run: ``python -m tests.perf.s3_keepalive -H HOST -p PORT`` (moto.server's arguments), or
 ``local_services.start_moto(server="tests.perf.s3_keepalive")``.
 """
@@ -39,6 +42,8 @@ import os
 from cheroot import wsgi
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+from tests.perf.s3_requests import RequestLedger
+
 IDLE_SECONDS = 300  # keep-alive connections a client leaves idle stay open this long
 LISTEN_BACKLOG = 512  # connections waiting to be accepted, e.g. every pool opening at once
 
@@ -46,7 +51,7 @@ LISTEN_BACKLOG = 512  # connections waiting to be accepted, e.g. every pool open
 def make_server(host: str, port: int, threads: int) -> wsgi.Server:
     """A cheroot server of moto's S3 application on ``host:port``, not yet started."""
     os.environ.setdefault("MOTO_PORT", str(port))  # moto builds its own URLs from it
-    application = DomainDispatcherApplication(create_backend_app)
+    application = RequestLedger(DomainDispatcherApplication(create_backend_app))
     server = wsgi.Server(
         (host, port),
         application,
