@@ -118,6 +118,12 @@ def _mean_work(jobs: list[dict[str, Any]]) -> dict[str, dict[str, float]] | None
     }
 
 
+def _requests(kind: dict[str, float]) -> str:
+    """``"3 requests"``: a kind's mean count of requests per run, rounded."""
+    text = f"{kind['requests']:,.0f}"
+    return f"{text} request" if text == "1" else f"{text} requests"
+
+
 def server_lines(figures: dict[str, Any], labels: dict[str, str]) -> list[str]:
     """The S3 server's application CPU per image by kind of request, for the GET+PUT ceiling
     and the pipeline judged against it (means over the runs), and what that bounds: with
@@ -131,8 +137,7 @@ def server_lines(figures: dict[str, Any], labels: dict[str, str]) -> list[str]:
         count = statistics.mean(job["items"] for job in jobs)
         per_image = sum(kind["cpu_seconds"] for kind in work.values()) * 1e3 / count
         parts = ", ".join(
-            f"{kind} {work[kind]['cpu_seconds'] * 1e3 / count:.2f}"
-            f" ({work[kind]['requests']:,.0f} request{'' if work[kind]['requests'] == 1 else 's'})"
+            f"{kind} {work[kind]['cpu_seconds'] * 1e3 / count:.2f} ({_requests(work[kind])})"
             for kind in KINDS
             if work.get(kind, {}).get("requests")
         )

@@ -93,5 +93,8 @@ def test_the_bench_prints_the_servers_work_per_image_for_the_pipeline_and_its_ce
     assert "GET+PUT, obstore (ceiling): 2.00 ms (item GETs 2.00 (3 requests))" in lines[0]
     assert "pipeline: 2.30 ms" in lines[1]
     assert "listings 0.30 (3 requests)" in lines[1]
+    for job in figures["pipeline"]["jobs"]:
+        job["s3_server"]["deletes"]["requests"] = 1
+    assert "deletes 0.00 (1 request)" in server_lines(figures, labels)[1]
     assert "the job's own requests: 15.0% of its items'" in lines[1]
     assert "at most 0.870 of the ceiling with moto as busy" in lines[1]  # 2.00 / 2.30
