@@ -90,6 +90,29 @@ def test_the_report_says_which_failed_targets_are_out_of_reach() -> None:
     assert by_name["cnn: pipeline / naive Celery"]["status"] == "SKIP"
 
 
+def test_a_feed_below_zero_is_not_a_pass() -> None:
+    figures = _figures()
+    # 50 img/s for 2 s = 100 images in 1.5 CPU seconds: 15 ms each, below the 20 ms forward.
+    figures["pipeline"]["jobs"] = [_job(50.0, 2.0, bucketvision_worker=1.5)]
+    model = {"title": "m", "figures": figures, "ratios": bench_report.ratios(figures)}
+    model["bounds"] = bench_bounds.bounds(figures, cores=2, decode_ms=5.0)
+    results = {"models": {"mobilenet": model}}
+    results["targets"] = bench_report.targets(results)
+    feed = {item["name"]: item for item in results["targets"]}[
+        "mobilenet: feed CPU per image / before"
+    ]
+    assert feed["status"] == "SKIP" and feed["value"] is None
+    assert "not measured: the worker's CPU per image is 5.00 ms below" in bench_report.render(
+        results
+    )
+    figures["pipeline"]["jobs"] = [_job(50.0, 2.0, bucketvision_worker=5.0)]  # 50 ms: feed 30
+    results["targets"] = bench_report.targets(results)
+    feed = {item["name"]: item for item in results["targets"]}[
+        "mobilenet: feed CPU per image / before"
+    ]
+    assert feed["status"] == "FAIL" and "note" not in feed  # 30 / 5.35 ms
+
+
 def test_without_a_decode_figure_there_is_no_bound() -> None:
     assert bench_bounds.bounds(_figures(), cores=2, decode_ms=None)["most_with_outputs"] is None
 
