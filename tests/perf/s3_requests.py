@@ -25,6 +25,11 @@ JOB_FILES = "/_jobs/"  # a job's plan, manifest parts, manifest and summary (inf
 REGISTRY = "models/"  # the bench's model registry (bench.MODELS_URI): cards and model files
 KINDS = ("item GETs", "item PUTs", "listings", "job files", "registry", "deletes", "other")
 OWN_KINDS = ("listings", "job files", "registry", "deletes")  # a job's own, beside its items'
+# The query of a ListObjects (V1 or V2); any other bucket GET (?location, ?uploads) is "other".
+LISTING_PARAMETERS = {
+    *("list-type", "prefix", "delimiter", "encoding-type", "max-keys"),
+    *("marker", "continuation-token", "start-after", "fetch-owner"),
+}
 
 StartResponse = Callable[..., Any]
 Application = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -34,7 +39,8 @@ def request_kind(method: str, path: str, query: str) -> str:
     """The kind of an S3 request from its method, path (``/bucket/key``) and query."""
     bucket, _, key = path.lstrip("/").partition("/")
     if not key:
-        if method == "GET" and bucket and ("list-type" in query or not query):
+        names = {part.partition("=")[0] for part in query.split("&") if part}
+        if method == "GET" and bucket and names <= LISTING_PARAMETERS:
             return "listings"
         return "deletes" if method == "POST" and "delete" in query else "other"
     if JOB_FILES in f"/{key}" or "uploadId" in query or "uploads" in query:

@@ -20,6 +20,10 @@ def test_each_request_of_a_job_has_its_kind() -> None:
     assert request_kind("GET", "/bench/digits/3/00017.png", "") == "item GETs"
     assert request_kind("PUT", "/bench-out/out/digits/3/00017.png.json", "") == "item PUTs"
     assert request_kind("GET", "/bench", "list-type=2&prefix=digits%2F") == "listings"
+    assert request_kind("GET", "/bench", "prefix=digits%2F&marker=x") == "listings"  # V1
+    assert request_kind("GET", "/bench", "") == "listings"
+    assert request_kind("GET", "/bench", "location") == "other"
+    assert request_kind("GET", "/bench", "uploads&prefix=a") == "other"
     assert request_kind("PUT", "/bench-out/out/_jobs/j1/parts/00000007.jsonl", "") == "job files"
     assert request_kind("GET", "/bench-out/out/_jobs/j1/plan.jsonl", "") == "job files"
     assert request_kind("PUT", "/bench-out/out/manifest.jsonl", "partNumber=1&uploadId=u") == (
