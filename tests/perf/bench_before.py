@@ -131,14 +131,27 @@ def summary(model: str, rounds: list[dict[str, dict[str, Any]]]) -> tuple[list[s
         )
     before_mean = statistics.mean(sides["before"]["feed_ms"] for sides in rounds)
     now_mean = statistics.mean(sides["now"]["feed_ms"] for sides in rounds)
+    lines.append(f"  {'mean':>5} {before_mean:>10.3f} {now_mean:>8.3f}")
+    void = [str(number) for number, sides in enumerate(rounds, 1) if _unmeasured(sides)]
+    if void:  # the forward pass subtracted was measured slower than the worker ran
+        lines.append(
+            f"  NOT MEASURED  {model}: a feed at or below zero in round {', '.join(void)} (the"
+            " compute ceiling's forward pass read above the worker's whole CPU per image: a host"
+            " whose speed moved); run again"
+        )
+        return lines, False
     ratio, target = now_mean / before_mean, FEED_TARGETS[model]
     passed = ratio <= target
-    lines.append(f"  {'mean':>5} {before_mean:>10.3f} {now_mean:>8.3f}")
     lines.append(
         f"  {'PASS' if passed else 'FAIL'}  {model}: feed now / before (side by side)"
         f"  {ratio:.3f} <= {target:.3f}"
     )
     return lines, passed
+
+
+def _unmeasured(sides: dict[str, dict[str, Any]]) -> bool:
+    """Whether either side's feed of a round is at or below zero: no measurement."""
+    return any(sides[side]["feed_ms"] <= 0 for side in ("before", "now"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

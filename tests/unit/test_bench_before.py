@@ -54,6 +54,14 @@ def test_the_verdict_is_the_ratio_of_the_means_against_the_issue_target() -> Non
     assert passed and "0.480 <= 0.500" in lines[-1]
 
 
+def test_a_feed_at_or_below_zero_is_not_measured_not_a_pass() -> None:
+    # MobileNetV2 on a host whose speed moved: the forward subtracted above the worker's CPU.
+    lines, passed = bench_before.summary("mobilenet", [_sides(2.554, -1.056), _sides(2.6, 0.8)])
+    assert not passed
+    assert lines[-1].split()[:2] == ["NOT", "MEASURED"] and "round 1 " in lines[-1]
+    assert not any(line.split()[0] == "PASS" for line in lines[2:])
+
+
 def test_a_revision_not_in_the_history_says_how_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(bench_before.BeforeError, match="not in this checkout's history"):
         bench_before.prepare_before("0" * 40, tmp_path)
