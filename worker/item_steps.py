@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bucketvision.infra.messages import BatchMessage
 from bucketvision.infra.outputs import item_output_key
@@ -87,7 +87,14 @@ def decode(item: ItemState, data: bytes | None, model: ServedModel, limits: Limi
 Write = tuple[str, bytes, str]  # an output's key, bytes and content type
 
 
-def prepare_upload(message: BatchMessage, item: ItemState) -> list[Write]:
+class Uploads(NamedTuple):
+    """An item's writes in the order they are sent, and which of them is its JSON result."""
+
+    writes: list[Write]
+    result_key: str | None  # None when the job writes no per-item outputs
+
+
+def prepare_upload(message: BatchMessage, item: ItemState) -> Uploads:
     """The item's writes: its files (masks, annotated images), then its JSON result.
 
     Made on the batch's own thread, in a CPU section with no request in flight, so the
@@ -96,6 +103,7 @@ def prepare_upload(message: BatchMessage, item: ItemState) -> list[Write]:
     start = time.perf_counter()
     result = dict(item.result or {})
     writes: list[Write] = []
+    result_key = None
     for file in item.files:
         key = item_output_key(message.input, message.output, item.key, file.suffix)
         writes.append((key, file.data, file.content_type))
@@ -103,22 +111,22 @@ def prepare_upload(message: BatchMessage, item: ItemState) -> list[Write]:
             result[file.field] = key
     item.result = result
     if message.item_outputs:
-        key = item_output_key(message.input, message.output, item.key, ".json")
+        result_key = item_output_key(message.input, message.output, item.key, ".json")
         body = {"key": item.key, "model": message.model, "task": message.task, **result}
-        writes.append((key, json.dumps(body).encode(), "application/json"))
+        writes.append((result_key, json.dumps(body).encode(), "application/json"))
     item.result_seconds += time.perf_counter() - start
-    return writes
+    return Uploads(writes, result_key)
 
 
-def upload(store: S3Store, message: BatchMessage, item: ItemState, writes: list[Write]) -> None:
+def upload(store: S3Store, message: BatchMessage, item: ItemState, uploads: Uploads) -> None:
     """Send the item's :func:`prepare_upload` writes in order (an I/O thread's only work)."""
     start = time.perf_counter()
     bucket = message.output.bucket
     try:
-        for key, data, content_type in writes:
+        for key, data, content_type in uploads.writes:
             store.put_bytes(bucket, key, data, content_type)
-        if message.item_outputs:
-            item.output = f"s3://{bucket}/{writes[-1][0]}"
+        if uploads.result_key is not None:
+            item.output = f"s3://{bucket}/{uploads.result_key}"
     except StorageUnavailable:
         raise
     except StorageError as error:
