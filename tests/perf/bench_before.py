@@ -38,7 +38,7 @@ from typing import Any
 from bucketvision.infra.local_services import start_moto
 from bucketvision.producer.cli_support import whole_number
 from tests.helpers import ROOT
-from tests.perf.bench_budget import feed_ms
+from tests.perf.bench_budget import feed_measured, feed_ms
 from tests.perf.bench_report import FEED_TARGETS
 from tests.perf.bench_service import say
 
@@ -151,7 +151,7 @@ def summary(model: str, rounds: list[dict[str, dict[str, Any]]]) -> tuple[list[s
 
 def _unmeasured(sides: dict[str, dict[str, Any]]) -> bool:
     """Whether either side's feed of a round is at or below zero: no measurement."""
-    return any(sides[side]["feed_ms"] <= 0 for side in ("before", "now"))
+    return not all(feed_measured(sides[side]["feed_ms"]) for side in ("before", "now"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -119,6 +119,12 @@ def feed_ms(model: dict[str, Any]) -> float | None:
     return worker - forward if worker and forward is not None else None
 
 
+def feed_measured(feed: float | None) -> bool:
+    """Whether a feed is a measurement: at or below zero, the forward pass subtracted was
+    measured slower than the worker ran (a host whose speed moved between the two runs)."""
+    return feed is not None and feed > 0
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 

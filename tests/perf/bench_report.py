@@ -240,9 +240,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for model, limit in FEED_TARGETS.items():
         before = FEED_BEFORE_MS.get(model)
         now = bench_budget.feed_ms(models[model]) if model in models else None
-        fraction = now / before if now is not None and now > 0 and before else None
+        measured = bench_budget.feed_measured(now)
+        fraction = now / before if measured and now is not None and before else None
         item = check(f"{model}: feed CPU per image / before", fraction, limit, below=True)
-        if now is not None and now <= 0:  # the forward subtracted was measured above the worker
+        if now is not None and not measured:
             item["note"] = f"not measured: the worker's CPU per image is {-now:.2f} ms below the"
             item["note"] += " compute ceiling's forward pass (a host whose speed moved)"
         checks.append(item)
