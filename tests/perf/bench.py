@@ -13,7 +13,8 @@ same S3 server (parallel GETs; GET plus the result PUT per item), the pipeline
 (submit to finished through Redis and ``bucketvision worker --cpu
 --concurrency 2``) with and without item outputs, and the peers (naive Celery,
 batched Celery, Ray Data cold and warm). Then the enqueue rate of a 50,000-key
-job and the worker's RSS over a 20,000-image job. Medians of ``--repeats``.
+job and the worker's RSS over a 20,000-image job. Medians of ``--repeats``. While the
+digits model is measured, the S3 server's threads share one core (``bench_isolation``).
 
 Prints one table per model (img/s and ratios to the lower ceiling and to each
 peer), the target checks, and, as its last stdout line, one JSON object.
@@ -48,6 +49,7 @@ from tests.perf import (
     bench_bounds,
     bench_budget,
     bench_ceilings,
+    bench_isolation,
     bench_peers,
     bench_report,
     bench_service,
@@ -75,6 +77,7 @@ class Corpus:
     quick_images: int
     warm_images: int
     upload: Callable[[Any, str, str, int, int], list[str]]
+    storage_bound: bool = False  # the S3 server is its bottleneck: one core for its threads
 
 
 CORPORA = {
@@ -87,6 +90,7 @@ CORPORA = {
         640,
         128,
         upload_digit_pngs,
+        storage_bound=True,
     ),
     "mobilenet": Corpus(
         "mobilenet",
@@ -147,6 +151,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--broker", help="a running Redis (db 0: jobs; 1: enqueue; 2: peers)")
     parser.add_argument("--s3", help="a running S3 endpoint (default: start moto)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, models)")
+    parser.add_argument(
+        "--s3-shares-cores",
+        action="store_true",
+        help="never put the S3 server's threads on one core (bench_isolation; the old way)",
+    )
     options = parser.parse_args(argv)
     options.repeats = options.repeats or (1 if options.quick else 3)
     options.cnn_images = options.cnn_images or (640 if options.quick else 3000)
@@ -384,7 +393,20 @@ class Bench:
                 worker.stop()
             service.app.close()
 
+    def place_server(self, key: str) -> None:
+        """The S3 server's threads on one core for a storage-bound model, on every core for
+        the others (``bench_isolation``); left alone with ``--s3-shares-cores``."""
+        where = None
+        if not self.options.s3_shares_cores:
+            where = bench_isolation.place_server(
+                self.pids.get("s3_server"), one_core=self.corpora[key].storage_bound
+            )
+        where = where or "whatever cores the scheduler picks"
+        self.results["models"][key]["s3_server_threads_on"] = where
+        say(f"{key}: the S3 server's threads on {where}")
+
     def compare_model(self, service: Any, worker: Any, key: str) -> None:
+        self.place_server(key)
         model, options = self.models.get(key), self.options
         failed: dict[str, str] = {}
         skipped: dict[str, str] = {}
@@ -671,6 +693,7 @@ class Bench:
             sessions: list[dict[str, Any]] = []
             problem: dict[str, Any] = {}
             skipped: dict[str, Any] = {}
+            self.place_server(key)
             with self.phases.phase(f"{key}: Ray Data", problem):
                 if model is None:
                     raise RuntimeError("no model")

@@ -10,10 +10,10 @@ This measures both on the same host in the same hour: the before commit, checked
 git worktree with its own virtual environment (installed by its own Makefile), and this
 checkout run alternately, round after round, each as ``python -m tests.perf.bench --only
 MODEL --skip peers,ray,enqueue,rss --repeats 1 --s3 URL`` against a fresh S3 server of its
-own (moto behind cheroot, as this bench's: the before's bench served moto through werkzeug,
-which closes every connection). A server that has served earlier rounds is slower and
-costs the client more: against one long-lived server, tonight's three rounds of this
-checkout read 0.78, 0.90 and 1.09 ms, in that order. It prints every round's feed and
+own (moto behind cheroot, its threads placed as this bench's: the before's bench served
+moto through werkzeug, which closes every connection). A server that has served earlier
+rounds is slower and costs the client more: against one long-lived server, tonight's three
+rounds of this checkout read 0.78, 0.90 and 1.09 ms, in that order. It prints every round's feed and
 throughput, the means, their ratio, and the verdict against the issue's target (cnn at
 most 1/3 of before, MobileNetV2 at most 1/2). A round of the digits model takes about 1.5 minutes,
 of MobileNetV2 about 3; the before's install about a minute with pip's cache.
@@ -38,7 +38,9 @@ from typing import Any
 from bucketvision.infra.local_services import start_moto
 from bucketvision.producer.cli_support import whole_number
 from tests.helpers import ROOT
+from tests.perf.bench import CORPORA
 from tests.perf.bench_budget import feed_measured, feed_ms
+from tests.perf.bench_isolation import place_server
 from tests.perf.bench_report import FEED_TARGETS
 from tests.perf.bench_service import say
 
@@ -178,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             for side, where in (("before", checkout), ("now", ROOT)):
                 server = start_moto(server="tests.perf.s3_keepalive")
                 try:
+                    pid = server.process.pid if server.process else None
+                    place_server(pid, one_core=CORPORA[options.only].storage_bound)  # as make bench
                     log = work / f"{side}-{number}.log"
                     sides[side] = run_round(where, options.only, server.url, log)
                 finally:
