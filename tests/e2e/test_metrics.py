@@ -98,13 +98,17 @@ def test_metrics_and_json_logs_of_a_classify_job(
     assert during == sorted(during)  # counters only grow
 
     # The last batch is recorded right after it finalised the job (by its task's hook or,
-    # finished behind its task, by its finisher); bv_tasks_total counts it last.
-    final = wait_for(
-        lambda: (s := scrape(port)) and total(s, "bv_tasks_total", task="classify") >= 7 and s,
+    # finished behind its task, by its finisher); bv_tasks_total counts it last. A scrape
+    # reads the children's files one at a time (counters, histograms, ...), so the one that
+    # first shows the count may have read a histogram file before the record's writes to
+    # it: the figures come from the next scrape, begun after every write of the record.
+    wait_for(
+        lambda: total(scrape(port), "bv_tasks_total", task="classify") >= 7,
         "the last batch was not recorded",
         30,
         worker.log,
     )
+    final = scrape(port)
     assert total(final, "bv_items_total", task="classify", status="ok") == 100
     assert total(final, "bv_items_total", task="classify", status="error") == 6
     assert total(final, "bv_items_total", task="classify", status="skipped") == 0
