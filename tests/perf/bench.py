@@ -54,7 +54,7 @@ from tests.perf import (
     bench_report,
     bench_service,
 )
-from tests.perf.bench_cpu import CpuMeter
+from tests.perf.bench_cpu import CpuMeter, available_cpus
 from tests.perf.bench_data import upload_digit_pngs, upload_photos
 from tests.perf.bench_report import figure
 from tests.perf.bench_service import OUTPUT_BUCKET, say
@@ -198,7 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if results["errors"] else 0
 
 
-COMPARED = ("pipeline", "pipeline_no_item_outputs", "naive_celery", "batched_celery")
+COMPARED = (
+    "pipeline",
+    "pipeline_no_item_outputs",
+    "pipeline_stand_in",
+    "naive_celery",
+    "batched_celery",
+)
 _ALONE = frozenset({"bench_producer"})  # the bench's own process, without its children
 
 
@@ -223,8 +229,7 @@ class Bench:
         self.broker = broker
         self.endpoint = endpoint
         self.pids = pids
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        self.cores = cores or os.cpu_count() or 1
+        self.cores = len(available_cpus()) or os.cpu_count() or 1
         self.threads = max(1, self.cores // options.concurrency)
         self.phases = Phases()
         self.settings = Settings.from_env()
@@ -487,31 +492,37 @@ class Bench:
     ) -> None:
         model, corpus, options = self.models.get(key), self.corpora[key], self.options
         problem: dict[str, Any] = {}
+        runs = {  # name: (which model, item outputs, output folder)
+            "pipeline": ("ref", True, "items"),
+            "pipeline_no_item_outputs": ("ref", False, "no-items"),
+            "pipeline_stand_in": ("stand_in_ref", True, "stand-in"),
+        }
         with self.phases.phase(f"{key}: warm up the bucketvision worker", problem):
             if model is None:
                 raise RuntimeError("no model")
             if worker is None:
                 raise RuntimeError("the worker did not start")
-            bench_service.warm_up(
-                service,
-                worker,
-                model["ref"],
-                f"s3://{BUCKET}/{corpus.warm_prefix}",
-                f"s3://{OUTPUT_BUCKET}/out/warm/{key}/",
-                options.concurrency,
-                options.batch_size,
-            )
-        for name in ("pipeline", "pipeline_no_item_outputs"):
+            for field in ("ref", "stand_in_ref"):
+                bench_service.warm_up(
+                    service,
+                    worker,
+                    model[field],
+                    f"s3://{BUCKET}/{corpus.warm_prefix}",
+                    f"s3://{OUTPUT_BUCKET}/out/warm/{key}/{field}/",
+                    options.concurrency,
+                    options.batch_size,
+                )
+        for name, (field, item_outputs, mode) in runs.items():
             if problem:
                 failed[name] = problem["error"]
                 continue
-            item_outputs = name == "pipeline"
-            mode = "items" if item_outputs else "no-items"
 
-            def job(repeat: int, item_outputs: bool = item_outputs, mode: str = mode) -> Any:
+            def job(
+                repeat: int, field: str = field, item_outputs: bool = item_outputs, mode: str = mode
+            ) -> Any:
                 return bench_service.run_pipeline(
                     service,
-                    model["ref"],  # type: ignore[index]
+                    model[field],  # type: ignore[index]
                     f"s3://{BUCKET}/{corpus.prefix}",
                     f"s3://{OUTPUT_BUCKET}/out/pipeline/{key}/{mode}/{repeat}/",
                     item_outputs=item_outputs,

@@ -14,6 +14,11 @@ from typing import Any
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def available_cpus() -> set[int]:
+    """The CPUs this process may run on (empty where the platform cannot say or pin)."""
+    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else set()
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and all its descendants (threads are counted inside their process)."""
     found, pending = [], [pid]
@@ -69,7 +74,7 @@ class CpuMeter:
         wall = time.perf_counter() - self.started
         now = self._now()
         used = {name: round(now[name] - self.before.get(name, 0.0), 2) for name in now}
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        cores = len(available_cpus()) or 1
         return {
             "wall_seconds": round(wall, 3),
             "cpu_seconds": used,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from tests.perf.bench_cpu import process_tree
+from tests.perf.bench_cpu import available_cpus, process_tree
 
 
 def threads_of(pid: int) -> set[int]:
@@ -35,11 +35,6 @@ def threads_of(pid: int) -> set[int]:
         with contextlib.suppress(OSError):
             found.update(int(tid) for tid in os.listdir(f"/proc/{member}/task"))
     return found
-
-
-def available_cpus() -> set[int]:
-    """The CPUs this process may run on (empty where the platform cannot pin)."""
-    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else set()
 
 
 def place_server(pid: int | None, *, one_core: bool) -> str | None:

@@ -8,10 +8,13 @@
   with 10 classes, preprocess ``symmetric``.
 
 Both go into the registry with ``models.commands.register_model`` as classify
-models and are promoted. The registry and S3 come from the environment
-(``BV_MODELS_URI``, ``BV_S3_ENDPOINT_URL``, ``AWS_*``). Prints one JSON object:
-``{key: {"ref", "path", "input_shape", "preprocess"}}``. This runs in its own
-process so that the bench's orchestrator never imports TensorFlow.
+models and are promoted, each with its **stand-in** (``bench-cnn-stand-in``,
+``bench-mobilenet-stand-in``): the same input, preprocess and labels, and a forward pass
+that costs next to nothing (global average pooling and one dense layer), so a job run on it
+spends the worker's CPU on what feeds a model and not on the model. The registry and S3
+come from the environment (``BV_MODELS_URI``, ``BV_S3_ENDPOINT_URL``, ``AWS_*``). Prints
+one JSON object: ``{key: {"ref", "path", "input_shape", "preprocess", "stand_in_ref"}}``.
+This runs in its own process so that the bench's orchestrator never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -52,6 +55,17 @@ def build(key: str) -> object:
     raise ValueError(f"unknown bench model {key!r}")
 
 
+def build_stand_in(input_shape: tuple[int, int, int], classes: int) -> object:
+    """A model with ``input_shape`` and ``classes`` whose forward pass costs next to nothing."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(input_shape)
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    outputs = keras.layers.Dense(classes, activation="softmax")(pooled)
+    return keras.Model(inputs, outputs, name="stand_in")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True, help="directory for the .keras files")
@@ -68,22 +82,32 @@ def main() -> None:
     made = {}
     for key in [part.strip() for part in options.models.split(",") if part.strip()]:
         plan = PLANS[key]
-        path = os.path.join(options.out, f"{plan.name}.keras")
-        build(key).save(path)  # type: ignore[attr-defined]
-        ref = register_model(
-            registry,
-            plan.name,
-            task="classify",
-            path=path,
-            labels=LABELS,
-            preprocess=plan.preprocess,
-            promote=True,
-        )
+        refs = {}
+        for name, model in (
+            (plan.name, build(key)),
+            (f"{plan.name}-stand-in", build_stand_in(plan.input_shape, len(LABELS))),
+        ):
+            path = os.path.join(options.out, f"{name}.keras")
+            model.save(path)  # type: ignore[attr-defined]
+            refs[name] = (
+                path,
+                register_model(
+                    registry,
+                    name,
+                    task="classify",
+                    path=path,
+                    labels=LABELS,
+                    preprocess=plan.preprocess,
+                    promote=True,
+                ),
+            )
+        path, ref = refs[plan.name]
         made[key] = {
             "ref": str(ref),
             "path": path,
             "input_shape": list(plan.input_shape),
             "preprocess": plan.preprocess,
+            "stand_in_ref": str(refs[f"{plan.name}-stand-in"][1]),
         }
     print(json.dumps(made))
 

@@ -34,6 +34,7 @@ FIGURES = {  # key: (table label, which S3 ceiling bounds it)
     "get_put_obstore": ("GET+PUT, obstore (ceiling)", "get_put"),
     "pipeline": ("pipeline", "get_put"),
     "pipeline_no_item_outputs": ("pipeline --no-item-outputs", "get"),
+    "pipeline_stand_in": ("pipeline, stand-in model", "get_put"),
     "naive_celery": ("naive Celery", "get_put"),
     "batched_celery": ("batched Celery", "get_put"),
     "ray_cold": ("Ray Data cold", "get_put"),

@@ -138,3 +138,30 @@ def test_the_report_splits_a_pipeline_job_at_its_submission() -> None:
     assert "submit (listing, plan) 1.25 s, batches and finalisation 18.75 s" in line
     assert line.endswith("160.0 img/s after the submission")
     assert bench_report.phase_lines({"pipeline": {"images_per_second": None}}) == []
+
+
+def test_the_stand_in_feed_is_the_worker_cpu_of_the_job_on_the_stand_in() -> None:
+    figures = _figures()
+    # The difference reads below zero (15 ms of worker against a 20 ms forward pass), while
+    # the same job on the stand-in model used 0.6 CPU seconds for 200 images: 3 ms each.
+    figures["pipeline"]["jobs"] = [_job(50.0, 2.0, bucketvision_worker=1.5)]
+    figures["pipeline_stand_in"] = {
+        "images_per_second": 100.0,
+        "jobs": [_job(100.0, 2.0, bucketvision_worker=0.6, s3_server=1.0)],
+    }
+    limits = bench_bounds.bounds(figures, cores=2, decode_ms=5.0)
+    budget = bench_budget.budget(figures, limits, (4.0, 1.0), "obstore")
+    assert budget["feed_ms"] == pytest.approx(-5.0)
+    assert budget["feed_per_core"] is None  # no rate, and no projection, from a void feed
+    assert budget["feed_ms_stand_in"] == pytest.approx(3.0)
+    assert budget["feed_per_core_stand_in"] == pytest.approx(1000.0 / 3.0)
+    text = "\n".join(bench_budget.lines({"mobilenet": {"budget": budget}}))
+    assert "feed, stand-in model                 3.00" in text
+    assert "images/s the stand-in feed allows: mobilenet 5,333;" in text
+    assert "images/s the feed allows:\n" in text + "\n"
+    del figures["pipeline_stand_in"]
+    older = bench_budget.budget(figures, limits, (4.0, 1.0), "obstore")
+    assert older["feed_ms_stand_in"] is None
+    older.pop("feed_ms_stand_in")  # a result from before the stand-in: its rows read "-"
+    text = "\n".join(bench_budget.lines({"mobilenet": {"budget": older}}))
+    assert "feed, stand-in model                    -" in text

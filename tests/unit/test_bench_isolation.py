@@ -14,8 +14,8 @@ import pytest
 
 from tests.perf import bench_isolation
 from tests.perf.bench import CORPORA
-from tests.perf.bench_cpu import process_tree
-from tests.perf.bench_isolation import available_cpus, place_server, threads_of
+from tests.perf.bench_cpu import available_cpus, process_tree
+from tests.perf.bench_isolation import place_server, threads_of
 
 # A process with three threads besides its main one and a child process of its own.
 _SLEEPER = """
