@@ -18,13 +18,25 @@ throughput, the means, their ratio, and the verdict against the issue's target (
 most 1/3 of before, MobileNetV2 at most 1/2). A round of the digits model takes about 1.5 minutes,
 of MobileNetV2 about 3; the before's install about a minute with pip's cache.
 
-Run: ``make bench-before`` (``ARGS='--only mobilenet --rounds 2'``). It needs the git
-history (a clone, not an archive) and the package registry for the before's install.
+With ``--stand-in`` each side's feed is measured on the model's stand-in instead of by
+difference: the worker's CPU per image of the same job on a model with the same input,
+preprocess and labels whose forward pass costs next to nothing (global average pooling and
+one dense layer; ``bench_models.build_stand_in``). On MobileNetV2 the difference is of two
+figures near 20-30 ms and moved by more than the whole feed from run to run; the stand-in's
+is one figure of one run. This checkout's bench runs that job itself ("pipeline, stand-in
+model"); the before's bench has no stand-in, so its worktree's ``bench_models.build`` is
+replaced by one that builds the stand-in for every model (:data:`STAND_IN_BUILD`, appended to
+its ``tests/perf/bench_models.py``, with this checkout's ``build_stand_in``), and its
+"pipeline" figure is then that job.
+
+Run: ``make bench-before`` (``ARGS='--only mobilenet --rounds 2 --stand-in'``). It needs the
+git history (a clone, not an archive) and the package registry for the before's install.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import shutil
 import statistics
@@ -39,13 +51,22 @@ from bucketvision.infra.local_services import start_moto
 from bucketvision.producer.cli_support import whole_number
 from tests.helpers import ROOT
 from tests.perf.bench import CORPORA
-from tests.perf.bench_budget import feed_measured, feed_ms
+from tests.perf.bench_budget import feed_measured, feed_ms, worker_ms
 from tests.perf.bench_isolation import place_server
+from tests.perf.bench_models import build_stand_in
 from tests.perf.bench_report import FEED_TARGETS
 from tests.perf.bench_service import say
 
 BEFORE = "1e8a461"  # main when issue 17 was filed: boto3 for every request, one item at a time
 ROUND_ARGS = ["--skip", "peers,ray,enqueue,rss", "--repeats", "1"]
+_MAIN_GUARD = 'if __name__ == "__main__":'
+STAND_IN_BUILD = f"""
+
+{inspect.getsource(build_stand_in)}
+
+def build(key: str) -> object:  # make bench-before --stand-in: every model is its stand-in
+    return build_stand_in(PLANS[key].input_shape, len(LABELS))
+"""
 
 
 class BeforeError(RuntimeError):
@@ -62,6 +83,19 @@ def _run(command: Sequence[str], cwd: Path, log: Path, what: str) -> str:
     if done.returncode != 0:
         raise BeforeError(f"{what} failed (exit {done.returncode}); its output: {log}")
     return done.stdout
+
+
+def swap_in_stand_in(checkout: Path) -> None:
+    """Make the bench of ``checkout`` build every model as its stand-in (see ``--stand-in``)."""
+    models = checkout / "tests" / "perf" / "bench_models.py"
+    text = models.read_text() if models.exists() else ""
+    head, main_guard, tail = text.rpartition(_MAIN_GUARD)
+    if not main_guard or not all(name in head for name in ("def build(key: str)", "PLANS")):
+        raise BeforeError(
+            f"--stand-in cannot replace the models of {models}: it has no build(key) over "
+            "PLANS run by main(); measure that commit by difference (without --stand-in)"
+        )
+    models.write_text(head.rstrip("\n") + "\n" + STAND_IN_BUILD + "\n\n" + main_guard + tail)
 
 
 def prepare_before(revision: str, work: Path) -> Path:
@@ -98,30 +132,40 @@ def remove_before(checkout: Path) -> None:
     shutil.rmtree(checkout, ignore_errors=True)
 
 
-def round_result(output: str, model: str) -> dict[str, Any]:
-    """The feed (ms) and pipeline img/s of ``model`` from one bench run's output."""
+def round_result(output: str, model: str, stand_in: str | None = None) -> dict[str, Any]:
+    """The feed (ms) and img/s of ``model`` from one bench run's output: by difference, or
+    with ``stand_in`` the worker's CPU per image of that figure (the job on the stand-in)."""
     lines = [line for line in output.splitlines() if line.startswith('{"bench"')]
     if not lines:
         raise BeforeError("the bench printed no result line")
     figures = json.loads(lines[-1]).get("models", {}).get(model)
-    feed = feed_ms(figures) if figures else None
+    feed = None
+    if figures:
+        feed = worker_ms(figures, stand_in) if stand_in else feed_ms(figures)
     if feed is None:
         raise BeforeError(f"the bench's result has no feed for {model}")
-    pipeline = figures["figures"].get("pipeline", {})
-    return {"feed_ms": feed, "images_per_second": pipeline.get("images_per_second")}
+    figure = figures["figures"].get(stand_in or "pipeline", {})
+    return {"feed_ms": feed, "images_per_second": figure.get("images_per_second")}
 
 
-def run_round(checkout: Path, model: str, s3_url: str, log: Path) -> dict[str, Any]:
+def run_round(
+    checkout: Path, model: str, s3_url: str, log: Path, stand_in: str | None = None
+) -> dict[str, Any]:
     """One bench round of ``model`` in ``checkout`` (its own .venv) against ``s3_url``."""
     python = checkout / ".venv" / "bin" / "python"
     command = [str(python), "-m", "tests.perf.bench", "--only", model, *ROUND_ARGS]
     output = _run([*command, "--s3", s3_url], checkout, log, f"the bench in {checkout}")
-    return round_result(output, model)
+    return round_result(output, model, stand_in)
 
 
-def summary(model: str, rounds: list[dict[str, dict[str, Any]]]) -> tuple[list[str], bool]:
+def summary(
+    model: str, rounds: list[dict[str, dict[str, Any]]], *, stand_in: bool = False
+) -> tuple[list[str], bool]:
     """The table of rounds, the means and their ratio, and whether the target holds."""
-    lines = [f"{model}: feed CPU per image, before vs now, same host, a fresh S3 server each"]
+    how = "on the stand-in model" if stand_in else "by difference"
+    lines = [
+        f"{model}: feed CPU per image ({how}), before vs now, same host, a fresh S3 server each"
+    ]
     lines.append(
         f"  {'round':>5} {'before ms':>10} {'now ms':>8} {'before img/s':>13} {'now img/s':>10}"
     )
@@ -164,6 +208,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rounds", type=whole_number(), default=3, help="before/now pairs (default 3)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir and worktree")
+    parser.add_argument(
+        "--stand-in",
+        action="store_true",
+        help="measure each side's feed on the model's stand-in, not by difference",
+    )
     return parser.parse_args(argv)
 
 
@@ -174,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     checkout: Path | None = None
     try:
         checkout = prepare_before(options.before, work)
+        if options.stand_in:
+            swap_in_stand_in(checkout)
+        figure = {"before": "pipeline", "now": "pipeline_stand_in"} if options.stand_in else {}
         rounds: list[dict[str, dict[str, Any]]] = []
         for number in range(1, options.rounds + 1):
             sides: dict[str, dict[str, Any]] = {}
@@ -183,12 +235,12 @@ def main(argv: list[str] | None = None) -> int:
                     pid = server.process.pid if server.process else None
                     place_server(pid, one_core=CORPORA[options.only].storage_bound)  # as make bench
                     log = work / f"{side}-{number}.log"
-                    sides[side] = run_round(where, options.only, server.url, log)
+                    sides[side] = run_round(where, options.only, server.url, log, figure.get(side))
                 finally:
                     server.stop()
                 say(f"round {number} {side}: feed {sides[side]['feed_ms']:.3f} ms")
             rounds.append(sides)
-        lines, _ = summary(options.only, rounds)
+        lines, _ = summary(options.only, rounds, stand_in=options.stand_in)
         print("\n".join(lines))
     except BeforeError as error:
         print(f"bench-before: {error}", file=sys.stderr)

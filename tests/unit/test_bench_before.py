@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -76,3 +77,71 @@ def test_rounds_below_one_are_refused_with_a_usage_error(
         bench_before.parse_args(["--rounds", rounds])
     assert stopped.value.code == 2
     assert "--rounds" in capsys.readouterr().err
+
+
+def test_with_the_stand_in_a_round_reads_the_worker_cpu_of_that_job() -> None:
+    output = _output(0.3, 0.5)  # the pipeline: 3 ms of worker CPU per image
+    result = json.loads(output.splitlines()[-1])
+    job = {"images_per_second": 200.0, "cpu": {"wall_seconds": 1.0, "cpu_seconds": {}}}
+    job["cpu"]["cpu_seconds"]["bucketvision_worker"] = 0.18  # 0.9 ms per image
+    stand_in = {"images_per_second": 200.0, "jobs": [job]}
+    result["models"]["cnn"]["figures"]["pipeline_stand_in"] = stand_in
+    output = json.dumps(result) + "\n"
+    # This checkout: the stand-in's own figure; no forward pass subtracted.
+    got = bench_before.round_result(output, "cnn", "pipeline_stand_in")
+    assert got == {"feed_ms": pytest.approx(0.9), "images_per_second": 200.0}
+    # The before, whose models were swapped for their stand-ins: its pipeline figure, whole.
+    got = bench_before.round_result(output, "cnn", "pipeline")
+    assert got == {"feed_ms": pytest.approx(3.0), "images_per_second": 100.0}
+    with pytest.raises(bench_before.BeforeError, match="no feed for cnn"):
+        bench_before.round_result(_output(0.3, 0.5), "cnn", "pipeline_stand_in")
+    lines, passed = bench_before.summary("mobilenet", [_sides(3.4, 1.6)], stand_in=True)
+    assert "(on the stand-in model)" in lines[0] and passed
+    assert bench_before.parse_args(["--stand-in"]).stand_in
+    assert not bench_before.parse_args([]).stand_in
+
+
+BEFORE_MODELS = '''"""The bench's models."""
+
+PLANS = {"cnn": None}
+
+
+def build(key: str) -> object:
+    return "the real model"
+
+
+def main() -> None:
+    print(build("cnn"))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def test_the_stand_in_build_replaces_the_before_s_before_main_runs(tmp_path: Path) -> None:
+    models = tmp_path / "tests" / "perf" / "bench_models.py"
+    models.parent.mkdir(parents=True)
+    models.write_text(BEFORE_MODELS)
+    bench_before.swap_in_stand_in(tmp_path)
+    text = models.read_text()
+    assert text.startswith(BEFORE_MODELS.split("\n\n\nif __name__")[0])
+    assert text.index(bench_before.STAND_IN_BUILD.strip()) < text.index('if __name__ == "__main__"')
+    assert text.rstrip().endswith("main()")
+    namespace: dict[str, object] = {"__name__": "bench_models"}
+    exec(compile(text, str(models), "exec"), namespace)  # main() does not run: not __main__
+    build = namespace["build"]
+    assert callable(build) and "its stand-in" in inspect.getsource(build)  # the last one wins
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "PLANS = {}\n", BEFORE_MODELS.replace('if __name__ == "__main__":\n    main()', "")],
+)
+def test_a_before_whose_models_cannot_be_swapped_is_refused(tmp_path: Path, text: str) -> None:
+    models = tmp_path / "tests" / "perf" / "bench_models.py"
+    models.parent.mkdir(parents=True)
+    models.write_text(text)
+    with pytest.raises(bench_before.BeforeError, match="--stand-in cannot replace the models"):
+        bench_before.swap_in_stand_in(tmp_path)
+    assert models.read_text() == text
