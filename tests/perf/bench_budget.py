@@ -23,7 +23,7 @@ a 16-core GPU node is that times 16: what the feed would allow, not a measuremen
 
 That difference is of two figures from different runs, and on MobileNetV2 both are near
 20 ms while the feed is 2-4: the forward pass's CPU per image moved 6 % with what ran on
-the other core, and by half between hours, so the difference read from -1.9 to 4.1 ms. The
+the other core, and by half between hours, so the difference read from -2.3 to 4.1 ms. The
 **stand-in feed** measures it in one run: ``worker`` of the same job on the model's
 stand-in (``bench_models.build_stand_in``: the same input, preprocess and labels, a forward
 pass of next to nothing), which spends the worker's CPU on everything but the model. It
