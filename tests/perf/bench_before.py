@@ -25,9 +25,9 @@ one dense layer; ``bench_models.build_stand_in``). On MobileNetV2 the difference
 figures near 20-30 ms and moved by more than the whole feed from run to run; the stand-in's
 is one figure of one run. This checkout's bench runs that job itself ("pipeline, stand-in
 model"); the before's bench has no stand-in, so its worktree's ``bench_models.build`` is
-replaced by one that builds the stand-in for every model (:data:`STAND_IN_BUILD`, appended to
-its ``tests/perf/bench_models.py``, with this checkout's ``build_stand_in``), and its
-"pipeline" figure is then that job.
+replaced by one that builds the stand-in for every model (:data:`STAND_IN_BUILD`, inserted
+into its ``tests/perf/bench_models.py`` ahead of ``main()``, with this checkout's
+``build_stand_in``), and its "pipeline" figure is then that job.
 
 Run: ``make bench-before`` (``ARGS='--only mobilenet --rounds 2 --stand-in'``). It needs the
 git history (a clone, not an archive) and the package registry for the before's install.
@@ -141,7 +141,7 @@ def round_result(output: str, model: str, stand_in: str | None = None) -> dict[s
     figures = json.loads(lines[-1]).get("models", {}).get(model)
     feed = None
     if figures:
-        feed = worker_ms(figures, stand_in) if stand_in else feed_ms(figures)
+        feed = worker_ms(figures["figures"], stand_in) if stand_in else feed_ms(figures)
     if feed is None:
         raise BeforeError(f"the bench's result has no feed for {model}")
     figure = figures["figures"].get(stand_in or "pipeline", {})

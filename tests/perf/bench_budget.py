@@ -91,10 +91,9 @@ def budget(
 ) -> dict[str, Any]:
     """The budget of one model's pipeline (with item outputs) and its feed rate."""
     suffix = "" if client == "boto3" else f"_{client}"
-    model = {"figures": figures}
-    worker = worker_ms(model, "pipeline")
-    quiet = worker_ms(model, "pipeline_no_item_outputs")
-    stand_in = worker_ms(model, "pipeline_stand_in")
+    worker = worker_ms(figures, "pipeline")
+    quiet = worker_ms(figures, "pipeline_no_item_outputs")
+    stand_in = worker_ms(figures, "pipeline_stand_in")
     forward = bounds.get("forward_ms")
     get, get_put = _client_ms(figures, f"get{suffix}"), _client_ms(figures, f"get_put{suffix}")
     decode, preprocess = decode_split or (None, None)
@@ -124,15 +123,14 @@ def budget(
     }
 
 
-def worker_ms(model: dict[str, Any], name: str) -> float | None:
-    """The worker's CPU per image of figure ``name`` of one model of a bench result."""
-    figure = model.get("figures", {}).get(name, {})
-    return cpu_ms_per_image(figure, lambda process: process == WORKER)
+def worker_ms(figures: dict[str, Any], name: str) -> float | None:
+    """The worker's CPU per image of figure ``name`` among one model's ``figures``."""
+    return cpu_ms_per_image(figures.get(name, {}), lambda process: process == WORKER)
 
 
 def feed_ms(model: dict[str, Any]) -> float | None:
     """A model's feed CPU per image from a bench result (also one from before the budget)."""
-    worker = worker_ms(model, "pipeline")
+    worker = worker_ms(model.get("figures", {}), "pipeline")
     forward = (model.get("bounds") or {}).get("forward_ms")
     return worker - forward if worker and forward is not None else None
 

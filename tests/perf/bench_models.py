@@ -80,34 +80,36 @@ def main() -> None:
     settings = Settings.from_env()
     registry = ModelRegistry(S3Store.from_settings(settings), settings.models_uri)
     made = {}
+
+    def save_and_register(name: str, model: object, preprocess: str) -> tuple[str, str]:
+        """Save ``model`` as ``name``, register and promote it; its path and reference."""
+        path = os.path.join(options.out, f"{name}.keras")
+        model.save(path)  # type: ignore[attr-defined]
+        ref = register_model(
+            registry,
+            name,
+            task="classify",
+            path=path,
+            labels=LABELS,
+            preprocess=preprocess,
+            promote=True,
+        )
+        return path, str(ref)
+
     for key in [part.strip() for part in options.models.split(",") if part.strip()]:
         plan = PLANS[key]
-        refs = {}
-        for name, model in (
-            (plan.name, build(key)),
-            (f"{plan.name}-stand-in", build_stand_in(plan.input_shape, len(LABELS))),
-        ):
-            path = os.path.join(options.out, f"{name}.keras")
-            model.save(path)  # type: ignore[attr-defined]
-            refs[name] = (
-                path,
-                register_model(
-                    registry,
-                    name,
-                    task="classify",
-                    path=path,
-                    labels=LABELS,
-                    preprocess=plan.preprocess,
-                    promote=True,
-                ),
-            )
-        path, ref = refs[plan.name]
+        path, ref = save_and_register(plan.name, build(key), plan.preprocess)
+        _, stand_in_ref = save_and_register(
+            f"{plan.name}-stand-in",
+            build_stand_in(plan.input_shape, len(LABELS)),
+            plan.preprocess,
+        )
         made[key] = {
-            "ref": str(ref),
+            "ref": ref,
             "path": path,
             "input_shape": list(plan.input_shape),
             "preprocess": plan.preprocess,
-            "stand_in_ref": str(refs[f"{plan.name}-stand-in"][1]),
+            "stand_in_ref": stand_in_ref,
         }
     print(json.dumps(made))
 

@@ -50,6 +50,7 @@ from datetime import datetime
 from typing import Any
 
 import moto.core.serialize
+from botocore.utils import parse_to_aware_datetime
 from cheroot import wsgi
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
@@ -60,15 +61,12 @@ IDLE_SECONDS = 300  # keep-alive connections a client leaves idle stay open this
 LISTEN_BACKLOG = 512  # connections waiting to be accepted, e.g. every pool opening at once
 
 
-_GENERAL_PARSER = moto.core.serialize.parse_to_aware_datetime
-
-
 def aware_datetime(value: Any) -> datetime:
     """What moto's serialiser asks of botocore's ``parse_to_aware_datetime``: the same
     instant, an ISO 8601 string ending in ``Z`` read by ``datetime.fromisoformat``."""
     if isinstance(value, str) and value.endswith("Z"):
         return parse_response_timestamp(value)
-    return _GENERAL_PARSER(value)
+    return parse_to_aware_datetime(value)
 
 
 def quicker_timestamps() -> None:
